@@ -1,0 +1,1 @@
+"""Agents for proxy_env."""

@@ -1,0 +1,48 @@
+"""Proxy-RLHF as a vectorized Gymnasium environment.
+
+>>> import gymnasium as gym, proxy_env
+>>> "proxy_env/ProxyRLHF-v0" in gym.registry
+True
+"""
+
+from __future__ import annotations
+
+from proxy_env.config import Action, EnvConfig
+from proxy_env.errors import ProxyEnvError
+
+ENV_ID = "proxy_env/ProxyRLHF-v0"
+__version__ = "0.1.0"
+__all__ = ["ENV_ID", "Action", "EnvConfig", "ProxyEnvError", "register_envs"]
+
+# Registered kwargs are deep-copied on every make: plain data only; models are passed at make time.
+DEFAULT_KWARGS: dict[str, object] = {
+    "model": "default",
+    "reward": "default",
+    "prompts": "default",
+    "max_new_tokens": 48,
+    "top_k": 50,
+    "top_p": 0.95,
+    "temperature": 1.0,
+    "max_rejections": None,
+    "order": "sample",
+    "observation": "candidate",
+    "hidden_layer": -1,
+    "reward_baseline": None,
+    "reject_cost": 0.0,
+}
+
+
+def register_envs() -> None:
+    """Register ``proxy_env/ProxyRLHF-v0`` (idempotent)."""
+    import gymnasium as gym
+
+    if ENV_ID not in gym.registry:
+        gym.register(
+            id=ENV_ID,
+            entry_point="proxy_env.env:ProxyRLHFEnv",
+            vector_entry_point="proxy_env.vector_env:ProxyRLHFVectorEnv",
+            kwargs=dict(DEFAULT_KWARGS),
+        )
+
+
+register_envs()

@@ -1,0 +1,65 @@
+"""Validated keyword arguments of the environment (plain data: safe to register and deep-copy)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+from proxy_env.errors import ConfigError, ConfigTypeError, check_choice
+
+ORDERS = ("sample", "greedy")
+OBSERVATIONS = ("candidate", "candidate_stats")
+NUM_STATS = 3  # extra features of observation="candidate_stats"
+
+
+class Action(IntEnum):
+    """The proxy's decision about the candidate on offer."""
+
+    REJECT = 0
+    ACCEPT = 1
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The MDP's hyper-parameters; see :class:`proxy_env.vector_env.ProxyRLHFVectorEnv` for each."""
+
+    max_new_tokens: int = 48
+    top_k: int = 50
+    top_p: float = 0.95
+    temperature: float = 1.0
+    max_rejections: int | None = None
+    order: str = "sample"
+    observation: str = "candidate"
+    hidden_layer: int = -1
+    reward_baseline: float | str | None = None
+    reject_cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        _int("max_new_tokens", self.max_new_tokens, minimum=1)
+        _int("top_k", self.top_k, minimum=1)
+        _int("hidden_layer", self.hidden_layer)
+        if self.max_rejections is not None:
+            _int("max_rejections", self.max_rejections, minimum=0, hint="or None (= pool size - 1)")
+        if not _real(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p={self.top_p!r} must be a float in (0, 1]; 1.0 disables nucleus truncation.")
+        if not _real(self.temperature) or not self.temperature > 0.0:
+            raise ConfigError(f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding.")
+        if not _real(self.reject_cost) or self.reject_cost < 0.0:
+            raise ConfigError(f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection).")
+        check_choice("order", self.order, ORDERS)
+        check_choice("observation", self.observation, OBSERVATIONS)
+        baseline = self.reward_baseline
+        if not (baseline is None or baseline == "reference" or (_real(baseline) and not isinstance(baseline, str))):
+            raise ConfigError(f"reward_baseline={baseline!r} must be None, a finite float, or 'reference'.")
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(name: str, value: object, minimum: int | None = None, hint: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigTypeError(f"{name}={value!r} must be an int {hint}".rstrip() + ".")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum} {hint}".rstrip() + ".")

@@ -1,0 +1,67 @@
+"""The single environment: a ``num_envs=1`` view of :class:`ProxyRLHFVectorEnv`, with no logic of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from proxy_env.vector_env import ProxyRLHFVectorEnv
+
+
+class ProxyRLHFEnv(gym.Env):
+    """Proxy-RLHF, one episode at a time. Same arguments and semantics as :class:`ProxyRLHFVectorEnv`.
+
+    >>> import gymnasium as gym, proxy_env
+    >>> from proxy_env.tiny import tiny_lm
+    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4)
+    >>> obs, info = env.reset(seed=0)
+    >>> done, steps = False, 0
+    >>> while not done:
+    ...     obs, reward, terminated, truncated, info = env.step(proxy_env.Action.ACCEPT)
+    ...     done, steps = terminated or truncated, steps + 1
+    >>> steps <= 4 and isinstance(info["response"], str)
+    True
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        kwargs.pop("autoreset_mode", None)
+        self.vector_env = ProxyRLHFVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs)
+        self.render_mode = render_mode
+        self.observation_space = self.vector_env.single_observation_space
+        self.action_space = self.vector_env.single_action_space
+
+    @property
+    def lm(self) -> Any:
+        return self.vector_env.lm
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        obs, info = self.vector_env.reset(seed=None if seed is None else [seed], options=options)
+        return obs[0], _unbatch(info)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.vector_env.step(np.asarray([action]).reshape(1))
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _unbatch(info)
+
+    def render(self) -> str | None:
+        frames = self.vector_env.render()
+        return None if frames is None else frames[0]
+
+    def close(self) -> None:
+        self.vector_env.close()
+
+
+def _unbatch(info: dict[str, Any]) -> dict[str, Any]:
+    """Row 0 of a vector info dict; keys whose ``_key`` mask is False are dropped."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key.startswith("_") or not info.get(f"_{key}", np.ones(1, bool))[0]:
+            continue
+        item = _unbatch(value) if isinstance(value, dict) else value[0]
+        out[key] = item.item() if isinstance(item, np.generic) else item
+    return out

@@ -1,0 +1,375 @@
+"""FrozenLM: a frozen Hugging Face causal LM with its tokenizer, and the per-row KV-cache engine.
+
+The engine (:class:`RowCache`) runs batched one-token steps whose rows are independent: each row
+can be prefilled with a new prompt, step one tentative token, then commit it or discard it, without
+touching the other rows. See ``../shared/NOTES.md`` for the transformers facts it relies on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from proxy_env.errors import ConfigError, ConfigTypeError, ModelNotFoundError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype | None] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "auto": None,
+}
+DEVICE_CHOICES = ["cpu", "cuda", "cuda:N", "mps"]
+
+
+class StepOutput(NamedTuple):
+    """Outputs of one batched forward."""
+
+    hidden: torch.Tensor  # (B, H) hidden state of the chosen layer at the fed token
+    logits: torch.Tensor  # (B, V) next-token logits after the fed token (float32)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else CPU; anything else is validated."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"device={device!r} is not a device; expected one of {DEVICE_CHOICES} or None (CUDA when available)."
+            + did_you_mean(device, ["cpu", "cuda", "mps"])
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available here; pass device='cpu' or device=None.")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r} is not supported; expected one of {DEVICE_CHOICES}.")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` is float32 on CPU and bfloat16 on CUDA; strings are validated against :data:`DTYPES`."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ConfigError(f"dtype={dtype} is not supported; expected one of {list(DTYPES)}.")
+        return dtype
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not a valid dtype; expected one of {list(DTYPES)}." + did_you_mean(dtype, DTYPES))
+    return DTYPES[dtype]  # type: ignore[return-value]
+
+
+def resolve_model_path(name: str) -> str:
+    """Check that ``name`` can be loaded without a download when offline; return what to load.
+
+    ``"default"`` is the embedded SmolLM2-135M-Instruct. A local folder must exist. A hub id must
+    be in the local Hugging Face cache when offline (``HF_HUB_OFFLINE=1``): nothing is downloaded.
+    """
+    if name == "default":
+        from proxy_env.assets import default_model_dir
+
+        return str(default_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model={name!r} is a path but holds no config.json; pass a Hugging Face model folder.")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
+    if looks_like_path:
+        raise ModelNotFoundError(f"model={name!r}: no such folder. Pass an existing local path, a hub id or 'default'.")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception as exc:  # an invalid repo id (HFValidationError) lands here
+        raise ModelNotFoundError(f"model={name!r} is neither a local folder nor a valid hub id: {exc}") from exc
+    if not isinstance(cached, str) and constants.HF_HUB_OFFLINE:
+        raise ModelNotFoundError(
+            f"model={name!r} is not a local folder and is not in the Hugging Face cache; HF_HUB_OFFLINE is set, "
+            "so nothing is downloaded. Pass a local path, or 'default' for the embedded SmolLM2-135M-Instruct."
+        )
+    return name
+
+
+class FrozenLM:
+    """A frozen causal LM plus tokenizer: no gradients, ``eval()``, one device and dtype.
+
+    Args:
+        model: ``"default"``, a hub id, a local folder, or an already-built ``PreTrainedModel``.
+        tokenizer: the tokenizer; loaded from ``model`` when it is a name or path.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
+        device: ``None`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        trust_remote_code: passed to ``from_pretrained``; off by default.
+        chat_template: apply the tokenizer's chat template to prompts (``None``: when it has one).
+    """
+
+    def __init__(
+        self,
+        model: Any = "default",
+        tokenizer: Any = None,
+        *,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        chat_template: bool | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if isinstance(model, (str, Path)):
+            self.name = str(model)
+            source = resolve_model_path(str(model))
+            model, tokenizer = _load(source, tokenizer, self.dtype, trust_remote_code)
+        else:
+            from transformers import PreTrainedModel
+
+            if not isinstance(model, PreTrainedModel):
+                raise ConfigTypeError(
+                    f"model must be 'default', a hub id, a path or a transformers PreTrainedModel, got {type(model).__name__}."
+                )
+            if tokenizer is None:
+                raise ConfigError("model was given as an object, so tokenizer= is required too.")
+            self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        has_template = getattr(self.tokenizer, "chat_template", None) is not None
+        if chat_template and not has_template:
+            raise ConfigError("chat_template=True but the tokenizer has no chat template; pass chat_template=None or False.")
+        self.use_chat_template = has_template if chat_template is None else chat_template
+        self._cache_kw: str | None = None
+        self._logits_to_keep = False
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def config(self) -> Any:
+        return self.model.config.get_text_config()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the logits (may exceed ``len(tokenizer)``)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Every id that ends a response: the tokenizer's EOS and the generation config's."""
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for value in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return sorted(ids)
+
+    def cache_kwargs(self, cache: Any) -> dict[str, Any]:
+        """The cache keyword of this transformers version (``cache`` from 5.2x, ``past_key_values`` before)."""
+        if self._cache_kw is None:
+            params = inspect.signature(self.model.forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+            self._logits_to_keep = "logits_to_keep" in params
+        kwargs: dict[str, Any] = {self._cache_kw: cache}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1  # only the last position's logits are used
+        return kwargs
+
+    # ----------------------------------------------------------------- text
+    def format_prompt(self, prompt: str) -> str:
+        """The prompt as the model sees it (chat template with a generation prompt, if used)."""
+        if not self.use_chat_template:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer(self.format_prompt(prompt), add_special_tokens=not self.use_chat_template)["input_ids"]
+        if not ids:
+            raise ConfigError(f"prompt {prompt!r} encodes to no tokens; prompts must be non-empty.")
+        return list(ids)
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ----------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward_full(self, ids: list[int], hidden_layer: int = -1) -> StepOutput:
+        """Reference forward of one whole sequence, no cache: hidden (T, H) and logits (T, V)."""
+        input_ids = torch.tensor([ids], device=self.device)
+        out = self.model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+        return StepOutput(out.hidden_states[hidden_layer][0].float(), out.logits[0].float())
+
+    def new_cache(self, num_rows: int, hidden_layer: int = -1) -> RowCache:
+        """A per-row KV cache of ``num_rows`` independent rows over this model."""
+        return RowCache(self, num_rows, hidden_layer)
+
+
+def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"model={source!r} could not be loaded: {exc}. Nothing is downloaded on a machine without internet; "
+            "pass a local folder or 'default'."
+        ) from exc
+    return model, tokenizer
+
+
+class RowCache:
+    """A batched KV cache whose rows are committed, discarded and refilled independently.
+
+    Layout: every layer holds keys/values of shape (B, kv_heads, L, head_dim); ``mask`` (B, L) marks
+    which columns each row attends to; ``pos`` (B,) is each row's next position id. A stepped token
+    is *pending* until :meth:`commit` (keep, advance the position) or :meth:`discard` (mask its
+    column out, keep the position). :meth:`compact` right-aligns each row's live columns, so the
+    length stays bounded by the longest live sequence, not by the number of steps taken.
+    """
+
+    def __init__(self, lm: FrozenLM, num_rows: int, hidden_layer: int = -1) -> None:
+        from transformers import DynamicCache
+
+        self.lm = lm
+        self.num_rows = num_rows
+        self.hidden_layer = hidden_layer
+        device = lm.device
+        self.cache = DynamicCache()
+        self.mask = torch.zeros(num_rows, 0, dtype=torch.long, device=device)  # (B, L)
+        self.pos = torch.zeros(num_rows, dtype=torch.long, device=device)  # (B,)
+        self.pending = torch.full((num_rows,), -1, dtype=torch.long, device=device)  # (B,) column or -1
+
+    @property
+    def length(self) -> int:
+        return int(self.mask.shape[1])
+
+    def _layers(self) -> list[Any]:
+        return list(self.cache.layers)
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> StepOutput:
+        out = self.lm.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            output_hidden_states=True,
+            **self.lm.cache_kwargs(cache),
+        )
+        return StepOutput(out.hidden_states[self.hidden_layer][:, -1].float(), out.logits[:, -1].float())
+
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor, prompts: list[list[int]]) -> StepOutput:
+        """Prefill ``prompts`` into the rows selected by bool mask ``rows`` (B,); other rows untouched.
+
+        Returns the hidden state and next-token logits at each prompt's last token, (n, H) and (n, V).
+        """
+        from transformers import DynamicCache
+
+        index = rows.nonzero().squeeze(1)
+        assert len(index) == len(prompts) > 0, "one prompt per selected row"
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), int(self.lm.tokenizer.pad_token_id), dtype=torch.long)
+        pmask = torch.zeros(len(prompts), width, dtype=torch.long)
+        for i, prompt in enumerate(prompts):  # left padding
+            ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            pmask[i, width - len(prompt) :] = 1
+        ids, pmask = ids.to(self.lm.device), pmask.to(self.lm.device)
+        position_ids = (pmask.cumsum(-1) - 1).clamp(min=0)  # (n, P)
+        fresh = DynamicCache()
+        out = self._forward(ids, pmask, position_ids, fresh)
+        if self.length < width:
+            self._pad_left(width - self.length, fresh)
+        start = self.length - width
+        for layer, new in zip(self._layers(), fresh.layers):
+            layer.keys[index] = 0.0  # clears garbage (even NaN) a never-used row may hold
+            layer.values[index] = 0.0
+            layer.keys[index, :, start:] = new.keys
+            layer.values[index, :, start:] = new.values
+        self.mask[index] = 0
+        self.mask[index, start:] = pmask
+        self.pos[index] = pmask.sum(-1)
+        self.pending[index] = -1
+        return out
+
+    def _pad_left(self, n: int, like: Any) -> None:
+        """Prepend ``n`` empty columns to every layer (initialising the layers on first use)."""
+        if not self.cache.layers or not self.cache.layers[0].is_initialized:
+            for i, new in enumerate(like.layers):
+                shape = (self.num_rows, new.keys.shape[1], 0, new.keys.shape[3])
+                empty_k = new.keys.new_zeros(shape)
+                empty_v = new.values.new_zeros((*shape[:3], new.values.shape[3]))
+                self.cache.update(empty_k, empty_v, i)
+        for layer in self._layers():
+            b, h, _, d = layer.keys.shape
+            layer.keys = torch.cat([layer.keys.new_zeros(b, h, n, d), layer.keys], dim=2)
+            layer.values = torch.cat([layer.values.new_zeros(b, h, n, layer.values.shape[3]), layer.values], dim=2)
+        self.mask = torch.cat([self.mask.new_zeros(self.num_rows, n), self.mask], dim=1)
+        self.pending = torch.where(self.pending >= 0, self.pending + n, self.pending)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, active: torch.Tensor) -> StepOutput:
+        """Feed one token per row (B,); rows where ``active`` (B,) is False are masked out and ignored.
+
+        Active rows must have no pending token; their fed token becomes pending.
+        """
+        assert not bool((self.pending[active] >= 0).any()), "commit or discard the pending token first"
+        assert self.length > 0, "reset rows before stepping"
+        self.compact()
+        column = self.length
+        self.mask = torch.cat([self.mask, active.long()[:, None]], dim=1)  # (B, L+1)
+        out = self._forward(tokens[:, None].to(self.lm.device), self.mask, self.pos[:, None], self.cache)
+        self.pending[active] = column
+        return out
+
+    def commit(self, rows: torch.Tensor) -> None:
+        """Keep the pending token of rows (bool mask) and advance their positions."""
+        assert bool((self.pending[rows] >= 0).all()), "commit needs a pending token"
+        self.pos[rows] += 1
+        self.pending[rows] = -1
+
+    def discard(self, rows: torch.Tensor) -> None:
+        """Drop the pending token of rows (bool mask): its column is masked, the position is reused."""
+        assert bool((self.pending[rows] >= 0).all()), "discard needs a pending token"
+        index = rows.nonzero().squeeze(1)
+        self.mask[index, self.pending[index]] = 0
+        self.pending[index] = -1
+
+    @torch.no_grad()
+    def compact(self, force: bool = False) -> None:
+        """Right-align each row's live columns and drop the rest when at least half the cache is dead."""
+        if self.length == 0:
+            return
+        live = self.mask.bool()  # pending columns are live: their mask is 1
+        keep = int(live.sum(1).max())
+        if not force and self.length < 2 * keep + 16:
+            return
+        # Stable sort puts dead columns first and live ones last, each row keeping its order.
+        order = torch.sort(live.to(torch.int8), dim=1, stable=True).indices[:, self.length - keep :]  # (B, keep)
+        for layer in self._layers():
+            b, h, _, d = layer.keys.shape
+            layer.keys = layer.keys.gather(2, order[:, None, :, None].expand(b, h, keep, d))
+            layer.values = layer.values.gather(2, order[:, None, :, None].expand(b, h, keep, layer.values.shape[3]))
+        has = self.pending >= 0
+        new_pending = (order == self.pending[:, None]).to(torch.int8).argmax(1)
+        self.pending = torch.where(has, new_pending, self.pending)
+        self.mask = self.mask.gather(1, order)

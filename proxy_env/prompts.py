@@ -1,0 +1,112 @@
+"""Prompt sources: the embedded chatterbot-corpus split, lists, text/JSONL files, local datasets.
+
+The default prompts are the user turns of the English conversations in the ``chatterbot-corpus``
+wheel (BSD): every even-indexed turn of every conversation, deduplicated. They are split into fixed,
+disjoint train and eval sets by a hash of the text (about 30% go to eval, so that at least 200 are held out), so the split
+does not depend on file order or on the corpus version's other files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from proxy_env.errors import ConfigError, ConfigTypeError, DataError, require_package
+
+PROMPT_SETS = ("default", "default-eval")
+_MIN_CHARS, _MAX_CHARS = 4, 200
+
+
+def _corpus_dir() -> Path:
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("prompts='default' needs the package 'chatterbot-corpus': pip install chatterbot-corpus==1.3.3")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "english"
+
+
+def _is_eval(text: str) -> bool:
+    return hashlib.sha1(text.encode("utf-8")).digest()[0] % 10 < 3
+
+
+@lru_cache(maxsize=1)
+def chatterbot_prompts() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (train, eval) user turns of chatterbot-corpus/english, disjoint and deterministic."""
+    import yaml
+
+    seen: dict[str, None] = {}
+    for path in sorted(_corpus_dir().glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for conversation in data.get("conversations") or []:
+            for turn in conversation[::2]:  # user turns; odd turns are the bot's answers
+                text = " ".join(str(turn).split())
+                if _MIN_CHARS <= len(text) <= _MAX_CHARS:
+                    seen.setdefault(text, None)
+    texts = list(seen)
+    train = tuple(t for t in texts if not _is_eval(t))
+    held_out = tuple(t for t in texts if _is_eval(t))
+    return train, held_out
+
+
+def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str = "prompt") -> list[str]:
+    """Resolve a prompt source into a non-empty list of strings.
+
+    Args:
+        prompts: ``"default"`` (chatterbot train split), ``"default-eval"`` (held-out split), a list
+            of strings, a ``.txt`` file (one prompt per line), a ``.jsonl`` file (field ``column``),
+            or a local ``datasets`` folder saved with ``save_to_disk`` (column ``column``).
+        column: the field holding the prompt in JSONL files and datasets.
+
+    >>> train, held_out = load_prompts("default"), load_prompts("default-eval")
+    >>> len(train) > 500 and len(held_out) >= 200 and not set(train) & set(held_out)
+    True
+    """
+    if isinstance(prompts, str) and prompts in PROMPT_SETS:
+        train, held_out = chatterbot_prompts()
+        return list(train if prompts == "default" else held_out)
+    if isinstance(prompts, (str, Path)):
+        return _load_path(Path(prompts).expanduser(), column)
+    if isinstance(prompts, Sequence):
+        items = list(prompts)
+        bad = [i for i, p in enumerate(items) if not isinstance(p, str) or not p.strip()]
+        if bad:
+            raise ConfigError(f"prompts[{bad[0]}]={items[bad[0]]!r}: every prompt must be a non-empty string.")
+        if not items:
+            raise ConfigError("prompts=[] is empty; pass at least one prompt or 'default'.")
+        return items
+    raise ConfigTypeError(f"prompts must be 'default', 'default-eval', a list of strings or a path, got {type(prompts).__name__}.")
+
+
+def _load_path(path: Path, column: str) -> list[str]:
+    if not path.exists():
+        raise ConfigError(
+            f"prompts={str(path)!r}: no such file or folder; expected {list(PROMPT_SETS)}, a list, or a .txt/.jsonl/datasets path."
+        )
+    if path.is_dir():
+        require_package("datasets", extra="datasets")
+        import datasets
+
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            data = data["train"] if "train" in data else data[next(iter(data))]
+        if column not in data.column_names:
+            raise DataError(f"dataset {str(path)!r} has no column {column!r}; columns: {data.column_names}. Pass column=.")
+        return load_prompts([str(x) for x in data[column]])
+    if path.suffix == ".jsonl":
+        out = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}).") from exc
+            if not isinstance(record, dict) or not isinstance(record.get(column), str):
+                raise DataError(f"{path}:{number}: expected an object with a string field {column!r}.")
+            out.append(record[column])
+        return load_prompts(out)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return load_prompts([line for line in lines if line])

@@ -1,0 +1,66 @@
+"""Shared fixtures: tests run offline, on CPU, mostly on tiny random models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gymnasium as gym  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import proxy_env  # noqa: E402
+from proxy_env.tiny import tiny_lm  # noqa: E402
+
+PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return tiny_lm("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    return tiny_lm("gpt2")
+
+
+@pytest.fixture(scope="session")
+def real_lm():
+    from proxy_env.lm import FrozenLM
+
+    return FrozenLM("default", device="cpu")
+
+
+@pytest.fixture
+def make_venv(tiny):
+    def make(num_envs: int = 4, **kwargs):
+        kwargs.setdefault("model", tiny)
+        kwargs.setdefault("prompts", PROMPTS)
+        kwargs.setdefault("max_new_tokens", 8)
+        return gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_env(tiny):
+    def make(**kwargs):
+        kwargs.setdefault("model", tiny)
+        kwargs.setdefault("prompts", PROMPTS)
+        kwargs.setdefault("max_new_tokens", 8)
+        return gym.make(proxy_env.ENV_ID, **kwargs)
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
