@@ -37,7 +37,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _int("top_k", self.top_k, minimum=1)
+        _int("top_k", self.top_k, minimum=2, hint="(top_k=1 leaves the proxy no choice)")
         _int("hidden_layer", self.hidden_layer)
         if self.max_rejections is not None:
             _int("max_rejections", self.max_rejections, minimum=0, hint="or None (= pool size - 1)")

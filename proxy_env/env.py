@@ -26,7 +26,7 @@ class ProxyRLHFEnv(gym.Env):
     True
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         kwargs.pop("autoreset_mode", None)

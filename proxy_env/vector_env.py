@@ -18,6 +18,7 @@ from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
 
 _PROMPT_SALT = 0x7072  # separates the prompt draw from the Gumbel draws of the same episode
+_MAX_SKIPPED_EPISODES = 100
 
 
 class ProxyRLHFVectorEnv(VectorEnv):
@@ -106,7 +107,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
         self,
@@ -194,7 +195,22 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ episodes
     def _start(self, rows: torch.Tensor) -> None:
-        """Begin new episodes in ``rows`` (B,) bool: draw prompts, prefill, offer the first candidate."""
+        """Begin new episodes in ``rows`` (B,) bool: draw prompts, prefill, offer the first candidate.
+
+        An episode that ends before any decision (every position had a single-candidate pool) gives
+        the agent nothing to learn from: it is skipped and the next prompt is drawn.
+        """
+        for _ in range(_MAX_SKIPPED_EPISODES):
+            self._start_once(rows)
+            rows = rows & (self.terminated | self.truncated)
+            if not bool(rows.any()):
+                return
+        raise StateError(
+            f"{_MAX_SKIPPED_EPISODES} episodes in a row ended before the proxy had a choice: every pool held one "
+            f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}). Raise top_k or top_p."
+        )
+
+    def _start_once(self, rows: torch.Tensor) -> None:
         self.episode[rows] += 1
         draw = skam.hash_uniform(self.seed, self.episode, torch.full_like(self.seed, _PROMPT_SALT))
         self.prompt_index = torch.where(rows, (draw * len(self.prompts)).long().clamp(max=len(self.prompts) - 1), self.prompt_index)
@@ -252,7 +268,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start new episodes in every env, or in ``options["reset_mask"]`` (B,) bool only."""
-        super().reset(seed=seed)
+        super().reset(seed=seed if isinstance(seed, int) else None)
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.lm.device)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -268,6 +284,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         elif not self._seeded:
             self.seed = torch.tensor(np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64), device=self.lm.device)
         self._seeded = True
+        if bool(rows.all()):  # a fresh cache makes a seeded reset reproduce bit for bit
+            self.cache = self.lm.new_cache(self.num_envs, self.config.hidden_layer)
         self._start(rows)
         return self._observe(), self._step_info()
 
@@ -301,7 +319,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
         reward = torch.where(reject, -self.config.reject_cost, 0.0).double()
         ended = self.terminated | self.truncated
-        terminated, truncated = self.terminated.cpu().numpy().copy(), self.truncated.cpu().numpy().copy()
+        terminated, truncated = _np(self.terminated), _np(self.truncated)
         info: dict[str, Any] = {}
         if ended.any():
             end_info = self._end_info(ended)
@@ -309,16 +327,16 @@ class ProxyRLHFVectorEnv(VectorEnv):
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 final_obs = self._observe()
                 info["final_obs"] = np.array([final_obs[i] if e else None for i, e in enumerate(ended.tolist())], dtype=object)
-                info["_final_obs"] = ended.cpu().numpy()
+                info["_final_obs"] = _np(ended)
                 info["final_info"] = {**end_info, **self._step_info()}
-                info["_final_info"] = ended.cpu().numpy()
+                info["_final_info"] = _np(ended)
                 self._start(ended)
             else:
                 self.needs_reset |= ended
                 info.update(end_info)
         obs = self._observe()
         info.update(self._step_info())
-        return obs, reward.cpu().numpy(), terminated, truncated, info
+        return obs, _np(reward), terminated, truncated, info
 
     def _validate(self, actions: Any) -> torch.Tensor:
         if not self._seeded:
@@ -343,19 +361,19 @@ class ProxyRLHFVectorEnv(VectorEnv):
                  self.offer.float() / self.config.top_k], dim=1,
             )  # (B, 3)
             obs = torch.cat([obs, stats.clamp(min=-1e4)], dim=1)
-        return obs.float().cpu().numpy()
+        return _np(obs.float())
 
     def _step_info(self) -> dict[str, Any]:
         token = skam.select(self.pool.tokens, self.offer)
-        ids = token.cpu().numpy()
+        ids = _np(token)
         return {
             "token_id": ids,
             "token": np.array(self.lm.tokenizer.batch_decode(ids[:, None]), dtype=object),
-            "logprob": skam.select(self.pool.logprob, self.offer).cpu().numpy(),
-            "logprob_truncated": skam.select(self.pool.logprob_trunc, self.offer).cpu().numpy(),
-            "rank": self.offer.cpu().numpy(),
-            "rejections": self.offer.cpu().numpy(),
-            "position": self.position.cpu().numpy(),
+            "logprob": _np(skam.select(self.pool.logprob, self.offer)),
+            "logprob_truncated": _np(skam.select(self.pool.logprob_trunc, self.offer)),
+            "rank": _np(self.offer),
+            "rejections": _np(self.offer),
+            "position": _np(self.position),
         }
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:
@@ -372,12 +390,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
         elif self.config.reward_baseline is not None:
             baseline[index] = float(self.config.reward_baseline)
         obj = lambda values: _scatter(self.num_envs, index, values)  # noqa: E731
-        mask = ended.cpu().numpy()
+        mask = _np(ended)
         info = {
             "prompt": obj(prompts), "response": obj(texts), "response_ids": obj(ids),
-            "decisions": self.decisions.cpu().numpy().copy(), "num_rejections": self.rejections.cpu().numpy().copy(),
-            "forced_commits": self.forced.cpu().numpy().copy(), "reward_raw": raw, "reward_baseline": baseline,
-            "reject_cost": self.config.reject_cost * self.rejections.double().cpu().numpy(),
+            "decisions": _np(self.decisions), "num_rejections": _np(self.rejections),
+            "forced_commits": _np(self.forced), "reward_raw": raw, "reward_baseline": baseline,
+            "reject_cost": self.config.reject_cost * _np(self.rejections.double()),
         }
         return {**info, **{f"_{key}": mask for key in info}}
 
@@ -400,6 +418,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.cache = None  # type: ignore[assignment]
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy copy (never a view of the env's state, which is updated in place)."""
+    return tensor.detach().cpu().numpy().copy()
 
 
 def _rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

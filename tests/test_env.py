@@ -1,0 +1,50 @@
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import proxy_env
+
+# check_env warns about unbounded Box spaces: hidden states have no natural bounds.
+ALLOWED_WARNINGS = ("lower bound", "upper bound", "infinite", "-inf", "inf")
+
+
+def _check_with_allow_list(checker, env):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checker(env)
+    unexpected = [str(w.message) for w in caught if not any(a in str(w.message) for a in ALLOWED_WARNINGS)]
+    assert not unexpected, unexpected
+
+
+def test_gymnasium_check_env(make_env):
+    from gymnasium.utils.env_checker import check_env
+
+    _check_with_allow_list(lambda e: check_env(e.unwrapped, skip_render_check=True), make_env(max_new_tokens=4))
+
+
+def test_sb3_check_env(make_env):
+    from stable_baselines3.common.env_checker import check_env
+
+    _check_with_allow_list(lambda e: check_env(e.unwrapped, warn=True), make_env(max_new_tokens=4))
+
+
+def test_single_env_is_a_view(make_env):
+    env = make_env()
+    assert env.unwrapped.vector_env.num_envs == 1
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
+    assert isinstance(info["token"], str) and isinstance(info["position"], int)
+
+
+@pytest.mark.slow
+def test_default_make_works_offline():
+    env = gym.make(proxy_env.ENV_ID, max_new_tokens=4)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (576,)
+    done = False
+    while not done:
+        obs, reward, term, trunc, info = env.step(proxy_env.Action.ACCEPT)
+        done = term or trunc
+    assert -1.0 <= info["reward_raw"] <= 1.0 and info["prompt"] in proxy_env.prompts.load_prompts("default")

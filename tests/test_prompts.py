@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from proxy_env.errors import ConfigError, DataError
+from proxy_env.prompts import load_prompts
+
+
+def test_default_split_is_fixed_and_disjoint():
+    train, held_out = load_prompts("default"), load_prompts("default-eval")
+    assert len(train) > 500 and len(held_out) >= 200
+    assert not set(train) & set(held_out)
+    assert load_prompts("default") == train  # deterministic
+    assert all(4 <= len(p) <= 200 for p in train + held_out)
+
+
+def test_files(tmp_path):
+    txt = tmp_path / "p.txt"
+    txt.write_text("first\n\n second \n")
+    assert load_prompts(txt) == ["first", "second"]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps({"q": "b"}) + "\n")
+    assert load_prompts(tmp_path / "p.jsonl" if False else txt) == ["first", "second"]
+    with pytest.raises(DataError, match=r"p.jsonl:2: expected an object with a string field 'prompt'"):
+        load_prompts(jsonl)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{not json\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+        load_prompts(bad)
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="no such file"):
+        load_prompts("nowhere.txt")
+    with pytest.raises(ConfigError, match=r"prompts\[1\]=''"):
+        load_prompts(["ok", ""])

@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import torch
+
+from proxy_env.errors import ConfigError, RewardError
+from proxy_env.rewards import HFRewardModel, VaderReward, resolve_reward, score
+
+
+def test_vader_is_default_and_orders_sentiment():
+    fn = resolve_reward("default")
+    assert isinstance(fn, VaderReward)
+    values = score(fn, ["q"] * 3, ["I love this, wonderful!", "It is a table.", "I hate this, terrible."])
+    assert values[0] > 0.5 and values[1] == 0.0 and values[2] < -0.5
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda p, r: [1.0], "returned 1 values for 2 responses"),
+        (lambda p, r: [1.0, math.nan], "returned nan for response 1"),
+        (lambda p, r: [math.inf, 0.0], "returned inf"),
+        (lambda p, r: "xy", "not a list of floats"),
+    ],
+    ids=["count", "nan", "inf", "type"],
+)
+def test_bad_reward_sources_are_named(fn, match):
+    with pytest.raises(RewardError, match=match) as info:
+        score(fn, ["a", "b"], ["x", "y"])
+    assert "<lambda>" in str(info.value)
+
+
+def test_hf_reward_model_on_a_tiny_classifier(tiny, tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, num_labels=2, pad_token_id=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    model = LlamaForSequenceClassification(config)
+    model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    rm = HFRewardModel(str(tmp_path), label="pos", batch_size=2, device="cpu")
+    values = rm(["p"] * 3, ["good", "a longer response here", "bad"])
+    assert len(values) == 3 and all(math.isfinite(v) for v in values)
+    direct = model(**tiny.tokenizer(["p"], ["good"], return_tensors="pt")).logits[0, 1].item()
+    assert values[0] == pytest.approx(direct, abs=1e-4)
+    fn = resolve_reward(str(tmp_path))
+    assert isinstance(fn, HFRewardModel)
+    with pytest.raises(ConfigError, match="label='happy' is not a label"):
+        HFRewardModel(str(tmp_path), label="happy")

@@ -1,0 +1,277 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import proxy_env
+from proxy_env import Action
+from proxy_env import candidates as skam
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
+from tests.conftest import PROMPTS
+
+# Chi-square critical values at p = 0.001 by degrees of freedom.
+CHI2_CRIT = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46, 7: 24.32}
+
+
+def _policy(env_index: int, seed: int = 0):
+    rng = np.random.default_rng(1000 + env_index + seed)
+    return lambda: int(rng.random() < 0.7)
+
+
+def test_batched_env_equals_single_envs(make_venv, make_env):
+    n, steps, seed = 8, 40, 11
+    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+    obs, _ = venv.reset(seed=seed)
+    policies = [_policy(i) for i in range(n)]
+    vec_log = [[] for _ in range(n)]
+    for i in range(n):
+        vec_log[i].append(("reset", obs[i]))
+    for _ in range(steps):
+        actions = np.array([p() for p in policies])
+        obs, reward, term, trunc, info = venv.step(actions)
+        for i in range(n):
+            if term[i] or trunc[i]:
+                vec_log[i].append(("step", info["final_obs"][i], reward[i], term[i], trunc[i], tuple(info["final_info"]["response_ids"][i])))
+                vec_log[i].append(("reset", obs[i]))
+            else:
+                vec_log[i].append(("step", obs[i], reward[i], term[i], trunc[i], None))
+    episodes = 0
+    for i in range(n):
+        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+        obs, _ = env.reset(seed=seed + i)
+        log = [("reset", obs)]
+        policy = _policy(i)
+        for _ in range(steps):
+            obs, reward, term, trunc, info = env.step(policy())
+            log.append(("step", obs, reward, term, trunc, tuple(info["response_ids"]) if term or trunc else None))
+            if term or trunc:
+                episodes += 1
+                obs, _ = env.reset()
+                log.append(("reset", obs))
+        assert len(log) == len(vec_log[i])
+        for a, b in zip(log, vec_log[i]):
+            assert a[0] == b[0]
+            np.testing.assert_allclose(a[1], b[1], atol=1e-4, rtol=1e-4)
+            if a[0] == "step":
+                assert a[2] == pytest.approx(b[2], abs=1e-9) and a[3:] == b[3:]
+    assert episodes >= 3 * n  # several autoresets per env were compared
+
+
+def test_always_accept_samples_the_llm_distribution(make_venv, tiny):
+    # first response token under always-accept vs the LLM's truncated distribution
+    n, top_k, temperature = 64, 5, 1.5
+    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature)
+    venv.reset(seed=3)
+    counts: dict[int, int] = {}
+    while sum(counts.values()) < 3000:
+        _, _, term, trunc, info = venv.step(np.ones(n, dtype=np.int64))
+        for i in np.flatnonzero(term | trunc):
+            token = info["final_info"]["response_ids"][i][0]
+            counts[token] = counts.get(token, 0) + 1
+    logits = tiny.forward_full(tiny.encode_prompt("Hello!")).logits[-1:]
+    pool = skam.truncate(logits, top_k, 1.0, temperature)
+    expected = dict(zip(pool.tokens[0].tolist(), pool.logprob_trunc[0].exp().tolist()))
+    assert set(counts) <= set(expected)
+    total = sum(counts.values())
+    chi2 = sum((counts.get(t, 0) - total * p) ** 2 / (total * p) for t, p in expected.items())
+    assert chi2 < CHI2_CRIT[len(expected) - 1], (counts, expected)
+
+
+def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
+    env = make_env(prompts=["Tell me a story."], order="greedy", max_new_tokens=10)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step(Action.ACCEPT)
+        done = term or trunc
+    ids = torch.tensor([tiny.encode_prompt("Tell me a story.")])
+    ref = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=10,
+                              eos_token_id=tiny.eos_token_ids, pad_token_id=2)
+    assert info["response_ids"] == ref[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("max_rejections", [None, 2], ids=["cap-pool-size", "cap-2"])
+def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
+    top_k = 4
+    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections)
+    obs, info = env.reset(seed=5)
+    offered: dict[int, list[int]] = {}
+    done = False
+    while not done:
+        offered.setdefault(info["position"], []).append(info["token_id"])
+        assert info["rejections"] == len(offered[info["position"]]) - 1
+        _, reward, term, trunc, info = env.step(Action.REJECT)
+        done = term or trunc
+    response = info["response_ids"]
+    prefix = tiny.encode_prompt("Hello!")
+    for position, token in enumerate(response):
+        pool = skam.truncate(tiny.forward_full(prefix + response[:position]).logits[-1:], top_k, 1.0, 1.0)
+        pool_tokens = set(pool.tokens[0, : int(pool.size[0])].tolist())
+        asked = offered.get(position, [])
+        assert len(asked) == len(set(asked)), "a rejected token was offered again at the same position"
+        assert token in pool_tokens and set(asked) <= pool_tokens
+        assert token not in asked, "the committed token was forced, never offered"
+        cap = len(pool_tokens) - 1 if max_rejections is None else min(max_rejections, len(pool_tokens) - 1)
+        assert len(asked) == cap
+        if max_rejections is None:
+            assert set(asked) | {token} == pool_tokens
+    assert info["forced_commits"] == len(response)
+
+
+def test_eos_terminates_and_budget_truncates(make_env, tiny):
+    env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+    env.reset(seed=0)
+    first = env.unwrapped.vector_env.pool.tokens[0, 0].item()
+    for _ in range(3):
+        _, _, term, trunc, info = env.step(Action.ACCEPT)
+        if term or trunc:
+            break
+    assert trunc and not term and info["response_ids"][-1] != 2 and len(info["response_ids"]) == 3
+    saved = tiny.model.generation_config.eos_token_id
+    tiny.model.generation_config.eos_token_id = [2, first]  # make the greedy first token an EOS
+    try:
+        env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+        env.reset(seed=0)
+        _, _, term, trunc, info = env.step(Action.ACCEPT)
+        assert term and not trunc and info["response_ids"] == [first]
+    finally:
+        tiny.model.generation_config.eos_token_id = saved
+
+
+def test_same_seed_same_everything(make_venv):
+    venv = make_venv(4)
+    runs = []
+    for _ in range(2):
+        obs, _ = venv.reset(seed=123)
+        trace = [obs]
+        for t in range(20):
+            obs, reward, term, trunc, info = venv.step(np.array([t % 2, 1, 0, 1]))
+            trace += [obs, reward, term, trunc, info["token_id"]]
+        runs.append(trace)
+    for a, b in zip(*runs):  # floats within tolerance (the cache layout differs between runs), the rest exact
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_reward_components(make_venv):
+    venv = make_venv(2, max_new_tokens=2, reward=lambda p, r: [1.0] * len(r), reward_baseline=0.25, reject_cost=0.1)
+    venv.reset(seed=0)
+    total = np.zeros(2)
+    for _ in range(30):
+        _, reward, term, trunc, info = venv.step(np.array([0, 1]))
+        total += reward
+        if (term | trunc).any():
+            final = info["final_info"]
+            i = int(np.flatnonzero(term | trunc)[0])
+            assert final["reward_raw"][i] == 1.0 and final["reward_baseline"][i] == 0.25
+            assert final["reject_cost"][i] == pytest.approx(0.1 * final["num_rejections"][i])
+    assert total[1] > 0 and total[0] < total[1]
+
+
+def test_reference_baseline(make_venv, tiny):
+    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference")
+    venv.reset(seed=0)
+    for _ in range(20):
+        _, reward, term, trunc, info = venv.step(np.ones(2, dtype=np.int64))
+        for i in np.flatnonzero(term | trunc):
+            final = info["final_info"]
+            reference = venv.unwrapped._baseline.responses[0]
+            assert final["reward_baseline"][i] == float(len(reference))
+            assert reward[i] == pytest.approx(len(final["response"][i]) - len(reference))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"top_k": 1}, ConfigError, "top_k=1 must be >= 2"),
+        ({"top_p": 1.5}, ConfigError, r"top_p=1.5 must be a float in \(0, 1\]"),
+        ({"top_p": 0.0}, ConfigError, "top_p=0.0"),
+        ({"temperature": 0}, ConfigError, "temperature=0 must be a float > 0"),
+        ({"max_new_tokens": 0}, ConfigError, "max_new_tokens=0 must be >= 1"),
+        ({"max_new_tokens": 2.5}, ConfigTypeError, "max_new_tokens=2.5 must be an int"),
+        ({"order": "sampled"}, ConfigError, "order='sampled'.*Did you mean 'sample'"),
+        ({"observation": "candidat"}, ConfigError, "observation='candidat'.*Did you mean 'candidate'"),
+        ({"reward_baseline": "refrence"}, ConfigError, "reward_baseline='refrence'"),
+        ({"reject_cost": -1.0}, ConfigError, "reject_cost=-1.0"),
+        ({"hidden_layer": 9}, ConfigError, "hidden_layer=9 is out of range"),
+        ({"autoreset_mode": "same"}, ConfigError, "autoreset_mode='same'"),
+        ({"prompts": []}, ConfigError, r"prompts=\[\] is empty"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_bad_kwargs(make_venv, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make_venv(2, **kwargs)
+
+
+def test_bad_actions_and_step_before_reset(make_venv):
+    venv = make_venv(2)
+    with pytest.raises(StateError, match="before reset"):
+        venv.step(np.ones(2, dtype=np.int64))
+    venv.reset(seed=0)
+    with pytest.raises(ActionError, match=r"shape \(2,\)"):
+        venv.step(np.ones(3, dtype=np.int64))
+    with pytest.raises(ActionError, match="dtype float"):
+        venv.step(np.ones(2))
+    with pytest.raises(ActionError, match=r"values \[0, 2\]"):
+        venv.step(np.array([2, 0]))
+    assert isinstance(ActionError("x"), ValueError)
+
+
+def test_autoreset_modes(make_venv):
+    from gymnasium.vector import AutoresetMode
+
+    from proxy_env.checks import check_vector_env
+
+    for mode in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+        venv = make_venv(3, max_new_tokens=3, autoreset_mode=mode)
+        assert venv.metadata["autoreset_mode"] == mode
+        check_vector_env(venv, steps=30)
+    venv = make_venv(2, max_new_tokens=1, autoreset_mode=AutoresetMode.DISABLED)
+    venv.reset(seed=0)
+    venv.step(np.ones(2, dtype=np.int64))
+    with pytest.raises(StateError, match="reset_mask"):
+        venv.step(np.ones(2, dtype=np.int64))
+
+
+def test_observation_modes_and_infos(make_venv, tiny):
+    venv = make_venv(2, observation="candidate_stats")
+    obs, info = venv.reset(seed=0)
+    assert obs.shape == (2, tiny.hidden_size + 3)
+    np.testing.assert_allclose(obs[:, -3], info["logprob"], rtol=1e-6)
+    np.testing.assert_allclose(obs[:, -2], info["logprob_truncated"], rtol=1e-6)
+    assert (info["logprob_truncated"] >= info["logprob"]).all() and (info["logprob"] < 0).all()
+    assert [tiny.tokenizer.decode([t]) for t in info["token_id"]] == list(info["token"])
+    assert venv.single_observation_space.shape == (tiny.hidden_size + 3,)
+    assert venv.single_action_space == gym.spaces.Discrete(2)
+
+
+def test_render_marks_rejections(make_env):
+    env = make_env(render_mode="ansi", prompts=["Hello!"], top_k=4, top_p=1.0)
+    env.reset(seed=0)
+    env.step(Action.REJECT)
+    env.step(Action.ACCEPT)
+    text = env.render()
+    assert text.startswith("PROMPT: Hello!") and "~~" in text
+
+
+def test_cache_bounded_over_long_runs(make_venv):
+    venv = make_venv(4, max_new_tokens=6)
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    lengths = []
+    for _ in range(400):
+        venv.step(rng.integers(0, 2, 4))
+        lengths.append(venv.unwrapped.cache.length)
+    assert max(lengths[200:]) <= max(lengths[:200]) + 8
+    assert max(lengths) < 120
+
+
+def test_registration_and_make_by_module_string(tiny):
+    env = gym.make("proxy_env:proxy_env/ProxyRLHF-v0", model=tiny, prompts=PROMPTS, max_new_tokens=2)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64,) and proxy_env.Action.REJECT == 0 and proxy_env.Action.ACCEPT == 1
+    spec = gym.spec(proxy_env.ENV_ID)
+    assert spec.vector_entry_point and all(isinstance(v, (str, int, float, type(None))) for v in spec.kwargs.values())
