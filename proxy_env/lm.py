@@ -328,18 +328,42 @@ class RowCache:
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, active: torch.Tensor) -> StepOutput:
-        """Feed one token per row (B,); rows where ``active`` (B,) is False are masked out and ignored.
+        """Feed one token per row (B,); rows where ``active`` (B,) is False are masked out.
 
-        Active rows must have no pending token; their fed token becomes pending.
+        Active rows must have no pending token; their fed token becomes pending. When only some
+        rows are active, only those rows go through the model (a sub-batch gathered from the
+        cache); the outputs of inactive rows are then zeros.
         """
         assert not bool((self.pending[active] >= 0).any()), "commit or discard the pending token first"
         assert self.length > 0, "reset rows before stepping"
         self.compact()
         column = self.length
         self.mask = torch.cat([self.mask, active.long()[:, None]], dim=1)  # (B, L+1)
-        out = self._forward(tokens[:, None].to(self.lm.device), self.mask, self.pos[:, None], self.cache)
+        tokens = tokens.to(self.lm.device)
+        if bool(active.all()):
+            out = self._forward(tokens[:, None], self.mask, self.pos[:, None], self.cache)
+        else:
+            out = self._step_subset(active.nonzero().squeeze(1), tokens)
         self.pending[active] = column
         return out
+
+    def _step_subset(self, index: torch.Tensor, tokens: torch.Tensor) -> StepOutput:
+        """Forward only rows ``index`` (n,), then append their new column (zeros elsewhere)."""
+        from transformers import DynamicCache
+
+        sub = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in self._layers()])
+        out = self._forward(tokens[index, None], self.mask[index], self.pos[index, None], sub)  # (n, H), (n, V)
+        for layer, new in zip(self._layers(), sub.layers):
+            b, h, _, d = layer.keys.shape
+            keys = layer.keys.new_zeros(b, h, 1, d)
+            values = layer.values.new_zeros(b, h, 1, layer.values.shape[3])
+            keys[index], values[index] = new.keys[:, :, -1:], new.values[:, :, -1:]
+            layer.keys = torch.cat([layer.keys, keys], dim=2)
+            layer.values = torch.cat([layer.values, values], dim=2)
+        hidden = out.hidden.new_zeros(self.num_rows, out.hidden.shape[-1])
+        logits = out.logits.new_zeros(self.num_rows, out.logits.shape[-1])
+        hidden[index], logits[index] = out.hidden, out.logits
+        return StepOutput(hidden, logits)
 
     def commit(self, rows: torch.Tensor) -> None:
         """Keep the pending token of rows (bool mask) and advance their positions."""

@@ -194,14 +194,16 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return skam.order(pool, skam.gumbel(self.seed, self.episode, self.position, pool.tokens))
 
     # ------------------------------------------------------------------ episodes
-    def _start(self, rows: torch.Tensor) -> None:
+    def _start(self, rows: torch.Tensor, prompt_index: torch.Tensor | None = None) -> None:
         """Begin new episodes in ``rows`` (B,) bool: draw prompts, prefill, offer the first candidate.
 
-        An episode that ends before any decision (every position had a single-candidate pool) gives
-        the agent nothing to learn from: it is skipped and the next prompt is drawn.
+        ``prompt_index`` (B,) picks the prompts (``reset(options={"prompt_index": ...})``); by
+        default each env draws one from its seed. An episode that ends before any decision (every
+        position had a single-candidate pool) gives the agent nothing to learn from: it is skipped
+        and the next prompt is drawn (a chosen prompt is kept).
         """
         for _ in range(_MAX_SKIPPED_EPISODES):
-            self._start_once(rows)
+            self._start_once(rows, prompt_index)
             rows = rows & (self.terminated | self.truncated)
             if not bool(rows.any()):
                 return
@@ -210,10 +212,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
             f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}). Raise top_k or top_p."
         )
 
-    def _start_once(self, rows: torch.Tensor) -> None:
+    def _start_once(self, rows: torch.Tensor, prompt_index: torch.Tensor | None) -> None:
         self.episode[rows] += 1
-        draw = skam.hash_uniform(self.seed, self.episode, torch.full_like(self.seed, _PROMPT_SALT))
-        self.prompt_index = torch.where(rows, (draw * len(self.prompts)).long().clamp(max=len(self.prompts) - 1), self.prompt_index)
+        if prompt_index is None:
+            draw = skam.hash_uniform(self.seed, self.episode, torch.full_like(self.seed, _PROMPT_SALT))
+            prompt_index = (draw * len(self.prompts)).long().clamp(max=len(self.prompts) - 1)
+        self.prompt_index = torch.where(rows, prompt_index, self.prompt_index)
         index = rows.nonzero().squeeze(1).tolist()
         out = self.cache.reset_rows(rows, [self._encoded(int(self.prompt_index[i])) for i in index])
         logits = torch.zeros(self.num_envs, out.logits.shape[-1], device=out.logits.device)
@@ -283,10 +287,17 @@ class ProxyRLHFVectorEnv(VectorEnv):
             self.episode[rows] = 0
         elif not self._seeded:
             self.seed = torch.tensor(np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64), device=self.lm.device)
+        index = None
+        if options and "prompt_index" in options:
+            index = torch.as_tensor(np.asarray(options["prompt_index"]), dtype=torch.long, device=self.lm.device)
+            if index.shape != (self.num_envs,) or bool(((index < 0) | (index >= len(self.prompts))).any()):
+                raise ConfigError(
+                    f"options['prompt_index'] must be {self.num_envs} ints in [0, {len(self.prompts)}), got {options['prompt_index']!r}."
+                )
         self._seeded = True
         if bool(rows.all()):  # a fresh cache makes a seeded reset reproduce bit for bit
             self.cache = self.lm.new_cache(self.num_envs, self.config.hidden_layer)
-        self._start(rows)
+        self._start(rows, index)
         return self._observe(), self._step_info()
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

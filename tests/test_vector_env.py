@@ -275,3 +275,11 @@ def test_registration_and_make_by_module_string(tiny):
     assert obs.shape == (64,) and proxy_env.Action.REJECT == 0 and proxy_env.Action.ACCEPT == 1
     spec = gym.spec(proxy_env.ENV_ID)
     assert spec.vector_entry_point and all(isinstance(v, (str, int, float, type(None))) for v in spec.kwargs.values())
+
+
+def test_reset_with_chosen_prompts(make_venv):
+    venv = make_venv(3)
+    venv.reset(seed=0, options={"prompt_index": [2, 0, 1]})
+    assert venv.unwrapped.prompt_index.tolist() == [2, 0, 1]
+    with pytest.raises(ConfigError, match=r"options\['prompt_index'\] must be 3 ints in \[0, 4\)"):
+        venv.reset(seed=0, options={"prompt_index": [0, 1, 9]})

@@ -1,0 +1,150 @@
+"""Aligned generation for new prompts: the frozen LLM proposes, a trained proxy accepts or rejects.
+
+Generation runs the vector env itself (one episode per prompt, a batch of prompts at once), so a
+proxy generates exactly as it was trained: same pool, same order, same observations.
+
+>>> from agents.baselines import AlwaysAccept
+>>> from proxy_env.tiny import tiny_lm
+>>> gen = ProxyGenerator(tiny_lm(), AlwaysAccept(), max_new_tokens=4)
+>>> [(g.prompt, len(g.token_ids) <= 4, g.rejections) for g in gen.generate(["Hi!", "Hello there."])]
+[('Hi!', True, 0), ('Hello there.', True, 0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import proxy_env
+from proxy_env import candidates as skam
+from proxy_env.config import Action
+from proxy_env.errors import ConfigError, StateError
+from proxy_env.lm import FrozenLM
+from proxy_env.prompts import load_prompts
+
+# env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
+_IGNORED = ("reward", "prompts", "reward_baseline", "reject_cost")
+
+
+class Generation(NamedTuple):
+    """One prompt's aligned response."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]
+    decisions: int  # candidates the proxy was asked about
+    rejections: int  # of which it rejected
+    rejected_ids: list[int]  # the rejected candidates' token ids, in order
+    forced_commits: int  # tokens committed without asking (last candidate or rejection cap)
+
+
+def _zero_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    return [0.0] * len(responses)
+
+
+class ProxyGenerator:
+    """Batched aligned generation with a proxy (an SB3 model or anything with its ``predict``).
+
+    Args:
+        lm_or_env_kwargs: a :class:`FrozenLM`, or the environment's keyword arguments (e.g. a
+            checkpoint's ``meta.env_kwargs``) whose ``model`` is a ``FrozenLM``, ``"tiny"``, or a name.
+        proxy: the agent; ``predict(obs, state, episode_start, deterministic) -> (actions, state)``.
+        batch_size: prompts generated at once (rows of the batched LLM).
+        deterministic: proxy actions by argmax (True) or sampled from the policy (False).
+        seed: seed of the env's candidate order (``order="sample"``); reproducible for the same
+            seed and batch composition.
+        **env_overrides: environment keyword arguments that replace those above (``max_new_tokens``...).
+    """
+
+    def __init__(self, lm_or_env_kwargs: FrozenLM | dict[str, Any], proxy: Any, *, batch_size: int = 16,
+                 deterministic: bool = True, seed: int = 0, **env_overrides: Any) -> None:
+        kwargs = {"model": lm_or_env_kwargs} if isinstance(lm_or_env_kwargs, FrozenLM) else dict(lm_or_env_kwargs)
+        kwargs.update(env_overrides)
+        for key in _IGNORED:
+            kwargs.pop(key, None)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be an int >= 1.")
+        self.lm = _resolve_model(kwargs.pop("model", "default"), kwargs.pop("device", None))
+        self.env_kwargs = kwargs
+        self.proxy, self.batch_size, self.deterministic, self.seed = proxy, batch_size, deterministic, seed
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, model: FrozenLM | str | None = None, device: str = "auto",
+                        **kwargs: Any) -> ProxyGenerator:
+        """A generator over the proxy and environment settings of a checkpoint folder.
+
+        Args:
+            path: a folder written by :func:`agents.checkpoint.save_checkpoint`.
+            model: the frozen LLM, required when the checkpoint was trained on a model object.
+            device: torch device of the proxy policy.
+            **kwargs: passed to :class:`ProxyGenerator` (``batch_size``, ``max_new_tokens``...).
+        """
+        from agents.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(path, device=device)
+        env_kwargs = dict(checkpoint.meta.env_kwargs)
+        if model is not None:
+            env_kwargs["model"] = model
+        return cls(env_kwargs, checkpoint.model, **kwargs)
+
+    def generate(self, prompts: Sequence[str] | str) -> list[Generation]:
+        """Aligned responses to ``prompts``, in order (a single string is one prompt)."""
+        items = load_prompts([prompts] if isinstance(prompts, str) else list(prompts))
+        out: list[Generation] = []
+        for start in range(0, len(items), self.batch_size):
+            out.extend(self._batch(items[start : start + self.batch_size]))
+        return out
+
+    def _make(self, prompts: list[str]) -> Any:
+        venv = gym.make_vec(proxy_env.ENV_ID, num_envs=len(prompts), vectorization_mode="vector_entry_point",
+                            model=self.lm, prompts=prompts, reward=_zero_reward, **self.env_kwargs)
+        space = getattr(self.proxy, "observation_space", None)
+        if space is not None and space.shape != venv.single_observation_space.shape:
+            venv.close()
+            raise ConfigError(
+                f"the proxy expects observations of shape {space.shape} but the env gives "
+                f"{venv.single_observation_space.shape}; pass the model and observation= the proxy was trained with."
+            )
+        return venv
+
+    def _batch(self, prompts: list[str]) -> list[Generation]:
+        """One episode per prompt, env ``i`` on ``prompts[i]``, all in one vector env."""
+        m = len(prompts)
+        venv = self._make(prompts)
+        try:
+            obs, info = venv.reset(seed=[self.seed + i for i in range(m)], options={"prompt_index": np.arange(m)})
+            results: list[Generation | None] = [None] * m
+            rejected: list[list[int]] = [[] for _ in range(m)]
+            state, starts = None, np.ones(m, dtype=bool)
+            while any(r is None for r in results):
+                actions, state = self.proxy.predict(obs, state=state, episode_start=starts, deterministic=self.deterministic)
+                actions = np.asarray(actions).reshape(m).astype(np.int64)
+                for i in np.flatnonzero(actions == Action.REJECT):
+                    if results[i] is None:
+                        rejected[i].append(int(info["token_id"][i]))
+                obs, _, terminated, truncated, info = venv.step(actions)
+                starts = np.asarray(terminated | truncated)
+                for i in np.flatnonzero(starts):
+                    if results[i] is None:
+                        results[i] = _result(prompts[i], info["final_info"], i, rejected[i])
+        finally:
+            venv.close()
+        return [r for r in results if r is not None]
+
+
+def _result(prompt: str, final: dict[str, Any], i: int, rejected: list[int]) -> Generation:
+    return Generation(prompt, str(final["response"][i]), [int(t) for t in final["response_ids"][i]],
+                      int(final["decisions"][i]), int(final["num_rejections"][i]), rejected, int(final["forced_commits"][i]))
+
+
+def _resolve_model(model: Any, device: str | None) -> FrozenLM:
+    if isinstance(model, str) and model.startswith("<object"):
+        raise ConfigError(f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= (a FrozenLM).")
+    from agents.train import resolve_lm
+
+    return resolve_lm(model, device)

@@ -1,0 +1,117 @@
+"""The proxy network: a small features extractor over frozen-LLM hidden states, plugged into SB3.
+
+The proxy is what Proxy-RLHF trains instead of the LLM: a LayerNorm over the hidden state (whose
+scale differs wildly between models and layers), one linear projection to ``features_dim`` and a
+small MLP head per output (policy / value or Q), configured through SB3's ``policy_kwargs``.
+
+>>> kwargs = proxy_policy_kwargs("ppo")
+>>> kwargs["features_extractor_kwargs"], kwargs["net_arch"]
+({'features_dim': 64}, [64])
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from proxy_env.errors import ConfigError
+
+# algorithms whose policy keeps an LSTM (sb3-contrib's MlpLstmPolicy)
+RECURRENT = ("recurrentppo",)
+# modules that are copies of the trained network, updated by polyak averaging, not by gradients
+_TARGET_MARKERS = ("target",)
+
+
+class HiddenStateExtractor(BaseFeaturesExtractor):
+    """LayerNorm over the LLM hidden state, then ``Linear(d, features_dim)`` and an activation.
+
+    Args:
+        observation_space: ``Box((d,), float32)`` of hidden states (plus optional stats).
+        features_dim: width of the features the policy and value heads read.
+        activation: ``"tanh"`` or ``"relu"``.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 64, activation: str = "tanh") -> None:
+        if len(observation_space.shape) != 1:
+            raise ConfigError(f"HiddenStateExtractor needs flat observations (d,), got shape {observation_space.shape}.")
+        if activation not in ("tanh", "relu"):
+            raise ConfigError(f"activation={activation!r} is not supported; expected 'tanh' or 'relu'.")
+        super().__init__(observation_space, features_dim)
+        d = int(observation_space.shape[0])
+        self.net = nn.Sequential(
+            nn.LayerNorm(d),
+            nn.Linear(d, features_dim),
+            nn.Tanh() if activation == "tanh" else nn.ReLU(),
+        )
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.net(observations.float())  # (B, d) -> (B, features_dim)
+
+
+def proxy_policy_kwargs(
+    algo: str = "ppo", *, features_dim: int = 64, hidden: tuple[int, ...] = (64,), activation: str = "tanh"
+) -> dict[str, Any]:
+    """``policy_kwargs`` that make any SB3 policy a Proxy-RLHF proxy.
+
+    Args:
+        algo: registry name of the algorithm (``"ppo"``, ``"dqn"``, ``"recurrentppo"``...); recurrent
+            ones get an LSTM of width ``features_dim``.
+        features_dim: width of :class:`HiddenStateExtractor`'s output.
+        hidden: hidden layer widths of each head (policy, value, or Q-network).
+        activation: ``"tanh"`` or ``"relu"``.
+    """
+    if features_dim < 1 or any(h < 1 for h in hidden):
+        raise ConfigError(f"features_dim={features_dim}, hidden={hidden}: widths must be >= 1.")
+    kwargs: dict[str, Any] = {
+        "features_extractor_class": HiddenStateExtractor,
+        "features_extractor_kwargs": {"features_dim": features_dim},
+        "net_arch": list(hidden),
+    }
+    if activation != "tanh":
+        kwargs["features_extractor_kwargs"]["activation"] = activation
+    if algo in RECURRENT:
+        kwargs["lstm_hidden_size"] = features_dim
+    return kwargs
+
+
+class ParamReport(NamedTuple):
+    """Trainable parameters of the proxy next to the frozen LLM's."""
+
+    proxy: int
+    llm: int
+
+    @property
+    def ratio(self) -> float:
+        """``proxy / llm`` (the paper's claim is about 1%)."""
+        return self.proxy / self.llm if self.llm else float("inf")
+
+    def __str__(self) -> str:
+        return f"proxy {self.proxy:,} trainable params = {100 * self.ratio:.3f}% of the LLM's {self.llm:,}"
+
+
+def count_trainable(model: BaseAlgorithm | nn.Module) -> int:
+    """Parameters trained by gradient in ``model``'s policy; target networks (DQN's copies) excluded."""
+    module = model.policy if isinstance(model, BaseAlgorithm) else model
+    seen: set[int] = set()
+    total = 0
+    for name, param in module.named_parameters():
+        if not param.requires_grad or any(m in name.split(".")[0] for m in _TARGET_MARKERS) or id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total
+
+
+def param_report(model: BaseAlgorithm | nn.Module, llm_params: int) -> ParamReport:
+    """Count ``model``'s trainable proxy parameters and pair them with the LLM's ``llm_params``.
+
+    Args:
+        model: an SB3 algorithm (its policy is counted) or a module.
+        llm_params: the frozen LLM's parameter count (``FrozenLM.num_parameters``).
+    """
+    return ParamReport(count_trainable(model), int(llm_params))

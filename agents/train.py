@@ -1,0 +1,230 @@
+"""Train a proxy with any registered SB3 / sb3-contrib algorithm; checkpoints and TensorBoard logs.
+
+>>> cfg = TrainConfig(model="tiny", prompts=["Hi!"], max_new_tokens=4, num_envs=2, total_timesteps=64,
+...                   n_steps=16, batch_size=16, eval_freq=0)
+>>> result = train(cfg, reward=lambda prompts, responses: [0.0] * len(responses))
+>>> result.model.num_timesteps >= 64 and result.params.proxy < 20_000
+True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+import proxy_env
+from proxy_env.errors import ConfigError
+from proxy_env.lm import FrozenLM
+from proxy_env.sb3 import SB3VecEnv
+
+from agents.algos import get_algo
+from agents.callbacks import CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TqdmCallback
+from agents.checkpoint import CheckpointError, load_checkpoint, plain, read_meta, save_checkpoint
+from agents.policies import ParamReport, param_report, proxy_policy_kwargs
+
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_checkpoint", "make_sb3_env", "resolve_lm", "train"]
+
+# TrainConfig fields that are keyword arguments of the environment, under the same name
+ENV_FIELDS = ("model", "reward", "prompts", "max_new_tokens", "top_k", "top_p", "temperature", "max_rejections",
+              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs; each field is a ``proxy-rlhf train`` flag (``--field-name``)."""
+
+    algo: str = field(default="ppo", metadata=_help("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
+    model: str = field(default="default", metadata=_help("frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id or a path"))
+    reward: str = field(default="default", metadata=_help("reward: 'default' (VADER positivity), a reward-model id or path"))
+    prompts: str = field(default="default", metadata=_help("training prompts: 'default', a .txt/.jsonl file or a datasets folder"))
+    eval_prompts: str = field(default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)"))
+    max_new_tokens: int = field(default=48, metadata=_help("response budget in tokens"))
+    top_k: int = field(default=50, metadata=_help("SKAM pool: top-k"))
+    top_p: float = field(default=0.95, metadata=_help("SKAM pool: top-p"))
+    temperature: float = field(default=1.0, metadata=_help("SKAM pool: temperature"))
+    max_rejections: int | None = field(default=None, metadata=_help("rejections allowed per position (None: pool size - 1)"))
+    order: str = field(default="sample", metadata=_help("candidate order: 'sample' or 'greedy'"))
+    observation: str = field(default="candidate", metadata=_help("observation: 'candidate' or 'candidate_stats'"))
+    hidden_layer: int = field(default=-1, metadata=_help("which hidden state the proxy sees (-1: last layer)"))
+    reward_baseline: float | str | None = field(default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'"))
+    reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
+    num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
+    total_timesteps: int = field(default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)"))
+    seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))
+    device: str = field(default="auto", metadata=_help("torch device of the proxy policy: 'auto', 'cpu', 'cuda'"))
+    env_device: str | None = field(default=None, metadata=_help("device of the frozen LLM (None: CUDA when available)"))
+    learning_rate: float | None = field(default=None, metadata=_help("learning rate (None: the algorithm's default)"))
+    n_steps: int | None = field(default=None, metadata=_help("on-policy rollout length per env (None: the algorithm's default)"))
+    batch_size: int | None = field(default=None, metadata=_help("minibatch size (None: the algorithm's default)"))
+    gamma: float = field(default=1.0, metadata=_help("discount; 1.0 since episodes are short and the reward is terminal"))
+    features_dim: int = field(default=64, metadata=_help("width of the proxy's projection of the hidden state"))
+    hidden: tuple[int, ...] = field(default=(64,), metadata=_help("hidden layer widths of each policy/value head"))
+    bootstrap_truncated: bool = field(default=False, metadata=_help(
+        "bootstrap the value at the response budget; off by default since the reward model scores the truncated response and nothing follows"))
+    algo_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help("extra keyword arguments of the algorithm (CLI: JSON)"))
+    tensorboard_log: str | None = field(default=None, metadata=_help("TensorBoard log folder (None: no logs)"))
+    progress_bar: bool = field(default=False, metadata=_help("show a progress bar"))
+    eval_freq: int = field(default=0, metadata=_help("evaluate on eval_prompts every this many steps (0: never)"))
+    eval_episodes: int = field(default=16, metadata=_help("episodes per evaluation"))
+    save_dir: str | None = field(default=None, metadata=_help("checkpoint folder (proxy.zip + meta.json), written at the end"))
+    save_freq: int = field(default=0, metadata=_help("also checkpoint every this many steps (0: at the end only)"))
+    resume: str | None = field(default=None, metadata=_help("continue training from this checkpoint folder"))
+    verbose: int = field(default=0, metadata=_help("SB3 verbosity: 0, 1 (log tables) or 2"))
+
+    def validate(self) -> None:
+        """Check the values that do not need a model loaded; raise :class:`ConfigError` naming the field."""
+        get_algo(self.algo)
+        for name in ("num_envs", "total_timesteps", "eval_episodes", "features_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 1.")
+        for name in ("eval_freq", "save_freq"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0 (0 disables).")
+        if self.save_freq and not self.save_dir:
+            raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
+        if self.resume is not None and not Path(self.resume).expanduser().is_dir():
+            raise ConfigError(f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir.")
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns."""
+
+    model: Any  # the trained SB3 algorithm
+    checkpoint: Path | None  # the final checkpoint folder, if save_dir was set
+    params: ParamReport  # proxy trainable params vs the LLM's
+    evaluations: list[tuple[int, EvalResult]]  # (timestep, result) of each periodic evaluation
+
+
+def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
+    """``"tiny"`` -> :func:`proxy_env.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
+    if isinstance(model, FrozenLM):
+        return model
+    if model == "tiny":
+        from proxy_env.tiny import tiny_lm
+
+        return tiny_lm(device=device or "cpu")
+    return FrozenLM(model, device=device)
+
+
+def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The environment's keyword arguments in ``cfg``, as plain data."""
+    return {name: getattr(cfg, name) for name in ENV_FIELDS}
+
+
+def make_sb3_env(kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None, bootstrap_truncated: bool = True) -> SB3VecEnv:
+    """A :class:`SB3VecEnv` over ``gym.make_vec(ENV_ID, num_envs, **kwargs)``; ``"tiny"`` models resolved."""
+    kwargs = dict(kwargs)
+    if kwargs.get("model") == "tiny":
+        kwargs["model"] = resolve_lm("tiny")
+    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    env = SB3VecEnv(venv, bootstrap_truncated=bootstrap_truncated)
+    if seed is not None:
+        env.seed(seed)
+    return env
+
+
+def _algo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    spec = get_algo(cfg.algo)
+    out: dict[str, Any] = {"gamma": cfg.gamma}
+    if cfg.learning_rate is not None:
+        out["learning_rate"] = cfg.learning_rate
+    if cfg.batch_size is not None and cfg.algo not in ("a2c",):
+        out["batch_size"] = cfg.batch_size
+    if cfg.n_steps is not None:
+        if not spec.on_policy:
+            raise ConfigError(f"n_steps={cfg.n_steps} applies to on-policy algorithms only, not algo={cfg.algo!r}; leave it unset.")
+        out["n_steps"] = cfg.n_steps
+    return {**out, **cfg.algo_kwargs}
+
+
+def _build(cfg: TrainConfig, env: SB3VecEnv) -> Any:
+    """A fresh agent, or the one in ``cfg.resume`` attached to ``env``."""
+    if cfg.resume is not None:
+        meta = read_meta(cfg.resume)
+        if meta.algo != cfg.algo.lower():
+            raise ConfigError(
+                f"resume={cfg.resume!r} holds a {meta.algo!r} checkpoint but algo={cfg.algo!r}; "
+                f"pass algo={meta.algo!r} (--algo {meta.algo})."
+            )
+        checkpoint = load_checkpoint(cfg.resume, env=env, device=cfg.device)
+        checkpoint.model.tensorboard_log = cfg.tensorboard_log
+        return checkpoint.model
+    spec = get_algo(cfg.algo)
+    policy_kwargs = proxy_policy_kwargs(cfg.algo.lower(), features_dim=cfg.features_dim, hidden=tuple(cfg.hidden))
+    return spec.load_class()(
+        spec.policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device,
+        tensorboard_log=cfg.tensorboard_log, verbose=cfg.verbose, **_algo_kwargs(cfg),
+    )
+
+
+def _progress(cfg: TrainConfig) -> tuple[bool, list[BaseCallback]]:
+    """SB3's own bar when tqdm and rich are installed, else a plain tqdm callback."""
+    if not cfg.progress_bar:
+        return False, []
+    if _installed("rich") and _installed("tqdm"):
+        return True, []
+    return False, [TqdmCallback()]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None,
+          callbacks: list[BaseCallback] | None = None) -> TrainResult:
+    """Train a proxy as configured by ``cfg``.
+
+    Args:
+        cfg: the configuration (validated before any model is loaded).
+        model: an already loaded :class:`FrozenLM` used instead of ``cfg.model`` (shared, not copied).
+        reward: a reward callable ``(prompts, responses) -> floats`` used instead of ``cfg.reward``.
+        callbacks: extra SB3 callbacks.
+
+    Returns:
+        The trained algorithm, the final checkpoint folder (if ``cfg.save_dir``), the parameter
+        report and the periodic evaluations.
+    """
+    cfg.validate()
+    lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
+    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
+    env = make_sb3_env(kwargs, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
+    agent = _build(cfg, env)
+    evaluator = None
+    extra: list[BaseCallback] = [EpisodeStatsCallback()]
+    if cfg.eval_freq > 0 and cfg.eval_prompts:
+        eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, bootstrap_truncated=cfg.bootstrap_truncated)
+        evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
+        extra.append(evaluator)
+    saved = {**env_kwargs(cfg), **({"model": model} if model is not None else {}), **({"reward": reward} if reward is not None else {})}
+    save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg)) if cfg.save_dir else None
+    if save is not None and cfg.save_freq > 0:
+        extra.append(CheckpointCallback(save, cfg.save_freq))
+    progress_bar, bars = _progress(cfg)
+    try:
+        agent.learn(cfg.total_timesteps, callback=CallbackList(extra + bars + list(callbacks or [])),
+                    progress_bar=progress_bar, reset_num_timesteps=cfg.resume is None, tb_log_name=cfg.algo.lower())
+        path = save(agent) if save is not None else None
+    finally:
+        env.close()
+        if evaluator is not None:
+            evaluator.env.close()
+    return TrainResult(agent, path, param_report(agent, lm.num_parameters), evaluator.history if evaluator else [])
+
+
+def _save(agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any]) -> Path:
+    return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config)
+
+
+def config_fields() -> list[Any]:
+    """The dataclass fields of :class:`TrainConfig` (for building command-line flags)."""
+    return list(fields(TrainConfig))

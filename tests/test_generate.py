@@ -1,0 +1,136 @@
+"""Aligned generation (agents/generate.py) and the `proxy-rlhf train` / `generate` commands."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+
+import proxy_env
+from agents.baselines import AlwaysAccept, RandomReject
+from agents.cli import main
+from agents.generate import ProxyGenerator
+from agents.train import TrainConfig, train
+from proxy_env.config import EnvConfig
+from proxy_env.errors import ConfigError
+from proxy_env.rewards import ReferenceBaseline
+from tests.conftest import PROMPTS
+
+MORE = PROMPTS + ["Say something nice.", "Why is the sky blue?", "Good morning!"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _zero(prompts, responses):
+    return [0.0] * len(responses)
+
+
+def test_always_accept_greedy_is_the_llms_greedy_decoding(tiny):
+    """Each prompt gets its own response: with order='greedy', always-accept = HF greedy decoding."""
+    gen = ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=4)
+    results = gen.generate(MORE)
+    assert [g.prompt for g in results] == MORE
+    greedy = ReferenceBaseline(tiny, _zero, EnvConfig(max_new_tokens=6)).greedy(MORE)
+    assert [g.text for g in results] == greedy
+    assert all(g.rejections == 0 and g.rejected_ids == [] and len(g.token_ids) <= 6 for g in results)
+    one_batch = ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=16).generate(MORE)
+    assert [g.token_ids for g in one_batch] == [g.token_ids for g in results]
+
+
+def test_rejections_are_recorded(tiny):
+    gen = ProxyGenerator(tiny, RandomReject(p=1.0), max_new_tokens=4, top_k=3, top_p=1.0)
+    for g in gen.generate(PROMPTS):
+        assert g.rejections == len(g.rejected_ids) == 2 * len(g.token_ids)  # 2 rejections, then forced
+        assert g.forced_commits == len(g.token_ids) and g.decisions == g.rejections
+        for t, token in enumerate(g.token_ids):  # the committed token was not one rejected at its position
+            assert token not in g.rejected_ids[2 * t : 2 * t + 2]
+
+
+def test_sampled_generation_is_seeded(tiny):
+    make = lambda seed: ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=6, top_p=1.0, seed=seed)  # noqa: E731
+    first, again, other = (make(s).generate(PROMPTS) for s in (0, 0, 1))
+    assert [g.token_ids for g in first] == [g.token_ids for g in again]
+    assert [g.token_ids for g in first] != [g.token_ids for g in other]
+
+
+def test_single_prompt_string(tiny):
+    (g,) = ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=3).generate("Hello!")
+    assert g.prompt == "Hello!" and isinstance(g.text, str)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "proxy"
+    cfg = TrainConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=4, total_timesteps=64, n_steps=16,
+                      batch_size=32, device="cpu", save_dir=str(path))
+    train(cfg, reward=_zero)
+    return path
+
+
+def test_generate_from_checkpoint(checkpoint, tiny):
+    gen = ProxyGenerator.from_checkpoint(checkpoint, device="cpu", batch_size=2)
+    results = gen.generate(PROMPTS[:3])
+    assert [g.prompt for g in results] == PROMPTS[:3]
+    assert all(1 <= len(g.token_ids) <= 4 and g.decisions >= 1 for g in results)
+    again = ProxyGenerator.from_checkpoint(checkpoint, model=tiny, device="cpu", batch_size=2).generate(PROMPTS[:3])
+    assert [g.token_ids for g in again] == [g.token_ids for g in results]
+
+
+def test_observation_mismatch_is_explained(checkpoint):
+    with pytest.raises(ConfigError, match=r"expects observations of shape \(64,\) but the env gives \(67,\)"):
+        ProxyGenerator.from_checkpoint(checkpoint, device="cpu", observation="candidate_stats").generate(["Hi!"])
+
+
+def test_model_object_checkpoint_needs_model(tmp_path, tiny):
+    cfg = TrainConfig(prompts=PROMPTS, max_new_tokens=2, num_envs=2, total_timesteps=32, n_steps=16, batch_size=32,
+                      device="cpu", save_dir=str(tmp_path / "p"))
+    train(cfg, model=tiny, reward=_zero)
+    with pytest.raises(ConfigError, match="trained on a model object.*pass model="):
+        ProxyGenerator.from_checkpoint(tmp_path / "p", device="cpu")
+    assert ProxyGenerator.from_checkpoint(tmp_path / "p", model=tiny, device="cpu").generate(["Hi!"])
+
+
+# ---------------------------------------------------------------------------------- CLI
+def test_cli_generate(checkpoint, capsys):
+    assert main(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--max-new-tokens", "3", "Hello!", "Hi!"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PROMPT: ") == 2 and "PROMPT: Hi!" in out and "rejections=" in out
+
+
+def test_cli_train_then_resume(tmp_path, capsys):
+    flags = ["train", "--model", "tiny", "--reward", "default", "--prompts", str(_prompt_file(tmp_path)),
+             "--max-new-tokens", "3", "--num-envs", "2", "--total-timesteps", "32", "--n-steps", "16",
+             "--batch-size", "32", "--device", "cpu", "--hidden", "32", "32", "--reward-baseline", "0.5",
+             "--algo-kwargs", '{"n_epochs": 2}', "--no-progress-bar", "--save-dir", str(tmp_path / "ck")]
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "trainable params" in out and f"checkpoint: {tmp_path / 'ck'}" in out
+    assert main(flags + ["--resume", str(tmp_path / "ck")]) == 0
+    from agents.checkpoint import read_meta
+
+    meta = read_meta(tmp_path / "ck")
+    assert meta.num_timesteps >= 64 and meta.env_kwargs["reward_baseline"] == 0.5 and meta.config["hidden"] == [32, 32]
+
+
+def test_cli_reports_config_errors(capsys):
+    assert main(["train", "--algo", "dqnn", "--model", "tiny"]) == 2
+    assert "Did you mean 'dqn'?" in capsys.readouterr().err
+
+
+def _prompt_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS), encoding="utf-8")
+    return path
+
+
+def test_cli_demo_still_registered():
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0

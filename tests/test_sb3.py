@@ -1,0 +1,186 @@
+"""The SB3 adapter (proxy_env/sb3.py): VecEnv contract, episode infos, and every registered algorithm trains on it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.algos import ALGOS, get_algo
+from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
+from proxy_env.errors import ConfigError, ConfigTypeError
+from proxy_env.sb3 import SB3VecEnv, episode_infos
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _const_reward(prompts, responses):
+    return [float(len(r)) / 10 for r in responses]
+
+
+@pytest.fixture
+def sb3_env(make_venv):
+    def make(num_envs: int = 4, **kwargs):
+        kwargs.setdefault("reward", _const_reward)
+        env = SB3VecEnv(make_venv(num_envs, **kwargs))
+        env.seed(0)
+        return env
+
+    return make
+
+
+def _rollout(env: SB3VecEnv, steps: int, rng: np.random.Generator):
+    """(obs, rewards, dones, infos) of ``steps`` random steps after a reset."""
+    out = []
+    env.reset()
+    for _ in range(steps):
+        out.append(env.step(rng.integers(0, 2, env.num_envs)))
+    return out
+
+
+def test_shapes_and_dtypes(sb3_env):
+    env = sb3_env(3)
+    obs = env.reset()
+    assert obs.shape == (3, 64) and obs.dtype == np.float32
+    assert env.observation_space.shape == (64,) and env.action_space.n == 2
+    obs, rewards, dones, infos = env.step(np.ones(3, dtype=np.int64))
+    assert obs.shape == (3, 64) and obs.dtype == np.float32
+    assert rewards.shape == (3,) and rewards.dtype == np.float32
+    assert dones.shape == (3,) and dones.dtype == np.bool_
+    assert isinstance(infos, list) and len(infos) == 3 and all(isinstance(i, dict) for i in infos)
+    assert all("token_id" in i for i in infos)
+
+
+def test_terminal_observation_exactly_on_done(sb3_env):
+    env = sb3_env(4, reject_cost=0.01)
+    ended = 0
+    returns, lengths = np.zeros(4), np.zeros(4, dtype=int)
+    for obs, rewards, dones, infos in _rollout(env, 60, np.random.default_rng(0)):
+        returns += rewards
+        lengths += 1
+        for i, info in enumerate(infos):
+            keys = ("terminal_observation", "TimeLimit.truncated", "episode", "rejection_rate", "response_length")
+            assert all((k in info) == bool(dones[i]) for k in keys), (i, dones[i], sorted(info))
+            if not dones[i]:
+                continue
+            ended += 1
+            assert info["terminal_observation"].shape == (64,) and info["terminal_observation"].dtype == np.float32
+            assert not np.array_equal(info["terminal_observation"], obs[i])  # obs is the next episode's first
+            assert info["episode"]["r"] == pytest.approx(returns[i], abs=1e-4)
+            assert info["episode"]["l"] == lengths[i] == info["decisions"]
+            assert info["response_length"] == len(info["response_ids"])
+            assert info["rejection_rate"] == pytest.approx(info["num_rejections"] / info["decisions"])
+            assert isinstance(info["TimeLimit.truncated"], bool)
+            returns[i], lengths[i] = 0.0, 0
+    assert ended >= 8
+
+
+def test_time_limit_truncated_follows_truncation(sb3_env):
+    """Budget truncation (no EOS) is reported, unless bootstrap_truncated=False."""
+    for bootstrap in (True, False):
+        env = sb3_env(4, max_new_tokens=2)
+        env.bootstrap_truncated = bootstrap
+        flags = [info["TimeLimit.truncated"] for *_, infos in _rollout(env, 12, np.random.default_rng(1))
+                 for info in episode_infos(infos)]
+        assert flags and any(flags) == bootstrap
+
+
+def test_seeding_is_reproducible(sb3_env):
+    env = sb3_env(2)
+    first = _rollout(env, 10, np.random.default_rng(0))
+    env.seed(0)
+    second = _rollout(env, 10, np.random.default_rng(0))
+    for (o1, r1, d1, _), (o2, r2, d2, _) in zip(first, second):
+        np.testing.assert_allclose(o1, o2, atol=1e-5)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(d1, d2)
+
+
+def test_attribute_access(sb3_env):
+    env = sb3_env(3)
+    assert env.get_attr("num_envs") == [3, 3, 3]
+    assert env.get_attr("prompts", indices=[1]) == [env.unwrapped.prompts]
+    assert env.env_is_wrapped(gym.Wrapper) == [False, False, False]
+    env.set_attr("render_mode", None)
+    with pytest.raises(ConfigError, match=r"set_attr\(indices=\[0\]\).*only indices=None"):
+        env.set_attr("render_mode", None, indices=[0])
+    assert env.env_method("render") == [None, None, None]
+    env.close()
+
+
+def test_render_ansi_per_env(sb3_env):
+    env = sb3_env(2, render_mode="ansi")
+    env.reset()
+    frames = env.env_method("render")
+    assert len(frames) == 2 and all(f.startswith("PROMPT:") for f in frames)
+
+
+def test_rejects_wrong_autoreset_and_type(make_venv):
+    with pytest.raises(ConfigError, match="autoreset_mode=.*SAME_STEP"):
+        SB3VecEnv(make_venv(2, autoreset_mode="next_step"))
+    with pytest.raises(ConfigTypeError, match="venv must be a gymnasium VectorEnv"):
+        SB3VecEnv(gym.make("CartPole-v1"))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- algorithms
+ALGO_KWARGS = {
+    "ppo": {"n_steps": 16, "batch_size": 32, "n_epochs": 2},
+    "a2c": {"n_steps": 8},
+    "trpo": {"n_steps": 16, "batch_size": 32},
+    "recurrentppo": {"n_steps": 16, "batch_size": 32, "n_epochs": 2},
+    "dqn": {"learning_starts": 8, "train_freq": 2, "batch_size": 16, "target_update_interval": 4},
+    "qrdqn": {"learning_starts": 8, "train_freq": 2, "batch_size": 16, "target_update_interval": 4},
+}
+
+
+@pytest.mark.parametrize("algo", list(ALGOS), ids=list(ALGOS))
+def test_algorithm_trains_on_adapter(sb3_env, algo):
+    """At least two gradient updates run and the proxy's parameters change."""
+    spec = get_algo(algo)
+    env = sb3_env(4, max_new_tokens=4)
+    model = spec.load_class()(spec.policy, env, policy_kwargs=proxy_policy_kwargs(algo), seed=0, device="cpu",
+                              learning_rate=1e-2, **ALGO_KWARGS[algo])
+    assert any(isinstance(m, HiddenStateExtractor) for m in model.policy.modules())
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    steps = 2 * (ALGO_KWARGS[algo].get("n_steps", 0) * env.num_envs) or 64
+    model.learn(steps)
+    assert model._n_updates >= 2, model._n_updates
+    changed = [k for k, v in model.policy.state_dict().items() if "target" not in k and not torch.equal(before[k], v)]
+    assert any("features_extractor" in k for k in changed), changed
+    assert len(episode_infos([{"episode": {}}, {}])) == 1
+
+
+# ---------------------------------------------------------------------------------- proxy size
+class _Stub(gym.Env):
+    """A stand-in with the default LLM's observation space (hidden 576), so no LLM is loaded."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (576,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(576, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(576, np.float32), 0.0, True, False, {}
+
+
+SMOLLM2_PARAMS = 134_515_008  # SmolLM2-135M-Instruct (shared/NOTES.md: 134.5M)
+
+
+@pytest.mark.parametrize("algo", list(ALGOS), ids=list(ALGOS))
+def test_default_proxy_is_at_most_one_percent(algo):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    spec = get_algo(algo)
+    model = spec.load_class()(spec.policy, DummyVecEnv([_Stub]), policy_kwargs=proxy_policy_kwargs(algo), device="cpu")
+    report = param_report(model, SMOLLM2_PARAMS)
+    assert 20_000 < report.proxy and report.ratio <= 0.01, str(report)
+    assert "% of the LLM's 134,515,008" in str(report)
