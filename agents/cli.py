@@ -5,30 +5,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    import numpy as np
+    """Train a PPO proxy for a few minutes on the default task, then compare it with the unsteered LLM."""
+    from agents.baselines import AlwaysAccept
+    from agents.compare import run_agents, table
+    from agents.train import TrainConfig, resolve_lm, train
+    from proxy_env.prompts import load_prompts
+    from proxy_env.rewards import resolve_reward
 
-    import proxy_env
-
-    print(f"loading the embedded default (SmolLM2-135M-Instruct, VADER reward, chatterbot prompts)...", flush=True)
-    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
-                        prompts="default-eval", max_new_tokens=args.max_new_tokens)
-    venv.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    done = 0
-    while done < args.episodes:
-        actions = (rng.random(args.num_envs) > args.reject_prob).astype(np.int64)
-        _, _, terminated, truncated, info = venv.step(actions)
-        for i in np.flatnonzero(terminated | truncated):
-            final = info["final_info"]
-            print(f"\nPROMPT: {final['prompt'][i]}\nRESPONSE: {final['response'][i]}\n"
-                  f"reward={final['reward_raw'][i]:+.3f} decisions={final['decisions'][i]} rejections={final['num_rejections'][i]}")
-            done += 1
-    venv.close()
+    print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
+    lm = resolve_lm(args.model, None)
+    cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=10**9,
+                      time_limit_s=args.minutes * 60, seed=args.seed, n_steps=64, batch_size=128, learning_rate=1e-3,
+                      algo_kwargs={"n_epochs": 4, "ent_coef": 0.01}, eval_prompts="", save_dir=args.out)
+    print(f"training PPO for {args.minutes:g} min on {args.num_envs} envs ...", flush=True)
+    start = time.perf_counter()
+    result = train(cfg, model=lm)
+    steps = result.model.num_timesteps
+    print(f"trained {steps:,} decisions in {time.perf_counter() - start:.0f} s; proxy {result.params.proxy:,} trainable parameters "
+          f"= {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}; checkpoint {result.checkpoint}")
+    prompts = load_prompts("default-eval")[: args.eval_prompts]
+    print(f"evaluating on {len(prompts)} held-out prompts (same seeds for both agents) ...", flush=True)
+    results = run_agents(lm, {"always-accept (LLM)": AlwaysAccept(), "PPO proxy": result.model}, prompts,
+                         resolve_reward("default"), seed=args.seed, batch_size=len(prompts), max_new_tokens=args.max_new_tokens)
+    print("\n" + table(results, reference="always-accept (LLM)"))
+    base, proxy = results
+    order = sorted(range(len(prompts)), key=lambda i: proxy.rewards[i] - base.rewards[i], reverse=True)
+    for i in order[: args.show]:
+        print(f"\nPROMPT: {prompts[i]}\n  LLM   ({base.rewards[i]:+.2f}): {base.generations[i].text}\n"
+              f"  proxy ({proxy.rewards[i]:+.2f}, {proxy.generations[i].rejections} rejections): {proxy.generations[i].text}")
     return 0
 
 
@@ -114,11 +123,14 @@ def _generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxy-rlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a few episodes of the default environment and print them")
-    demo.add_argument("--episodes", type=int, default=4, help="episodes to print")
-    demo.add_argument("--num-envs", type=int, default=4, help="envs run in parallel")
+    demo = sub.add_parser("demo", help="train a PPO proxy for a few minutes, then compare it with the unsteered LLM")
+    demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
+    demo.add_argument("--minutes", type=float, default=3.0, help="training wall time")
+    demo.add_argument("--num-envs", type=int, default=8, help="envs run in parallel")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
-    demo.add_argument("--reject-prob", type=float, default=0.2, help="probability that the random proxy rejects")
+    demo.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to compare on")
+    demo.add_argument("--show", type=int, default=3, help="side-by-side responses to print")
+    demo.add_argument("--out", default="runs/demo", help="checkpoint folder")
     demo.add_argument("--seed", type=int, default=0, help="seed")
     demo.set_defaults(func=_demo)
     train = sub.add_parser("train", help="train a proxy with an SB3 algorithm; checkpoints and TensorBoard logs")

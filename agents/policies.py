@@ -115,3 +115,26 @@ def param_report(model: BaseAlgorithm | nn.Module, llm_params: int) -> ParamRepo
         llm_params: the frozen LLM's parameter count (``FrozenLM.num_parameters``).
     """
     return ParamReport(count_trainable(model), int(llm_params))
+
+
+def init_accept_bias(agent: Any, accept_prob: float) -> bool:
+    """Start an actor-critic proxy at ``P(ACCEPT) = accept_prob`` whatever the observation.
+
+    The proxy then begins close to the unsteered LLM (as RLHF starts from the SFT model) and learns
+    which tokens to reject, instead of starting as a coin flip that rejects half of all tokens.
+    The action head's weights are zeroed and its bias set to the log-odds. Returns False (and
+    changes nothing) for agents without an ``action_net`` (value-based ones such as DQN).
+    """
+    import math
+
+    import torch
+
+    if not 0.0 < accept_prob < 1.0:
+        raise ConfigError(f"accept_prob={accept_prob!r} must be in (0, 1); 0.5 is the usual uniform start.")
+    head = getattr(getattr(agent, "policy", None), "action_net", None)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 2:
+        return False
+    with torch.no_grad():
+        head.weight.mul_(0.01)
+        head.bias.copy_(torch.tensor([0.0, math.log(accept_prob / (1.0 - accept_prob))]))
+    return True

@@ -24,9 +24,11 @@ from proxy_env.lm import FrozenLM
 from proxy_env.sb3 import SB3VecEnv
 
 from agents.algos import get_algo
-from agents.callbacks import CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TqdmCallback
+from agents.callbacks import (
+    CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TimeLimitCallback, TqdmCallback,
+)
 from agents.checkpoint import CheckpointError, load_checkpoint, plain, read_meta, save_checkpoint
-from agents.policies import ParamReport, param_report, proxy_policy_kwargs
+from agents.policies import ParamReport, init_accept_bias, param_report, proxy_policy_kwargs
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_checkpoint", "make_sb3_env", "resolve_lm", "train"]
 
@@ -79,6 +81,9 @@ class TrainConfig:
     save_dir: str | None = field(default=None, metadata=_help("checkpoint folder (proxy.zip + meta.json), written at the end"))
     save_freq: int = field(default=0, metadata=_help("also checkpoint every this many steps (0: at the end only)"))
     resume: str | None = field(default=None, metadata=_help("continue training from this checkpoint folder"))
+    init_accept_prob: float | None = field(default=0.9, metadata=_help(
+        "actor-critic proxies start at this P(accept) (near the unsteered LLM); None keeps SB3's init"))
+    time_limit_s: float = field(default=0.0, metadata=_help("stop training after this many seconds of wall time (0: no limit)"))
     verbose: int = field(default=0, metadata=_help("SB3 verbosity: 0, 1 (log tables) or 2"))
 
     def validate(self) -> None:
@@ -161,10 +166,13 @@ def _build(cfg: TrainConfig, env: SB3VecEnv) -> Any:
         return checkpoint.model
     spec = get_algo(cfg.algo)
     policy_kwargs = proxy_policy_kwargs(cfg.algo.lower(), features_dim=cfg.features_dim, hidden=tuple(cfg.hidden))
-    return spec.load_class()(
+    agent = spec.load_class()(
         spec.policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device,
         tensorboard_log=cfg.tensorboard_log, verbose=cfg.verbose, **_algo_kwargs(cfg),
     )
+    if cfg.init_accept_prob is not None:
+        init_accept_bias(agent, cfg.init_accept_prob)
+    return agent
 
 
 def _progress(cfg: TrainConfig) -> tuple[bool, list[BaseCallback]]:
@@ -209,6 +217,8 @@ def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None
     save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg)) if cfg.save_dir else None
     if save is not None and cfg.save_freq > 0:
         extra.append(CheckpointCallback(save, cfg.save_freq))
+    if cfg.time_limit_s > 0:
+        extra.append(TimeLimitCallback(cfg.time_limit_s))
     progress_bar, bars = _progress(cfg)
     try:
         agent.learn(cfg.total_timesteps, callback=CallbackList(extra + bars + list(callbacks or [])),

@@ -240,6 +240,14 @@ class ProxyRLHFVectorEnv(VectorEnv):
     def _truncate(self, logits: torch.Tensor) -> skam.Pool:
         return skam.truncate(logits, self.config.top_k, self.config.top_p, self.config.temperature)
 
+    def _truncate_rows(self, logits: torch.Tensor, rows: torch.Tensor) -> skam.Pool:
+        """Pools (B, K) from ``logits`` (B, V), computed for ``rows`` only (top-k over V is the costly part)."""
+        if bool(rows.all()):
+            return self._truncate(logits)
+        index = rows.nonzero().squeeze(1)
+        sub = self._truncate(logits[index])
+        return skam.Pool(*(c.index_put((index,), n) for c, n in zip(self.next_pool, sub)))
+
     def _advance(self, pending: torch.Tensor) -> None:
         """Feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those."""
         pending = pending.clone()
@@ -247,7 +255,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             token = skam.select(self.pool.tokens, self.offer)
             out = self.cache.step(token, pending)
             self.hidden = torch.where(_rows(pending, self.hidden), out.hidden, self.hidden)
-            next_pool = self._truncate(out.logits)
+            next_pool = self._truncate_rows(out.logits, pending)
             forced = pending & skam.must_commit(self.offer, self.pool.size, self.config.max_rejections)
             self._set_pool(pending & ~forced, next_pool, "next_pool")
             if not bool(forced.any()):
