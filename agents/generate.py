@@ -18,12 +18,10 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 import proxy_env
-from proxy_env import candidates as skam
 from proxy_env.config import Action
-from proxy_env.errors import ConfigError, StateError
+from proxy_env.errors import ConfigError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 

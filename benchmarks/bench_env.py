@@ -107,7 +107,7 @@ def naive_rate(lm: FrozenLM, num_envs: int, context: int, steps: int) -> float:
 
 def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
     venv = gym.make_vec(proxy_env.ENV_ID, num_envs=8, vectorization_mode="vector_entry_point", model=lm,
-                        prompts="default-eval", max_new_tokens=32, reward="default")
+                        prompts="default-eval", max_new_tokens=32, top_p=1.0, reward="default")
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     rss_2k = len_2k = 0.0
@@ -144,7 +144,7 @@ def main() -> None:
             print(f"| {name} | {n} | {rate:,.0f} | {bare:,.0f} | {rate / bare:.2f} | {naive:,.0f} | {rate / naive:.1f} | {context:.0f} | {forwards:.2f} |", flush=True)
     if args.memory_steps:
         rss_2k, rss_end, len_2k, len_end = memory_run(tiny_lm(device=device), args.memory_steps)
-        print(f"\nmemory (tiny model, 8 envs, VADER reward): RSS at step 2,000 = {rss_2k:.0f} MB, at step {args.memory_steps:,} = "
+        print(f"\nmemory (tiny model, 8 envs, top_p=1.0, VADER reward): RSS at step 2,000 = {rss_2k:.0f} MB, at step {args.memory_steps:,} = "
               f"{rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}")
 
 

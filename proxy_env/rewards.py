@@ -128,17 +128,10 @@ def reward_name(fn: Any) -> str:
 
 
 def resolve_reward(reward: Any = "default", *, device: str | torch.device | None = None) -> RewardFn:
-    """``"default"``/``"vader"`` -> :class:`VaderReward`; a callable as is; a name or path -> a reward model.
-
-    A folder written by ``proxy-rlhf rm train`` (it holds ``bt_reward.json``) loads as a Bradley-Terry reward.
-    """
+    """``"default"``/``"vader"`` -> :class:`VaderReward`; a callable as is; a name or path -> a reward model."""
     if isinstance(reward, str) and reward in ("default", "vader"):
         return VaderReward()
     if isinstance(reward, (str, Path)):
-        if (Path(reward).expanduser() / "bt_reward.json").is_file():
-            from proxy_env.feedback.reward_model import BTRewardModel
-
-            return BTRewardModel.load(Path(reward).expanduser(), device=device)
         return HFRewardModel(reward, device=device)
     if callable(reward):
         return reward

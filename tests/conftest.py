@@ -18,6 +18,15 @@ from proxy_env.tiny import tiny_lm  # noqa: E402
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; slow tests that load the real model set their own."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     return tiny_lm("llama")

@@ -13,15 +13,6 @@ from proxy_env.sb3 import SB3VecEnv
 from tests.conftest import PROMPTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _length(prompts, responses):
     return [float(len(r)) for r in responses]
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import pytest
-import torch
 
-import proxy_env
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.cli import main
 from agents.generate import ProxyGenerator
@@ -17,15 +14,6 @@ from proxy_env.rewards import ReferenceBaseline
 from tests.conftest import PROMPTS
 
 MORE = PROMPTS + ["Say something nice.", "Why is the sky blue?", "Good morning!"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _zero(prompts, responses):

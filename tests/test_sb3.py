@@ -13,15 +13,6 @@ from proxy_env.errors import ConfigError, ConfigTypeError
 from proxy_env.sb3 import SB3VecEnv, episode_infos
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _const_reward(prompts, responses):
     return [float(len(r)) / 10 for r in responses]
 

@@ -18,15 +18,6 @@ from proxy_env.errors import ConfigError
 from tests.conftest import PROMPTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _zero(prompts, responses):
     return [0.0] * len(responses)
 
