@@ -120,7 +120,8 @@ def best_of_n(
             torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            texts = _sample(lm, chunk, n, max_new_tokens, top_k, top_p, temperature)  # len(chunk) * n
+            texts = lm.generate(chunk, max_new_tokens=max_new_tokens, do_sample=True, num_return_sequences=n,
+                                top_k=top_k, top_p=top_p, temperature=temperature)  # len(chunk) * n, prompt-major
             repeated = [p for p in chunk for _ in range(n)]
             values = score(reward_fn, repeated, texts)
             for i, prompt in enumerate(chunk):
@@ -128,18 +129,3 @@ def best_of_n(
                 best = int(np.argmax(vals))
                 out.append(BestOfN(prompt, cands[best], float(vals[best]), cands, vals))
     return out
-
-
-def _sample(lm: FrozenLM, prompts: list[str], n: int, max_new_tokens: int, top_k: int, top_p: float,
-            temperature: float) -> list[str]:
-    """``n`` sampled responses per prompt, prompt-major (left-padded batch)."""
-    encoded = [lm.encode_prompt(p) for p in prompts]
-    width = max(len(e) for e in encoded)
-    pad = int(lm.tokenizer.pad_token_id)
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)  # (P, W)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)  # (P, W)
-    rows = lm.model.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, num_return_sequences=n, max_new_tokens=max_new_tokens,
-        top_k=top_k, top_p=top_p, temperature=temperature, eos_token_id=lm.eos_token_ids, pad_token_id=pad,
-    )  # (P * n, W + T)
-    return [lm.decode(row[width:]) for row in rows]

@@ -19,10 +19,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from agents.algos import get_algo
 from proxy_env.errors import ConfigError
 
-# algorithms whose policy keeps an LSTM (sb3-contrib's MlpLstmPolicy)
-RECURRENT = ("recurrentppo",)
 # modules that are copies of the trained network, updated by polyak averaging, not by gradients
 _TARGET_MARKERS = ("target",)
 
@@ -74,7 +73,7 @@ def proxy_policy_kwargs(
     }
     if activation != "tanh":
         kwargs["features_extractor_kwargs"]["activation"] = activation
-    if algo in RECURRENT:
+    if get_algo(algo).recurrent:
         kwargs["lstm_hidden_size"] = features_dim
     return kwargs
 

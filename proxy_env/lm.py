@@ -209,6 +209,28 @@ class FrozenLM:
     def decode(self, ids: list[int] | torch.Tensor) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def left_pad(self, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token lists as a left-padded batch on this device: ids (n, W) and attention mask (n, W)."""
+        width = max(len(e) for e in encoded)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.tensor([[pad] * (width - len(e)) + list(e) for e in encoded], dtype=torch.long, device=self.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long, device=self.device)
+        return ids, mask
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], *, max_new_tokens: int, **sampling: Any) -> list[str]:
+        """Batched Hugging Face ``generate`` over ``prompts``; the decoded responses, prompt-major.
+
+        ``sampling`` goes to ``generate`` (``do_sample``, ``top_k``, ``top_p``, ``temperature``,
+        ``num_return_sequences``...). Responses stop at any of :attr:`eos_token_ids`.
+        """
+        ids, mask = self.left_pad([self.encode_prompt(p) for p in prompts])
+        rows = self.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=self.eos_token_ids,
+            pad_token_id=int(self.tokenizer.pad_token_id), **sampling,
+        )  # (n * num_return_sequences, W + T)
+        return [self.decode(row[ids.shape[1]:]) for row in rows]
+
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def forward_full(self, ids: list[int], hidden_layer: int = -1) -> StepOutput:
@@ -287,13 +309,8 @@ class RowCache:
 
         index = rows.nonzero().squeeze(1)
         assert len(index) == len(prompts) > 0, "one prompt per selected row"
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), int(self.lm.tokenizer.pad_token_id), dtype=torch.long)
-        pmask = torch.zeros(len(prompts), width, dtype=torch.long)
-        for i, prompt in enumerate(prompts):  # left padding
-            ids[i, width - len(prompt) :] = torch.tensor(prompt)
-            pmask[i, width - len(prompt) :] = 1
-        ids, pmask = ids.to(self.lm.device), pmask.to(self.lm.device)
+        ids, pmask = self.lm.left_pad(prompts)  # (n, P)
+        width = ids.shape[1]
         position_ids = (pmask.cumsum(-1) - 1).clamp(min=0)  # (n, P)
         fresh = DynamicCache()
         out = self._forward(ids, pmask, position_ids, fresh)

@@ -182,16 +182,6 @@ class ReferenceBaseline:
                 self.cache[i], self.responses[i] = float(value), text
         return np.array([self.cache[i] for i in prompt_indices])
 
-    @torch.no_grad()
     def greedy(self, prompts: list[str]) -> list[str]:
-        """Greedy responses of the frozen LLM (batched, left-padded), ``max_new_tokens`` at most."""
-        encoded = [self.lm.encode_prompt(p) for p in prompts]
-        width = max(len(e) for e in encoded)
-        pad = int(self.lm.tokenizer.pad_token_id)
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.lm.device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.lm.device)
-        out = self.lm.model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=self.config.max_new_tokens,
-            eos_token_id=self.lm.eos_token_ids, pad_token_id=pad,
-        )
-        return [self.lm.decode(row[width:]) for row in out]
+        """Greedy responses of the frozen LLM (batched), ``max_new_tokens`` at most."""
+        return self.lm.generate(prompts, max_new_tokens=self.config.max_new_tokens, do_sample=False)
