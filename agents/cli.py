@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from typing import Any
+
+
+# modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`
+_SUBCOMMAND_MODULES = ("agents.bench", "agents.cli_feedback", "agents.finetune")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=0, help="seed of the candidate order")
     gen.add_argument("--device", default="auto", help="torch device of the proxy policy")
     gen.set_defaults(func=_generate)
+    for module in _SUBCOMMAND_MODULES:  # each adds its own subcommands; heavy imports stay inside their handlers
+        importlib.import_module(module).add_subcommands(sub)
     args = parser.parse_args(argv)
     from proxy_env.errors import ProxyEnvError
 

@@ -34,7 +34,7 @@ __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_
 
 # TrainConfig fields that are keyword arguments of the environment, under the same name
 ENV_FIELDS = ("model", "reward", "prompts", "max_new_tokens", "top_k", "top_p", "temperature", "max_rejections",
-              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost")
+              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -47,7 +47,8 @@ class TrainConfig:
 
     algo: str = field(default="ppo", metadata=_help("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
     model: str = field(default="default", metadata=_help("frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id or a path"))
-    reward: str = field(default="default", metadata=_help("reward: 'default' (VADER positivity), a reward-model id or path"))
+    reward: str = field(default="default", metadata=_help(
+        "reward: 'default' (VADER positivity), 'pairwise' (LLM judge vs the unsteered response), an `rm train` folder, a reward-model id or path"))
     prompts: str = field(default="default", metadata=_help("training prompts: 'default', a .txt/.jsonl file or a datasets folder"))
     eval_prompts: str = field(default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)"))
     max_new_tokens: int = field(default=48, metadata=_help("response budget in tokens"))
@@ -60,6 +61,7 @@ class TrainConfig:
     hidden_layer: int = field(default=-1, metadata=_help("which hidden state the proxy sees (-1: last layer)"))
     reward_baseline: float | str | None = field(default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'"))
     reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
+    reward_normalize: bool = field(default=False, metadata=_help("standardise terminal rewards by their running mean and std"))
     num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
     total_timesteps: int = field(default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)"))
     seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))

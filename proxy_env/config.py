@@ -34,6 +34,7 @@ class EnvConfig:
     hidden_layer: int = -1
     reward_baseline: float | str | None = None
     reject_cost: float = 0.0
+    reward_normalize: bool = False
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -47,6 +48,8 @@ class EnvConfig:
             raise ConfigError(f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding.")
         if not _real(self.reject_cost) or self.reject_cost < 0.0:
             raise ConfigError(f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection).")
+        if not isinstance(self.reward_normalize, bool):
+            raise ConfigTypeError(f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation).")
         check_choice("order", self.order, ORDERS)
         check_choice("observation", self.observation, OBSERVATIONS)
         baseline = self.reward_baseline

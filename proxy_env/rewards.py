@@ -2,7 +2,10 @@
 
 * :class:`VaderReward` — the default: VADER's compound positivity score in [-1, 1] of the response.
 * :class:`HFRewardModel` — any ``AutoModelForSequenceClassification`` (batched, truncated).
-* any callable with the :class:`RewardFn` signature.
+* any callable with the :class:`RewardFn` signature; ``"pairwise"`` and saved Bradley–Terry models
+  (:mod:`proxy_env.feedback`) through :func:`resolve_reward`.
+
+:class:`RunningMeanStd` keeps the running statistics of the env's ``reward_normalize``.
 
 :func:`score` calls a source and checks that it returned one finite float per response, naming the
 source in the error otherwise.
@@ -127,15 +130,38 @@ def reward_name(fn: Any) -> str:
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def resolve_reward(reward: Any = "default", *, device: str | torch.device | None = None) -> RewardFn:
-    """``"default"``/``"vader"`` -> :class:`VaderReward`; a callable as is; a name or path -> a reward model."""
+def resolve_reward(reward: Any = "default", *, device: str | torch.device | None = None, lm: Any = None,
+                   config: Any = None) -> RewardFn:
+    """Turn the env's ``reward`` argument into a reward callable.
+
+    * ``"default"``/``"vader"`` -> :class:`VaderReward`;
+    * ``"pairwise"`` -> :class:`~proxy_env.feedback.pairwise.PairwiseJudgeReward`: ``lm`` judges its
+      steered response against its own greedy one (needs ``lm``; ``config`` gives the budget and pool);
+    * a folder holding ``reward_model.json`` -> the Bradley–Terry model saved by ``proxy-rlhf rm train``
+      (an LLM-hidden-state encoder reuses ``lm``);
+    * any other name or path -> :class:`HFRewardModel`; a callable as is.
+    """
     if isinstance(reward, str) and reward in ("default", "vader"):
         return VaderReward()
+    if isinstance(reward, str) and reward == "pairwise":
+        if lm is None:
+            raise ConfigError("reward='pairwise' needs the frozen LLM (lm=...) to generate and judge the unsteered response.")
+        from proxy_env.feedback.pairwise import PairwiseJudgeReward
+
+        sampling = {} if config is None else {k: getattr(config, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature")}
+        return PairwiseJudgeReward(lm, **sampling)
     if isinstance(reward, (str, Path)):
+        from proxy_env.feedback.rm import is_reward_model_dir, load_reward_model
+
+        if is_reward_model_dir(reward):
+            return load_reward_model(reward, lm=lm, device=device)
         return HFRewardModel(reward, device=device)
     if callable(reward):
         return reward
-    raise ConfigTypeError(f"reward must be 'default', a callable (prompts, responses) -> floats, or a model id/path; got {type(reward).__name__}.")
+    raise ConfigTypeError(
+        "reward must be 'default', 'pairwise', a callable (prompts, responses) -> floats, a saved reward-model folder "
+        f"or a model id/path; got {type(reward).__name__}."
+    )
 
 
 def score(fn: RewardFn, prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -185,3 +211,24 @@ class ReferenceBaseline:
     def greedy(self, prompts: list[str]) -> list[str]:
         """Greedy responses of the frozen LLM (batched), ``max_new_tokens`` at most."""
         return self.lm.generate(prompts, max_new_tokens=self.config.max_new_tokens, do_sample=False)
+
+
+class RunningMeanStd:
+    """Welford's running mean and variance of a stream of scalars (numerically stable, one pass).
+
+    ``std`` is 1 until two values have been seen (nothing to scale by yet), and at least ``eps``.
+    """
+
+    def __init__(self, eps: float = 1e-4) -> None:
+        self.count, self.mean, self.m2, self.eps = 0, 0.0, 0.0, eps
+
+    def update(self, values: np.ndarray) -> None:
+        for value in np.asarray(values, dtype=np.float64).reshape(-1):
+            self.count += 1
+            delta = value - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> float:
+        return max(float(np.sqrt(self.m2 / (self.count - 1))), self.eps) if self.count > 1 else 1.0

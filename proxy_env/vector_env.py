@@ -15,7 +15,7 @@ from proxy_env.config import NUM_STATS, Action, EnvConfig
 from proxy_env.errors import ActionError, ConfigError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
-from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
+from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
 
 _PROMPT_SALT = 0x7072  # separates the prompt draw from the Gumbel draws of the same episode
 _MAX_SKIPPED_EPISODES = 100
@@ -49,6 +49,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
     Terminal: ``RM(prompt, response) - b(prompt)`` where ``b`` is 0 (``reward_baseline=None``), a
     constant, or ``"reference"``: the reward of the LLM's own greedy response to the same prompt,
     computed once per prompt and cached. Each rejection costs ``reject_cost`` at that step.
+    With ``reward_normalize=True`` the terminal reward ``RM - b`` is standardised by a running
+    (Welford) mean and standard deviation of every terminal reward seen so far, updated with each
+    step's finished episodes before they are normalised (the rejection cost is not normalised).
+    ``reward="pairwise"``: 1 / 0.5 / 0 as the LLM itself, judging, prefers the steered response to
+    its own greedy one, is undecided, or prefers its own (see :mod:`proxy_env.feedback.pairwise`).
 
     ## Starting State
 
@@ -67,7 +72,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     |---|---|---|
     | ``num_envs`` | 1 | episodes run in parallel (rows of the batched LLM) |
     | ``model`` | ``"default"`` | ``"default"`` (SmolLM2-135M-Instruct), hub id, path or a ``FrozenLM`` |
-    | ``reward`` | ``"default"`` | ``"default"`` (VADER positivity), a callable ``(prompts, responses) -> floats`` or a reward-model id/path |
+    | ``reward`` | ``"default"`` | ``"default"`` (VADER positivity), ``"pairwise"`` (LLM judge vs the unsteered response), a callable ``(prompts, responses) -> floats``, a ``proxy-rlhf rm train`` folder or a reward-model id/path |
     | ``prompts`` | ``"default"`` | ``"default"``, ``"default-eval"``, a list of strings, or a .txt/.jsonl/datasets path |
     | ``max_new_tokens`` | 48 | response budget in tokens |
     | ``top_k``, ``top_p``, ``temperature`` | 50, 0.95, 1.0 | the SKAM pool |
@@ -77,6 +82,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     | ``hidden_layer`` | -1 | which hidden state (index into ``hidden_states``; -1 is the last) |
     | ``reward_baseline`` | None | None, a float, or ``"reference"`` |
     | ``reject_cost`` | 0.0 | reward subtracted per rejection |
+    | ``reward_normalize`` | False | standardise terminal rewards by their running mean and std |
     | ``device``, ``dtype`` | None | CUDA when available; float32 on CPU |
     | ``autoreset_mode`` | SAME_STEP | ``AutoresetMode.SAME_STEP``, ``NEXT_STEP`` or ``DISABLED`` |
     | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~`` |
@@ -87,7 +93,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
     ``info`` per step describes the candidate now on offer: ``token_id``, ``token``, ``logprob``,
     ``logprob_truncated``, ``rank``, ``rejections``, ``position``; at episode end (masked by
     ``_key`` arrays): ``prompt``, ``response``, ``response_ids``, ``decisions``, ``num_rejections``,
-    ``forced_commits``, ``reward_raw``, ``reward_baseline``, ``reject_cost``. With SAME_STEP
+    ``forced_commits``, ``reward_raw``, ``reward_baseline``, ``reject_cost`` and, with
+    ``reward_normalize``, ``reward_normalized`` (the terminal reward after normalisation). With SAME_STEP
     autoreset a finished env returns its next episode's first observation and puts the last one in
     ``info["final_obs"]`` and its info in ``info["final_info"]``.
 
@@ -126,6 +133,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         hidden_layer: int = -1,
         reward_baseline: float | str | None = None,
         reject_cost: float = 0.0,
+        reward_normalize: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
@@ -136,7 +144,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             raise ConfigError(f"num_envs={num_envs!r} must be an int >= 1.")
         self.config = EnvConfig(
             max_new_tokens, top_k, top_p, temperature, max_rejections, order, observation, hidden_layer,
-            reward_baseline, reject_cost,
+            reward_baseline, reject_cost, reward_normalize,
         )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         if render_mode not in (None, "ansi"):
@@ -146,7 +154,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.lm = model if isinstance(model, FrozenLM) else FrozenLM(model, device=device, dtype=dtype)
         if not -self.lm.num_layers - 1 <= hidden_layer <= self.lm.num_layers:
             raise ConfigError(f"hidden_layer={hidden_layer} is out of range for a {self.lm.num_layers}-layer model.")
-        self.reward_fn = resolve_reward(reward, device=self.lm.device)
+        self.reward_fn = resolve_reward(reward, device=self.lm.device, lm=self.lm, config=self.config)
+        self.reward_stats = RunningMeanStd()  # of terminal rewards, used when reward_normalize
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
@@ -342,7 +351,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
         info: dict[str, Any] = {}
         if ended.any():
             end_info = self._end_info(ended)
-            reward[ended] += torch.as_tensor(end_info["reward_raw"] - end_info["reward_baseline"], device=reward.device)[ended]
+            terminal = end_info["reward_raw"] - end_info["reward_baseline"]
+            if self.config.reward_normalize:
+                terminal = self._normalize(terminal, _np(ended))
+                end_info.update(reward_normalized=terminal, _reward_normalized=_np(ended))
+            reward[ended] += torch.as_tensor(terminal, device=reward.device)[ended]
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 final_obs = self._observe()
                 info["final_obs"] = np.array([final_obs[i] if e else None for i, e in enumerate(ended.tolist())], dtype=object)
@@ -417,6 +430,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
             "reject_cost": self.config.reject_cost * _np(self.rejections.double()),
         }
         return {**info, **{f"_{key}": mask for key in info}}
+
+    def _normalize(self, terminal: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        """Update the running statistics with the ended rows' terminal rewards, then standardise them."""
+        self.reward_stats.update(terminal[ended])
+        return np.where(ended, (terminal - self.reward_stats.mean) / self.reward_stats.std, 0.0)
 
     # ------------------------------------------------------------------ rendering
     def _log(self, rows: torch.Tensor, token: torch.Tensor, rejected: bool) -> None:

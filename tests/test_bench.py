@@ -1,0 +1,102 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from agents.bench import BenchConfig, run_bench
+from agents.bench_report import COLUMNS, TIMING_COLUMNS, write_outputs
+from agents.metrics import bon_kl_empirical, distinct_n
+
+QUICK = dict(quick=True, n=(2,), bon_reference=2, max_new_tokens=4, num_prompts=3)
+
+
+class RejectFirstDimPositive:
+    """A proxy with a computable accept probability that rejects often."""
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return (np.asarray(obs)[:, 1] <= 0.7).astype(np.int64), state
+
+    def accept_prob(self, obs):
+        return (np.asarray(obs)[:, 1] <= 0.7).astype(np.float64)
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_metrics_helpers():
+    assert distinct_n([[1, 1, 1]], 1) == pytest.approx(1 / 3) and distinct_n([[]], 2) == 0.0
+    est = bon_kl_empirical(np.array([1.0, 0.0]), np.array([[0.0, 0.5], [0.0, 1.0]]), 4)
+    # prompt 0: best above both refs -> F̂ = 3/3 -> log 4; prompt 1: tie + one above -> rank 1.5 of 3
+    np.testing.assert_allclose(est, [np.log(4), np.log(4) + 3 * np.log(0.5)])
+
+
+def test_bench_table_is_finite_and_deterministic(tiny, tmp_path):
+    results = []
+    for run in range(2):
+        res = run_bench(BenchConfig(**QUICK), lm=tiny, extra_agents={"picky": RejectFirstDimPositive()})
+        files = write_outputs(res, tmp_path / f"run{run}")
+        results.append(_rows(files[1]))
+    rows = results[0]
+    assert list(rows[0]) == COLUMNS
+    assert [r["agent"] for r in rows] == ["always-accept", "random-reject p=0.2", "best-of-2", "picky"]
+    for r in rows:
+        for key in ("reward", "win_rate", "length", "perplexity", "kl", "distinct_1", "forwards_per_response"):
+            assert math.isfinite(float(r[key])), (r["agent"], key)
+    by = {r["agent"]: r for r in rows}
+    assert abs(float(by["always-accept"]["kl"])) < 1e-9 and float(by["picky"]["kl"]) > 0
+    assert float(by["picky"]["rejection_rate"]) > 0 and float(by["best-of-2"]["kl_bound"]) == pytest.approx(np.log(2) - 0.5)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
+    assert strip(results[0]) == strip(results[1])
+
+
+def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
+    import json
+
+    from stable_baselines3 import PPO
+
+    from agents.checkpoint import save_checkpoint
+    from agents.policies import proxy_policy_kwargs
+    from agents.train import make_sb3_env
+
+    folder = tmp_path / "ft"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    (folder / "finetune.json").write_text(json.dumps({"wall_s": 12.5}))
+    env_kwargs = {"model": tiny, "prompts": ["Hi"], "max_new_tokens": 4}
+    agent = PPO("MlpPolicy", make_sb3_env(env_kwargs, 1, seed=0), policy_kwargs=proxy_policy_kwargs(), device="cpu", n_steps=8, batch_size=8)
+    ckpt = save_checkpoint(agent, tmp_path / "ppo", env_kwargs=env_kwargs, seed=0)
+    tb = tmp_path / "ppo-tb"
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tb / "ppo_1")) as writer:
+        for step in range(3):
+            writer.add_scalar("rollout/ep_rew_mean", 0.1 * step, step)
+    res = run_bench(BenchConfig(**QUICK, finetuned=(str(folder),), checkpoints=(str(ckpt),)), lm=tiny)
+    by = {a.name: a for a in res.agents}
+    ft, proxy = by["fine-tuned (ft)"], by["ppo proxy (ppo)"]
+    assert ft.trainable_params == tiny.num_parameters and ft.train_wall_s == 12.5
+    # the same weights as the frozen LLM: KL(π_ft || p) along a response is Σ -log Z_i (pool mass), exactly what
+    # always-accept's KL from the untruncated LLM is along the same tokens
+    from agents.kl import trajectory
+
+    same = [trajectory(tiny, tiny.encode_prompt(p), ids, 1.0, top_k=50, top_p=0.95, temperature=1.0).kl_untruncated
+            for p, ids in zip(res.prompts, ft.token_ids)]
+    np.testing.assert_allclose(ft.kl, same, atol=1e-4)
+    assert 0 < proxy.trainable_params < tiny.num_parameters and np.isfinite(proxy.kl).all()
+    assert proxy.tensorboard_dir == str(tb)
+    files = write_outputs(res, tmp_path / "out")
+    assert (tmp_path / "out" / "training_curves.png") in files
+
+
+def test_cli_quick_writes_files(tmp_path, capsys):
+    from agents.cli import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--n", "2", "--num-prompts", "2", "--bon-reference", "2", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {"results.md", "results.csv", "reward_kl.png"}
+    assert "| always-accept |" in capsys.readouterr().out
+    with pytest.raises(Exception, match="best-of-N sizes"):
+        BenchConfig(n=(0,)).resolved()

@@ -1,0 +1,175 @@
+"""The Bradley–Terry reward model: loss goes down, held-out accuracy, save/load, env loading, CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from proxy_env.errors import ConfigError, DataError
+from proxy_env.feedback import (
+    BTRewardModel, LMEncoder, RMTrainConfig, SentenceEncoder, load_reward_model, minilm_dir, train_reward_model, write_jsonl,
+)
+from proxy_env.feedback.records import PreferencePair
+from proxy_env.feedback.rm import CONFIG_NAME, balance_by_length, bt_loss
+from proxy_env.rewards import resolve_reward
+
+GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]
+BAD = ["awful", "terrible", "sad", "horrible", "bad", "nasty"]
+
+
+class Toy:
+    """A fixed random embedding per word: a separable toy set when labels depend on the word."""
+
+    name, dim = "toy", 8
+
+    def __init__(self):
+        gen = torch.Generator().manual_seed(0)
+        self.table = {w: torch.randn(self.dim, generator=gen) for w in GOOD + BAD}
+
+    def spec(self):
+        return {"type": "toy"}
+
+    def embed(self, prompts, responses):
+        return torch.stack([self.table[r.split()[0]] for r in responses])
+
+
+def _toy_pairs(n=120):
+    return [PreferencePair(f"q{i}", f"{GOOD[i % 6]} day", f"{BAD[(i * 5) % 6]} day", "toy", 0.1 + (i % 10) / 10) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(folder)
+    return folder
+
+
+def test_bt_loss():
+    assert float(bt_loss(torch.tensor([0.0]), torch.tensor([0.0]))) == pytest.approx(0.6931, abs=1e-4)
+    assert float(bt_loss(torch.tensor([10.0]), torch.tensor([0.0]))) < 1e-4
+
+
+def test_loss_decreases_on_separable_set():
+    result = train_reward_model(_toy_pairs(), Toy(), RMTrainConfig(hidden=16, epochs=150, patience=150, learning_rate=1e-2, seed=0))
+    train_losses = [t for t, _ in result.history]
+    assert train_losses[-1] < 0.1 < 0.5 < train_losses[0]
+    m = result.metrics
+    assert m["test_accuracy"] == 1.0 and m["test_pairs"] == 24 and m["val_pairs"] == 12 and m["train_pairs"] == 84
+    assert 0 < m["test_pairs_margin"] < 24 and m["test_accuracy_margin"] == 1.0
+    scores = result.model(["q"] * 2, ["great day", "awful day"])
+    assert scores[0] > scores[1]
+
+
+def test_early_stopping_and_validation():
+    result = train_reward_model(_toy_pairs(), Toy(), RMTrainConfig(hidden=0, epochs=500, patience=3, learning_rate=0.3))
+    assert len(result.history) < 500
+    with pytest.raises(ConfigError, match="val_fraction"):
+        RMTrainConfig(val_fraction=0.5, test_fraction=0.6).validate()
+    with pytest.raises(ConfigError, match="at least 2"):
+        train_reward_model(_toy_pairs(1), Toy())
+
+
+def test_balance_by_length():
+    pairs = [PreferencePair("p", "a b c d e", "a", "s")] * 5 + [PreferencePair("p", "a", "a b c d e", "s")] * 2 + \
+            [PreferencePair("p", "a b", "c d", "s")] * 3
+    kept = balance_by_length(pairs, bucket_words=2)
+    longer = sum(len(p.chosen.split()) > len(p.rejected.split()) for p in kept)
+    shorter = sum(len(p.chosen.split()) < len(p.rejected.split()) for p in kept)
+    assert longer == shorter == 2 and len(kept) == 7
+
+
+def test_save_load_round_trip(tiny_bert, tmp_path):
+    encoder = SentenceEncoder(tiny_bert, device="cpu")
+    pairs = _toy_pairs(40)
+    trained = train_reward_model(pairs, encoder, RMTrainConfig(hidden=8, epochs=20))
+    path = trained.model.save(tmp_path / "rm")
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", CONFIG_NAME]
+    loaded = load_reward_model(path, device="cpu")
+    texts = ["great day", "awful day", "something else"]
+    assert loaded(["q"] * 3, texts) == pytest.approx(trained.model(["q"] * 3, texts), abs=1e-5)
+    assert loaded.metrics["test_accuracy"] == trained.metrics["test_accuracy"]
+    env_reward = resolve_reward(str(path))  # what reward="path/to/rm" in the env does
+    assert isinstance(env_reward, BTRewardModel)
+    trained.model.save(path)  # overwriting an RM folder is allowed; nothing else is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+
+
+def test_load_errors(tiny_bert, tmp_path):
+    with pytest.raises(ConfigError, match="holds no reward_model.json"):
+        load_reward_model(tmp_path)
+    trained = train_reward_model(_toy_pairs(20), SentenceEncoder(tiny_bert, device="cpu"), RMTrainConfig(hidden=0, epochs=2))
+    path = trained.model.save(tmp_path / "rm")
+    config = json.loads((path / CONFIG_NAME).read_text())
+    (path / CONFIG_NAME).write_text(json.dumps({**config, "version": 99}))
+    with pytest.raises(DataError, match="format version 99"):
+        load_reward_model(path)
+    (path / CONFIG_NAME).write_text(json.dumps({**config, "format": "other"}))
+    with pytest.raises(DataError, match="not a Bradley–Terry"):
+        load_reward_model(path)
+    (path / CONFIG_NAME).write_text(json.dumps({**config, "head": {"in_dim": 32, "hidden": 4}}))
+    with pytest.raises(DataError, match="does not match"):
+        load_reward_model(path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a reward-model folder"):
+        trained.model.save(tmp_path / "other")
+
+
+def test_lm_encoder_round_trip(tiny, tmp_path):
+    encoder = LMEncoder(tiny)
+    emb = encoder.embed(["Hi", "Hi"], ["", "hello there"])
+    assert emb.shape == (2, 64) and torch.isfinite(emb).all()
+    trained = train_reward_model(_toy_pairs(20), encoder, RMTrainConfig(hidden=0, epochs=3, test_fraction=0.0, val_fraction=0.0))
+    assert trained.metrics["evaluated_on"] == "train"
+    loaded = load_reward_model(trained.model.save(tmp_path / "rm"), lm=tiny)
+    assert loaded(["Hi"], ["great day"]) == pytest.approx(trained.model(["Hi"], ["great day"]), abs=1e-5)
+
+
+def test_minilm_encoder_loads_offline():
+    start = time.perf_counter()
+    encoder = SentenceEncoder(device="cpu")
+    emb = encoder.embed(["q"] * 3, ["What a wonderful day!", "What a lovely day!", "The invoice is overdue."])
+    assert encoder.dim == 384 and time.perf_counter() - start < 30
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2])  # similar sentences are closer
+
+
+def test_cli_build_and_train(tiny_bert, tmp_path, capsys):
+    from agents.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    assert main(["prefs", "build", "--out", str(pairs), "--model", "tiny", "--prompts", str(_prompt_file(tmp_path)),
+                 "--pairs-per-prompt", "3", "--max-new-tokens", "6", "--reward", "vader", "--ppl-quantile", "1.0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sampled"] == 12 and summary["written"] == summary["kept"] == len(pairs.read_text().splitlines())
+    write_jsonl(pairs, _toy_pairs(30))  # VADER on a random tiny LM ties often; train on the toy pairs
+    assert main(["rm", "train", "--pairs", str(pairs), "--out", str(tmp_path / "rm"), "--encoder", str(tiny_bert),
+                 "--epochs", "3", "--hidden", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 30
+    assert main(["rm", "eval", "--rm", str(tmp_path / "rm"), "--pairs", str(pairs)]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 30
+
+
+def test_cli_malformed_jsonl_writes_nothing(tmp_path, capsys):
+    from agents.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": 1}\n')
+    assert main(["rm", "train", "--pairs", str(bad), "--out", str(tmp_path / "rm")]) == 2
+    assert "line 2" in capsys.readouterr().err and not (tmp_path / "rm").exists()
+    assert main(["prefs", "build", "--out", str(tmp_path / "o.jsonl"), "--model", "tiny", "--source", "human", "--human", str(bad)]) == 2
+    assert "line 2" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+
+
+def _prompt_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("Hello!\nHow are you today?\nTell me a story.\nWhat is your name?\n")
+    return path

@@ -1,0 +1,104 @@
+"""Feedback sources: reward differences, the LLM judge (logits, parsed replies, order), the pair builder."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy_env.errors import ConfigError
+from proxy_env.feedback import LLMJudge, RewardFeedback, build_preferences
+from proxy_env.feedback.judge import check_template
+
+PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
+
+
+def length_reward(prompts, responses):
+    return [float(len(r)) for r in responses]
+
+
+class ScriptedLM:
+    """A judge LM stand-in: the real tokenizer, canned replies in ``generate``."""
+
+    name = "scripted"
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer, self.replies, self.seen = tokenizer, list(replies), []
+
+    def generate(self, prompts, *, max_new_tokens, **kwargs):
+        self.seen.extend(prompts)
+        return [self.replies[(len(self.seen) - len(prompts) + i) % len(self.replies)] for i in range(len(prompts))]
+
+
+def test_reward_feedback_margin_and_ties():
+    labels = RewardFeedback(length_reward).label(["q"] * 3, ["aaa", "a", "ab"], ["a", "aaaa", "cd"])
+    assert [(l.first_wins, l.margin) for l in labels] == [(True, 2.0), (False, 3.0), (None, 0.0)]
+    assert [l.first_wins for l in RewardFeedback(length_reward, tie_tolerance=2.5).label(["q"] * 2, ["aaa", "a"], ["a", "aaaa"])] == [None, False]
+
+
+def test_judge_logits_mode_probabilities(tiny):
+    judge = LLMJudge(tiny, seed=0)
+    probs = judge.prob_first(PROMPTS, ["yes", "great", "ok", "fine"], ["no", "bad", "meh", "sure"])
+    assert all(0.0 < p < 1.0 for p in probs)
+    # batched equals one at a time
+    assert probs[1] == pytest.approx(judge.prob_first(PROMPTS[1:2], ["great"], ["bad"])[0], abs=1e-5)
+    labels = judge.label(PROMPTS, ["yes", "great", "ok", "fine"], ["no", "bad", "meh", "sure"])
+    assert all(l.margin is not None and 0.0 <= l.margin <= 1.0 and not l.failed for l in labels)
+    assert judge.stats.judgments == 4 and judge.stats.parse_failures == 0
+
+
+def test_judge_parse_failures_are_counted(tiny):
+    lm = ScriptedLM(tiny.tokenizer, ["1", "I pick 2.", "neither"])
+    judge = LLMJudge(lm, mode="generate", randomize_order=False)
+    labels = judge.label(["q"] * 3, ["a", "b", "c"], ["x", "y", "z"])
+    assert [(l.first_wins, l.failed) for l in labels] == [(True, False), (False, False), (None, True)]
+    assert judge.stats.parse_failure_rate == pytest.approx(1 / 3)
+    assert "Reply 1: a" in lm.seen[0] and "Reply 2: x" in lm.seen[0]
+
+
+def test_random_order_cancels_position_bias(tiny):
+    lm = ScriptedLM(tiny.tokenizer, ["1"])  # always picks the response shown first
+    judge = LLMJudge(lm, mode="generate", seed=3)
+    labels = judge.label(["q"] * 200, ["a"] * 200, ["b"] * 200)
+    wins = sum(l.first_wins for l in labels)
+    assert 70 < wins < 130  # the bias is spread over both responses, not given to ``first``
+    assert judge.stats.position1_rate == 1.0
+    shown_first_is_a = ["Reply 1: a" in text for text in lm.seen]
+    assert [l.first_wins for l in labels] == shown_first_is_a  # mapped back to the original order
+
+
+def test_template_is_validated():
+    with pytest.raises(ConfigError, match="must contain exactly"):
+        check_template("Which is better? {response_1} or {response_2}")
+    with pytest.raises(ConfigError, match="must contain exactly"):
+        check_template("{prompt} {response_1} {response_2} {extra}")
+
+
+def test_build_with_reward_source(tiny):
+    result = build_preferences(tiny, PROMPTS, RewardFeedback(length_reward), pairs_per_prompt=2, max_new_tokens=6, seed=1)
+    s = result.summary
+    assert s.sampled == 8 and s.kept == len(result.pairs) == 8 - s.identical - s.ties
+    for p in result.pairs:
+        assert len(p.chosen) > len(p.rejected) and p.margin == len(p.chosen) - len(p.rejected) and p.source == "reward:length_reward"
+        assert p.ppl_chosen is None or p.ppl_chosen > 1.0
+    again = build_preferences(tiny, PROMPTS, RewardFeedback(length_reward), pairs_per_prompt=2, max_new_tokens=6, seed=1)
+    assert again.pairs == result.pairs  # seeded
+
+
+def test_build_with_judge_drops_failures(tiny):
+    judge = LLMJudge(ScriptedLM(tiny.tokenizer, ["2", "???"]), mode="generate", randomize_order=False)
+    result = build_preferences(tiny, PROMPTS, judge, max_new_tokens=6, seed=0)
+    s = result.summary
+    assert s.parse_failures >= 1 and s.parse_failure_rate == pytest.approx(s.parse_failures / (s.sampled - s.identical))
+    assert s.kept == s.sampled - s.identical - s.parse_failures and s.position1_rate == 0.0
+
+
+def test_sampled_perplexity_matches_a_separate_forward(tiny):
+    from proxy_env.feedback.pairs import sample_responses
+    from proxy_env.feedback.perplexity import perplexities
+
+    samples = sample_responses(tiny, PROMPTS[:2], n=3, max_new_tokens=6, seed=0)
+    texts = [t for ts in samples.texts for t in ts]
+    got = [v for vs in samples.ppl for v in vs]
+    again = perplexities(tiny, [p for p in PROMPTS[:2] for _ in range(3)], texts)
+    # the same tokens unless decoding then re-encoding a random model's output changes them
+    close = [abs(a - b) <= 1e-3 * b for a, b in zip(got, again) if a == a and b == b]
+    assert len(close) >= 3 and sum(close) >= len(close) // 2

@@ -1,0 +1,181 @@
+"""Tests of agents/finetune.py: the full fine-tune peer (TRL GRPO) on a tiny random Llama."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+pytest.importorskip("datasets")
+
+from agents.finetune import FinetuneConfig, add_subcommands, finetune, reward_function  # noqa: E402
+from proxy_env.errors import ConfigError, MissingDependencyError, ModelNotFoundError, RewardError  # noqa: E402
+
+PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
+
+
+def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    return [len(r) / 10 for r in responses]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny):
+    """The tiny Llama of conftest saved as a plain Hugging Face folder."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+def small(tiny_dir, out, **overrides) -> FinetuneConfig:
+    # prompts: a list is accepted by load_prompts (the CLI passes a name or a path)
+    values = dict(model=str(tiny_dir), prompts=PROMPTS, out=str(out), max_new_tokens=6, num_generations=2,
+                  batch_size=4, learning_rate=1e-3, max_steps=2, seed=0)
+    return FinetuneConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ft"
+    seen: list[tuple[str, str]] = []
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        seen.extend(zip(prompts, responses))
+        return length_reward(prompts, responses)
+
+    result = finetune(small(tiny_dir, out), reward=reward)
+    return result, out, seen
+
+
+def test_trains_and_saves_a_loadable_model(trained, tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, out, _ = trained
+    assert result.steps == 2 and result.output_dir == out and result.samples == 8
+    before = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert result.trainable_params == sum(p.numel() for p in before.parameters())
+    changed = [name for name, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[name])]
+    assert len(changed) >= len(before.state_dict()) // 2, "most weights should move after 2 steps at lr 1e-3"
+    assert AutoTokenizer.from_pretrained(out).chat_template is not None
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "the staging folder must be gone"
+
+
+def test_metrics_file_and_tensorboard(trained):
+    result, out, _ = trained
+    meta = json.loads((out / "finetune.json").read_text())
+    assert {"wall_s", "steps", "trainable_params", "tensorboard_dir", "config", "reward"} <= set(meta)
+    assert meta["steps"] == 2 and meta["reward"] == "reward" and meta["config"]["beta"] == pytest.approx(0.04)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert meta["tensorboard_dir"] == str(out / "tensorboard")
+    assert [entry["step"] for entry in result.log_history] == [1, 2]
+    assert result.kl_last is not None and result.kl_last >= 0 and result.reward_last is not None
+
+
+def test_reward_sees_raw_prompts_and_text_responses(trained):
+    _, _, seen = trained
+    assert len(seen) == 8 and {p for p, _ in seen} <= set(PROMPTS)
+    assert all(isinstance(r, str) and "<|im_start|>" not in r for _, r in seen)
+
+
+def test_prompt_format_matches_the_env(tiny):
+    """TRL tokenizes a conversational prompt with the chat template as FrozenLM.encode_prompt does."""
+    from agents.finetune import _dataset
+
+    rows = list(_dataset(PROMPTS, tiny.tokenizer)["prompt"])
+    ids = tiny.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert [list(i) for i in ids] == [tiny.encode_prompt(p) for p in PROMPTS]
+
+    class NoTemplate:
+        chat_template = None
+
+    assert list(_dataset(PROMPTS, NoTemplate())["prompt"]) == PROMPTS
+
+
+@pytest.mark.parametrize("prompts, completions", [
+    (["Hi"], ["Good!"]),
+    ([[{"role": "user", "content": "Hi"}]], [[{"role": "assistant", "content": "Good!"}]]),
+], ids=["plain", "conversational"])
+def test_reward_function_unwraps(prompts, completions):
+    calls = []
+
+    def fn(p, r):
+        calls.append((p, r))
+        return [1.5] * len(r)
+
+    assert reward_function(fn)(prompts=prompts, completions=completions, completion_ids=[[1]], trainer_state=None) == [1.5]
+    assert calls == [(["Hi"], ["Good!"])]
+    with pytest.raises(RewardError, match="one float per response"):
+        reward_function(lambda p, r: [])(prompts=prompts, completions=completions)
+
+
+def test_time_limit_stops_training_and_overwrite(tiny_dir, tmp_path):
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    with pytest.raises(ConfigError, match="already exists"):
+        small(tiny_dir, out).validate()
+    result = finetune(small(tiny_dir, out, max_steps=50, time_limit_s=1e-6, overwrite=True, tensorboard=False, beta=0.0),
+                      reward=length_reward)
+    assert result.steps == 1
+    assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and not (out / "tensorboard").exists()
+    assert result.kl_last is None  # beta=0: TRL loads no reference model
+    assert json.loads((out / "finetune.json").read_text())["tensorboard_dir"] is None
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("num_generations", 1, "num_generations=1 must be an int >= 2"),
+    ("batch_size", 6, "not a multiple of num_generations=4"),
+    ("learning_rate", 0.0, "learning_rate=0.0 must be a number > 0"),
+    ("top_p", 1.5, r"top_p=1.5 must be a number in \(0, 1\]"),
+    ("beta", -0.1, "beta=-0.1 must be a number >= 0"),
+    ("max_steps", 0, "max_steps=0 must be an int >= 1"),
+    ("time_limit_s", float("nan"), "time_limit_s=nan"),
+    ("device", "gpu", "Did you mean 'cpu'"),
+    ("lr_scheduler", "cosin", "Did you mean 'cosine'"),
+    ("out", "", "out='' is empty"),
+], ids=lambda v: str(v)[:20])
+def test_validation(tmp_path, field, value, match):
+    cfg = FinetuneConfig(**{"out": str(tmp_path / "ft"), field: value})
+    with pytest.raises(ConfigError, match=match):
+        cfg.validate()
+
+
+def test_bad_model_path_fails_before_training(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        finetune(FinetuneConfig(model=str(tmp_path / "missing"), out=str(tmp_path / "ft")), reward=length_reward)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_missing_trl_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "trl", None)  # makes `import trl` raise ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'proxy-rlhf\[finetune\]'"):
+        finetune(FinetuneConfig(out=str(tmp_path / "ft")), reward=length_reward)
+
+
+def test_cli_flags(tiny_dir, tmp_path, capsys, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["finetune", "--model", str(tiny_dir), "--out", str(tmp_path / "ft"), "--max-steps", "1",
+                              "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "4", "--no-tensorboard",
+                              "--learning-rate", "1e-4"])
+    assert args.batch_size == 2 and args.tensorboard is False and args.learning_rate == pytest.approx(1e-4)
+    monkeypatch.setattr("proxy_env.prompts.load_prompts", lambda name: PROMPTS)
+    monkeypatch.setattr("proxy_env.rewards.resolve_reward", lambda name: length_reward)
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "step     1  reward" in printed and "1 steps, 2 responses" in printed
+
+
+@pytest.mark.slow
+def test_real_model_two_steps(tmp_path):
+    """Two GRPO steps on SmolLM2-135M-Instruct with VADER: the default path end to end (~1 min on 2 cores)."""
+    torch.set_num_threads(2)
+    result = finetune(FinetuneConfig(out=str(tmp_path / "ft"), max_steps=2, max_new_tokens=8, batch_size=4,
+                                     num_generations=2))
+    assert result.steps == 2 and result.trainable_params > 100_000_000
+    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["reward"] == "vader"
