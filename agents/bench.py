@@ -25,6 +25,7 @@ import numpy as np
 from proxy_env.errors import ConfigError
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
+PROXY_ACTIONS = ("argmax", "sample")
 
 
 @dataclass
@@ -44,7 +45,9 @@ class BenchConfig:
     top_p: float = field(default=0.95, metadata={"help": "pool top-p"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     random_reject_p: float = field(default=0.2, metadata={"help": "rejection probability of the random-reject baseline"})
-    deterministic: bool = field(default=True, metadata={"help": "proxies act by argmax (as proxy-rlhf generate does)"})
+    proxy_actions: tuple[str, ...] = field(default=("argmax",), metadata={"help": (
+        "how checkpoint proxies act, one row per mode: 'argmax' (as proxy-rlhf generate does) and/or 'sample' "
+        "(the stochastic policy PPO trained)")})
     reward: str = field(default="default", metadata={"help": "reward source ('default' = VADER)"})
     seed: int = field(default=0, metadata={"help": "seed of every sampler"})
     batch_size: int = field(default=16, metadata={"help": "prompts generated at once"})
@@ -63,8 +66,16 @@ class BenchConfig:
             cfg = replace(self, **{k: v for k, v in small.items() if getattr(self, k) == defaults[k]})
         if any((not isinstance(x, int)) or x < 1 for x in cfg.n):
             raise ConfigError(f"n={cfg.n!r}: best-of-N sizes must be ints >= 1.")
-        if cfg.bon_reference < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-            raise ConfigError("bon_reference, batch_size and max_new_tokens must be >= 1.")
+        bad = [m for m in cfg.proxy_actions if m not in PROXY_ACTIONS]
+        if bad or not cfg.proxy_actions:
+            raise ConfigError(f"proxy_actions={cfg.proxy_actions!r}: each must be one of {PROXY_ACTIONS}, e.g. ('argmax', 'sample').")
+        for name in ("bon_reference", "batch_size", "max_new_tokens"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be an int >= 1 (--{name.replace('_', '-')}).")
+        if len(cfg.tensorboard) > len(cfg.checkpoints):
+            raise ConfigError(f"tensorboard={list(cfg.tensorboard)!r} names {len(cfg.tensorboard)} folders for "
+                              f"{len(cfg.checkpoints)} checkpoints; give at most one per checkpoint, in the same order.")
         if cfg.num_prompts is not None and cfg.num_prompts < 2:
             raise ConfigError(f"num_prompts={cfg.num_prompts}: confidence intervals need at least 2 prompts.")
         for path in (*cfg.checkpoints, *cfg.finetuned):
@@ -126,21 +137,30 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
 
     cfg = cfg.resolved()
     start = time.perf_counter()
-    prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
+    prompts = load_prompts(cfg.prompts)
+    if cfg.num_prompts is not None and cfg.num_prompts > len(prompts):
+        raise ConfigError(f"num_prompts={cfg.num_prompts} but prompts={cfg.prompts!r} holds {len(prompts)}; "
+                          f"pass --num-prompts {len(prompts)} or fewer (or omit it for all).")
+    prompts = prompts[: cfg.num_prompts]
     lm = resolve_lm(cfg.model if lm is None else lm, cfg.device)
     reward_fn = resolve_reward(cfg.reward, device=lm.device)
     notes: list[str] = []
-    proxies: list[tuple[str, Any, dict[str, Any], str | None]] = [
-        ("always-accept", AlwaysAccept(), {}, None),
-        (f"random-reject p={cfg.random_reject_p:g}", RandomReject(cfg.random_reject_p, seed=cfg.seed), {}, None),
+    # (name, agent, its env settings, TensorBoard dir, act by argmax)
+    proxies: list[tuple[str, Any, dict[str, Any], str | None, bool]] = [
+        ("always-accept", AlwaysAccept(), {}, None, True),
+        (f"random-reject p={cfg.random_reject_p:g}", RandomReject(cfg.random_reject_p, seed=cfg.seed), {}, None, True),
     ]
-    for i, path in enumerate(cfg.checkpoints):
-        proxies.append(load_proxy(path, lm, cfg, cfg.tensorboard[i] if i < len(cfg.tensorboard) else None, notes))
-    proxies += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
+    trained = [load_proxy(path, lm, cfg, cfg.tensorboard[i] if i < len(cfg.tensorboard) else None, notes)
+               for i, path in enumerate(cfg.checkpoints)]
+    trained += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
+    for mode in cfg.proxy_actions:
+        suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
+        proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = _Ticker(progress, units)
-    evals = [eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick) for name, agent, env_kw, tb in proxies]
-    for name, _, _, _ in proxies[:2]:
+    evals = [eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax)
+             for name, agent, env_kw, tb, argmax in proxies]
+    for name, *_ in proxies[:2]:
         next(e for e in evals if e.name == name).kind = "baseline"
     evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick)
     for path in cfg.finetuned:
@@ -195,7 +215,8 @@ def _bench(args: Any) -> int:
         model=args.model, checkpoints=tuple(args.checkpoints), finetuned=tuple(args.finetuned),
         tensorboard=tuple(args.tensorboard), prompts=args.prompts, num_prompts=args.num_prompts, n=tuple(args.n),
         bon_reference=args.bon_reference, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-        out=args.out, quick=args.quick, deterministic=not args.sample, random_reject_p=args.random_reject_p,
+        out=args.out, quick=args.quick, proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
+        random_reject_p=args.random_reject_p,
         device=args.device,
     )
     bar = tqdm(total=1, unit="prompt", desc="bench")
@@ -231,7 +252,9 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--bon-reference", type=int, default=d.bon_reference, help="reference samples per prompt for best-of-N's KL estimate")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="response budget (default: %(default)s)")
     p.add_argument("--random-reject-p", type=float, default=d.random_reject_p, help="random-reject baseline's rejection probability")
-    p.add_argument("--sample", action="store_true", help="sample proxy actions instead of taking the argmax")
+    p.add_argument("--proxy-actions", nargs="+", choices=PROXY_ACTIONS, default=list(d.proxy_actions),
+                   help="how checkpoint proxies act, one table row per mode (default: %(default)s)")
+    p.add_argument("--sample", action="store_true", help="shorthand for --proxy-actions sample")
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts generated at once (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available)")

@@ -56,15 +56,20 @@ def _param_count(agent: Any, lm: FrozenLM) -> int:
 
 
 def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tensorboard: str | None,
-               prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig, tick: _Ticker) -> AgentEval:
-    """Generate with a proxy (or a baseline agent) through the env, then its exact KL along each response."""
+               prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig, tick: _Ticker, *,
+               deterministic: bool = True) -> AgentEval:
+    """Generate with a proxy (or a baseline agent) through the env, then its exact KL along each response.
+
+    ``deterministic``: the proxy acts by argmax (accept probabilities 0 or 1 in the KL) or samples
+    its actions (its own accept probabilities).
+    """
     import torch
 
     from agents.bench import AgentEval
     from agents.generate import ProxyGenerator
 
     start = time.perf_counter()
-    gen = ProxyGenerator(lm, agent, batch_size=cfg.batch_size, deterministic=cfg.deterministic, seed=cfg.seed,
+    gen = ProxyGenerator(lm, agent, batch_size=cfg.batch_size, deterministic=deterministic, seed=cfg.seed,
                          max_new_tokens=cfg.max_new_tokens, **_pool_kwargs(cfg), **env_kw)
     generations = []
     with torch.random.fork_rng():
@@ -75,7 +80,7 @@ def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tens
     texts = [g.text for g in generations]
     rewards = score(reward_fn, prompts, texts)
     wall = time.perf_counter() - start
-    accept = accept_model(agent, cfg.deterministic)
+    accept = accept_model(agent, deterministic)
     kind = "exact" if env_kw.get("observation", "candidate") == "candidate" else "monte carlo (rank-dependent proxy)"
     trajs = []
     for prompt, g in zip(prompts, generations):
@@ -134,7 +139,7 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
         out.append(AgentEval(
             f"best-of-{n}", "best-of-n", r_best, chosen[n], np.zeros(len(prompts)), nll,
             bon_kl_empirical(r_best, rewards[:, top:], n), np.full(len(prompts), np.nan), forwards, per_sample * n,
-            kl_method="estimate: log N + (N-1) log F̂", kl_bound=bon_kl_bound(n),
+            kl_method="estimate: log (π/q)(y*) from the reward CDF", kl_bound=bon_kl_bound(n),
             texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
         ))
     tick(len(prompts), "best-of-N: perplexity")
@@ -166,11 +171,12 @@ def eval_finetuned(lm: FrozenLM, path: str, prompts: list[str], reward_fn: Rewar
     for prompt, x in zip(prompts, ids):
         trajs.append(finetuned_trajectory(tuned, lm, lm.encode_prompt(prompt), x, **_pool_kwargs(cfg)))
         tick(1, f"{Path(path).name}: KL")
-    tb = meta.get("tensorboard_dir")
+    tb = meta.get("tensorboard_dir")  # relative paths are relative to the model folder
+    tb = str(Path(path).expanduser() / tb) if isinstance(tb, str) else None
     return AgentEval(
         f"fine-tuned ({Path(path).name})", "finetune", rewards, ids, np.zeros(len(prompts)),
         np.array([t.nll for t in trajs]), np.array([t.kl for t in trajs]), np.array([t.kl_untruncated for t in trajs]),
         np.array([len(x) for x in ids], dtype=float), wall, trainable_params=int(meta.get("trainable_params", tuned.num_parameters)),
         kl_method="vs untruncated LLM (footnote)", train_wall_s=float(meta.get("wall_s", float("nan"))),
-        tensorboard_dir=tb if isinstance(tb, str) and Path(tb).is_dir() else None, texts=texts,
+        tensorboard_dir=tb if tb is not None and Path(tb).is_dir() else None, texts=texts,
     )

@@ -102,9 +102,10 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         "¹ Fine-tuned model: KL of its sampler (own top-k/top-p pool) from the frozen LLM's *untruncated* "
         "tempered distribution (KL from the truncated pool is infinite when it samples outside it); compare "
         "with the 'KL vs untruncated LLM' column of the other agents.",
-        "² Best-of-N: empirical estimate mean(log N + (N-1) log F̂(r(y*))) with F̂ the mid-rank CDF among "
-        f"{cfg.bon_reference} independent reference samples per prompt; the bound log N - (N-1)/N is exact only "
-        "for continuous rewards (ties, frequent with VADER, lower the true KL). Samples are nested (best-of-N uses "
+        "² Best-of-N: empirical estimate mean(log (π/q)(y*)) from the reward CDF F̂ of the response among "
+        f"{cfg.bon_reference} independent reference samples per prompt: log N + (N-1) log F̂ where no reference "
+        "ties it, log((F̂^N - F̂⁻^N)/(F̂ - F̂⁻)) where some do (all tied: 0) (agents/metrics.py). The bound "
+        "log N - (N-1)/N is exact only for continuous rewards (ties, frequent with VADER, lower the true KL). Samples are nested (best-of-N uses "
         "the first N of one sampling pass); its s/response is apportioned by N.",
         "",
         f"Machine: {result.machine}. Command: `{command}`. Benchmark wall time: {result.wall_s:.0f} s.",
@@ -137,12 +138,16 @@ def read_scalars(logdir: str | Path) -> dict[str, list[tuple[float, int, float]]
 
 
 def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
+    """Reward against KL from the unsteered sampler, best-of-N as the frontier; with fine-tuned rows a
+    second panel puts every agent on the KL fine-tuned models are measured with (vs the untruncated LLM)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    finetuned = any(r["kind"] == "finetune" for r in rows)
+    fig, axes = plt.subplots(1, 2 if finetuned else 1, figsize=(13 if finetuned else 7, 5), squeeze=False)
+    ax = axes[0][0]
     bon = sorted((r for r in rows if r["kind"] == "best-of-n"), key=lambda r: r["kl_bound"])
     if bon:
         ax.errorbar([r["kl"] for r in bon], [r["reward"] for r in bon], yerr=_yerr(bon), fmt="-o", color="black",
@@ -150,19 +155,30 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot([r["kl_bound"] for r in bon], [r["reward"] for r in bon], "--", color="gray", label="best-of-N at the bound log N - (N-1)/N")
         for r in bon:
             ax.annotate(r["agent"].replace("best-of-", "N="), (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    for r in rows:
-        if r["kind"] == "best-of-n" or math.isnan(r["kl"]):
-            continue
-        label = r["agent"] + (" (KL vs untruncated LLM)" if r["kind"] == "finetune" else "")
-        ax.errorbar([r["kl"]], [r["reward"]], yerr=_yerr([r]), xerr=[[r["kl"] - r["kl_lo"]], [r["kl_hi"] - r["kl"]]],
-                    fmt="s" if r["kind"] == "finetune" else "o", capsize=3, label=label)
-    ax.set_xlabel("KL from the unsteered LLM (nats / response)")
-    ax.set_ylabel("mean reward (95% CI)")
+    _points(ax, [r for r in rows if r["kind"] not in ("best-of-n", "finetune")], "kl")
+    ax.set_xlabel("KL from the unsteered sampler (truncated pool), nats / response")
     ax.set_title("reward vs KL")
-    ax.legend(fontsize=8)
+    if finetuned:  # fine-tuned KL is measured against the untruncated LLM: compare like with like
+        _points(axes[0][1], [r for r in rows if r["kind"] != "best-of-n"], "kl_untruncated")
+        axes[0][1].set_xlabel("KL from the untruncated LLM, nats / response")
+        axes[0][1].set_title("reward vs KL from the untruncated LLM (fine-tuned models)")
+    for a in axes[0]:
+        a.set_ylabel("mean reward (95% CI)")
+        a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _points(ax: Any, rows: list[dict[str, Any]], key: str) -> None:
+    """One point with reward and KL error bars per row; ``key`` is ``kl`` or ``kl_untruncated``."""
+    for r in rows:
+        x = r["kl"] if r["kind"] == "finetune" else r[key]  # a fine-tuned row's ``kl`` is already vs the untruncated LLM
+        lo, hi = (r["kl_lo"], r["kl_hi"]) if r["kind"] == "finetune" or key == "kl" else (r[f"{key}_lo"], r[f"{key}_hi"])
+        if math.isnan(x):
+            continue
+        ax.errorbar([x], [r["reward"]], yerr=_yerr([r]), xerr=[[x - lo], [hi - x]],
+                    fmt="s" if r["kind"] == "finetune" else "o", capsize=3, label=r["agent"])
 
 
 def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:

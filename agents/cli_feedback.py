@@ -21,7 +21,22 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _source(args: argparse.Namespace, lm: Any) -> Any:
+def _judge_template(path: str | None) -> str | None:
+    """The text of ``--judge-template`` (None: the default template), read before any model loads."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from proxy_env.errors import ConfigError
+
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--judge-template {path!r} cannot be read ({exc.__class__.__name__}: {exc}); "
+                          "pass a UTF-8 text file with {prompt}, {response_1} and {response_2}.") from exc
+
+
+def _source(args: argparse.Namespace, lm: Any, template: str | None = None) -> Any:
     from proxy_env.feedback import LLMJudge, RewardFeedback
     from proxy_env.rewards import resolve_reward
 
@@ -30,11 +45,6 @@ def _source(args: argparse.Namespace, lm: Any) -> Any:
     from agents.train import resolve_lm
 
     judge_lm = lm if args.judge_model in (None, args.model) else resolve_lm(args.judge_model, args.device)
-    template = None
-    if args.judge_template is not None:
-        from pathlib import Path
-
-        template = Path(args.judge_template).read_text(encoding="utf-8")
     kwargs = {"template": template} if template is not None else {}
     return LLMJudge(judge_lm, mode=args.judge_mode, batch_size=args.judge_batch_size, seed=args.seed, **kwargs)
 
@@ -47,6 +57,9 @@ def _prefs_build(args: argparse.Namespace) -> int:
 
     if args.source == "human" and not args.human:
         raise ConfigError("--source human needs --human FILE.jsonl (records with prompt/chosen/rejected or response_1/response_2/preferred).")
+    if args.num_prompts < 0:
+        raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
+    template = _judge_template(args.judge_template) if args.source == "judge" else None
     start = time.perf_counter()
     _log(f"loading {args.model!r} ...")
     lm = resolve_lm(args.model, args.device)
@@ -55,7 +68,7 @@ def _prefs_build(args: argparse.Namespace) -> int:
     else:
         prompts = load_prompts(args.prompts)
         prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
-        source = _source(args, lm)
+        source = _source(args, lm, template)
         _log(f"sampling {2 * args.pairs_per_prompt} responses for each of {len(prompts)} prompts, labelling with {source.name} ...")
         result = build_preferences(
             lm, prompts, source, pairs_per_prompt=args.pairs_per_prompt, max_new_tokens=args.max_new_tokens, top_k=args.top_k,

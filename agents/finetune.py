@@ -14,7 +14,10 @@ temperature, so the model at step 0 samples exactly what the always-accept proxy
 The final model and tokenizer are written as a plain Hugging Face folder (``from_pretrained``
 works) together with ``finetune.json`` and the TensorBoard logs; everything is staged in a hidden
 temporary folder that is renamed onto ``out`` at the end, so an interrupted run leaves no
-half-written model folder.
+half-written model folder (an existing ``out`` replaced with ``overwrite=True`` is kept until the
+new folder is in place). ``finetune.json``'s ``tensorboard_dir`` is relative to the model folder
+(``"tensorboard"``, or null without logs): readers resolve it against that folder, so the folder
+can be moved.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from proxy_env.assets import replace_dir
 from proxy_env.errors import ConfigError, require_package
 from proxy_env.rewards import RewardFn, reward_name, score
 
@@ -246,15 +250,15 @@ def finetune(cfg: FinetuneConfig, *, reward: RewardFn | None = None, callbacks: 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        result = _run(cfg, model, tokenizer, prompts, reward_fn, staging, out, list(callbacks or []))
-        _replace(staging, out)
+        result = _run(cfg, model, tokenizer, prompts, reward_fn, staging, list(callbacks or []))
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result._replace(output_dir=out)
 
 
 def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, prompts: list[str], reward_fn: RewardFn,
-         staging: Path, out: Path, callbacks: list[Any]) -> FinetuneResult:
+         staging: Path, callbacks: list[Any]) -> FinetuneResult:
     """Train in ``staging`` (model, tokenizer, finetune.json and TensorBoard logs all land there)."""
     from transformers import PrinterCallback
     from trl import GRPOTrainer
@@ -284,23 +288,13 @@ def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, prompts: list[str], re
     )
     meta = {
         "wall_s": wall_s, "steps": steps, "trainable_params": result.trainable_params, "samples": result.samples,
-        "tensorboard_dir": str(out / TENSORBOARD_SUBDIR) if cfg.tensorboard else None, "config": asdict(cfg),
+        # relative to the model folder (readers resolve it against the folder holding finetune.json)
+        "tensorboard_dir": TENSORBOARD_SUBDIR if cfg.tensorboard else None, "config": asdict(cfg),
         "reward": str(reward_name(reward_fn)), "reward_first": result.reward_first, "reward_last": result.reward_last,
         "kl_last": result.kl_last, "algo": "grpo", "log_history": logs,
     }
     (staging / METRICS_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return result
-
-
-def _replace(staging: Path, out: Path) -> None:
-    """Rename ``staging`` onto ``out``; an existing ``out`` (overwrite=True) is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{uuid.uuid4().hex[:8]}")
-        os.rename(out, old)
-    os.rename(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

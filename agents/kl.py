@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from proxy_env import candidates as skam
+from proxy_env.errors import check_choice
 from proxy_env.lm import FrozenLM
 
 _V_LO = -30.0  # log x below which the integrands contribute < q_t e^-30 (≈ 1e-13 q_t)
@@ -97,6 +98,7 @@ def steered_probs(q: torch.Tensor, accept: torch.Tensor, max_rejections: int | N
         order: ``"sample"`` (Gumbel-top-k) or ``"greedy"``.
         step: trapezoid step in ``log x`` (``order="sample"`` only).
     """
+    check_choice("order", order, ("sample", "greedy"))
     q, accept = _check(q, accept)
     valid = q > 0
     size = valid.sum(-1)  # (B,)
@@ -247,13 +249,15 @@ def accept_model(agent: Any, deterministic: bool = True) -> float | AcceptFn | N
             p = (p.argmax(-1) == 1).double() if deterministic else p[:, 1].double()
             return p.cpu().numpy()
         return probs
+    # value-based agents (DQN, QR-DQN): greedy, or ε-greedy when sampling (SB3's predict(deterministic=False))
+    eps = 0.0 if deterministic else float(getattr(agent, "exploration_rate", 0.0))
     if policy is not None and hasattr(policy, "q_net"):
         def greedy(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 q_values = policy.q_net(torch.as_tensor(obs, dtype=torch.float32, device=policy.device))  # (N, 2)
-            return (q_values.argmax(-1) == 1).double().cpu().numpy()
+            return eps / 2 + (1 - eps) * (q_values.argmax(-1) == 1).double().cpu().numpy()
         return greedy
-    return lambda obs: (np.asarray(agent.predict(obs, deterministic=True)[0]).reshape(-1) == 1).astype(np.float64)
+    return lambda obs: eps / 2 + (1 - eps) * (np.asarray(agent.predict(obs, deterministic=True)[0]).reshape(-1) == 1)
 
 
 def _pools(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> tuple[skam.Pool, torch.Tensor]:
@@ -297,7 +301,9 @@ def trajectory(lm: FrozenLM, prompt_ids: list[int], response_ids: list[int], acc
     else:
         obs_hidden = _candidate_hidden(lm, cache, pool, p_len, hidden_layer)  # (T, K, H), zeros on padding
         a = _accept_table(accept, obs_hidden, pool, top_k, rank_dependent)
-    if rank_dependent:
+    if rank_dependent and order == "greedy":  # candidate k is offered at rank k: exact, no sampling
+        pi = steered_probs(q, a.diagonal(dim1=1, dim2=2).to(q), max_rejections, order="greedy")
+    elif rank_dependent:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         pi = rank_dependent_probs(q.cpu(), a.cpu(), max_rejections, samples=mc_samples, generator=gen).to(q.device)
     else:

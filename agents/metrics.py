@@ -32,15 +32,17 @@ def bon_kl_bound(n: int) -> float:
 
 
 def bon_kl_empirical(best: np.ndarray, reference: np.ndarray, n: int) -> np.ndarray:
-    """Per-prompt estimates ``log N + (N-1) log F̂(r(y*))`` of best-of-N's KL from its sampler.
+    """Per-prompt estimates of best-of-N's KL from its sampler, ``log (π/q)(y*)`` at its own outputs ``y*``.
 
-    For a continuous reward best-of-N has density ``N F(r(y))^{N-1} q(y)``, so its KL is the mean of
-    ``log N + (N-1) log F(r(y*))`` over its own outputs ``y*``. ``F̂`` is the mid-rank of ``r(y*)``
-    among ``{r(y*)} ∪`` the ``R`` independent reference rewards of the same prompt, divided by
-    ``R + 1`` (ties count half), so ``F̂ ∈ (0, 1]`` and every estimate is finite. Limitations: with
-    ties in the reward (VADER scores many neutral texts exactly 0) the true KL is below the
-    continuous formula, and a finite ``R`` biases ``log F̂``; the mean over prompts is an estimate,
-    not a bound.
+    With reward CDF ``F`` under the sampler and ``F⁻`` its left limit, best-of-N (ties broken
+    uniformly, which is what taking the first maximum of i.i.d. samples amounts to) has density
+    ``π(y) = q(y) (F^N - F⁻^N) / (F - F⁻)`` at ``r = r(y)``. Where no reference reward ties ``r(y*)``
+    the reward is treated as continuous there: ``log N + (N-1) log F̂`` with ``F̂`` the rank of
+    ``r(y*)`` among ``{r(y*)} ∪`` the ``R`` reference rewards over ``R + 1`` (so ``F̂ ∈ (0, 1]``; a
+    response above every reference scores ``log N``). Where some tie (VADER scores many neutral
+    texts exactly 0), the tie formula is used with ``F̂ = (#≤ + 1) / (R + 1)`` and
+    ``F̂⁻ = #< / (R + 1)``; a prompt whose samples all tie gets ``π = q``, KL 0. Every estimate is
+    finite; the mean over prompts is a plug-in estimate (a finite ``R`` biases it), not a bound.
 
     Args:
         best: (P,) the reward of the selected response per prompt.
@@ -49,9 +51,12 @@ def bon_kl_empirical(best: np.ndarray, reference: np.ndarray, n: int) -> np.ndar
     """
     best = np.asarray(best, dtype=np.float64)[:, None]
     reference = np.asarray(reference, dtype=np.float64)
-    rank = 1.0 + (reference < best).sum(1) + 0.5 * (reference == best).sum(1)  # (P,) 1-based mid-rank
-    f_hat = rank / (reference.shape[1] + 1)
-    return math.log(n) + (n - 1) * np.log(f_hat)
+    r1 = reference.shape[1] + 1
+    below, ties = (reference < best).sum(1), (reference == best).sum(1)  # (P,)
+    continuous = math.log(n) + (n - 1) * np.log((below + 1) / r1)
+    lo, hi = below / r1, (below + ties + 1) / r1  # F̂⁻, F̂
+    tied = np.log((hi**n - lo**n) / (hi - lo))
+    return np.where(ties > 0, tied, continuous)
 
 
 @torch.no_grad()
@@ -98,10 +103,8 @@ def response_nll(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Seque
         idx = range(start, min(start + batch_size, len(responses)))
         prompt_ids = [lm.encode_prompt(prompts[i]) for i in idx]
         seqs = [p + list(responses[i]) for p, i in zip(prompt_ids, idx)]
-        ids, mask = lm.left_pad(seqs)  # (b, W)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (b, W-1)
+        fwd = lm.forward_padded(seqs)  # logits (b, W, V) float32, ids (b, W)
+        logp = torch.log_softmax(fwd.logits[:, :-1], -1).gather(-1, fwd.ids[:, 1:, None]).squeeze(-1)  # (b, W-1)
         for row, i in enumerate(idx):
             t = len(responses[i])
             out[i] = -float(logp[row, logp.shape[1] - t :].sum()) if t else 0.0

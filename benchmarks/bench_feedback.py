@@ -42,9 +42,12 @@ def main() -> None:
 
     from agents.train import resolve_lm
     from proxy_env.feedback import RMTrainConfig, RewardFeedback, SentenceEncoder, build_preferences, train_reward_model, write_jsonl
+    from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
 
+    if args.num_prompts < 0:
+        raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     figures: dict[str, object] = {}

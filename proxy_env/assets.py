@@ -103,6 +103,27 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``target``, replacing an existing ``target`` without losing it.
+
+    An existing ``target`` is first renamed aside to a hidden sibling. If renaming ``tmp`` onto
+    ``target`` then fails, the old folder is renamed back and the error is raised again; the old
+    folder is deleted only once the new one is in place. ``tmp`` is the caller's to clean up on failure.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)  # put the only copy back before reporting the failure
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def default_tokenizer_dir() -> Path:
     """A plain Hugging Face tokenizer folder for the default model (built once, ~8 s)."""
     gguf, root = _default_root()

@@ -35,6 +35,15 @@ class StepOutput(NamedTuple):
     logits: torch.Tensor  # (B, V) next-token logits after the fed token (float32)
 
 
+class PaddedOutput(NamedTuple):
+    """Outputs of :meth:`FrozenLM.forward_padded` over a left-padded batch of ``B`` rows of width ``W``."""
+
+    logits: torch.Tensor  # (B, W, V) float32 next-token logits; (B, 1, V), the last position only, with last_only
+    hidden: torch.Tensor | None  # (B, W, H) float32 hidden states of the chosen layer, or None when not asked for
+    mask: torch.Tensor  # (B, W) attention mask: 0 on each row's left padding, 1 on its tokens
+    ids: torch.Tensor  # (B, W) the left-padded token ids (pad id on the padding)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` picks CUDA when available, else CPU; anything else is validated."""
     if device is None:
@@ -238,6 +247,32 @@ class FrozenLM:
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
         return StepOutput(out.hidden_states[hidden_layer][0].float(), out.logits[0].float())
+
+    @torch.no_grad()
+    def forward_padded(self, sequences: list[list[int]], *, hidden_layer: int | None = None,
+                       last_only: bool = False) -> PaddedOutput:
+        """One batched forward, no cache, over token lists of different lengths, left-padded.
+
+        Each row's real tokens are right-aligned and get position ids ``0..len-1`` (the padding is
+        masked out), so row ``i`` of the outputs, over its last ``len(sequences[i])`` columns, equals
+        :meth:`forward_full` of ``sequences[i]`` (up to float tolerance). Logits and hidden states are
+        returned as float32, like :meth:`forward_full`.
+
+        Args:
+            sequences: ``B`` non-empty token-id lists.
+            hidden_layer: also return this layer's hidden states (``-1``: the last); ``None``: none.
+            last_only: only the last position's logits, (B, 1, V) (``logits_to_keep=1`` where the model takes it).
+        """
+        ids, mask = self.left_pad(sequences)  # (B, W)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, W): each row starts at position 0
+        kwargs: dict[str, Any] = {}
+        if last_only and "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                         output_hidden_states=hidden_layer is not None, **kwargs)
+        logits = out.logits[:, -1:] if last_only else out.logits  # (B, W, V) or (B, 1, V)
+        hidden = None if hidden_layer is None else out.hidden_states[hidden_layer].float()  # (B, W, H)
+        return PaddedOutput(logits.float(), hidden, mask, ids)
 
     def new_cache(self, num_rows: int, hidden_layer: int = -1) -> RowCache:
         """A per-row KV cache of ``num_rows`` independent rows over this model."""

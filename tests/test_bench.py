@@ -7,6 +7,7 @@ import pytest
 from agents.bench import BenchConfig, run_bench
 from agents.bench_report import COLUMNS, TIMING_COLUMNS, write_outputs
 from agents.metrics import bon_kl_empirical, distinct_n
+from proxy_env.errors import ConfigError
 
 QUICK = dict(quick=True, n=(2,), bon_reference=2, max_new_tokens=4, num_prompts=3)
 
@@ -28,9 +29,11 @@ def _rows(path):
 
 def test_metrics_helpers():
     assert distinct_n([[1, 1, 1]], 1) == pytest.approx(1 / 3) and distinct_n([[]], 2) == 0.0
-    est = bon_kl_empirical(np.array([1.0, 0.0]), np.array([[0.0, 0.5], [0.0, 1.0]]), 4)
-    # prompt 0: best above both refs -> F̂ = 3/3 -> log 4; prompt 1: tie + one above -> rank 1.5 of 3
-    np.testing.assert_allclose(est, [np.log(4), np.log(4) + 3 * np.log(0.5)])
+    est = bon_kl_empirical(np.array([1.0, 0.0, 0.0]), np.array([[0.0, 0.5], [0.0, 1.0], [0.0, 0.0]]), 4)
+    # prompt 0: above both refs, no tie -> log N; prompt 1: one tie, one above -> F̂ = 2/3, F̂⁻ = 0 -> log((2/3)^3);
+    # prompt 2: every sample ties -> best-of-N is a plain sample, KL 0
+    np.testing.assert_allclose(est, [np.log(4), 3 * np.log(2 / 3), 0.0], atol=1e-12)
+    assert (bon_kl_empirical(np.array([0.2]), np.array([[0.1, 0.3, 0.5]]), 8) == np.log(8) + 7 * np.log(2 / 4)).all()
 
 
 def test_bench_table_is_finite_and_deterministic(tiny, tmp_path):
@@ -74,9 +77,12 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
     with SummaryWriter(str(tb / "ppo_1")) as writer:
         for step in range(3):
             writer.add_scalar("rollout/ep_rew_mean", 0.1 * step, step)
-    res = run_bench(BenchConfig(**QUICK, finetuned=(str(folder),), checkpoints=(str(ckpt),)), lm=tiny)
+    res = run_bench(BenchConfig(**QUICK, finetuned=(str(folder),), checkpoints=(str(ckpt),),
+                                proxy_actions=("argmax", "sample")), lm=tiny)
     by = {a.name: a for a in res.agents}
-    ft, proxy = by["fine-tuned (ft)"], by["ppo proxy (ppo)"]
+    ft, proxy, sampled = by["fine-tuned (ft)"], by["ppo proxy (ppo) [argmax]"], by["ppo proxy (ppo) [sample]"]
+    # a fresh PPO policy accepts with probability ~0.5, so its sampled-action KL is finite and positive
+    assert np.isfinite(sampled.kl).all() and sampled.kl.mean() > 0
     assert ft.trainable_params == tiny.num_parameters and ft.train_wall_s == 12.5
     # the same weights as the frozen LLM: KL(π_ft || p) along a response is Σ -log Z_i (pool mass), exactly what
     # always-accept's KL from the untruncated LLM is along the same tokens
@@ -98,5 +104,7 @@ def test_cli_quick_writes_files(tmp_path, capsys):
     assert main(["bench", "--quick", "--n", "2", "--num-prompts", "2", "--bon-reference", "2", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"results.md", "results.csv", "reward_kl.png"}
     assert "| always-accept |" in capsys.readouterr().out
-    with pytest.raises(Exception, match="best-of-N sizes"):
+    with pytest.raises(ConfigError, match="best-of-N sizes"):
         BenchConfig(n=(0,)).resolved()
+    with pytest.raises(ConfigError, match=r"proxy_actions=\('greedy',\).*'argmax', 'sample'"):
+        BenchConfig(proxy_actions=("greedy",)).resolved()

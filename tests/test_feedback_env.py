@@ -68,6 +68,22 @@ def test_pairwise_reward_win_tie_loss(tiny):
     assert reward.cache == {"Hello!": reference}  # greedy reference generated once
 
 
+def test_pairwise_sampled_reference_is_seeded(tiny):
+    import torch
+
+    def refs(seed):
+        reward = PairwiseJudgeReward(tiny, FixedJudge(tiny), reference="sample", max_new_tokens=8, seed=seed)
+        return [reward.references(["Hello!", "Hi"]) for _ in range(3)]
+
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
+    first = refs(0)
+    assert torch.equal(torch.rand(2), expected)  # the caller's global RNG is untouched
+    assert refs(0) == first and refs(1) != first  # reproducible for a seed, different across seeds
+    assert len({tuple(r) for r in first}) > 1  # successive calls draw fresh samples
+
+
 def test_pairwise_env_mode(make_venv, tiny):
     fn = resolve_reward("pairwise", lm=tiny, config=EnvConfig(max_new_tokens=6))
     assert isinstance(fn, PairwiseJudgeReward) and fn.sampling["max_new_tokens"] == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from proxy_env.feedback import (
     BTRewardModel, LMEncoder, RMTrainConfig, SentenceEncoder, load_reward_model, minilm_dir, train_reward_model, write_jsonl,
 )
 from proxy_env.feedback.records import PreferencePair
-from proxy_env.feedback.rm import CONFIG_NAME, balance_by_length, bt_loss
+from proxy_env.feedback.rm import CONFIG_NAME, balance_by_length, bt_loss, split_by_prompt
 from proxy_env.rewards import resolve_reward
 
 GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]
@@ -73,8 +74,34 @@ def test_early_stopping_and_validation():
     assert len(result.history) < 500
     with pytest.raises(ConfigError, match="val_fraction"):
         RMTrainConfig(val_fraction=0.5, test_fraction=0.6).validate()
+    for field, value, match in [("learning_rate", 0.0, "learning_rate=0.0 must be a finite number > 0"),
+                                ("learning_rate", float("nan"), "learning_rate=nan"),
+                                ("weight_decay", -0.1, "weight_decay=-0.1 must be a finite number >= 0"),
+                                ("hidden", 2.5, "hidden=2.5 must be an int >= 0"),
+                                ("hidden", -1, "hidden=-1 must be an int >= 0"),
+                                ("epochs", True, "epochs=True must be an int >= 1")]:
+        with pytest.raises(ConfigError, match=match):
+            RMTrainConfig(**{field: value}).validate()
+    RMTrainConfig(hidden=0, weight_decay=0.0).validate()  # the edges are valid
     with pytest.raises(ConfigError, match="at least 2"):
         train_reward_model(_toy_pairs(1), Toy())
+
+
+def test_split_by_prompt_does_not_leak_prompts():
+    pairs = [PreferencePair(f"q{i % 25}", f"good {i}", f"bad {i}", "toy") for i in range(100)]  # 4 pairs per prompt
+    train, val, test = split_by_prompt(pairs, test_fraction=0.2, val_fraction=0.2, seed=3)
+    assert sorted(train + val + test) == list(range(100))
+    sets = [{pairs[i].prompt for i in part} for part in (train, val, test)]
+    assert [len(s) for s in sets] == [15, 5, 5]  # by prompt, not by pair
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_training_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_reward_model(_toy_pairs(20), Toy(), RMTrainConfig(hidden=4, epochs=2))
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_balance_by_length():
@@ -100,6 +127,27 @@ def test_save_load_round_trip(tiny_bert, tmp_path):
     assert isinstance(env_reward, BTRewardModel)
     trained.model.save(path)  # overwriting an RM folder is allowed; nothing else is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+
+
+def test_failed_save_keeps_the_old_folder(tmp_path, monkeypatch):
+    trained = train_reward_model(_toy_pairs(20), Toy(), RMTrainConfig(hidden=0, epochs=2))
+    path = trained.model.save(tmp_path / "rm")
+    before = (path / CONFIG_NAME).read_text()
+    real_rename, calls = os.rename, []
+
+    def flaky_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the old folder was moved aside; renaming the new one into place fails
+            raise OSError("disk full")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", flaky_rename)
+    trained.model.mean += 1.0  # the new save differs from the old one
+    with pytest.raises(OSError, match="disk full"):
+        trained.model.save(path)
+    monkeypatch.undo()
+    assert len(calls) == 3 and (path / CONFIG_NAME).read_text() == before  # the old model was put back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]  # no hidden .tmp/.old folders left behind
 
 
 def test_load_errors(tiny_bert, tmp_path):
@@ -167,6 +215,18 @@ def test_cli_malformed_jsonl_writes_nothing(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err and not (tmp_path / "rm").exists()
     assert main(["prefs", "build", "--out", str(tmp_path / "o.jsonl"), "--model", "tiny", "--source", "human", "--human", str(bad)]) == 2
     assert "line 2" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_build_flag_errors(tmp_path, capsys):
+    from agents.cli import main
+
+    out = tmp_path / "o.jsonl"
+    assert main(["prefs", "build", "--out", str(out), "--model", "tiny", "--num-prompts", "-2"]) == 2
+    assert "--num-prompts -2 must be >= 0" in capsys.readouterr().err and not out.exists()
+    missing = tmp_path / "no_template.txt"
+    assert main(["prefs", "build", "--out", str(out), "--model", "tiny", "--source", "judge", "--judge-template", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "--judge-template" in err and str(missing) in err and "Traceback" not in err and not out.exists()
 
 
 def _prompt_file(tmp_path):

@@ -45,6 +45,30 @@ def test_judge_logits_mode_probabilities(tiny):
     assert judge.stats.judgments == 4 and judge.stats.parse_failures == 0
 
 
+class SplitDigits:
+    """A tokenizer that encodes every text as two tokens (as some tokenizers encode digits)."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [7, 8]}
+
+
+def test_generate_mode_accepts_any_tokenizer():
+    judge = LLMJudge(ScriptedLM(SplitDigits(), ["2"]), mode="generate", randomize_order=False)
+    assert [l.first_wins for l in judge.label(["q"], ["a"], ["b"])] == [False]
+    with pytest.raises(ConfigError, match="mode='logits' needs one"):
+        LLMJudge(ScriptedLM(SplitDigits(), ["2"]), mode="logits")
+
+
+@pytest.mark.parametrize("reply, first_wins", [
+    ("Answer: 2.", False), ("2", False), ("1", True), ("(1) is better", True), ("10/10 for reply 2", False),
+    ("10/10", None), ("12 points", None), ("Reply 21", None),
+], ids=["answer-2-dot", "bare-2", "bare-1", "paren-1", "score-then-2", "score-only", "twelve", "twenty-one"])
+def test_generate_mode_parses_lone_digits(tiny, reply, first_wins):
+    judge = LLMJudge(ScriptedLM(tiny.tokenizer, [reply]), mode="generate", randomize_order=False)
+    label = judge.label(["q"], ["a"], ["b"])[0]
+    assert label.first_wins == first_wins and label.failed == (first_wins is None)
+
+
 def test_judge_parse_failures_are_counted(tiny):
     lm = ScriptedLM(tiny.tokenizer, ["1", "I pick 2.", "neither"])
     judge = LLMJudge(lm, mode="generate", randomize_order=False)
@@ -91,14 +115,25 @@ def test_build_with_judge_drops_failures(tiny):
     assert s.kept == s.sampled - s.identical - s.parse_failures and s.position1_rate == 0.0
 
 
-def test_sampled_perplexity_matches_a_separate_forward(tiny):
-    from proxy_env.feedback.pairs import sample_responses
-    from proxy_env.feedback.perplexity import perplexities
+def test_sampled_perplexity_matches_a_separate_forward(tiny, monkeypatch):
+    import math
 
+    import torch
+
+    from proxy_env.feedback.pairs import sample_responses
+
+    sampled_ids = []  # the exact token ids of each response (decode sees them, EOS excluded)
+    real_decode = tiny.decode
+    monkeypatch.setattr(tiny, "decode", lambda ids: sampled_ids.append(list(ids)) or real_decode(ids))
     samples = sample_responses(tiny, PROMPTS[:2], n=3, max_new_tokens=6, seed=0)
-    texts = [t for ts in samples.texts for t in ts]
     got = [v for vs in samples.ppl for v in vs]
-    again = perplexities(tiny, [p for p in PROMPTS[:2] for _ in range(3)], texts)
-    # the same tokens unless decoding then re-encoding a random model's output changes them
-    close = [abs(a - b) <= 1e-3 * b for a, b in zip(got, again) if a == a and b == b]
-    assert len(close) >= 3 and sum(close) >= len(close) // 2
+    prompts = [p for p in PROMPTS[:2] for _ in range(3)]
+    assert len(sampled_ids) == len(got) == 6 and sum(len(ids) > 0 for ids in sampled_ids) >= 3
+    for value, prompt, ids in zip(got, prompts, sampled_ids):
+        if not ids:  # EOS first: nothing to measure
+            assert math.isnan(value)
+            continue
+        p = tiny.encode_prompt(prompt)
+        logits = tiny.forward_full(p + ids).logits  # (T, V): a separate, uncached forward of the same tokens
+        nll = torch.nn.functional.cross_entropy(logits[len(p) - 1 : -1], torch.tensor(ids))
+        assert value == pytest.approx(math.exp(float(nll)), rel=1e-4)

@@ -71,7 +71,7 @@ def test_metrics_file_and_tensorboard(trained):
     assert {"wall_s", "steps", "trainable_params", "tensorboard_dir", "config", "reward"} <= set(meta)
     assert meta["steps"] == 2 and meta["reward"] == "reward" and meta["config"]["beta"] == pytest.approx(0.04)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    assert meta["tensorboard_dir"] == str(out / "tensorboard")
+    assert meta["tensorboard_dir"] == "tensorboard"  # relative to the model folder: it survives a move
     assert [entry["step"] for entry in result.log_history] == [1, 2]
     assert result.kl_last is not None and result.kl_last >= 0 and result.reward_last is not None
 
@@ -125,6 +125,37 @@ def test_time_limit_stops_training_and_overwrite(tiny_dir, tmp_path):
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and not (out / "tensorboard").exists()
     assert result.kl_last is None  # beta=0: TRL loads no reference model
     assert json.loads((out / "finetune.json").read_text())["tensorboard_dir"] is None
+
+
+def test_failed_final_rename_keeps_the_old_model(tiny_dir, tmp_path, monkeypatch):
+    import os
+
+    import agents.finetune as ft
+
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "old_model.txt").write_text("old")
+
+    def fake_run(cfg, model, tokenizer, prompts, reward_fn, staging, callbacks):  # no training: only the swap is tested
+        staging.mkdir()
+        (staging / "new_model.txt").write_text("new")
+        return ft.FinetuneResult(staging, 0.0, 0, 0, 0, None, None, None, [])
+
+    real_rename, calls = os.rename, []
+
+    def flaky_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # ``out`` was moved aside; renaming the new model onto it fails
+            raise OSError("disk full")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(ft, "_run", fake_run)
+    monkeypatch.setattr(os, "rename", flaky_rename)
+    with pytest.raises(OSError, match="disk full"):
+        finetune(small(tiny_dir, out, overwrite=True), reward=length_reward)
+    monkeypatch.undo()
+    assert (out / "old_model.txt").read_text() == "old" and not (out / "new_model.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ft"]  # neither the staging folder nor a hidden .old is left
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -56,3 +56,32 @@ def test_trajectory_kl_on_tiny_model(tiny):
     assert trajectory(tiny, ids, g.token_ids, 0.0, **kw).kl > 0  # always reject: the last arrival is committed
     # an observation-dependent proxy goes through the candidate forward; accept-everything must still give 0
     assert abs(trajectory(tiny, ids, g.token_ids, lambda obs: np.ones(len(obs)), **kw).kl) < 1e-9
+
+
+def test_candidate_hidden_states_are_the_env_observations(tiny):
+    """The KL pass recomputes, in one forward, the observation the env shows for every pool candidate;
+    the exact KL of a learned proxy is only right if those match what the proxy saw in the env."""
+    from proxy_env.vector_env import ProxyRLHFVectorEnv
+
+    top_k, top_p = 6, 1.0  # wide pools: most positions need a decision on the tiny model
+    venv = ProxyRLHFVectorEnv(1, model=tiny, prompts=["Tell me a story"], max_new_tokens=8, top_k=top_k, top_p=top_p,
+                              reward=lambda prompts, responses: [0.0] * len(responses))
+    obs, info = venv.reset(seed=3)
+    seen, rng, done = [], np.random.default_rng(0), False
+    while not done:
+        seen.append((int(info["position"][0]), int(info["token_id"][0]), obs[0].copy()))
+        obs, _, terminated, truncated, info = venv.step(rng.integers(0, 2, size=1))
+        done = bool(terminated[0] or truncated[0])
+    response = [int(t) for t in info["final_info"]["response_ids"][0]]
+    recorded = []
+    trajectory(tiny, tiny.encode_prompt("Tell me a story"), response, lambda o: recorded.append(o) or np.full(len(o), 0.5),
+               top_k=top_k, top_p=top_p, temperature=1.0)
+    table = recorded[0].reshape(len(response), top_k, -1)  # (T, K, H) in the pool's descending-probability order
+    logits = tiny.forward_full(tiny.encode_prompt("Tell me a story") + response).logits
+    from proxy_env import candidates as skam
+
+    pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, K)
+    assert len(seen) >= 3
+    for position, token, observation in seen:
+        k = int((pools[position] == token).nonzero()[0, 0])
+        np.testing.assert_allclose(table[position, k], observation, atol=1e-4, rtol=1e-4)

@@ -104,6 +104,22 @@ def test_properties(tiny):
     assert 0 < tiny.num_parameters < 5_000_000
 
 
+def test_forward_padded_matches_forward_full_per_row(tiny):
+    seqs = [tiny.encode_prompt(p) for p in ["hi", "What is your name, my friend?", "ok then"]]
+    out = tiny.forward_padded(seqs, hidden_layer=-1)
+    width = max(len(s) for s in seqs)
+    assert out.logits.shape == (3, width, tiny.vocab_size) and out.hidden.shape == (3, width, tiny.hidden_size)
+    assert out.logits.dtype == torch.float32 and out.mask.sum(1).tolist() == [len(s) for s in seqs]
+    for row, s in enumerate(seqs):
+        ref = tiny.forward_full(s)
+        assert out.ids[row, width - len(s) :].tolist() == s
+        torch.testing.assert_close(out.logits[row, width - len(s) :], ref.logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out.hidden[row, width - len(s) :], ref.hidden, atol=1e-4, rtol=1e-4)
+    last = tiny.forward_padded(seqs, last_only=True)
+    assert last.hidden is None and last.logits.shape == (3, 1, tiny.vocab_size)
+    torch.testing.assert_close(last.logits[:, 0], out.logits[:, -1], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_default_model_is_smollm2(real_lm):
     assert real_lm.num_layers == 30 and real_lm.hidden_size == 576 and real_lm.vocab_size == 49152

@@ -87,8 +87,9 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     if len(train_i) == 0:
         raise ConfigError(f"no training pairs left after holding out test_fraction={cfg.test_fraction}, val_fraction={cfg.val_fraction}.")
     embed_s = time.perf_counter() - start
-    torch.manual_seed(cfg.seed)
-    head = make_head(encoder.dim, cfg.hidden)
+    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG untouched
+        torch.manual_seed(cfg.seed)
+        head = make_head(encoder.dim, cfg.hidden)  # built on the CPU
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     stop_i = val_i if len(val_i) else train_i  # early stopping on validation prompts (train when none)

@@ -113,12 +113,9 @@ class LMEncoder:
         for start in range(0, len(responses), self.batch_size):
             p_ids = [lm.encode_prompt(p) for p in prompts[start : start + self.batch_size]]
             r_ids = [list(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses[start : start + self.batch_size]]
-            ids, mask = lm.left_pad([p + r for p, r in zip(p_ids, r_ids)])  # (n, W)
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            hidden = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
-                              output_hidden_states=True).hidden_states[self.layer].float()  # (n, W, H)
-            width = ids.shape[1]
-            keep = torch.zeros(ids.shape, device=hidden.device)  # (n, W): the last prompt token and the response
+            hidden = lm.forward_padded([p + r for p, r in zip(p_ids, r_ids)], hidden_layer=self.layer).hidden  # (n, W, H)
+            width = hidden.shape[1]
+            keep = torch.zeros(hidden.shape[:2], device=hidden.device)  # (n, W): the last prompt token and the response
             for row, r in enumerate(r_ids):
                 keep[row, width - len(r) - 1 :] = 1.0
             out.append(((hidden * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)).cpu())

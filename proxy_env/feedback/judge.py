@@ -4,8 +4,9 @@ Two ways to read the answer:
 
 * ``mode="logits"`` (default): the next-token logits of ``"1"`` and ``"2"`` after the judge prompt;
   ``P(1) = softmax(l1, l2)[0]``. Never fails to parse; the margin is ``|P(1) - P(2)|``.
-* ``mode="generate"``: a short greedy answer, parsed for the first ``1`` or ``2``. A reply with
-  neither is a *parse failure*: counted in :attr:`LLMJudge.stats` and the pair is dropped.
+* ``mode="generate"``: a short greedy answer, parsed for the first ``1`` or ``2`` standing alone as a
+  word (``"Answer: 2."`` is 2; the digits of ``"10/10"`` are not an answer). A reply with neither is a
+  *parse failure*: counted in :attr:`LLMJudge.stats` and the pair is dropped.
 
 Which response is shown first is drawn at random (seeded) per pair and mapped back, so the judge's
 position bias cancels on average; :attr:`JudgeStats.position1_rate` reports how often the response
@@ -14,7 +15,6 @@ shown first won (0.5 for an unbiased judge).
 
 from __future__ import annotations
 
-import inspect
 import re
 import string
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ DEFAULT_TEMPLATE = (
 )
 TEMPLATE_FIELDS = {"prompt", "response_1", "response_2"}
 MODES = ("logits", "generate")
-_ANSWER = re.compile(r"[12]")
+_ANSWER = re.compile(r"\b[12]\b")  # a lone digit: not the "1" of "10/10" or "12"
 
 
 @dataclass
@@ -91,7 +91,8 @@ class LLMJudge:
         self.rng = np.random.default_rng(seed)
         self.stats = JudgeStats()
         self.name = f"judge:{getattr(lm, 'name', 'lm') or 'lm'}"
-        self.answer_ids = [_single_token(lm.tokenizer, digit) for digit in ("1", "2")]
+        # only logits mode reads the digits' logits; generate mode parses text with any tokenizer
+        self.answer_ids = [_single_token(lm.tokenizer, digit) for digit in ("1", "2")] if mode == "logits" else []
 
     def _prompts(self, prompts: list[str], first: list[str], second: list[str]) -> list[str]:
         return [self.template.format(prompt=p, response_1=a, response_2=b) for p, a, b in zip(prompts, first, second)]
@@ -108,11 +109,8 @@ class LLMJudge:
 
     def _logit_probs(self, texts: list[str]) -> list[float]:
         lm = self.lm
-        ids, mask = lm.left_pad([lm.encode_prompt(t) for t in texts])  # (n, W)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
-        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False, **kwargs).logits
-        pair = logits[:, -1, self.answer_ids].float()  # (n, 2): logits of "1" and "2"
+        logits = lm.forward_padded([lm.encode_prompt(t) for t in texts], last_only=True).logits  # (n, 1, V)
+        pair = logits[:, -1, self.answer_ids]  # (n, 2): logits of "1" and "2"
         return torch.softmax(pair, dim=-1)[:, 0].tolist()
 
     def _parsed(self, texts: list[str]) -> list[float | None]:

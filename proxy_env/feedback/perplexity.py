@@ -2,7 +2,13 @@
 
 The perplexity of a response is ``exp(mean token NLL)`` of its tokens given the chat-formatted
 prompt, under the untruncated, untempered LLM. One batched forward per chunk over left-padded
-``prompt + response`` sequences. Pairs whose responses the LLM finds unlikely (high perplexity) are
+``prompt + response`` sequences (:meth:`~proxy_env.lm.FrozenLM.forward_padded`).
+
+EOS convention (feedback): the end-of-sequence token is *not* counted. A response here is its text,
+re-encoded without special tokens, so it holds no EOS; the perplexities recorded while sampling
+(:func:`proxy_env.feedback.pairs.sample_responses`) likewise stop before the EOS that ended a
+response. The two agree, and a pair's perplexity measures only the words the judge or reward sees.
+(The benchmark's ``agents.metrics.response_nll`` differs: it counts the EOS of a finished response.) Pairs whose responses the LLM finds unlikely (high perplexity) are
 off the distribution of the model being aligned; :func:`filter_by_perplexity` drops them.
 """
 
@@ -35,9 +41,8 @@ def perplexities(lm: Any, prompts: Sequence[str], responses: Sequence[str], *, b
 
 
 def _chunk(lm: Any, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
-    ids, mask = lm.left_pad([p + r for p, r in zip(prompt_ids, response_ids)])  # (n, W)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
-    logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits  # (n, W, V)
+    out = lm.forward_padded([p + r for p, r in zip(prompt_ids, response_ids)])
+    logits, ids = out.logits, out.ids  # (n, W, V) float32, (n, W)
     width = ids.shape[1]
     result = []
     for row, response in enumerate(response_ids):
@@ -46,7 +51,7 @@ def _chunk(lm: Any, prompt_ids: list[list[int]], response_ids: list[list[int]]) 
             result.append(float("nan"))
             continue
         # the logits at position t predict token t + 1: the response tokens are the last n of the row
-        pred = logits[row, width - n - 1 : width - 1].float()  # (n, V)
+        pred = logits[row, width - n - 1 : width - 1]  # (n, V)
         nll = F.cross_entropy(pred, ids[row, width - n :], reduction="mean")
         result.append(float(math.exp(min(float(nll), 80.0))))
     return result

@@ -12,7 +12,6 @@ metrics, format version). ``reward="path/to/folder"`` in the env loads it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from proxy_env.assets import replace_dir
 from proxy_env.errors import ConfigError, DataError
 from proxy_env.feedback.encoders import Encoder, encoder_from_spec
 from proxy_env.feedback.records import PreferencePair
@@ -57,13 +57,23 @@ class RMTrainConfig:
     seed: int = field(default=0, metadata=_help("seed of the split, the init and the batches"))
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field and its value."""
         for name in ("epochs", "batch_size", "patience", "length_bucket_words"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 1.")
-        if self.hidden < 0:
-            raise ConfigError(f"hidden={self.hidden} must be >= 0 (0: a linear head).")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be an int >= 1.")
+        if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 0:
+            raise ConfigError(f"hidden={self.hidden!r} must be an int >= 0 (0: a linear head).")
+        if not _number(self.learning_rate) or not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate!r} must be a finite number > 0 (e.g. 1e-3).")
+        if not _number(self.weight_decay) or not self.weight_decay >= 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0 (0: no decay).")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction} must be in [0, 1) with a sum < 1.")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def make_head(in_dim: int, hidden: int) -> nn.Module:
@@ -137,7 +147,11 @@ class BTRewardModel:
                 "normalization": {"mean": self.mean, "std": self.std}, "metrics": self.metrics, "train_config": self.train_config}
 
     def save(self, path: str | Path) -> Path:
-        """Write the folder atomically (a temporary folder renamed into place); an existing RM folder is replaced."""
+        """Write the folder atomically (a temporary folder renamed into place); an existing RM folder is replaced.
+
+        The old folder is kept until the new one is in place (:func:`proxy_env.assets.replace_dir`), so a
+        failed save leaves the previous model intact.
+        """
         from safetensors.torch import save_file
 
         target = Path(path).expanduser()
@@ -145,17 +159,13 @@ class BTRewardModel:
             raise ConfigError(f"{target} exists and is not a reward-model folder; pass a new or empty folder.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         try:
             tmp.mkdir()
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2, allow_nan=False))
-            if target.exists():
-                os.rename(target, old)
-            os.rename(tmp, target)
+            replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
         return target
 
     def __repr__(self) -> str:
