@@ -90,7 +90,7 @@ def _encoder(args: argparse.Namespace) -> Any:
 
         return LMEncoder(resolve_lm(args.model, args.device), layer=args.layer)
     path = None if args.encoder == "minilm" else args.encoder
-    return SentenceEncoder(path, input_format=args.input_format, device=None if args.device in (None, "auto") else args.device)
+    return SentenceEncoder(path, input_format=args.input_format, pooling=args.pooling, layers=args.layers, device=None if args.device in (None, "auto") else args.device)
 
 
 def _rm_train(args: argparse.Namespace) -> int:
@@ -161,6 +161,10 @@ def _add_rm_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write: model.safetensors + reward_model.json")
     p.add_argument("--encoder", default="minilm", help="'minilm' (shipped all-MiniLM-L6-v2), 'lm' (the frozen LLM's hidden states) or an encoder folder")
     p.add_argument("--input-format", choices=["response", "pair"], default="response", help="sentence encoders: the response alone or (prompt, response)")
+    p.add_argument("--pooling", choices=["mean", "sum"], default="mean",
+                   help="sentence encoders: 'mean' (L2-normalised, the standard embedding) or 'sum' of token states")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1], metavar="L",
+                   help="sentence encoders: hidden states to pool, concatenated (0: embeddings, -1: last; default: -1)")
     p.add_argument("--model", default="default", help="--encoder lm: the frozen LLM")
     p.add_argument("--layer", type=int, default=-1, help="--encoder lm: which hidden state")
     p.add_argument("--device", default=None, help="device of the encoder")

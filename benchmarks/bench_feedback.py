@@ -2,11 +2,13 @@
 
     python benchmarks/bench_feedback.py                                   # full run (>= 2,000 pairs, default model)
     python benchmarks/bench_feedback.py --num-prompts 16 --pairs-per-prompt 4 --train-minutes 0   # a quick trial
+    python benchmarks/bench_feedback.py --pairs runs/feedback/pairs.jsonl    # reuse built pairs (skips stage 1)
 
 Stages, each timed: (1) sample ``2 * pairs_per_prompt`` responses per default train prompt from the
 frozen LLM, label pairs by VADER (exact ties dropped), record perplexities; (2) train the MiniLM
 Bradley–Terry head, report held-out accuracy overall and on pairs with VADER margin >= 0.3, and the
-reward/length correlation; (3) optionally train a PPO proxy against the learned RM and compare it
+reward/length correlation, for the standard sentence embedding (mean-pooled last layer) and for the
+encoder settings given (default: sum-pooled layers 0-2, closer to VADER's sum of word valences); (3) optionally train a PPO proxy against the learned RM and compare it
 with always-accept on held-out prompts, scored by VADER (the true reward the RM approximates).
 """
 
@@ -30,6 +32,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="response budget (the proxy runs use 32)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call")
     parser.add_argument("--margin-threshold", type=float, default=0.3, help="report accuracy on pairs with VADER margin >= this")
+    parser.add_argument("--pairs", default=None, help="an existing pairs JSONL: skip building")
+    parser.add_argument("--pooling", default="sum", help="MiniLM pooling of the RM the proxy trains on: 'mean' or 'sum'")
+    parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2], help="MiniLM hidden states pooled (0: embeddings)")
     parser.add_argument("--train-minutes", type=float, default=20.0, help="PPO proxy training against the RM (0: skip)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs of the proxy training")
     parser.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts for the VADER comparison")
@@ -55,24 +60,33 @@ def main() -> None:
     lm = resolve_lm(args.model, None)
     prompts = load_prompts("default")
     prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
-    print(f"[1/3] building pairs: {len(prompts)} prompts x {args.pairs_per_prompt} pairs, max_new_tokens={args.max_new_tokens}", flush=True)
-    built = build_preferences(lm, prompts, RewardFeedback(VaderReward()), pairs_per_prompt=args.pairs_per_prompt,
-                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                              progress=lambda d, n: print(f"  {d}/{n} prompts, {time.perf_counter() - t0:.0f} s", flush=True))
-    write_jsonl(out / "pairs.jsonl", built.pairs)
-    s = built.summary
-    figures.update(pairs_sampled=s.sampled, identical_dropped=s.identical, ties_dropped=s.ties, pairs_kept=s.kept,
-                   strong_pairs=sum(p.margin is not None and p.margin >= args.margin_threshold for p in built.pairs),
-                   build_seconds=round(time.perf_counter() - t0, 1), build_stage_seconds={k: round(v, 1) for k, v in s.seconds.items()})
+    if args.pairs:
+        from proxy_env.feedback import load_pairs
+
+        pairs = load_pairs(args.pairs)
+        print(f"[1/3] {len(pairs)} pairs read from {args.pairs}", flush=True)
+        figures.update(pairs_file=args.pairs, pairs_kept=len(pairs))
+    else:
+        print(f"[1/3] building pairs: {len(prompts)} prompts x {args.pairs_per_prompt} pairs, max_new_tokens={args.max_new_tokens}", flush=True)
+        built = build_preferences(lm, prompts, RewardFeedback(VaderReward()), pairs_per_prompt=args.pairs_per_prompt,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                                  progress=lambda d, n: print(f"  {d}/{n} prompts, {time.perf_counter() - t0:.0f} s", flush=True))
+        write_jsonl(out / "pairs.jsonl", built.pairs)
+        pairs, s = built.pairs, built.summary
+        figures.update(pairs_sampled=s.sampled, identical_dropped=s.identical, ties_dropped=s.ties, pairs_kept=s.kept,
+                       build_seconds=round(time.perf_counter() - t0, 1), build_stage_seconds={k: round(v, 1) for k, v in s.seconds.items()})
+    figures["strong_pairs"] = sum(p.margin is not None and p.margin >= args.margin_threshold for p in pairs)
     print(json.dumps(figures, indent=2), flush=True)
 
-    t1 = time.perf_counter()
-    print("[2/3] training the MiniLM Bradley–Terry reward model", flush=True)
-    trained = train_reward_model(built.pairs, SentenceEncoder(), RMTrainConfig(margin_threshold=args.margin_threshold, seed=args.seed))
-    rm_dir = trained.model.save(out / "rm")
-    figures.update(rm={k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()},
-                   rm_seconds=round(time.perf_counter() - t1, 1))
-    print(json.dumps(figures["rm"], indent=2), flush=True)
+    rm_cfg = RMTrainConfig(margin_threshold=args.margin_threshold, seed=args.seed)
+    for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
+        t1 = time.perf_counter()
+        print(f"[2/3] training the MiniLM Bradley–Terry reward model ({pooling} pooling, layers {layers})", flush=True)
+        trained = train_reward_model(pairs, SentenceEncoder(pooling=pooling, layers=layers), rm_cfg)
+        rm_dir = trained.model.save(out / name)
+        figures[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()}
+        figures[name].update(pooling=pooling, layers=layers, seconds_total=round(time.perf_counter() - t1, 1))
+        print(json.dumps(figures[name], indent=2), flush=True)
 
     if args.train_minutes > 0:
         figures.update(_proxy(lm, rm_dir, args))
@@ -93,7 +107,7 @@ def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, obje
     cfg = TrainConfig(model=args.model, reward=str(rm_dir), max_new_tokens=args.max_new_tokens, num_envs=args.num_envs,
                       total_timesteps=10**9, time_limit_s=args.train_minutes * 60, seed=args.seed, n_steps=64, batch_size=128,
                       learning_rate=1e-3, algo_kwargs={"n_epochs": 4, "ent_coef": 0.01}, eval_prompts="",
-                      save_dir=str(Path(args.out_dir) / "proxy"))
+                      save_dir=str(Path(args.out_dir) / "proxy"), tensorboard_log=str(Path(args.out_dir) / "proxy-tb"))
     result = train(cfg, model=lm)  # type: ignore[arg-type]
     train_s = time.perf_counter() - t2
     prompts = load_prompts("default-eval")[: args.eval_prompts]

@@ -113,13 +113,17 @@ def test_balance_by_length():
     assert longer == shorter == 2 and len(kept) == 7
 
 
-def test_save_load_round_trip(tiny_bert, tmp_path):
-    encoder = SentenceEncoder(tiny_bert, device="cpu")
+@pytest.mark.parametrize("pooling, layers", [("mean", (-1,)), ("sum", (0, 1))], ids=["mean-last", "sum-0-1"])
+def test_save_load_round_trip(tiny_bert, tmp_path, pooling, layers):
+    encoder = SentenceEncoder(tiny_bert, device="cpu", pooling=pooling, layers=layers)
+    assert encoder.dim == 32 * len(layers)
     pairs = _toy_pairs(40)
     trained = train_reward_model(pairs, encoder, RMTrainConfig(hidden=8, epochs=20))
     path = trained.model.save(tmp_path / "rm")
     assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", CONFIG_NAME]
     loaded = load_reward_model(path, device="cpu")
+    assert (loaded.encoder.pooling, loaded.encoder.layers) == (pooling, layers)
+    assert not torch.equal(loaded.head[0].std, torch.ones(encoder.dim))  # input statistics were fitted and saved
     texts = ["great day", "awful day", "something else"]
     assert loaded(["q"] * 3, texts) == pytest.approx(trained.model(["q"] * 3, texts), abs=1e-5)
     assert loaded.metrics["test_accuracy"] == trained.metrics["test_accuracy"]
@@ -233,3 +237,14 @@ def _prompt_file(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("Hello!\nHow are you today?\nTell me a story.\nWhat is your name?\n")
     return path
+
+
+def test_sum_pooling_counts_tokens_and_bad_layers(tiny_bert):
+    """Sum pooling grows with repeated content (mean pooling does not); layers must exist."""
+    summed, mean = SentenceEncoder(tiny_bert, device="cpu", pooling="sum", layers=(0,)), SentenceEncoder(tiny_bert, device="cpu", layers=(0,))
+    one, three = summed.embed(["", ""], ["good", "good good good"]).norm(dim=-1)
+    assert three > 1.3 * one  # [CLS] good [SEP] vs [CLS] good good good [SEP]: 3 vs 5 token states
+    norms = mean.embed(["", ""], ["good", "good good good"]).norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones(2))
+    with pytest.raises(ConfigError, match=r"layers=\[5\].*hidden states"):
+        SentenceEncoder(tiny_bert, device="cpu", layers=(5,))

@@ -90,6 +90,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG untouched
         torch.manual_seed(cfg.seed)
         head = make_head(encoder.dim, cfg.hidden)  # built on the CPU
+    head[0].fit(emb[torch.cat([c[train_i], r[train_i]]).unique()])  # input statistics of the training responses
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     stop_i = val_i if len(val_i) else train_i  # early stopping on validation prompts (train when none)

@@ -46,38 +46,57 @@ def minilm_dir() -> Path:
     return path
 
 
+POOLINGS = ("mean", "sum")
+
+
 class SentenceEncoder:
-    """Mean-pooled, L2-normalised last hidden state of a BERT-style encoder.
+    """Pooled hidden states of a BERT-style encoder (default: the standard mean-pooled, L2-normalised last layer).
+
+    ``pooling="mean"`` averages the token states of each layer in ``layers`` and L2-normalises the
+    result (the sentence-transformers embedding when ``layers=(-1,)``); ``pooling="sum"`` adds them
+    up unnormalised, which keeps how many sentiment-bearing tokens a response holds: the
+    reward head standardises its inputs, so the scale does not matter. Lower layers are more lexical
+    (``0`` is the embedding layer). Layers are concatenated: ``dim = hidden_size * len(layers)``.
 
     Args:
         path: a model folder (``None``: the shipped all-MiniLM-L6-v2).
         input_format: ``"response"`` encodes the response alone; ``"pair"`` the (prompt, response) text pair.
+        pooling: ``"mean"`` (L2-normalised) or ``"sum"``.
+        layers: indices into the encoder's hidden states (0: embeddings, -1: last layer).
         batch_size: texts per forward.
         max_length: truncation length in tokens.
         device: ``None`` (CUDA when available), ``"cpu"``, ...
     """
 
-    def __init__(self, path: str | Path | None = None, *, input_format: str = "response", batch_size: int = 64,
-                 max_length: int = 256, device: str | torch.device | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, input_format: str = "response", pooling: str = "mean",
+                 layers: Sequence[int] = (-1,), batch_size: int = 64, max_length: int = 256,
+                 device: str | torch.device | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         from proxy_env.lm import resolve_device
 
         check_choice("input_format", input_format, INPUT_FORMATS)
+        check_choice("pooling", pooling, POOLINGS)
         folder = Path(path).expanduser() if path is not None else minilm_dir()
         if not (folder / "config.json").is_file():
             raise ConfigError(f"encoder path {str(folder)!r} holds no config.json; pass a Hugging Face encoder folder or None for MiniLM.")
-        self.path, self.input_format = None if path is None else str(folder), input_format
+        self.path, self.input_format, self.pooling = None if path is None else str(folder), input_format, pooling
         self.batch_size, self.max_length = batch_size, max_length
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).to(self.device).eval().requires_grad_(False)
-        self.dim = int(self.model.config.hidden_size)
+        n_states = int(self.model.config.num_hidden_layers) + 1
+        self.layers = tuple(int(x) for x in layers)
+        bad = [x for x in self.layers if not -n_states <= x < n_states]
+        if not self.layers or bad:
+            raise ConfigError(f"layers={list(layers)!r}: each must index the encoder's {n_states} hidden states "
+                              f"(0 = embeddings ... {n_states - 1} or -1 = last layer).")
+        self.dim = int(self.model.config.hidden_size) * len(self.layers)
         self.name = "minilm" if path is None else f"sentence:{folder.name}"
 
     def spec(self) -> dict[str, Any]:
         return {"type": "sentence", "path": self.path, "input_format": self.input_format, "max_length": self.max_length,
-                "pooling": "mean+l2", "dim": self.dim}
+                "pooling": self.pooling, "layers": list(self.layers), "dim": self.dim}
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
@@ -86,10 +105,15 @@ class SentenceEncoder:
             chunk = slice(start, start + self.batch_size)
             args = (list(prompts[chunk]), list(responses[chunk])) if self.input_format == "pair" else (list(responses[chunk]),)
             enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-            hidden = self.model(**enc).last_hidden_state  # (n, T, H)
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (n, H)
-            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+            states = self.model(**enc, output_hidden_states=True).hidden_states  # (layers + 1) x (n, T, H)
+            mask = enc["attention_mask"].unsqueeze(-1).float()  # (n, T, 1)
+            pooled = []
+            for layer in self.layers:
+                total = (states[layer].float() * mask).sum(1)  # (n, H)
+                if self.pooling == "mean":
+                    total = torch.nn.functional.normalize(total / mask.sum(1).clamp(min=1.0), dim=-1)
+                pooled.append(total)
+            out.append(torch.cat(pooled, -1).cpu())  # (n, H * len(layers))
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
@@ -126,7 +150,9 @@ def encoder_from_spec(spec: dict[str, Any], *, lm: Any = None, device: str | tor
     """Rebuild a saved encoder; an ``"lm"`` encoder reuses ``lm`` when given (its width must match)."""
     kind = spec.get("type")
     if kind == "sentence":
+        pooling = spec.get("pooling", "mean")
         return SentenceEncoder(spec.get("path"), input_format=spec.get("input_format", "response"),
+                               pooling="mean" if pooling == "mean+l2" else pooling, layers=spec.get("layers", (-1,)),
                                max_length=int(spec.get("max_length", 256)), device=device)
     if kind == "lm":
         if lm is None:

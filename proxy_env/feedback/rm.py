@@ -31,7 +31,7 @@ from proxy_env.feedback.records import PreferencePair
 
 CONFIG_NAME = "reward_model.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT, FORMAT_VERSION = "proxy-rlhf-bt-reward-model", 1
+FORMAT, FORMAT_VERSION = "proxy-rlhf-bt-reward-model", 2  # 2: the head standardises its inputs
 
 
 def _help(text: str) -> dict[str, str]:
@@ -76,11 +76,28 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
+class Standardize(nn.Module):
+    """``(x - mean) / std`` per feature, with the statistics of the training embeddings as buffers (saved with the head)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, x: torch.Tensor) -> None:
+        """Set the statistics from embeddings (n, dim)."""
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6) if len(x) > 1 else torch.ones_like(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def make_head(in_dim: int, hidden: int) -> nn.Module:
-    """A linear head (``hidden=0``) or a one-hidden-layer MLP: (n, in_dim) -> (n, 1)."""
+    """Standardised inputs, then a linear head (``hidden=0``) or a one-hidden-layer MLP: (n, in_dim) -> (n, 1)."""
     if hidden == 0:
-        return nn.Linear(in_dim, 1)
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        return nn.Sequential(Standardize(in_dim), nn.Linear(in_dim, 1))
+    return nn.Sequential(Standardize(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
