@@ -62,9 +62,12 @@ def _fmt(row: dict[str, Any], key: str, digits: int = 3) -> str:
     m = row[key]
     if isinstance(m, float) and math.isnan(m):
         return "—"
+    def num(v: float) -> str:  # no "-0.000" for a rounding-level negative (always-accept's KL is ~ -1e-12)
+        return f"{v if round(v, digits) != 0 else 0.0:.{digits}f}"
+
     if f"{key}_lo" in row and not math.isnan(row[f"{key}_lo"]):
-        return f"{m:.{digits}f} [{row[f'{key}_lo']:.{digits}f}, {row[f'{key}_hi']:.{digits}f}]"
-    return f"{m:.{digits}f}"
+        return f"{num(m)} [{num(row[f'{key}_lo'])}, {num(row[f'{key}_hi'])}]"
+    return num(m)
 
 
 def _seconds(value: float) -> str:
