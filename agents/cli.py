@@ -80,15 +80,18 @@ _CONVERTERS: dict[str, Any] = {
 }
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`agents.train.TrainConfig` field, with its help text and default."""
-    from agents.train import TrainConfig, config_fields
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, defaults: dict[str, Any] | None = None) -> None:
+    """One flag per dataclass field of ``config_cls`` (``--field-name``), with its help text and default.
 
-    defaults = TrainConfig()
-    for f in config_fields():
-        flag, default, help_text = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name), f.metadata.get("help", "")
-        if f.name == "progress_bar":
-            default = True  # the CLI shows a bar; library calls do not print
+    Used by ``train`` (:class:`agents.train.TrainConfig`), ``rm train`` and ``finetune``; ``defaults``
+    overrides a field's default on the command line only.
+    """
+    from dataclasses import fields
+
+    base = config_cls()
+    for f in fields(config_cls):
+        flag, help_text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        default = (defaults or {}).get(f.name, getattr(base, f.name))
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple[int"):
@@ -139,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="seed")
     demo.set_defaults(func=_demo)
     train = sub.add_parser("train", help="train a proxy with an SB3 algorithm; checkpoints and TensorBoard logs")
-    _add_train_flags(train)
+    from agents.train import TrainConfig
+
+    add_config_flags(train, TrainConfig, defaults={"progress_bar": True})  # the CLI shows a bar; library calls do not print
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="generate aligned responses with a trained proxy checkpoint")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")

@@ -155,6 +155,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_rm_train_flags(p: argparse.ArgumentParser) -> None:
+    from agents.cli import add_config_flags
     from proxy_env.feedback.rm import RMTrainConfig
 
     p.add_argument("--pairs", required=True, help="preference JSONL (from `prefs build` or with prompt/chosen/rejected)")
@@ -168,12 +169,7 @@ def _add_rm_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="--encoder lm: the frozen LLM")
     p.add_argument("--layer", type=int, default=-1, help="--encoder lm: which hidden state")
     p.add_argument("--device", default=None, help="device of the encoder")
-    for f in fields(RMTrainConfig):
-        flag, default, text = f"--{f.name.replace('_', '-')}", f.default, f.metadata.get("help", "")
-        if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-        else:
-            p.add_argument(flag, type={"int": int, "float": float}[f.type], default=default, help=f"{text} (default: {default!r})")
+    add_config_flags(p, RMTrainConfig)
 
 
 def add_subcommands(sub: Any) -> None:

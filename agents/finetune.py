@@ -298,19 +298,12 @@ def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, prompts: list[str], re
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-_FLAG_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float}
-
-
 def add_subcommands(sub: Any) -> None:
     """Add ``proxy-rlhf finetune``: one flag per :class:`FinetuneConfig` field."""
+    from agents.cli import add_config_flags
+
     parser = sub.add_parser("finetune", help="full fine-tune of the LLM with TRL GRPO on the same reward (the peer of a proxy)")
-    defaults = FinetuneConfig()
-    for f in fields(FinetuneConfig):
-        flag, default, text = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name), f.metadata.get("help", "")
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-        else:
-            parser.add_argument(flag, type=_FLAG_TYPES[str(f.type)], default=default, help=f"{text} (default: {default!r})")
+    add_config_flags(parser, FinetuneConfig)
     parser.set_defaults(func=_cli)
 
 

@@ -10,7 +10,7 @@ True
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -235,8 +235,3 @@ def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None
 
 def _save(agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any]) -> Path:
     return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config)
-
-
-def config_fields() -> list[Any]:
-    """The dataclass fields of :class:`TrainConfig` (for building command-line flags)."""
-    return list(fields(TrainConfig))
