@@ -94,11 +94,11 @@ def _encoder(args: argparse.Namespace) -> Any:
 
 
 def _rm_train(args: argparse.Namespace) -> int:
-    from proxy_env.feedback import RMTrainConfig, load_pairs, train_reward_model
+    from proxy_env.feedback import RMTrainConfig, load_pair_files, train_reward_model
 
     cfg = RMTrainConfig(**{f.name: getattr(args, f.name) for f in fields(RMTrainConfig)})
     cfg.validate()
-    pairs = load_pairs(args.pairs)
+    pairs = load_pair_files(args.pairs)
     start = time.perf_counter()
     encoder = _encoder(args)
     _log(f"training a Bradley–Terry head over {encoder.name} on {len(pairs)} pairs ...")
@@ -111,7 +111,7 @@ def _rm_train(args: argparse.Namespace) -> int:
 def _rm_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from proxy_env.feedback import load_pairs, load_reward_model
+    from proxy_env.feedback import load_pair_files, load_reward_model
 
     lm = None
     if args.model is not None:
@@ -119,7 +119,7 @@ def _rm_eval(args: argparse.Namespace) -> int:
 
         lm = resolve_lm(args.model, args.device)
     model = load_reward_model(args.rm, lm=lm)
-    pairs = load_pairs(args.pairs)
+    pairs = load_pair_files(args.pairs)
     prompts = [p.prompt for p in pairs]
     diff = np.array(model(prompts, [p.chosen for p in pairs])) - np.array(model(prompts, [p.rejected for p in pairs]))
     strong = np.array([p.margin is not None and p.margin >= args.margin_threshold for p in pairs])
@@ -158,12 +158,13 @@ def _add_rm_train_flags(p: argparse.ArgumentParser) -> None:
     from agents.cli import add_config_flags
     from proxy_env.feedback.rm import RMTrainConfig
 
-    p.add_argument("--pairs", required=True, help="preference JSONL (from `prefs build` or with prompt/chosen/rejected)")
+    p.add_argument("--pairs", required=True, nargs="+", help="preference JSONL file(s) (from `prefs build` or with prompt/chosen/rejected)")
     p.add_argument("--out", required=True, help="folder to write: model.safetensors + reward_model.json")
     p.add_argument("--encoder", default="minilm", help="'minilm' (shipped all-MiniLM-L6-v2), 'lm' (the frozen LLM's hidden states) or an encoder folder")
     p.add_argument("--input-format", choices=["response", "pair"], default="response", help="sentence encoders: the response alone or (prompt, response)")
-    p.add_argument("--pooling", choices=["mean", "sum"], default="mean",
-                   help="sentence encoders: 'mean' (L2-normalised, the standard embedding) or 'sum' of token states")
+    p.add_argument("--pooling", choices=["mean", "sum", "tokens"], default="mean",
+                   help="sentence encoders: 'mean' (L2-normalised, the standard embedding), 'sum' of token states, or 'tokens' "
+                        "(the head scores each token and averages: best on lexicon-like rewards such as VADER)")
     p.add_argument("--layers", type=int, nargs="+", default=[-1], metavar="L",
                    help="sentence encoders: hidden states to pool, concatenated (0: embeddings, -1: last; default: -1)")
     p.add_argument("--model", default="default", help="--encoder lm: the frozen LLM")
@@ -186,7 +187,7 @@ def add_subcommands(sub: Any) -> None:
     train.set_defaults(func=_rm_train)
     ev = rm_sub.add_parser("eval", help="pairwise accuracy of a saved reward model on a preference JSONL")
     ev.add_argument("--rm", required=True, help="reward-model folder")
-    ev.add_argument("--pairs", required=True, help="preference JSONL")
+    ev.add_argument("--pairs", required=True, nargs="+", help="preference JSONL file(s)")
     ev.add_argument("--margin-threshold", type=float, default=0.3, help="also report accuracy on pairs with margin >= this")
     ev.add_argument("--model", default=None, help="the frozen LLM, for an --encoder lm model (default: the one it was trained on)")
     ev.add_argument("--device", default=None, help="device")

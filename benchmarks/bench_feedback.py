@@ -8,7 +8,7 @@ Stages, each timed: (1) sample ``2 * pairs_per_prompt`` responses per default tr
 frozen LLM, label pairs by VADER (exact ties dropped), record perplexities; (2) train the MiniLM
 Bradley–Terry head, report held-out accuracy overall and on pairs with VADER margin >= 0.3, and the
 reward/length correlation, for the standard sentence embedding (mean-pooled last layer) and for the
-encoder settings given (default: sum-pooled layers 0-2, closer to VADER's sum of word valences); (3) optionally train a PPO proxy against the learned RM and compare it
+encoder settings given (default: a per-token head over layers 0-2, averaged: the shape of VADER's word lexicon); (3) optionally train a PPO proxy against the learned RM and compare it
 with always-accept on held-out prompts, scored by VADER (the true reward the RM approximates).
 """
 
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="response budget (the proxy runs use 32)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per generate call")
     parser.add_argument("--margin-threshold", type=float, default=0.3, help="report accuracy on pairs with VADER margin >= this")
-    parser.add_argument("--pairs", default=None, help="an existing pairs JSONL: skip building")
-    parser.add_argument("--pooling", default="sum", help="MiniLM pooling of the RM the proxy trains on: 'mean' or 'sum'")
+    parser.add_argument("--pairs", nargs="+", default=None, help="existing pairs JSONL file(s): skip building")
+    parser.add_argument("--pooling", default="tokens", help="MiniLM pooling of the RM the proxy trains on: 'mean', 'sum' or 'tokens'")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2], help="MiniLM hidden states pooled (0: embeddings)")
     parser.add_argument("--train-minutes", type=float, default=20.0, help="PPO proxy training against the RM (0: skip)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs of the proxy training")
@@ -61,10 +61,10 @@ def main() -> None:
     prompts = load_prompts("default")
     prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
     if args.pairs:
-        from proxy_env.feedback import load_pairs
+        from proxy_env.feedback import load_pair_files
 
-        pairs = load_pairs(args.pairs)
-        print(f"[1/3] {len(pairs)} pairs read from {args.pairs}", flush=True)
+        pairs = load_pair_files(args.pairs)
+        print(f"[1/3] {len(pairs)} pairs read from {', '.join(args.pairs)}", flush=True)
         figures.update(pairs_file=args.pairs, pairs_kept=len(pairs))
     else:
         print(f"[1/3] building pairs: {len(prompts)} prompts x {args.pairs_per_prompt} pairs, max_new_tokens={args.max_new_tokens}", flush=True)

@@ -14,7 +14,7 @@ from proxy_env.feedback import (
     BTRewardModel, LMEncoder, RMTrainConfig, SentenceEncoder, load_reward_model, minilm_dir, train_reward_model, write_jsonl,
 )
 from proxy_env.feedback.records import PreferencePair
-from proxy_env.feedback.rm import CONFIG_NAME, balance_by_length, bt_loss, split_by_prompt
+from proxy_env.feedback.rm import CONFIG_NAME, Standardize, TokenMeanHead, balance_by_length, bt_loss, split_by_prompt
 from proxy_env.rewards import resolve_reward
 
 GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]
@@ -113,7 +113,7 @@ def test_balance_by_length():
     assert longer == shorter == 2 and len(kept) == 7
 
 
-@pytest.mark.parametrize("pooling, layers", [("mean", (-1,)), ("sum", (0, 1))], ids=["mean-last", "sum-0-1"])
+@pytest.mark.parametrize("pooling, layers", [("mean", (-1,)), ("sum", (0, 1)), ("tokens", (0, 1))], ids=["mean-last", "sum-0-1", "tokens-0-1"])
 def test_save_load_round_trip(tiny_bert, tmp_path, pooling, layers):
     encoder = SentenceEncoder(tiny_bert, device="cpu", pooling=pooling, layers=layers)
     assert encoder.dim == 32 * len(layers)
@@ -123,7 +123,9 @@ def test_save_load_round_trip(tiny_bert, tmp_path, pooling, layers):
     assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", CONFIG_NAME]
     loaded = load_reward_model(path, device="cpu")
     assert (loaded.encoder.pooling, loaded.encoder.layers) == (pooling, layers)
-    assert not torch.equal(loaded.head[0].std, torch.ones(encoder.dim))  # input statistics were fitted and saved
+    standardize = next(m for m in loaded.head.modules() if isinstance(m, Standardize))
+    assert not torch.equal(standardize.std, torch.ones(encoder.dim))  # input statistics were fitted and saved
+    assert isinstance(loaded.head, TokenMeanHead) == (pooling == "tokens")
     texts = ["great day", "awful day", "something else"]
     assert loaded(["q"] * 3, texts) == pytest.approx(trained.model(["q"] * 3, texts), abs=1e-5)
     assert loaded.metrics["test_accuracy"] == trained.metrics["test_accuracy"]
@@ -168,6 +170,9 @@ def test_load_errors(tiny_bert, tmp_path):
         load_reward_model(path)
     (path / CONFIG_NAME).write_text(json.dumps({**config, "head": {"in_dim": 32, "hidden": 4}}))
     with pytest.raises(DataError, match="does not match"):
+        load_reward_model(path)
+    (path / CONFIG_NAME).write_text(json.dumps({**config, "head": {**config["head"], "per_token": True}}))
+    with pytest.raises(DataError, match=r"per_token=True does not match the encoder \(pooling='mean'\)"):
         load_reward_model(path)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "file.txt").write_text("x")
@@ -248,3 +253,48 @@ def test_sum_pooling_counts_tokens_and_bad_layers(tiny_bert):
     torch.testing.assert_close(norms, torch.ones(2))
     with pytest.raises(ConfigError, match=r"layers=\[5\].*hidden states"):
         SentenceEncoder(tiny_bert, device="cpu", layers=(5,))
+
+
+def test_token_encoder_states_and_mask(tiny_bert):
+    """pooling="tokens" returns every token's states plus a mask channel; padding is zero."""
+    encoder = SentenceEncoder(tiny_bert, device="cpu", pooling="tokens", layers=(0, 1), batch_size=1)
+    states = encoder.embed(["", ""], ["good", "good good good"])  # one text per batch: padded to a common width after
+    assert encoder.per_token and encoder.dim == 64 and states.shape == (2, 5, 65)
+    assert states[:, :, -1].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]  # [CLS] good [SEP] + 2 padding
+    assert torch.count_nonzero(states[0, 3:]) == 0
+    pooled = SentenceEncoder(tiny_bert, device="cpu", pooling="sum", layers=(0, 1)).embed(["", ""], ["good", "good good good"])
+    torch.testing.assert_close(states[:, :, :-1].sum(1), pooled)  # the same token states the sum pooling adds up
+
+
+def test_token_head_ignores_padding_and_learns_a_lexicon(tiny_bert):
+    """The per-token head averages real tokens only, and learns which words are preferred wherever they stand."""
+    words = [("great", "awful"), ("wonderful", "terrible"), ("happy", "sad"), ("lovely", "horrible")]
+    pairs = [PreferencePair(f"q{i}", f"the {g} day" if i % 2 else f"{g} it was", f"the {b} day" if i % 3 else f"{b} it was", "toy", 1.0)
+             for i, (g, b) in ((i, words[i % 4]) for i in range(80))]
+    encoder = SentenceEncoder(tiny_bert, device="cpu", pooling="tokens", layers=(0,))
+    result = train_reward_model(pairs, encoder, RMTrainConfig(hidden=16, epochs=200, patience=200, learning_rate=1e-2, seed=0))
+    assert result.metrics["test_accuracy"] == 1.0 and result.history[-1][0] < 0.1
+    model = result.model
+    alone = model(["q"], ["the great day"])
+    batched = model(["q"] * 2, ["the great day", "a much longer text that pads the first one with many more tokens"])
+    assert batched[0] == pytest.approx(alone[0], abs=1e-5)  # padding does not change a response's reward
+    assert model(["q"] * 2, ["it was lovely", "it was horrible"]) == sorted(model(["q"] * 2, ["it was lovely", "it was horrible"]), reverse=True)
+
+
+def test_pairs_from_several_files(tmp_path, capsys):
+    from agents.cli import main
+    from proxy_env.feedback import load_pair_files
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_jsonl(first, _toy_pairs(30)[:20])
+    write_jsonl(second, _toy_pairs(30)[20:])
+    assert [p.prompt for p in load_pair_files([first, second])] == [p.prompt for p in _toy_pairs(30)]
+    with pytest.raises(ConfigError, match="non-empty list"):
+        load_pair_files(str(first))
+    assert main(["rm", "eval", "--rm", str(_saved_toy_rm(tmp_path)), "--pairs", str(first), str(second)]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 30
+
+
+def _saved_toy_rm(tmp_path):
+    encoder = SentenceEncoder(minilm_dir(), device="cpu", layers=(0,))
+    return train_reward_model(_toy_pairs(20), encoder, RMTrainConfig(hidden=0, epochs=2)).model.save(tmp_path / "rm")

@@ -14,13 +14,13 @@ from proxy_env.feedback.judge import DEFAULT_TEMPLATE, JudgeStats, LLMJudge
 from proxy_env.feedback.pairs import BuildResult, BuildSummary, build_preferences, import_human, sample_responses
 from proxy_env.feedback.pairwise import PairwiseJudgeReward
 from proxy_env.feedback.perplexity import filter_by_perplexity, perplexities
-from proxy_env.feedback.records import PreferencePair, load_pairs, write_jsonl
-from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, is_reward_model_dir, load_reward_model
+from proxy_env.feedback.records import PreferencePair, load_pair_files, load_pairs, write_jsonl
+from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, TokenMeanHead, is_reward_model_dir, load_reward_model
 from proxy_env.feedback.sources import Preference, RewardFeedback, human_pairs
 
 __all__ = [
     "DEFAULT_TEMPLATE", "BTRewardModel", "BuildResult", "BuildSummary", "JudgeStats", "LLMJudge", "LMEncoder",
     "PairwiseJudgeReward", "Preference", "PreferencePair", "RMTrainConfig", "RewardFeedback", "SentenceEncoder",
-    "TrainedRM", "build_preferences", "filter_by_perplexity", "human_pairs", "import_human", "is_reward_model_dir",
-    "load_pairs", "load_reward_model", "minilm_dir", "perplexities", "sample_responses", "train_reward_model", "write_jsonl",
+    "TokenMeanHead", "TrainedRM", "build_preferences", "filter_by_perplexity", "human_pairs", "import_human", "is_reward_model_dir",
+    "load_pair_files", "load_pairs", "load_reward_model", "minilm_dir", "perplexities", "sample_responses", "train_reward_model", "write_jsonl",
 ]

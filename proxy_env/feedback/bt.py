@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from proxy_env.errors import ConfigError
-from proxy_env.feedback.encoders import Encoder
+from proxy_env.feedback.encoders import Encoder, per_token
 from proxy_env.feedback.records import PreferencePair
-from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, balance_by_length, bt_loss, make_head, pearson, split_by_prompt
+from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, balance_by_length, bt_loss, fit_input_stats, make_head, pearson, split_by_prompt
 
 
 class TrainedRM(NamedTuple):
@@ -38,7 +38,7 @@ class TrainedRM(NamedTuple):
 
 
 def embed_pairs(pairs: Sequence[PreferencePair], encoder: Encoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Embeddings of every distinct (prompt, response) once: (U, dim), and chosen/rejected indices (n,) into them."""
+    """Embeddings of every distinct (prompt, response) once: (U, dim) (or (U, T, dim + 1) token states), and chosen/rejected indices (n,) into them."""
     index: dict[tuple[str, str], int] = {}
     for p in pairs:
         for text in (p.chosen, p.rejected):
@@ -89,8 +89,8 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     embed_s = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG untouched
         torch.manual_seed(cfg.seed)
-        head = make_head(encoder.dim, cfg.hidden)  # built on the CPU
-    head[0].fit(emb[torch.cat([c[train_i], r[train_i]]).unique()])  # input statistics of the training responses
+        head = make_head(encoder.dim, cfg.hidden, per_token=per_token(encoder))  # built on the CPU
+    fit_input_stats(head, emb[torch.cat([c[train_i], r[train_i]]).unique()])  # input statistics of the training responses
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     stop_i = val_i if len(val_i) else train_i  # early stopping on validation prompts (train when none)
@@ -106,7 +106,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     head.load_state_dict(best_state)
     head.eval()
     with torch.no_grad():
-        raw = head(emb).squeeze(-1)  # (U,)
+        raw = torch.cat([head(chunk).squeeze(-1) for chunk in emb.split(1024)]) if len(emb) else torch.zeros(0)  # (U,)
     used = torch.cat([c[train_i], r[train_i]]).unique()
     mean, std = (float(raw[used].mean()), float(raw[used].std().clamp(min=1e-6))) if cfg.normalize and len(used) > 1 else (0.0, 1.0)
     metrics = _metrics(pairs, raw, c, r, train_i, val_i, test_i, cfg)

@@ -7,7 +7,10 @@
   the last prompt token, so an empty response still has a vector), given the chat-formatted prompt.
 
 Each has ``name``, ``dim``, ``spec()`` (plain data saved in the reward model's config) and
-``embed(prompts, responses) -> Tensor (n, dim)`` float32 on the CPU.
+``embed(prompts, responses) -> Tensor (n, dim)`` float32 on the CPU. An encoder with
+``per_token = True`` (``SentenceEncoder(pooling="tokens")``) instead returns the token states
+``(n, T, dim + 1)``, zero-padded, whose last channel is the token mask; the reward head then scores
+every token and averages the scores (:class:`proxy_env.feedback.rm.TokenMeanHead`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 from proxy_env.errors import ConfigError, MissingDependencyError, check_choice
 
@@ -46,7 +50,12 @@ def minilm_dir() -> Path:
     return path
 
 
-POOLINGS = ("mean", "sum")
+POOLINGS = ("mean", "sum", "tokens")
+
+
+def per_token(encoder: Any) -> bool:
+    """True when ``encoder.embed`` returns masked token states (n, T, dim + 1) rather than vectors (n, dim)."""
+    return bool(getattr(encoder, "per_token", False))
 
 
 class SentenceEncoder:
@@ -55,8 +64,11 @@ class SentenceEncoder:
     ``pooling="mean"`` averages the token states of each layer in ``layers`` and L2-normalises the
     result (the sentence-transformers embedding when ``layers=(-1,)``); ``pooling="sum"`` adds them
     up unnormalised, which keeps how many sentiment-bearing tokens a response holds: the
-    reward head standardises its inputs, so the scale does not matter. Lower layers are more lexical
-    (``0`` is the embedding layer). Layers are concatenated: ``dim = hidden_size * len(layers)``.
+    reward head standardises its inputs, so the scale does not matter. ``pooling="tokens"`` pools
+    nothing: ``embed`` returns each token's states ``(n, T, dim + 1)`` (last channel: the mask) for a
+    head that scores tokens one by one and averages them — a learned, context-aware word lexicon,
+    the shape of lexicon rewards such as VADER. Lower layers are more lexical (``0`` is the
+    embedding layer). Layers are concatenated: ``dim = hidden_size * len(layers)``.
 
     Args:
         path: a model folder (``None``: the shipped all-MiniLM-L6-v2).
@@ -92,6 +104,7 @@ class SentenceEncoder:
             raise ConfigError(f"layers={list(layers)!r}: each must index the encoder's {n_states} hidden states "
                               f"(0 = embeddings ... {n_states - 1} or -1 = last layer).")
         self.dim = int(self.model.config.hidden_size) * len(self.layers)
+        self.per_token = pooling == "tokens"
         self.name = "minilm" if path is None else f"sentence:{folder.name}"
 
     def spec(self) -> dict[str, Any]:
@@ -107,6 +120,10 @@ class SentenceEncoder:
             enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             states = self.model(**enc, output_hidden_states=True).hidden_states  # (layers + 1) x (n, T, H)
             mask = enc["attention_mask"].unsqueeze(-1).float()  # (n, T, 1)
+            if self.per_token:
+                tokens = torch.cat([states[layer].float() for layer in self.layers] + [mask], -1) * mask  # (n, T, dim + 1)
+                out.append(tokens.cpu())
+                continue
             pooled = []
             for layer in self.layers:
                 total = (states[layer].float() * mask).sum(1)  # (n, H)
@@ -114,11 +131,16 @@ class SentenceEncoder:
                     total = torch.nn.functional.normalize(total / mask.sum(1).clamp(min=1.0), dim=-1)
                 pooled.append(total)
             out.append(torch.cat(pooled, -1).cpu())  # (n, H * len(layers))
+        if self.per_token:
+            width = max((x.shape[1] for x in out), default=1)
+            return torch.cat([F.pad(x, (0, 0, 0, width - x.shape[1])) for x in out]) if out else torch.zeros(0, 1, self.dim + 1)
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
 class LMEncoder:
     """The frozen LLM's hidden states (layer ``layer``) averaged over the last prompt token and the response."""
+
+    per_token = False
 
     def __init__(self, lm: Any, *, layer: int = -1, batch_size: int = 8) -> None:
         if not -lm.num_layers - 1 <= layer <= lm.num_layers:

@@ -18,12 +18,12 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy_env.errors import DataError
+from proxy_env.errors import ConfigError, DataError
 
 FIELDS = ("prompt", "chosen", "rejected", "source", "margin", "ppl_chosen", "ppl_rejected")
 
@@ -112,6 +112,13 @@ def load_pairs(path: str | Path, default_source: str = "human") -> list[Preferen
     if not pairs:
         raise DataError(f"{path}: holds no preference records; expected one JSON object per line.")
     return pairs
+
+
+def load_pair_files(paths: Sequence[str | Path], default_source: str = "human") -> list[PreferencePair]:
+    """The records of several JSONL files, in order (e.g. preference sets built with different seeds)."""
+    if isinstance(paths, (str, Path)) or not paths:
+        raise ConfigError(f"paths={paths!r} must be a non-empty list of JSONL files.")
+    return [pair for path in paths for pair in load_pairs(path, default_source)]
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any] | PreferencePair]) -> int:

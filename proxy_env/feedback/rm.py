@@ -26,7 +26,7 @@ from torch import nn
 
 from proxy_env.assets import replace_dir
 from proxy_env.errors import ConfigError, DataError
-from proxy_env.feedback.encoders import Encoder, encoder_from_spec
+from proxy_env.feedback.encoders import Encoder, encoder_from_spec, per_token
 from proxy_env.feedback.records import PreferencePair
 
 CONFIG_NAME = "reward_model.json"
@@ -93,11 +93,42 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_head(in_dim: int, hidden: int) -> nn.Module:
-    """Standardised inputs, then a linear head (``hidden=0``) or a one-hidden-layer MLP: (n, in_dim) -> (n, 1)."""
+def make_head(in_dim: int, hidden: int, per_token: bool = False) -> nn.Module:
+    """Standardised inputs, then a linear head (``hidden=0``) or a one-hidden-layer MLP: (n, in_dim) -> (n, 1).
+
+    ``per_token=True`` wraps it in a :class:`TokenMeanHead`: (n, T, in_dim + 1) masked token states -> (n, 1).
+    """
+    if per_token:
+        return TokenMeanHead(in_dim, hidden)
     if hidden == 0:
         return nn.Sequential(Standardize(in_dim), nn.Linear(in_dim, 1))
     return nn.Sequential(Standardize(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+
+class TokenMeanHead(nn.Module):
+    """Score every token with one small head, average the scores over the real tokens: (n, T, dim + 1) -> (n, 1).
+
+    The input's last channel is the token mask (1: a token, 0: padding), as a ``per_token`` encoder
+    returns it. The reward is a mean of per-token scores — a lexicon learned from preferences, with
+    each token's score read from its contextual states (so negation and intensifiers can count).
+    """
+
+    def __init__(self, in_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.token = make_head(in_dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = x[..., -1]  # (n, T)
+        scores = self.token(x[..., :-1]).squeeze(-1) * mask  # (n, T)
+        return (scores.sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+
+
+def fit_input_stats(head: nn.Module, x: torch.Tensor) -> None:
+    """Set a head's input standardisation from training embeddings (n, dim), or from the real tokens of (n, T, dim + 1)."""
+    if isinstance(head, TokenMeanHead):
+        head.token[0].fit(x[..., :-1][x[..., -1] > 0])
+    else:
+        head[0].fit(x)
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -160,7 +191,7 @@ class BTRewardModel:
 
     def config(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name, "encoder": self.encoder.spec(),
-                "head": {"in_dim": self.encoder.dim, "hidden": self.hidden},
+                "head": {"in_dim": self.encoder.dim, "hidden": self.hidden, "per_token": isinstance(self.head, TokenMeanHead)},
                 "normalization": {"mean": self.mean, "std": self.std}, "metrics": self.metrics, "train_config": self.train_config}
 
     def save(self, path: str | Path) -> Path:
@@ -226,7 +257,10 @@ def load_reward_model(path: str | Path, *, lm: Any = None, device: str | torch.d
     head_cfg = config["head"]
     if head_cfg.get("in_dim") != encoder.dim:
         raise DataError(f"{path}: head input width {head_cfg.get('in_dim')} != encoder width {encoder.dim}.")
-    head = make_head(int(head_cfg["in_dim"]), int(head_cfg.get("hidden", 0)))
+    if bool(head_cfg.get("per_token", False)) != per_token(encoder):
+        raise DataError(f"{path}: head per_token={head_cfg.get('per_token', False)} does not match the encoder "
+                        f"(pooling={config['encoder'].get('pooling')!r}); the config was edited or is corrupt.")
+    head = make_head(int(head_cfg["in_dim"]), int(head_cfg.get("hidden", 0)), per_token=per_token(encoder))
     try:
         head.load_state_dict(load_file(str(Path(path).expanduser() / WEIGHTS_NAME)))
     except (RuntimeError, KeyError) as exc:
@@ -245,5 +279,5 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-__all__ = ["BTRewardModel", "RMTrainConfig", "balance_by_length", "bt_loss", "is_reward_model_dir", "load_reward_model",
-           "make_head", "pearson", "read_config", "split_by_prompt"]
+__all__ = ["BTRewardModel", "RMTrainConfig", "TokenMeanHead", "balance_by_length", "bt_loss", "fit_input_stats", "is_reward_model_dir",
+           "load_reward_model", "make_head", "pearson", "read_config", "split_by_prompt"]
