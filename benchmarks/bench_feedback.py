@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", default=None, help="existing pairs JSONL file(s): skip building")
     parser.add_argument("--pooling", default="tokens", help="MiniLM pooling of the RM the proxy trains on: 'mean', 'sum' or 'tokens'")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2], help="MiniLM hidden states pooled (0: embeddings)")
+    parser.add_argument("--rm-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="split/init seeds of the RM; the first trains the saved RM, all are reported (split variance)")
+    parser.add_argument("--judge-pairs", type=int, default=256,
+                        help="AI-judge stage: the LLM judges this many of the pairs (0: skip); agreement with VADER is reported")
+    parser.add_argument("--judge-modes", nargs="+", choices=["logits", "generate"], default=["logits", "generate"], help="judge answer modes")
+    parser.add_argument("--skip-rm", action="store_true", help="skip the RM stage; the proxy stage then reads OUT_DIR/rm")
     parser.add_argument("--train-minutes", type=float, default=20.0, help="PPO proxy training against the RM (0: skip)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs of the proxy training")
     parser.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts for the VADER comparison")
@@ -78,21 +84,67 @@ def main() -> None:
     figures["strong_pairs"] = sum(p.margin is not None and p.margin >= args.margin_threshold for p in pairs)
     print(json.dumps(figures, indent=2), flush=True)
 
-    rm_cfg = RMTrainConfig(margin_threshold=args.margin_threshold, seed=args.seed)
-    for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
-        t1 = time.perf_counter()
-        print(f"[2/3] training the MiniLM Bradley–Terry reward model ({pooling} pooling, layers {layers})", flush=True)
-        trained = train_reward_model(pairs, SentenceEncoder(pooling=pooling, layers=layers), rm_cfg)
-        rm_dir = trained.model.save(out / name)
-        figures[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()}
-        figures[name].update(pooling=pooling, layers=layers, seconds_total=round(time.perf_counter() - t1, 1))
-        print(json.dumps(figures[name], indent=2), flush=True)
+    rm_dir = out / "rm"
+    for name, pooling, layers in () if args.skip_rm else (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
+        encoder, by_seed = _EmbedOnce(SentenceEncoder(pooling=pooling, layers=layers)), []
+        for seed in args.rm_seeds:
+            t1 = time.perf_counter()
+            print(f"[2/3] training the MiniLM Bradley–Terry reward model ({pooling} pooling, layers {layers}, seed {seed})", flush=True)
+            trained = train_reward_model(pairs, encoder, RMTrainConfig(margin_threshold=args.margin_threshold, seed=seed))
+            metrics = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in trained.metrics.items()}
+            metrics.update(pooling=pooling, layers=layers, seed=seed, seconds_total=round(time.perf_counter() - t1, 1))
+            print(json.dumps(metrics, indent=2), flush=True)
+            if not by_seed:  # the first seed's RM is saved (and trains the proxy)
+                rm_dir = trained.model.save(out / name)
+                figures[name] = metrics
+            by_seed.append({key: metrics[key] for key in ("seed", "test_accuracy", "test_accuracy_margin", "test_pairs_margin")})
+        figures[f"{name}_by_seed"] = by_seed
+        figures[f"{name}_accuracy_margin_mean"] = round(sum(m["test_accuracy_margin"] for m in by_seed) / len(by_seed), 4)
 
+    if args.judge_pairs > 0:
+        figures["judge"] = _judge(lm, pairs[: args.judge_pairs], args)
     if args.train_minutes > 0:
         figures.update(_proxy(lm, rm_dir, args))
     figures["total_seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(figures, indent=2))
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
+
+
+def _judge(lm: object, pairs: list, args: argparse.Namespace) -> dict[str, object]:
+    """The LLM as an AI judge of VADER-labelled pairs: agreement with VADER, parse failures, position bias."""
+    from proxy_env.feedback import LLMJudge
+
+    report: dict[str, object] = {"pairs": len(pairs)}
+    for mode in args.judge_modes:
+        t0 = time.perf_counter()
+        print(f"[judge] {lm.name} judges {len(pairs)} pairs, mode={mode}", flush=True)  # type: ignore[attr-defined]
+        judge = LLMJudge(lm, mode=mode, seed=args.seed)
+        labels = judge.label([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
+        decided = [(label.first_wins, p.margin is not None and p.margin >= args.margin_threshold) for label, p in zip(labels, pairs)
+                   if label.first_wins is not None]
+        strong = [agree for agree, is_strong in decided if is_strong]
+        report[mode] = {"agreement": round(sum(a for a, _ in decided) / len(decided), 4) if decided else None,
+                        "agreement_margin": round(sum(strong) / len(strong), 4) if strong else None, "pairs_margin": len(strong),
+                        "decided": len(decided), "parse_failure_rate": round(judge.stats.parse_failure_rate, 4),
+                        "position1_rate": round(judge.stats.position1_rate, 4), "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(report[mode]), flush=True)
+    return report
+
+
+class _EmbedOnce:
+    """An encoder that embeds a given list of texts once: the RM seeds share the (slow) encoder pass."""
+
+    def __init__(self, encoder: object) -> None:
+        self.encoder, self.cache = encoder, {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.encoder, name)
+
+    def embed(self, prompts: list[str], responses: list[str]) -> object:
+        key = (tuple(prompts), tuple(responses))
+        if key not in self.cache:
+            self.cache[key] = self.encoder.embed(prompts, responses)  # type: ignore[attr-defined]
+        return self.cache[key]
 
 
 def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, object]:
