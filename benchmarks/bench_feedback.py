@@ -61,6 +61,7 @@ def main() -> None:
         raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
     t0 = time.perf_counter()
     lm = resolve_lm(args.model, None)

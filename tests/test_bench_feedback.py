@@ -24,6 +24,7 @@ def test_bench_feedback_reads_pair_files_and_reports_each_seed(tmp_path):
              for i in range(60)]
     write_jsonl(tmp_path / "a.jsonl", pairs[:30])
     write_jsonl(tmp_path / "b.jsonl", pairs[30:])
+    files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--model", "tiny", "--pairs", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
                            "--rm-seeds", "0", "1", "--layers", "0", "--train-minutes", "0", "--judge-pairs", "12", "--out-dir", str(tmp_path / "out"), "--threads", "1"],
@@ -46,3 +47,11 @@ def test_bench_feedback_reads_pair_files_and_reports_each_seed(tmp_path):
         assert decided == round(12 * (1 - judge[mode]["parse_failure_rate"])) or mode == "logits"
     model = load_reward_model(tmp_path / "out" / "rm", device="cpu")
     assert model.config()["head"]["per_token"] is True and model.train_config["seed"] == 0
+
+    # the judge stage alone, into a folder that does not exist yet
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", "tiny", "--pairs", *files, "--skip-rm", "--train-minutes", "0",
+                           "--judge-pairs", "4", "--judge-modes", "logits", "--out-dir", str(tmp_path / "new" / "judge"), "--threads", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "new" / "judge" / "figures.json").read_text())
+    assert "rm" not in figures and figures["judge"]["pairs"] == 4 and set(figures["judge"]) == {"pairs", "logits"}
