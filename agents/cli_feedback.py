@@ -83,10 +83,15 @@ def _prefs_build(args: argparse.Namespace) -> int:
 
 
 def _encoder(args: argparse.Namespace) -> Any:
+    from proxy_env.errors import ConfigError
     from proxy_env.feedback import LMEncoder, SentenceEncoder
 
     if args.encoder == "lm":
         from agents.train import resolve_lm
+
+        if args.pooling != "mean" or args.layers != [-1] or args.input_format != "response":
+            raise ConfigError(f"--pooling {args.pooling} / --layers {' '.join(map(str, args.layers))} / --input-format {args.input_format} "
+                              "apply to sentence encoders; --encoder lm averages the LLM's --layer over the response. Drop them.")
 
         return LMEncoder(resolve_lm(args.model, args.device), layer=args.layer)
     path = None if args.encoder == "minilm" else args.encoder

@@ -1,15 +1,18 @@
-"""Issue 6 end to end: VADER preference pairs -> MiniLM Bradley–Terry RM -> a proxy trained on the RM.
+"""Issue 6 end to end: VADER preference pairs -> MiniLM Bradley–Terry RM -> a proxy trained on the RM; the LLM as AI judge.
 
     python benchmarks/bench_feedback.py                                   # full run (>= 2,000 pairs, default model)
-    python benchmarks/bench_feedback.py --num-prompts 16 --pairs-per-prompt 4 --train-minutes 0   # a quick trial
-    python benchmarks/bench_feedback.py --pairs runs/feedback/pairs.jsonl    # reuse built pairs (skips stage 1)
+    python benchmarks/bench_feedback.py --num-prompts 16 --pairs-per-prompt 4 --rm-seeds 0 --judge-pairs 0 --train-minutes 0   # quick
+    python benchmarks/bench_feedback.py --pairs a.jsonl b.jsonl           # reuse built pairs, several files (skips stage 1)
 
 Stages, each timed: (1) sample ``2 * pairs_per_prompt`` responses per default train prompt from the
 frozen LLM, label pairs by VADER (exact ties dropped), record perplexities; (2) train the MiniLM
-Bradley–Terry head, report held-out accuracy overall and on pairs with VADER margin >= 0.3, and the
-reward/length correlation, for the standard sentence embedding (mean-pooled last layer) and for the
-encoder settings given (default: a per-token head over layers 0-2, averaged: the shape of VADER's word lexicon); (3) optionally train a PPO proxy against the learned RM and compare it
-with always-accept on held-out prompts, scored by VADER (the true reward the RM approximates).
+Bradley–Terry head once per ``--rm-seeds`` seed (each a different split by prompt), report held-out
+accuracy overall and on pairs with VADER margin >= 0.3, and the reward/length correlation, for the
+standard sentence embedding (mean-pooled last layer) and for the encoder settings given (default: a
+per-token head over layers 0-2, averaged: the shape of VADER's word lexicon); the first seed's RMs
+are saved; (3) ``--judge-pairs``: the LLM judges that many pairs, agreement with VADER; (4)
+optionally train a PPO proxy against the learned RM and compare it with always-accept on held-out
+prompts, scored by VADER (the true reward the RM approximates).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="frozen LLM")
     parser.add_argument("--num-prompts", type=int, default=0, help="first N default train prompts (0: all 637)")
@@ -47,20 +50,27 @@ def main() -> None:
     parser.add_argument("--out-dir", default="runs/feedback", help="pairs.jsonl, rm/, proxy/ go here")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     import torch
 
     from agents.train import resolve_lm
-    from proxy_env.feedback import RMTrainConfig, RewardFeedback, SentenceEncoder, build_preferences, train_reward_model, write_jsonl
+    from proxy_env.feedback import RewardFeedback, build_preferences, is_reward_model_dir, write_jsonl
     from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
 
     if args.num_prompts < 0:
         raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
-    torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
+    if args.skip_rm and args.train_minutes > 0 and not is_reward_model_dir(out / "rm"):
+        raise ConfigError(f"--skip-rm with --train-minutes {args.train_minutes:g} trains the proxy on {out / 'rm'}, which holds no "
+                          "reward model; drop --skip-rm or pass --train-minutes 0.")
+    torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
     t0 = time.perf_counter()
@@ -86,22 +96,8 @@ def main() -> None:
     print(json.dumps(figures, indent=2), flush=True)
 
     rm_dir = out / "rm"
-    for name, pooling, layers in () if args.skip_rm else (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
-        encoder, by_seed = _EmbedOnce(SentenceEncoder(pooling=pooling, layers=layers)), []
-        for seed in args.rm_seeds:
-            t1 = time.perf_counter()
-            print(f"[2/3] training the MiniLM Bradley–Terry reward model ({pooling} pooling, layers {layers}, seed {seed})", flush=True)
-            trained = train_reward_model(pairs, encoder, RMTrainConfig(margin_threshold=args.margin_threshold, seed=seed))
-            metrics = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in trained.metrics.items()}
-            metrics.update(pooling=pooling, layers=layers, seed=seed, seconds_total=round(time.perf_counter() - t1, 1))
-            print(json.dumps(metrics, indent=2), flush=True)
-            if not by_seed:  # the first seed's RM is saved (and trains the proxy)
-                rm_dir = trained.model.save(out / name)
-                figures[name] = metrics
-            by_seed.append({key: metrics[key] for key in ("seed", "test_accuracy", "test_accuracy_margin", "test_pairs_margin")})
-        figures[f"{name}_by_seed"] = by_seed
-        figures[f"{name}_accuracy_margin_mean"] = round(sum(m["test_accuracy_margin"] for m in by_seed) / len(by_seed), 4)
-
+    if not args.skip_rm:
+        rm_dir = _train_rms(pairs, args, out, figures)
     if args.judge_pairs > 0:
         figures["judge"] = _judge(lm, pairs[: args.judge_pairs], args)
     if args.train_minutes > 0:
@@ -111,25 +107,46 @@ def main() -> None:
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
 
 
+def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[str, object]) -> Path:
+    """Stage 2: both encoders x every seed; figures per seed and their mean; the first seed's RMs saved. Returns the tuned RM's folder."""
+    from proxy_env.feedback import RMTrainConfig, SentenceEncoder, train_reward_model
+
+    for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
+        encoder, by_seed = _EmbedOnce(SentenceEncoder(pooling=pooling, layers=layers)), []
+        for seed in args.rm_seeds:
+            t1 = time.perf_counter()
+            print(f"[2/3] training the MiniLM Bradley–Terry reward model ({pooling} pooling, layers {layers}, seed {seed})", flush=True)
+            trained = train_reward_model(pairs, encoder, RMTrainConfig(margin_threshold=args.margin_threshold, seed=seed))
+            metrics = {**_rounded(trained.metrics), "pooling": pooling, "layers": layers, "seed": seed,
+                       "seconds_total": round(time.perf_counter() - t1, 1)}
+            print(json.dumps(metrics, indent=2), flush=True)
+            if not by_seed:  # the first seed's RM is saved (and trains the proxy)
+                trained.model.save(out / name)
+                figures[name] = metrics
+            by_seed.append({key: metrics[key] for key in ("seed", "test_accuracy", "test_accuracy_margin", "test_pairs_margin", "seconds_total")})
+        figures[f"{name}_by_seed"] = by_seed
+        accs = [m["test_accuracy_margin"] for m in by_seed if m["test_accuracy_margin"] is not None]  # None: no strong test pairs
+        figures[f"{name}_accuracy_margin_mean"] = round(sum(accs) / len(accs), 4) if accs else None
+    return out / "rm"
+
+
 def _judge(lm: object, pairs: list, args: argparse.Namespace) -> dict[str, object]:
     """The LLM as an AI judge of VADER-labelled pairs: agreement with VADER, parse failures, position bias."""
     from proxy_env.feedback import LLMJudge
+    from proxy_env.feedback.judge import judge_agreement
 
     report: dict[str, object] = {"pairs": len(pairs)}
     for mode in args.judge_modes:
         t0 = time.perf_counter()
         print(f"[judge] {lm.name} judges {len(pairs)} pairs, mode={mode}", flush=True)  # type: ignore[attr-defined]
-        judge = LLMJudge(lm, mode=mode, seed=args.seed)
-        labels = judge.label([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
-        decided = [(label.first_wins, p.margin is not None and p.margin >= args.margin_threshold) for label, p in zip(labels, pairs)
-                   if label.first_wins is not None]
-        strong = [agree for agree, is_strong in decided if is_strong]
-        report[mode] = {"agreement": round(sum(a for a, _ in decided) / len(decided), 4) if decided else None,
-                        "agreement_margin": round(sum(strong) / len(strong), 4) if strong else None, "pairs_margin": len(strong),
-                        "decided": len(decided), "parse_failure_rate": round(judge.stats.parse_failure_rate, 4),
-                        "position1_rate": round(judge.stats.position1_rate, 4), "seconds": round(time.perf_counter() - t0, 1)}
+        figures = judge_agreement(LLMJudge(lm, mode=mode, seed=args.seed), pairs, args.margin_threshold)
+        report[mode] = {**_rounded(figures), "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(report[mode]), flush=True)
     return report
+
+
+def _rounded(figures: dict[str, object]) -> dict[str, object]:
+    return {key: (round(v, 4) if isinstance(v, float) else v) for key, v in figures.items()}
 
 
 class _EmbedOnce:

@@ -174,6 +174,10 @@ def test_load_errors(tiny_bert, tmp_path):
     (path / CONFIG_NAME).write_text(json.dumps({**config, "head": {**config["head"], "per_token": True}}))
     with pytest.raises(DataError, match=r"per_token=True does not match the encoder \(pooling='mean'\)"):
         load_reward_model(path)
+    legacy = {**config, "version": 2, "head": {k: v for k, v in config["head"].items() if k != "per_token"}}
+    (path / CONFIG_NAME).write_text(json.dumps(legacy))  # a version-2 folder written before per-token heads existed
+    texts = ["great day", "awful day"]
+    assert load_reward_model(path)(["q"] * 2, texts) == pytest.approx(trained.model(["q"] * 2, texts), abs=1e-5)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "file.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a reward-model folder"):
@@ -255,6 +259,18 @@ def test_sum_pooling_counts_tokens_and_bad_layers(tiny_bert):
         SentenceEncoder(tiny_bert, device="cpu", layers=(5,))
 
 
+def test_token_pooling_errors(tiny_bert, tmp_path, capsys):
+    from agents.cli import main
+
+    with pytest.raises(ConfigError, match="input_format='pair' would average the prompt's tokens"):
+        SentenceEncoder(tiny_bert, device="cpu", pooling="tokens", input_format="pair")
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, _toy_pairs(10))
+    assert main(["rm", "train", "--pairs", str(pairs), "--out", str(tmp_path / "rm"), "--encoder", "lm", "--model", "tiny",
+                 "--pooling", "tokens"]) == 2
+    assert "--pooling tokens" in capsys.readouterr().err and not (tmp_path / "rm").exists()
+
+
 def test_token_encoder_states_and_mask(tiny_bert):
     """pooling="tokens" returns every token's states plus a mask channel; padding is zero."""
     encoder = SentenceEncoder(tiny_bert, device="cpu", pooling="tokens", layers=(0, 1), batch_size=1)
@@ -281,7 +297,7 @@ def test_token_head_ignores_padding_and_learns_a_lexicon(tiny_bert):
     assert model(["q"] * 2, ["it was lovely", "it was horrible"]) == sorted(model(["q"] * 2, ["it was lovely", "it was horrible"]), reverse=True)
 
 
-def test_pairs_from_several_files(tmp_path, capsys):
+def test_pairs_from_several_files(tiny_bert, tmp_path, capsys):
     from agents.cli import main
     from proxy_env.feedback import load_pair_files
 
@@ -291,10 +307,10 @@ def test_pairs_from_several_files(tmp_path, capsys):
     assert [p.prompt for p in load_pair_files([first, second])] == [p.prompt for p in _toy_pairs(30)]
     with pytest.raises(ConfigError, match="non-empty list"):
         load_pair_files(str(first))
-    assert main(["rm", "eval", "--rm", str(_saved_toy_rm(tmp_path)), "--pairs", str(first), str(second)]) == 0
+    assert main(["rm", "eval", "--rm", str(_saved_toy_rm(tmp_path, tiny_bert)), "--pairs", str(first), str(second)]) == 0
     assert json.loads(capsys.readouterr().out)["pairs"] == 30
 
 
-def _saved_toy_rm(tmp_path):
-    encoder = SentenceEncoder(minilm_dir(), device="cpu", layers=(0,))
+def _saved_toy_rm(tmp_path, folder):
+    encoder = SentenceEncoder(folder, device="cpu", layers=(0,))
     return train_reward_model(_toy_pairs(20), encoder, RMTrainConfig(hidden=0, epochs=2)).model.save(tmp_path / "rm")

@@ -6,7 +6,8 @@ import pytest
 
 from proxy_env.errors import ConfigError
 from proxy_env.feedback import LLMJudge, RewardFeedback, build_preferences
-from proxy_env.feedback.judge import check_template
+from proxy_env.feedback.judge import check_template, judge_agreement
+from proxy_env.feedback.records import PreferencePair
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
@@ -87,6 +88,22 @@ def test_random_order_cancels_position_bias(tiny):
     assert judge.stats.position1_rate == 1.0
     shown_first_is_a = ["Reply 1: a" in text for text in lm.seen]
     assert [l.first_wins for l in labels] == shown_first_is_a  # mapped back to the original order
+
+
+def test_judge_agreement_with_the_labelling_source(tiny):
+    pairs = [PreferencePair("q", f"great {i}", f"awful {i}", "reward:vader", 0.1 if i % 4 == 0 else 0.5) for i in range(100)]
+
+    class Lexical(ScriptedLM):  # answers with the reply that says "great"
+        def generate(self, prompts, *, max_new_tokens, **kwargs):
+            return ["1" if "Reply 1: great" in text else "2" for text in prompts]
+
+    good = judge_agreement(LLMJudge(Lexical(tiny.tokenizer, []), mode="generate", seed=0), pairs)
+    assert good["agreement"] == good["agreement_margin"] == 1.0 and good["decided"] == 100 and good["pairs_margin"] == 75
+    assert 0.35 < good["position1_rate"] < 0.65  # the order was randomised
+    biased = judge_agreement(LLMJudge(ScriptedLM(tiny.tokenizer, ["1"]), mode="generate", seed=0), pairs)
+    assert biased["position1_rate"] == 1.0 and 0.35 < biased["agreement"] < 0.65  # shown-first bias is chance agreement
+    contrary = judge_agreement(LLMJudge(ScriptedLM(tiny.tokenizer, ["2", "??"]), mode="generate", randomize_order=False), pairs)
+    assert contrary["agreement"] == 0.0 and contrary["decided"] == 50 and contrary["parse_failure_rate"] == 0.5
 
 
 def test_template_is_validated():

@@ -26,7 +26,7 @@ import torch
 from proxy_env.errors import ConfigError
 from proxy_env.feedback.encoders import Encoder, per_token
 from proxy_env.feedback.records import PreferencePair
-from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, balance_by_length, bt_loss, fit_input_stats, make_head, pearson, split_by_prompt
+from proxy_env.feedback.rm import BTRewardModel, RMTrainConfig, balance_by_length, bt_loss, fit_input_stats, head_outputs, make_head, pearson, split_by_prompt
 
 
 class TrainedRM(NamedTuple):
@@ -44,7 +44,7 @@ def embed_pairs(pairs: Sequence[PreferencePair], encoder: Encoder) -> tuple[torc
         for text in (p.chosen, p.rejected):
             index.setdefault((p.prompt, text), len(index))
     keys = list(index)
-    emb = encoder.embed([k[0] for k in keys], [k[1] for k in keys]).float()  # (U, dim)
+    emb = encoder.embed([k[0] for k in keys], [k[1] for k in keys]).float()  # (U, dim) or (U, T, dim + 1)
     chosen = torch.tensor([index[(p.prompt, p.chosen)] for p in pairs], dtype=torch.long)
     rejected = torch.tensor([index[(p.prompt, p.rejected)] for p in pairs], dtype=torch.long)
     return emb, chosen, rejected
@@ -65,8 +65,7 @@ def _epoch(head: torch.nn.Module, opt: torch.optim.Optimizer, emb: torch.Tensor,
 
 @torch.no_grad()
 def _eval_loss(head: torch.nn.Module, emb: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> float:
-    head.eval()
-    return float(bt_loss(head(emb[c]).squeeze(-1), head(emb[r]).squeeze(-1))) if len(c) else float("nan")
+    return float(bt_loss(head_outputs(head.eval(), emb[c]), head_outputs(head, emb[r]))) if len(c) else float("nan")
 
 
 def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: RMTrainConfig | None = None) -> TrainedRM:
@@ -89,7 +88,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     embed_s = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG untouched
         torch.manual_seed(cfg.seed)
-        head = make_head(encoder.dim, cfg.hidden, per_token=per_token(encoder))  # built on the CPU
+        head = make_head(encoder.dim, cfg.hidden, tokens=per_token(encoder))  # built on the CPU
     fit_input_stats(head, emb[torch.cat([c[train_i], r[train_i]]).unique()])  # input statistics of the training responses
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -105,8 +104,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
             break
     head.load_state_dict(best_state)
     head.eval()
-    with torch.no_grad():
-        raw = torch.cat([head(chunk).squeeze(-1) for chunk in emb.split(1024)]) if len(emb) else torch.zeros(0)  # (U,)
+    raw = head_outputs(head, emb)  # (U,)
     used = torch.cat([c[train_i], r[train_i]]).unique()
     mean, std = (float(raw[used].mean()), float(raw[used].std().clamp(min=1e-6))) if cfg.normalize and len(used) > 1 else (0.0, 1.0)
     metrics = _metrics(pairs, raw, c, r, train_i, val_i, test_i, cfg)

@@ -1,4 +1,4 @@
-"""Frozen encoders under the Bradley–Terry reward head: texts -> fixed vectors, no gradients.
+"""Frozen encoders under the Bradley–Terry reward head: texts -> vectors (or token states), no gradients.
 
 * :class:`SentenceEncoder` — a BERT-style sentence encoder with mean pooling and L2 normalisation
   (sentence-transformers' recipe) loaded with plain transformers. Default: all-MiniLM-L6-v2 from the
@@ -73,7 +73,7 @@ class SentenceEncoder:
     Args:
         path: a model folder (``None``: the shipped all-MiniLM-L6-v2).
         input_format: ``"response"`` encodes the response alone; ``"pair"`` the (prompt, response) text pair.
-        pooling: ``"mean"`` (L2-normalised) or ``"sum"``.
+        pooling: ``"mean"`` (L2-normalised), ``"sum"`` or ``"tokens"`` (no pooling; ``input_format="response"`` only).
         layers: indices into the encoder's hidden states (0: embeddings, -1: last layer).
         batch_size: texts per forward.
         max_length: truncation length in tokens.
@@ -89,6 +89,9 @@ class SentenceEncoder:
 
         check_choice("input_format", input_format, INPUT_FORMATS)
         check_choice("pooling", pooling, POOLINGS)
+        if pooling == "tokens" and input_format == "pair":
+            raise ConfigError("pooling='tokens' with input_format='pair' would average the prompt's tokens into the reward; "
+                              "use input_format='response' (or pooling='mean'/'sum' for pairs).")
         folder = Path(path).expanduser() if path is not None else minilm_dir()
         if not (folder / "config.json").is_file():
             raise ConfigError(f"encoder path {str(folder)!r} holds no config.json; pass a Hugging Face encoder folder or None for MiniLM.")
@@ -128,7 +131,7 @@ class SentenceEncoder:
             for layer in self.layers:
                 total = (states[layer].float() * mask).sum(1)  # (n, H)
                 if self.pooling == "mean":
-                    total = torch.nn.functional.normalize(total / mask.sum(1).clamp(min=1.0), dim=-1)
+                    total = F.normalize(total / mask.sum(1).clamp(min=1.0), dim=-1)
                 pooled.append(total)
             out.append(torch.cat(pooled, -1).cpu())  # (n, H * len(layers))
         if self.per_token:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from proxy_env.errors import ConfigError, check_choice
+from proxy_env.feedback.records import PreferencePair
 from proxy_env.feedback.sources import Preference
 
 DEFAULT_TEMPLATE = (
@@ -142,6 +144,21 @@ class LLMJudge:
             margin = abs(2.0 * p - 1.0) if self.mode == "logits" else None
             out.append(Preference(None if p == 0.5 else bool(p_first > 0.5), margin))
         return out
+
+
+def judge_agreement(judge: LLMJudge, pairs: Sequence[PreferencePair], margin_threshold: float = 0.3) -> dict[str, Any]:
+    """How often ``judge`` prefers each pair's ``chosen`` response: its agreement with the source that labelled the pairs.
+
+    Returns agreement over the pairs the judge decided (not tied, parsed) and over those whose source
+    margin is >= ``margin_threshold``, with the judge's parse failure rate and position-1 rate.
+    """
+    labels = judge.label([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
+    decided = [(bool(label.first_wins), p.margin is not None and p.margin >= margin_threshold)
+               for label, p in zip(labels, pairs) if label.first_wins is not None]
+    strong = [agree for agree, is_strong in decided if is_strong]
+    return {"agreement": sum(a for a, _ in decided) / len(decided) if decided else None, "decided": len(decided),
+            "agreement_margin": sum(strong) / len(strong) if strong else None, "pairs_margin": len(strong),
+            "parse_failure_rate": judge.stats.parse_failure_rate, "position1_rate": judge.stats.position1_rate}
 
 
 def _single_token(tokenizer: Any, text: str) -> int:

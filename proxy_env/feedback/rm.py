@@ -26,12 +26,13 @@ from torch import nn
 
 from proxy_env.assets import replace_dir
 from proxy_env.errors import ConfigError, DataError
-from proxy_env.feedback.encoders import Encoder, encoder_from_spec, per_token
+from proxy_env.feedback.encoders import Encoder, encoder_from_spec
 from proxy_env.feedback.records import PreferencePair
 
 CONFIG_NAME = "reward_model.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT, FORMAT_VERSION = "proxy-rlhf-bt-reward-model", 2  # 2: the head standardises its inputs
+FORMAT, FORMAT_VERSION = "proxy-rlhf-bt-reward-model", 3  # 2: the head standardises its inputs; 3: per-token heads
+READ_VERSIONS = (2, 3)  # pooled heads are still written as version 2, so older readers load them
 
 
 def _help(text: str) -> dict[str, str]:
@@ -93,12 +94,12 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_head(in_dim: int, hidden: int, per_token: bool = False) -> nn.Module:
+def make_head(in_dim: int, hidden: int, tokens: bool = False) -> nn.Module:
     """Standardised inputs, then a linear head (``hidden=0``) or a one-hidden-layer MLP: (n, in_dim) -> (n, 1).
 
-    ``per_token=True`` wraps it in a :class:`TokenMeanHead`: (n, T, in_dim + 1) masked token states -> (n, 1).
+    ``tokens=True`` wraps it in a :class:`TokenMeanHead`: (n, T, in_dim + 1) masked token states -> (n, 1).
     """
-    if per_token:
+    if tokens:
         return TokenMeanHead(in_dim, hidden)
     if hidden == 0:
         return nn.Sequential(Standardize(in_dim), nn.Linear(in_dim, 1))
@@ -120,7 +121,14 @@ class TokenMeanHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x[..., -1]  # (n, T)
         scores = self.token(x[..., :-1]).squeeze(-1) * mask  # (n, T)
-        return (scores.sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+        return (scores.sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (n, 1)
+
+
+@torch.no_grad()
+def head_outputs(head: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``head(x)`` as (n,) float32 on the CPU, ``chunk`` rows per call (token states are large)."""
+    device = next(head.parameters()).device
+    return torch.cat([head(part.to(device)).squeeze(-1).float().cpu() for part in x.split(chunk)]) if len(x) else torch.zeros(0)
 
 
 def fit_input_stats(head: nn.Module, x: torch.Tensor) -> None:
@@ -181,17 +189,18 @@ class BTRewardModel:
         self.name = name or f"bt-rm({encoder.name})"
 
     @torch.no_grad()
-    def raw(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Head outputs (n,) for embeddings (n, dim), unnormalised."""
-        return self.head(embeddings.to(next(self.head.parameters()).device)).squeeze(-1).float().cpu()
+    def raw(self, embeddings: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Head outputs (n,) for embeddings (n, dim) or token states (n, T, dim + 1), unnormalised, ``chunk`` rows at a time."""
+        return head_outputs(self.head, embeddings, chunk)
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         values = (self.raw(self.encoder.embed(prompts, responses)) - self.mean) / self.std
         return values.tolist()
 
     def config(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name, "encoder": self.encoder.spec(),
-                "head": {"in_dim": self.encoder.dim, "hidden": self.hidden, "per_token": isinstance(self.head, TokenMeanHead)},
+        tokens = isinstance(self.head, TokenMeanHead)
+        return {"format": FORMAT, "version": FORMAT_VERSION if tokens else 2, "name": self.name, "encoder": self.encoder.spec(),
+                "head": {"in_dim": self.encoder.dim, "hidden": self.hidden, "per_token": tokens},
                 "normalization": {"mean": self.mean, "std": self.std}, "metrics": self.metrics, "train_config": self.train_config}
 
     def save(self, path: str | Path) -> Path:
@@ -238,8 +247,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise DataError(f"{file}: not a Bradley–Terry reward-model config (format={config.get('format') if isinstance(config, dict) else None!r}, "
                         f"expected {FORMAT!r}).")
-    if config.get("version") != FORMAT_VERSION:
-        raise DataError(f"{file}: format version {config.get('version')!r}; this proxy-rlhf reads version {FORMAT_VERSION}. Retrain or upgrade.")
+    if config.get("version") not in READ_VERSIONS:
+        raise DataError(f"{file}: format version {config.get('version')!r}; this proxy-rlhf reads versions {list(READ_VERSIONS)}. "
+                        "Retrain or upgrade.")
     for key in ("encoder", "head", "normalization"):
         if not isinstance(config.get(key), dict):
             raise DataError(f"{file}: the {key!r} section is missing or not an object.")
@@ -253,14 +263,15 @@ def load_reward_model(path: str | Path, *, lm: Any = None, device: str | torch.d
     from safetensors.torch import load_file
 
     config = read_config(path)
-    encoder = encoder_from_spec(config["encoder"], lm=lm, device=device)
     head_cfg = config["head"]
+    tokens = bool(head_cfg.get("per_token", False))
+    if tokens != (config["encoder"].get("pooling") == "tokens"):  # checked before the encoder loads
+        raise DataError(f"{path}: head per_token={tokens} does not match the encoder "
+                        f"(pooling={config['encoder'].get('pooling')!r}); the config was edited or is corrupt.")
+    encoder = encoder_from_spec(config["encoder"], lm=lm, device=device)
     if head_cfg.get("in_dim") != encoder.dim:
         raise DataError(f"{path}: head input width {head_cfg.get('in_dim')} != encoder width {encoder.dim}.")
-    if bool(head_cfg.get("per_token", False)) != per_token(encoder):
-        raise DataError(f"{path}: head per_token={head_cfg.get('per_token', False)} does not match the encoder "
-                        f"(pooling={config['encoder'].get('pooling')!r}); the config was edited or is corrupt.")
-    head = make_head(int(head_cfg["in_dim"]), int(head_cfg.get("hidden", 0)), per_token=per_token(encoder))
+    head = make_head(int(head_cfg["in_dim"]), int(head_cfg.get("hidden", 0)), tokens=tokens)
     try:
         head.load_state_dict(load_file(str(Path(path).expanduser() / WEIGHTS_NAME)))
     except (RuntimeError, KeyError) as exc:
@@ -279,5 +290,5 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-__all__ = ["BTRewardModel", "RMTrainConfig", "TokenMeanHead", "balance_by_length", "bt_loss", "fit_input_stats", "is_reward_model_dir",
+__all__ = ["BTRewardModel", "RMTrainConfig", "TokenMeanHead", "balance_by_length", "bt_loss", "fit_input_stats", "head_outputs", "is_reward_model_dir",
            "load_reward_model", "make_head", "pearson", "read_config", "split_by_prompt"]
