@@ -95,20 +95,19 @@ def main() -> None:
     figures["strong_pairs"] = sum(p.margin is not None and p.margin >= args.margin_threshold for p in pairs)
     print(json.dumps(figures, indent=2), flush=True)
 
-    rm_dir = out / "rm"
     if not args.skip_rm:
-        rm_dir = _train_rms(pairs, args, out, figures)
+        _train_rms(pairs, args, out, figures)
     if args.judge_pairs > 0:
         figures["judge"] = _judge(lm, pairs[: args.judge_pairs], args)
     if args.train_minutes > 0:
-        figures.update(_proxy(lm, rm_dir, args))
+        figures.update(_proxy(lm, out / "rm", args))
     figures["total_seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(figures, indent=2))
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
 
 
-def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[str, object]) -> Path:
-    """Stage 2: both encoders x every seed; figures per seed and their mean; the first seed's RMs saved. Returns the tuned RM's folder."""
+def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[str, object]) -> None:
+    """Stage 2: both encoders x every seed; figures per seed and their mean; the first seed's RMs saved (OUT_DIR/rm is the tuned one)."""
     from proxy_env.feedback import RMTrainConfig, SentenceEncoder, train_reward_model
 
     for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
@@ -127,7 +126,6 @@ def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[s
         figures[f"{name}_by_seed"] = by_seed
         accs = [m["test_accuracy_margin"] for m in by_seed if m["test_accuracy_margin"] is not None]  # None: no strong test pairs
         figures[f"{name}_accuracy_margin_mean"] = round(sum(accs) / len(accs), 4) if accs else None
-    return out / "rm"
 
 
 def _judge(lm: object, pairs: list, args: argparse.Namespace) -> dict[str, object]:

@@ -150,7 +150,9 @@ def judge_agreement(judge: LLMJudge, pairs: Sequence[PreferencePair], margin_thr
     """How often ``judge`` prefers each pair's ``chosen`` response: its agreement with the source that labelled the pairs.
 
     Returns agreement over the pairs the judge decided (not tied, parsed) and over those whose source
-    margin is >= ``margin_threshold``, with the judge's parse failure rate and position-1 rate.
+    margin is >= ``margin_threshold``, with the judge's parse failure rate and position-1 rate (its
+    :attr:`LLMJudge.stats`, which count every judgment it has made: pass a fresh judge for figures of
+    these pairs alone).
     """
     labels = judge.label([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
     decided = [(bool(label.first_wins), p.margin is not None and p.margin >= margin_threshold)
