@@ -173,7 +173,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ state
     def _allocate(self) -> None:
         """All per-env state as (num_envs, ...) tensors, allocated once."""
-        b, k, dev = self.num_envs, min(self.config.top_k, self.lm.vocab_size), self.lm.device
+        b, k, dev = self.num_envs, min(self.config.top_k + skam.TIE_MARGIN, self.lm.vocab_size), self.lm.device
         zeros = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
         self.cache = self.lm.new_cache(b, self.config.hidden_layer)
         self.seed = zeros(b)
@@ -195,6 +195,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def _set_pool(self, rows: torch.Tensor, pool: skam.Pool, target: str) -> None:
         current = getattr(self, target)
+        width = max(current.tokens.shape[1], pool.tokens.shape[1])  # ties with the k-th score widen a pool
+        current, pool = skam.pad(current, width), skam.pad(pool, width)
         setattr(self, target, skam.Pool(*(torch.where(_rows(rows, c), n, c) for c, n in zip(current, pool))))
 
     def _ordered(self, pool: skam.Pool) -> skam.Pool:
@@ -255,7 +257,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
             return self._truncate(logits)
         index = rows.nonzero().squeeze(1)
         sub = self._truncate(logits[index])
-        return skam.Pool(*(c.index_put((index,), n) for c, n in zip(self.next_pool, sub)))
+        width = max(sub.tokens.shape[1], self.next_pool.tokens.shape[1])
+        current, sub = skam.pad(self.next_pool, width), skam.pad(sub, width)
+        return skam.Pool(*(c.index_put((index,), n) for c, n in zip(current, sub)))
 
     def _advance(self, pending: torch.Tensor) -> None:
         """Feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those."""

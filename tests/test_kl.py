@@ -76,11 +76,11 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
     recorded = []
     trajectory(tiny, tiny.encode_prompt("Tell me a story"), response, lambda o: recorded.append(o) or np.full(len(o), 0.5),
                top_k=top_k, top_p=top_p, temperature=1.0)
-    table = recorded[0].reshape(len(response), top_k, -1)  # (T, K, H) in the pool's descending-probability order
     logits = tiny.forward_full(tiny.encode_prompt("Tell me a story") + response).logits
     from proxy_env import candidates as skam
 
-    pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, K)
+    pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, W): top_k + tie margin
+    table = recorded[0].reshape(len(response), pools.shape[1], -1)  # (T, W, H) in the pool's descending-probability order
     assert len(seen) >= 3
     for position, token, observation in seen:
         k = int((pools[position] == token).nonzero()[0, 0])
