@@ -9,8 +9,9 @@ from enum import IntEnum
 from proxy_env.errors import ConfigError, ConfigTypeError, check_choice
 
 ORDERS = ("sample", "greedy")
-OBSERVATIONS = ("candidate", "candidate_stats")
+OBSERVATIONS = ("candidate", "candidate_stats", "prefix")
 NUM_STATS = 3  # extra features of observation="candidate_stats"
+NUM_PREFIX_STATS = 2  # log-probabilities after the two hidden-size blocks of observation="prefix"
 
 
 class Action(IntEnum):
@@ -35,6 +36,8 @@ class EnvConfig:
     reward_baseline: float | str | None = None
     reject_cost: float = 0.0
     reward_normalize: bool = False
+    forced_steps: bool = False
+    kl_coef: float = 0.0
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -50,8 +53,17 @@ class EnvConfig:
             raise ConfigError(f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection).")
         if not isinstance(self.reward_normalize, bool):
             raise ConfigTypeError(f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation).")
+        if not isinstance(self.forced_steps, bool):
+            raise ConfigTypeError(f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored).")
+        if not _real(self.kl_coef) or self.kl_coef < 0.0:
+            raise ConfigError(f"kl_coef={self.kl_coef!r} must be a finite float >= 0 (0 disables the KL penalty).")
         check_choice("order", self.order, ORDERS)
         check_choice("observation", self.observation, OBSERVATIONS)
+        if self.kl_coef > 0 and self.observation != "prefix":
+            raise ConfigError(
+                f"kl_coef={self.kl_coef} needs observation='prefix' (got {self.observation!r}): the penalty needs the accept "
+                "probability of every pool candidate, which only 'prefix' gives without an LLM forward per candidate."
+            )
         baseline = self.reward_baseline
         if not (baseline is None or baseline == "reference" or (_real(baseline) and not isinstance(baseline, str))):
             raise ConfigError(f"reward_baseline={baseline!r} must be None, a finite float, or 'reference'.")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -11,11 +12,31 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
-from proxy_env.config import NUM_STATS, Action, EnvConfig
-from proxy_env.errors import ActionError, ConfigError, StateError
+from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
+from proxy_env.steering import kl_divergence, steered_probs
+
+AcceptFn = Callable[[np.ndarray], np.ndarray]  # observations (N, d) -> P(accept) (N,)
+
+
+class PoolView(NamedTuple):
+    """Every env's current pool as the proxy sees it (``observation="prefix"``)."""
+
+    obs: torch.Tensor  # (B, K, d) float32: the observation each candidate would have
+    q: torch.Tensor  # (B, K) float64 unsteered (truncated) probabilities, 0 on padding
+    tokens: torch.Tensor  # (B, K) token ids, in offer order
+    size: torch.Tensor  # (B,) valid candidates
+
+
+class KLCharge(NamedTuple):
+    """What one step charges for the KL penalty, per env (0 where no token was committed)."""
+
+    logratio: torch.Tensor  # (B,) log π(y) - log q(y) of the committed token: its mean over y is the exact KL
+    exact: torch.Tensor  # (B,) KL(π || q) of the position the token was committed at
+
 
 _PROMPT_SALT = 0x7072  # separates the prompt draw from the Gumbel draws of the same episode
 _MAX_SKIPPED_EPISODES = 100
@@ -134,6 +155,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         reward_baseline: float | str | None = None,
         reject_cost: float = 0.0,
         reward_normalize: bool = False,
+        forced_steps: bool = False,
+        kl_coef: float = 0.0,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
@@ -144,7 +167,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             raise ConfigError(f"num_envs={num_envs!r} must be an int >= 1.")
         self.config = EnvConfig(
             max_new_tokens, top_k, top_p, temperature, max_rejections, order, observation, hidden_layer,
-            reward_baseline, reject_cost, reward_normalize,
+            reward_baseline, reject_cost, reward_normalize, forced_steps, kl_coef,
         )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         if render_mode not in (None, "ansi"):
@@ -159,7 +182,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
-        dim = self.lm.hidden_size + (NUM_STATS if observation == "candidate_stats" else 0)
+        dim = {"candidate": self.lm.hidden_size, "candidate_stats": self.lm.hidden_size + NUM_STATS,
+               "prefix": 2 * self.lm.hidden_size + NUM_PREFIX_STATS}[observation]
+        self.kl_coef = float(kl_coef)  # mutable: an adaptive controller sets it (set_attr("kl_coef", beta))
+        self.accept_fn: AcceptFn | None = None
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         self.single_action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(-np.inf, np.inf, (num_envs, dim), np.float32)
@@ -181,17 +207,23 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.prompt_index = zeros(b)
         self.position = zeros(b)  # response tokens committed
         self.offer = zeros(b)  # index of the candidate on offer = rejections at this position
-        empty_pool = skam.Pool(zeros(b, k), zeros(b, k, dtype=torch.float32), zeros(b, k, dtype=torch.float32), zeros(b))
+        empty_pool = skam.Pool(zeros(b, k), zeros(b, k, dtype=torch.float32), zeros(b, k, dtype=torch.float32), zeros(b) + 1)
         self.pool = empty_pool
-        self.next_pool = empty_pool  # pool of position + 1 if the candidate on offer is accepted
-        self.hidden = zeros(b, self.lm.hidden_size, dtype=torch.float32)  # (B, H) at the candidate on offer
+        self.next_pool = empty_pool  # "candidate": pool of position + 1 if the candidate on offer is accepted
+        # (B, H): "candidate": at the candidate on offer; "prefix": at the last committed token (prompt's last at first)
+        self.hidden = zeros(b, self.lm.hidden_size, dtype=torch.float32)
         self.response = zeros(b, self.config.max_new_tokens)
         self.decisions, self.rejections, self.forced = zeros(b), zeros(b), zeros(b)
+        self.kl_paid = zeros(b, dtype=torch.float64)  # Σ over the episode's committed tokens of log π - log q
         self.terminated = zeros(b, dtype=torch.bool)
         self.truncated = zeros(b, dtype=torch.bool)
         self.needs_reset = torch.ones(b, dtype=torch.bool, device=dev)
         self._seeded = False
         self._render_log: list[list[str]] = [[] for _ in range(b)]
+
+    @property
+    def _prefix(self) -> bool:
+        return self.config.observation == "prefix"
 
     def _set_pool(self, rows: torch.Tensor, pool: skam.Pool, target: str) -> None:
         current = getattr(self, target)
@@ -204,26 +236,32 @@ class ProxyRLHFVectorEnv(VectorEnv):
             return pool
         return skam.order(pool, skam.gumbel(self.seed, self.episode, self.position, pool.tokens))
 
+    def _forced_at(self, offer: torch.Tensor) -> torch.Tensor:
+        """Rows (B,) whose candidate at ``offer`` (B,) of the current pool is committed without asking."""
+        return skam.must_commit(offer, self.pool.size, self.config.max_rejections)
+
     # ------------------------------------------------------------------ episodes
-    def _start(self, rows: torch.Tensor, prompt_index: torch.Tensor | None = None) -> None:
+    def _start(self, rows: torch.Tensor, prompt_index: torch.Tensor | None = None, *, advance: bool = True) -> None:
         """Begin new episodes in ``rows`` (B,) bool: draw prompts, prefill, offer the first candidate.
 
         ``prompt_index`` (B,) picks the prompts (``reset(options={"prompt_index": ...})``); by
         default each env draws one from its seed. An episode that ends before any decision (every
         position had a single-candidate pool) gives the agent nothing to learn from: it is skipped
-        and the next prompt is drawn (a chosen prompt is kept).
+        and the next prompt is drawn (a chosen prompt is kept). With ``advance=False`` (only with
+        ``forced_steps``, where no episode ends before a step) the first candidate is fed by the
+        caller's next batched forward instead.
         """
         for _ in range(_MAX_SKIPPED_EPISODES):
-            self._start_once(rows, prompt_index)
+            self._start_once(rows, prompt_index, advance)
             rows = rows & (self.terminated | self.truncated)
             if not bool(rows.any()):
                 return
         raise StateError(
             f"{_MAX_SKIPPED_EPISODES} episodes in a row ended before the proxy had a choice: every pool held one "
-            f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}). Raise top_k or top_p."
+            f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}). Raise top_k or top_p, or pass forced_steps=True."
         )
 
-    def _start_once(self, rows: torch.Tensor, prompt_index: torch.Tensor | None) -> None:
+    def _start_once(self, rows: torch.Tensor, prompt_index: torch.Tensor | None, advance: bool) -> None:
         self.episode[rows] += 1
         if prompt_index is None:
             draw = skam.hash_uniform(self.seed, self.episode, torch.full_like(self.seed, _PROMPT_SALT))
@@ -233,7 +271,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         out = self.cache.reset_rows(rows, [self._encoded(int(self.prompt_index[i])) for i in index])
         logits = torch.zeros(self.num_envs, out.logits.shape[-1], device=out.logits.device)
         logits[rows] = out.logits
-        for name in ("position", "offer", "decisions", "rejections", "forced"):
+        for name in ("position", "offer", "decisions", "rejections", "forced", "kl_paid"):
             getattr(self, name)[rows] = 0
         self.terminated[rows] = False
         self.truncated[rows] = False
@@ -241,7 +279,14 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self._set_pool(rows, self._ordered(self._truncate(logits)), "pool")
         for i in index:
             self._render_log[i] = []
-        self._advance(rows)
+        if self._prefix:
+            hidden = torch.zeros_like(self.hidden)
+            hidden[rows] = out.hidden
+            self.hidden = torch.where(rows[:, None], hidden, self.hidden)
+            if advance:
+                self._settle(rows)
+        elif advance:
+            self._advance(rows)
 
     def _encoded(self, index: int) -> list[int]:
         if index not in self._prompt_ids:
@@ -251,25 +296,37 @@ class ProxyRLHFVectorEnv(VectorEnv):
     def _truncate(self, logits: torch.Tensor) -> skam.Pool:
         return skam.truncate(logits, self.config.top_k, self.config.top_p, self.config.temperature)
 
-    def _truncate_rows(self, logits: torch.Tensor, rows: torch.Tensor) -> skam.Pool:
+    def _truncate_rows(self, logits: torch.Tensor, rows: torch.Tensor, like: skam.Pool, all_rows: bool) -> skam.Pool:
         """Pools (B, K) from ``logits`` (B, V), computed for ``rows`` only (top-k over V is the costly part)."""
-        if bool(rows.all()):
+        if all_rows:
             return self._truncate(logits)
         index = rows.nonzero().squeeze(1)
         sub = self._truncate(logits[index])
-        width = max(sub.tokens.shape[1], self.next_pool.tokens.shape[1])
-        current, sub = skam.pad(self.next_pool, width), skam.pad(sub, width)
+        width = max(sub.tokens.shape[1], like.tokens.shape[1])
+        current, sub = skam.pad(like, width), skam.pad(sub, width)
         return skam.Pool(*(c.index_put((index,), n) for c, n in zip(current, sub)))
 
+    def _step_rows(self, token: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """One batched forward of ``token`` for ``rows``; (hidden, logits, whether every row went)."""
+        all_rows = bool(rows.all())
+        out = self.cache.step(token, rows, all_active=all_rows)
+        return out.hidden, out.logits, all_rows
+
     def _advance(self, pending: torch.Tensor) -> None:
-        """Feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those."""
+        """"candidate": feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those.
+
+        With ``forced_steps`` a forced candidate is offered as a step of its own, so this is one forward.
+        """
         pending = pending.clone()
         while bool(pending.any()):
             token = skam.select(self.pool.tokens, self.offer)
-            out = self.cache.step(token, pending)
-            self.hidden = torch.where(_rows(pending, self.hidden), out.hidden, self.hidden)
-            next_pool = self._truncate_rows(out.logits, pending)
-            forced = pending & skam.must_commit(self.offer, self.pool.size, self.config.max_rejections)
+            hidden, logits, all_rows = self._step_rows(token, pending)
+            self.hidden = torch.where(_rows(pending, self.hidden), hidden, self.hidden)
+            next_pool = self._truncate_rows(logits, pending, self.next_pool, all_rows)
+            if self.config.forced_steps:
+                self._set_pool(pending, next_pool, "next_pool")
+                return
+            forced = pending & self._forced_at(self.offer)
             self._set_pool(pending & ~forced, next_pool, "next_pool")
             if not bool(forced.any()):
                 break
@@ -278,17 +335,64 @@ class ProxyRLHFVectorEnv(VectorEnv):
             self._append(forced, token, next_pool)
             pending = forced & ~(self.terminated | self.truncated)
 
-    def _append(self, rows: torch.Tensor, token: torch.Tensor, next_pool: skam.Pool) -> None:
-        """Commit ``token`` (B,) to the responses of ``rows``; end episodes or offer the next position."""
+    def _feed(self, rows: torch.Tensor, token: torch.Tensor) -> None:
+        """"prefix": commit ``token`` (B,) of ``rows`` to the cache; their next pool comes from its forward."""
+        rows = rows & ~(self.terminated | self.truncated)
+        if not bool(rows.any()):
+            return
+        hidden, logits, all_rows = self._step_rows(token, rows)
+        self.cache.commit(rows)
+        self.hidden = torch.where(_rows(rows, self.hidden), hidden, self.hidden)
+        self.offer = torch.where(rows, 0, self.offer)
+        self._set_pool(rows, self._ordered(self._truncate_rows(logits, rows, self.pool, all_rows)), "pool")
+        if not self.config.forced_steps:
+            self._settle(rows)
+
+    def _settle(self, rows: torch.Tensor) -> None:
+        """"prefix": commit, without asking, each of ``rows`` whose candidate on offer is forced, and feed it."""
+        forced = rows & self._forced_at(self.offer) & ~(self.terminated | self.truncated)
+        if self.config.forced_steps or not bool(forced.any()):
+            return
+        token = skam.select(self.pool.tokens, self.offer)
+        self.forced += forced.long()
+        self._commit_tokens(forced, token)
+        self._feed(forced, token)
+
+    def _commit_tokens(self, rows: torch.Tensor, token: torch.Tensor) -> None:
+        """Append ``token`` (B,) to the responses of ``rows``; mark ended episodes."""
         self._log(rows, token, rejected=False)
-        index = rows.nonzero().squeeze(1)
-        self.response[index, self.position[index]] = token[index]
+        column = self.position.clamp(max=self.config.max_new_tokens - 1)[:, None]  # (B, 1)
+        current = self.response.gather(1, column)
+        self.response.scatter_(1, column, torch.where(rows[:, None], token[:, None], current))
         self.position += rows.long()
         self.terminated |= rows & torch.isin(token, self._eos)
         self.truncated |= rows & ~self.terminated & (self.position >= self.config.max_new_tokens)
+
+    def _append(self, rows: torch.Tensor, token: torch.Tensor, next_pool: skam.Pool) -> None:
+        """"candidate": commit ``token`` (B,) to the responses of ``rows``; end episodes or offer the next position."""
+        self._commit_tokens(rows, token)
         live = rows & ~(self.terminated | self.truncated)
-        self.offer[live] = 0
+        self.offer = torch.where(live, 0, self.offer)
         self._set_pool(live, self._ordered(next_pool), "pool")
+
+    def _transition(self, accept: torch.Tensor, reject: torch.Tensor) -> None:
+        """Apply the actions: commit accepted (and asked-for forced) candidates, move rejected rows on."""
+        token = skam.select(self.pool.tokens, self.offer)
+        self._log(reject, token, rejected=True)
+        self.offer += reject.long()
+        self.rejections += reject.long()
+        if not self._prefix:
+            self.cache.commit(accept)
+            self.cache.discard(reject)
+            self._append(accept, token, self.next_pool)
+            return
+        self._commit_tokens(accept, token)
+        # a rejection that leaves a forced candidate commits it now (without forced_steps): same forward
+        forced = reject & self._forced_at(self.offer) & (not self.config.forced_steps)
+        self.forced += forced.long()
+        token = torch.where(forced, skam.select(self.pool.tokens, self.offer), token)
+        self._commit_tokens(forced, token)
+        self._feed(accept | forced, token)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -333,23 +437,25 @@ class ProxyRLHFVectorEnv(VectorEnv):
                 )
             reset_now = self.needs_reset.clone()
         acting = ~reset_now
-        accept = acting & (act == Action.ACCEPT)
-        reject = acting & (act == Action.REJECT)
+        steps_forced = self.config.forced_steps
+        forced_now = acting & self._forced_at(self.offer) if steps_forced else torch.zeros_like(acting)  # action ignored
+        accept = acting & ((act == Action.ACCEPT) | forced_now)
+        reject = acting & ~accept
         self.terminated[:] = False
         self.truncated[:] = False
-        self.decisions += acting.long()
-        token = skam.select(self.pool.tokens, self.offer)
-        self.cache.commit(accept)
-        self.cache.discard(reject)
-        self._log(reject, token, rejected=True)
-        self.offer += reject.long()
-        self.rejections += reject.long()
-        self._append(accept, token, self.next_pool)
+        self.decisions += (acting & ~forced_now).long()
+        self.forced += forced_now.long()
+        kl = self._kl_charge(accept, reject) if self.kl_coef > 0 else None
+        self._transition(accept, reject)
         if reset_now.any():
-            self._start(reset_now)
-        self._advance(acting & ~(self.terminated | self.truncated))
+            self._start(reset_now, advance=not steps_forced)
+        if not self._prefix and not steps_forced:  # feed the next candidates now: forced chains may end episodes
+            self._advance(acting & ~(self.terminated | self.truncated))
 
         reward = torch.where(reject, -self.config.reject_cost, 0.0).double()
+        if kl is not None:
+            reward -= self.kl_coef * kl.logratio
+            self.kl_paid += kl.logratio
         ended = self.terminated | self.truncated
         terminated, truncated = _np(self.terminated), _np(self.truncated)
         info: dict[str, Any] = {}
@@ -366,12 +472,17 @@ class ProxyRLHFVectorEnv(VectorEnv):
                 info["_final_obs"] = _np(ended)
                 info["final_info"] = {**end_info, **self._step_info()}
                 info["_final_info"] = _np(ended)
-                self._start(ended)
+                self._start(ended, advance=not steps_forced)
             else:
                 self.needs_reset |= ended
                 info.update(end_info)
+        if steps_forced and not self._prefix:  # one batched forward: every row's next candidate, new episodes' too
+            self._advance((self.cache.pending < 0) & ~self.needs_reset)
         obs = self._observe()
         info.update(self._step_info())
+        info["forced"] = _np(self._forced_at(self.offer)) if steps_forced else np.zeros(self.num_envs, dtype=bool)
+        if kl is not None:
+            info.update(kl=_np(kl.logratio), kl_exact=_np(kl.exact), kl_coef=np.full(self.num_envs, self.kl_coef))
         return obs, _np(reward), terminated, truncated, info
 
     def _validate(self, actions: Any) -> torch.Tensor:
@@ -390,6 +501,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ observations and infos
     def _observe(self) -> np.ndarray:
+        if self._prefix:
+            pool = self.pool
+            obs = self._prefix_obs(skam.select(pool.tokens, self.offer)[:, None], skam.select(pool.logprob, self.offer)[:, None],
+                                   skam.select(pool.logprob_trunc, self.offer)[:, None])[:, 0]
+            return _np(obs)
         obs = self.hidden
         if self.config.observation == "candidate_stats":
             stats = torch.stack(
@@ -398,6 +514,55 @@ class ProxyRLHFVectorEnv(VectorEnv):
             )  # (B, 3)
             obs = torch.cat([obs, stats.clamp(min=-1e4)], dim=1)
         return _np(obs.float())
+
+    def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
+        """"prefix" observations (B, K, 2H + 2) of candidates ``tokens`` (B, K) at each row's position."""
+        emb = self.lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
+        hidden = self.hidden[:, None, :].expand(-1, tokens.shape[1], -1)  # (B, K, H)
+        stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
+        return torch.cat([hidden, emb, stats], dim=-1)
+
+    def pool_observations(self) -> PoolView:
+        """Every candidate of every env's current pool as the proxy would observe it (``observation="prefix"``).
+
+        This is what makes the steered distribution cheap: one proxy call over ``obs`` gives the accept
+        probability of the whole pool, with no LLM forward.
+        """
+        if not self._prefix:
+            raise ConfigError(
+                f"pool_observations() needs observation='prefix', got {self.config.observation!r}: with 'candidate' "
+                "each candidate's observation costs an LLM forward."
+            )
+        pool = self.pool
+        q = pool.logprob_trunc.double().exp()
+        return PoolView(self._prefix_obs(pool.tokens, pool.logprob, pool.logprob_trunc), q / q.sum(-1, keepdim=True),
+                        pool.tokens, pool.size)
+
+    def set_accept_fn(self, accept_fn: AcceptFn | None) -> None:
+        """The proxy's P(accept) over observations, ``(N, d) float32 -> (N,)``, used to charge ``kl_coef``."""
+        if accept_fn is not None and not callable(accept_fn):
+            raise ConfigTypeError(f"accept_fn must be a callable (observations (N, d) -> P(accept) (N,)), got {type(accept_fn).__name__}.")
+        self.accept_fn = accept_fn
+
+    def _kl_charge(self, accept: torch.Tensor, reject: torch.Tensor) -> KLCharge:
+        """log π - log q of the token each row commits at its current position this step (0 where none)."""
+        if self.accept_fn is None:
+            raise StateError(
+                f"kl_coef={self.kl_coef} needs the proxy's accept probabilities: call venv.set_accept_fn(fn) "
+                "(agents.train does it for SB3 models), or pass kl_coef=0."
+            )
+        view = self.pool_observations()
+        b, k, d = view.obs.shape
+        a = torch.as_tensor(np.asarray(self.accept_fn(_np(view.obs.reshape(b * k, d))), dtype=np.float64),
+                            device=view.q.device).reshape(b, k)
+        pi = steered_probs(view.q, a.masked_fill(view.q == 0, 0.0), self.config.max_rejections, order=self.config.order)
+        after = self.offer + 1
+        cap_forced = reject & self._forced_at(after) & (not self.config.forced_steps)  # committed right after the rejection
+        index = torch.where(accept, self.offer, torch.where(cap_forced, after, 0)).clamp(max=k - 1)
+        committed = accept | cap_forced
+        log_ratio = (pi.gather(1, index[:, None]).clamp_min(1e-300).log() - view.q.gather(1, index[:, None]).log())[:, 0]
+        zero = torch.zeros_like(log_ratio)
+        return KLCharge(torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero))
 
     def _step_info(self) -> dict[str, Any]:
         token = skam.select(self.pool.tokens, self.offer)
