@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from proxy_env import candidates as skam
-from proxy_env.steering import kl_divergence, steered_probs  # noqa: F401  (re-exported)
+from proxy_env.steering import kl_divergence, prefix_observation, steered_probs  # noqa: F401  (re-exported)
 from proxy_env.lm import FrozenLM
 
 def rank_dependent_probs(q: torch.Tensor, accept: torch.Tensor, max_rejections: int | None = None, *,
@@ -186,7 +186,10 @@ def trajectory(lm: FrozenLM, prompt_ids: list[int], response_ids: list[int], acc
     cache = DynamicCache()
     kwargs = lm.cache_kwargs(cache)
     kwargs.pop("logits_to_keep", None)
-    logits = lm.model(input_ids=seq, use_cache=True, **kwargs).logits[0, p_len - 1 : p_len - 1 + t_len].float()  # (T, V)
+    prefix = observation == "prefix"
+    out = lm.model(input_ids=seq, use_cache=True, output_hidden_states=prefix, **kwargs)
+    window = slice(p_len - 1, p_len - 1 + t_len)
+    logits = out.logits[0, window].float()  # (T, V)
     target = seq[0, p_len:]
     nll = -float(torch.log_softmax(logits, -1).gather(-1, target[:, None]).sum())
     pool, q = _pools(logits, top_k, top_p, temperature)
@@ -196,6 +199,10 @@ def trajectory(lm: FrozenLM, prompt_ids: list[int], response_ids: list[int], acc
     rank_dependent = observation == "candidate_stats"
     if isinstance(accept, float) and not rank_dependent:
         a = torch.full_like(q, accept)
+    elif prefix:  # what the LLM computed at each position: no second forward
+        hidden = out.hidden_states[hidden_layer][0, window]  # (T, H) at each position's last prefix token
+        obs = prefix_observation(lm, hidden, pool.tokens, pool.logprob, pool.logprob_trunc)  # (T, K, d)
+        a = torch.as_tensor(accept(obs.reshape(-1, obs.shape[-1]).cpu().numpy()), dtype=torch.float64).reshape(q.shape)
     else:
         obs_hidden = _candidate_hidden(lm, cache, pool, p_len, hidden_layer)  # (T, K, H), zeros on padding
         a = _accept_table(accept, obs_hidden, pool, top_k, rank_dependent)

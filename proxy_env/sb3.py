@@ -44,7 +44,7 @@ STEP_INFO_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejection
 # end-of-episode keys copied from ``final_info`` into the info dict of a finished env
 FINAL_INFO_KEYS = (
     "prompt", "response", "response_ids", "decisions", "num_rejections", "forced_commits",
-    "reward_raw", "reward_baseline", "reject_cost",
+    "reward_raw", "reward_baseline", "reject_cost", "kl_paid", "kl_exact_paid",
 )
 
 

@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import torch
 
 from proxy_env.errors import check_choice
+
+
+def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logprob: torch.Tensor,
+                       logprob_trunc: torch.Tensor) -> torch.Tensor:
+    """``observation="prefix"`` of candidates ``tokens`` (B, K): (B, K, 2H + 2) float32.
+
+    Built from what the LLM already computed at the position: ``hidden`` (B, H), the prefix's hidden
+    state (the last committed token's), then the candidate's input embedding, its tempered
+    log-probability and its log-probability in the pool (clamped at -1e4 so padding stays finite).
+    """
+    emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
+    stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
+    return torch.cat([hidden.float()[:, None, :].expand(-1, tokens.shape[1], -1), emb, stats], dim=-1)
 
 _V_LO = -30.0  # log x below which the integrands contribute < q_t e^-30 (≈ 1e-13 q_t)
 _TAIL = 60.0  # q_min x at the upper end: every integrand carries e^{-q_t x} < e^-60

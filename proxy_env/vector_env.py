@@ -17,7 +17,7 @@ from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateErr
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
-from proxy_env.steering import kl_divergence, steered_probs
+from proxy_env.steering import kl_divergence, prefix_observation, steered_probs
 
 AcceptFn = Callable[[np.ndarray], np.ndarray]  # observations (N, d) -> P(accept) (N,)
 
@@ -215,6 +215,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.response = zeros(b, self.config.max_new_tokens)
         self.decisions, self.rejections, self.forced = zeros(b), zeros(b), zeros(b)
         self.kl_paid = zeros(b, dtype=torch.float64)  # Σ over the episode's committed tokens of log π - log q
+        self.kl_exact_paid = zeros(b, dtype=torch.float64)  # Σ over its positions of KL(π_t || q_t)
         self.terminated = zeros(b, dtype=torch.bool)
         self.truncated = zeros(b, dtype=torch.bool)
         self.needs_reset = torch.ones(b, dtype=torch.bool, device=dev)
@@ -271,12 +272,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
         out = self.cache.reset_rows(rows, [self._encoded(int(self.prompt_index[i])) for i in index])
         logits = torch.zeros(self.num_envs, out.logits.shape[-1], device=out.logits.device)
         logits[rows] = out.logits
-        for name in ("position", "offer", "decisions", "rejections", "forced", "kl_paid"):
+        for name in ("position", "offer", "decisions", "rejections", "forced", "kl_paid", "kl_exact_paid"):
             getattr(self, name)[rows] = 0
         self.terminated[rows] = False
         self.truncated[rows] = False
         self.needs_reset[rows] = False
-        self._set_pool(rows, self._ordered(self._truncate(logits)), "pool")
+        self._set_pool(rows, self._ordered(self._truncate_rows(logits, rows, self.pool, False)), "pool")
         for i in index:
             self._render_log[i] = []
         if self._prefix:
@@ -456,11 +457,15 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if kl is not None:
             reward -= self.kl_coef * kl.logratio
             self.kl_paid += kl.logratio
+            self.kl_exact_paid += kl.exact
         ended = self.terminated | self.truncated
         terminated, truncated = _np(self.terminated), _np(self.truncated)
         info: dict[str, Any] = {}
         if ended.any():
             end_info = self._end_info(ended)
+            if kl is not None:
+                end_info.update(kl_paid=_np(self.kl_paid), kl_exact_paid=_np(self.kl_exact_paid),
+                                _kl_paid=_np(ended), _kl_exact_paid=_np(ended))
             terminal = end_info["reward_raw"] - end_info["reward_baseline"]
             if self.config.reward_normalize:
                 terminal = self._normalize(terminal, _np(ended))
@@ -480,7 +485,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
             self._advance((self.cache.pending < 0) & ~self.needs_reset)
         obs = self._observe()
         info.update(self._step_info())
-        info["forced"] = _np(self._forced_at(self.offer)) if steps_forced else np.zeros(self.num_envs, dtype=bool)
         if kl is not None:
             info.update(kl=_np(kl.logratio), kl_exact=_np(kl.exact), kl_coef=np.full(self.num_envs, self.kl_coef))
         return obs, _np(reward), terminated, truncated, info
@@ -517,10 +521,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
         """"prefix" observations (B, K, 2H + 2) of candidates ``tokens`` (B, K) at each row's position."""
-        emb = self.lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
-        hidden = self.hidden[:, None, :].expand(-1, tokens.shape[1], -1)  # (B, K, H)
-        stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
-        return torch.cat([hidden, emb, stats], dim=-1)
+        return prefix_observation(self.lm, self.hidden, tokens, logprob, logprob_trunc)
 
     def pool_observations(self) -> PoolView:
         """Every candidate of every env's current pool as the proxy would observe it (``observation="prefix"``).
@@ -575,6 +576,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
             "rank": _np(self.offer),
             "rejections": _np(self.offer),
             "position": _np(self.position),
+            # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
+            "forced": _np(self._forced_at(self.offer)) if self.config.forced_steps else np.zeros(self.num_envs, dtype=bool),
         }
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:

@@ -18,9 +18,15 @@ def _policy(env_index: int, seed: int = 0):
     return lambda: int(rng.random() < 0.7)
 
 
-def test_batched_env_equals_single_envs(make_venv, make_env):
+# every engine path: the paper's observation, the no-forward-on-reject one, forced candidates as steps
+MODES = [{}, {"observation": "prefix"}, {"forced_steps": True}, {"observation": "prefix", "forced_steps": True}]
+MODE_IDS = ["candidate", "prefix", "candidate-forced-steps", "prefix-forced-steps"]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_batched_env_equals_single_envs(make_venv, make_env, mode):
     n, steps, seed = 8, 40, 11
-    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode)
     obs, _ = venv.reset(seed=seed)
     policies = [_policy(i) for i in range(n)]
     vec_log = [[] for _ in range(n)]
@@ -37,7 +43,7 @@ def test_batched_env_equals_single_envs(make_venv, make_env):
                 vec_log[i].append(("step", obs[i], reward[i], term[i], trunc[i], None))
     episodes = 0
     for i in range(n):
-        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode)
         obs, _ = env.reset(seed=seed + i)
         log = [("reset", obs)]
         policy = _policy(i)
@@ -57,10 +63,11 @@ def test_batched_env_equals_single_envs(make_venv, make_env):
     assert episodes >= 3 * n  # several autoresets per env were compared
 
 
-def test_always_accept_samples_the_llm_distribution(make_venv, tiny):
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
     # first response token under always-accept vs the LLM's truncated distribution
     n, top_k, temperature = 64, 5, 1.5
-    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature)
+    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode)
     venv.reset(seed=3)
     counts: dict[int, int] = {}
     while sum(counts.values()) < 3000:
