@@ -28,13 +28,14 @@ from agents.callbacks import (
     CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TimeLimitCallback, TqdmCallback,
 )
 from agents.checkpoint import CheckpointError, load_checkpoint, plain, read_meta, save_checkpoint
+from agents.kl_control import KLController, KLPenaltyCallback
 from agents.policies import ParamReport, init_accept_bias, param_report, proxy_policy_kwargs
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_checkpoint", "make_sb3_env", "resolve_lm", "train"]
 
 # TrainConfig fields that are keyword arguments of the environment, under the same name
 ENV_FIELDS = ("model", "reward", "prompts", "max_new_tokens", "top_k", "top_p", "temperature", "max_rejections",
-              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize")
+              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize", "forced_steps")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -57,11 +58,20 @@ class TrainConfig:
     temperature: float = field(default=1.0, metadata=_help("SKAM pool: temperature"))
     max_rejections: int | None = field(default=None, metadata=_help("rejections allowed per position (None: pool size - 1)"))
     order: str = field(default="sample", metadata=_help("candidate order: 'sample' or 'greedy'"))
-    observation: str = field(default="candidate", metadata=_help("observation: 'candidate' or 'candidate_stats'"))
+    observation: str = field(default="candidate", metadata=_help(
+        "observation: 'candidate' (the candidate's hidden state), 'candidate_stats', or 'prefix' (the prefix's hidden state + "
+        "the candidate's embedding and log-probabilities: no LLM forward on a rejection; needed by --kl-coef)"))
     hidden_layer: int = field(default=-1, metadata=_help("which hidden state the proxy sees (-1: last layer)"))
     reward_baseline: float | str | None = field(default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'"))
     reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
     reward_normalize: bool = field(default=False, metadata=_help("standardise terminal rewards by their running mean and std"))
+    forced_steps: bool = field(default=False, metadata=_help(
+        "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step"))
+    kl_coef: float = field(default=0.0, metadata=_help(
+        "β of the KL penalty: each committed token pays β·(log π − log q) under the proxy's current policy (needs --observation prefix)"))
+    kl_target: float | None = field(default=None, metadata=_help(
+        "adapt β toward this KL per response in nats (TRL's adaptive controller); None keeps --kl-coef fixed"))
+    kl_horizon: int = field(default=10_000, metadata=_help("decisions over which the adaptive controller moves β by at most ±20%"))
     num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
     total_timesteps: int = field(default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)"))
     seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))
@@ -99,6 +109,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0 (0 disables).")
         if self.save_freq and not self.save_dir:
             raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
+        if self.kl_coef and self.observation != "prefix":
+            raise ConfigError(f"kl_coef={self.kl_coef} needs observation='prefix' (--observation prefix), got {self.observation!r}.")
+        KLController(self.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
             raise ConfigError(f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir.")
 
@@ -110,6 +123,7 @@ class TrainResult(NamedTuple):
     checkpoint: Path | None  # the final checkpoint folder, if save_dir was set
     params: ParamReport  # proxy trainable params vs the LLM's
     evaluations: list[tuple[int, EvalResult]]  # (timestep, result) of each periodic evaluation
+    kl_history: list[tuple[int, float, float]] = []  # with kl_coef: (timestep, β, mean KL per response) per rollout
 
 
 def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
@@ -207,10 +221,14 @@ def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None
     cfg.validate()
     lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
     kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
-    env = make_sb3_env(kwargs, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
+    penalty = {"kl_coef": cfg.kl_coef} if cfg.kl_coef else {}  # training only: checkpoints and evaluation envs pay no KL
+    env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
     agent = _build(cfg, env)
     evaluator = None
     extra: list[BaseCallback] = [EpisodeStatsCallback()]
+    kl_callback = KLPenaltyCallback(KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon)) if cfg.kl_coef else None
+    if kl_callback is not None:
+        extra.append(kl_callback)
     if cfg.eval_freq > 0 and cfg.eval_prompts:
         eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, bootstrap_truncated=cfg.bootstrap_truncated)
         evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
@@ -230,7 +248,8 @@ def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None
         env.close()
         if evaluator is not None:
             evaluator.env.close()
-    return TrainResult(agent, path, param_report(agent, lm.num_parameters), evaluator.history if evaluator else [])
+    return TrainResult(agent, path, param_report(agent, lm.num_parameters), evaluator.history if evaluator else [],
+                       kl_callback.history if kl_callback is not None else [])
 
 
 def _save(agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any]) -> Path:

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from agents.kl import trajectory
-from agents.kl_control import KLController
 from proxy_env import Action
 from proxy_env.errors import ConfigError, StateError
 
@@ -151,17 +150,3 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
         np.testing.assert_allclose(view.obs[torch.arange(4), offer].numpy(), obs, rtol=0, atol=0)
         torch.testing.assert_close(view.q.sum(-1), torch.ones(4, dtype=torch.float64))
         obs, *_ = venv.step(np.array([0, 1, 0, 1]))
-
-
-def test_adaptive_controller_moves_beta_to_its_target():
-    # toy task: the KL per response falls as 1/β, so the target 2 nats is reached at β = 0.5
-    controller = KLController(0.05, target=2.0, horizon=100)
-    errors = []
-    for _ in range(200):
-        beta = controller.update(kl=1.0 / controller.beta, steps=50)
-        errors.append(abs(np.log(beta / 0.5)))
-    assert errors[-1] < 0.05 < errors[0]
-    fixed = KLController(0.3)
-    assert fixed.update(kl=10.0, steps=1000) == 0.3
-    with pytest.raises(ConfigError, match="kl_target"):
-        KLController(0.0, target=1.0)
