@@ -129,3 +129,42 @@ def best_of_n(
                 best = int(np.argmax(vals))
                 out.append(BestOfN(prompt, cands[best], float(vals[best]), cands, vals))
     return out
+
+
+class PowerProxy:
+    """A trained proxy whose accept probability is raised to the power ``power``: ``a_λ(s) = a(s)^λ``.
+
+    ``λ = 0`` is always-accept (KL 0), ``λ = 1`` the proxy as trained, ``λ > 1`` steers harder: one
+    trained proxy traced along the reward–KL curve. (With a ∝ exp(Q/β), a^λ ∝ exp(λQ/β): the proxy of
+    a β/λ penalty, as far as the accept probabilities go.) It always samples its actions, from its
+    own seeded generator.
+
+    Args:
+        agent: an SB3 model (or anything :func:`agents.kl.accept_model` understands).
+        power: λ >= 0.
+        seed: seed of the action draws.
+    """
+
+    def __init__(self, agent: Any, power: float, seed: int | None = None) -> None:
+        from agents.kl import accept_model
+
+        if not isinstance(power, (int, float)) or isinstance(power, bool) or not power >= 0:
+            raise ConfigError(f"power={power!r} must be a float >= 0 (0: always accept, 1: the proxy as trained).")
+        base = accept_model(agent, deterministic=False)
+        if base is None:
+            raise ConfigError(f"{type(agent).__name__} has no accept probability per observation (a recurrent policy?).")
+        self._base = (lambda obs: np.full(len(obs), base)) if isinstance(base, float) else base
+        self.power = float(power)
+        self.observation_space = getattr(agent, "observation_space", None)
+        self._rng = np.random.default_rng(seed)
+
+    def accept_prob(self, obs: np.ndarray) -> np.ndarray:
+        """P(accept) (n,) for observations (n, d)."""
+        return np.clip(np.asarray(self._base(np.atleast_2d(obs)), dtype=np.float64), 0.0, 1.0) ** self.power
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """Actions (n,) drawn from :meth:`accept_prob` (``deterministic`` is ignored: this proxy samples)."""
+        n, single = _batch(observation)
+        accept = self._rng.random(n) < self.accept_prob(np.asarray(observation).reshape(n, -1))
+        return _out(accept.astype(np.int64), single), state

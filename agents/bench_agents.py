@@ -81,7 +81,7 @@ def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tens
     rewards = score(reward_fn, prompts, texts)
     wall = time.perf_counter() - start
     accept = accept_model(agent, deterministic)
-    kind = "exact" if env_kw.get("observation", "candidate") == "candidate" else "monte carlo (rank-dependent proxy)"
+    kind = "monte carlo (rank-dependent proxy)" if env_kw.get("observation") == "candidate_stats" else "exact"
     trajs = []
     for prompt, g in zip(prompts, generations):
         trajs.append(trajectory(lm, lm.encode_prompt(prompt), g.token_ids, accept, seed=cfg.seed, **_pool_kwargs(cfg),

@@ -71,7 +71,7 @@ class TrainConfig:
         "β of the KL penalty: each committed token pays β·(log π − log q) under the proxy's current policy (needs --observation prefix)"))
     kl_target: float | None = field(default=None, metadata=_help(
         "adapt β toward this KL per response in nats (TRL's adaptive controller); None keeps --kl-coef fixed"))
-    kl_horizon: int = field(default=10_000, metadata=_help("decisions over which the adaptive controller moves β by at most ±20%"))
+    kl_horizon: int = field(default=10_000, metadata=_help("decisions over which the adaptive controller moves β by at most a factor of 1.2"))
     num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
     total_timesteps: int = field(default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)"))
     seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))

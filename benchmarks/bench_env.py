@@ -1,20 +1,31 @@
-"""Env throughput vs the bare batched forward and a naive re-encoding reference; memory over long runs.
+"""Env throughput against the physical limit: a bare Hugging Face forward over a plain ``DynamicCache``.
 
-    python benchmarks/bench_env.py                      # tiny + default model, num_envs 1, 8, 32
-    python benchmarks/bench_env.py --models tiny --memory-steps 20000
+    python benchmarks/bench_env.py                                  # tiny + default model, 1 / 8 / 32 envs
+    python benchmarks/bench_env.py --models default --num-envs 8 32 --threads 1
+    python benchmarks/bench_env.py --models tiny --memory-steps 20000 --num-envs 8
 
-Decisions per second of the env (random proxy, 30% rejections) beside (a) the bare rate of the
-batched one-token forward the step needs, at the same batch and context length, and (b) a naive
-reference that re-encodes the whole sequence (prompt + response so far) at every decision.
+For each model and batch size, in one process and one run, side by side:
+
+* **bare**: ``model(input_ids=(B, 1), past_key_values=DynamicCache)`` with hidden states, the
+  one-token forward a decision needs, over a plain Hugging Face cache holding the env's mean context
+  (cropped back after each forward, so the context stays fixed). Its decisions/s is ``B / seconds
+  per forward``: one token per row per forward, nothing else.
+* **env**, in each engine mode, with a random proxy that rejects 30% of the candidates it is asked
+  about: decisions/s counts real decisions only (a forced candidate offered with ``forced_steps`` is
+  a step, not a decision), ``forwards/step`` the batched LLM calls per env step (prefills included),
+  ``row-fwd/decision`` the rows fed through the LLM per decision.
+
+The memory run steps one env for ``--memory-steps`` steps and reports the resident set size at step
+2,000 and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,15 +35,26 @@ import proxy_env
 from proxy_env.lm import FrozenLM
 from proxy_env.tiny import tiny_lm
 
+MODES: dict[str, dict[str, Any]] = {
+    "candidate": {},
+    "candidate+forced_steps": {"forced_steps": True},
+    "prefix": {"observation": "prefix"},
+    "prefix+forced_steps": {"observation": "prefix", "forced_steps": True},
+}
+
 
 @dataclass
 class Args:
     models: list[str] = field(default_factory=lambda: ["tiny", "default"])  # which LLMs
     num_envs: list[int] = field(default_factory=lambda: [1, 8, 32])  # batch sizes
+    modes: list[str] = field(default_factory=lambda: list(MODES))  # engine modes
     steps: int = 60  # timed env steps per configuration
+    warmup: int = 10  # untimed env steps first
     max_new_tokens: int = 64  # response budget (the issue's 64-token responses)
-    memory_steps: int = 20000  # steps of the memory run (tiny model, 8 envs); 0 skips it
-    threads: int = 2  # torch CPU threads
+    reject: float = 0.3  # the random proxy's rejection probability
+    memory_steps: int = 20000  # steps of the memory run; 0 skips it
+    memory_model: str = "tiny"  # LLM of the memory run
+    threads: int = 1  # torch CPU threads
 
 
 def _rss_mb() -> float:
@@ -40,7 +62,7 @@ def _rss_mb() -> float:
         for line in handle:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return float("nan")
 
 
 def _sync(lm: FrozenLM) -> None:
@@ -48,66 +70,62 @@ def _sync(lm: FrozenLM) -> None:
         torch.cuda.synchronize()
 
 
-def env_rate(lm: FrozenLM, num_envs: int, args: Args) -> tuple[float, float, float]:
-    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", model=lm,
-                        prompts="default-eval", max_new_tokens=args.max_new_tokens, reward=lambda p, r: [0.0] * len(r))
-    venv.reset(seed=0)
+def _venv(lm: FrozenLM, num_envs: int, max_new_tokens: int, **kwargs: Any) -> Any:
+    return gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", model=lm,
+                        prompts="default-eval", max_new_tokens=max_new_tokens, reward=lambda p, r: [0.0] * len(r), **kwargs)
+
+
+def env_rate(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str, float]:
+    venv = _venv(lm, num_envs, args.max_new_tokens, **MODES[mode])
+    env = venv.unwrapped
+    _, info = venv.reset(seed=0)
     rng = np.random.default_rng(0)
-    for _ in range(10):
-        venv.step((rng.random(num_envs) > 0.3).astype(np.int64))
-    context, forwards = [], 0
-    step_fn = venv.unwrapped.cache.step
-
-    def counting(*a, **k):
-        nonlocal forwards
-        forwards += 1
-        return step_fn(*a, **k)
-
-    venv.unwrapped.cache.step = counting
+    act = lambda: (rng.random(num_envs) >= args.reject).astype(np.int64)  # noqa: E731
+    for _ in range(args.warmup):
+        _, _, _, _, info = venv.step(act())
+    cache = env.cache
+    forwards, rows = cache.forwards, cache.row_forwards
+    decisions, context = 0, []
     _sync(lm)
     start = time.perf_counter()
     for _ in range(args.steps):
-        venv.step((rng.random(num_envs) > 0.3).astype(np.int64))
-        context.append(int(venv.unwrapped.cache.mask.sum(1).float().mean()))
+        decisions += int((~np.asarray(info["forced"])).sum())  # this step's candidates that are real decisions
+        _, _, _, _, info = venv.step(act())
+        context.append(float(cache.mask.sum(1).float().mean()))
     _sync(lm)
     elapsed = time.perf_counter() - start
+    out = {"decisions/s": decisions / elapsed, "steps/s": num_envs * args.steps / elapsed,
+           "forwards/step": (cache.forwards - forwards) / args.steps, "row-fwd/decision": (cache.row_forwards - rows) / decisions,
+           "context": float(np.mean(context))}
     venv.close()
-    return num_envs * args.steps / elapsed, float(np.mean(context)), forwards / args.steps
-
-
-def bare_rate(lm: FrozenLM, num_envs: int, context: int, steps: int) -> float:
-    """Batched one-token forwards over a cache of ``context`` live tokens, nothing else."""
-    cache = lm.new_cache(num_envs)
-    prompt = list(range(100, 100 + context))
-    cache.reset_rows(torch.ones(num_envs, dtype=torch.bool), [prompt] * num_envs)
-    active = torch.ones(num_envs, dtype=torch.bool, device=lm.device)
-    token = torch.full((num_envs,), 42, device=lm.device)
-    for i in range(steps + 5):
-        if i == 5:
-            _sync(lm)
-            start = time.perf_counter()
-        cache.step(token, active)
-        cache.discard(active)  # keep the context length fixed
-    _sync(lm)
-    return num_envs * steps / (time.perf_counter() - start)
+    return out
 
 
 @torch.no_grad()
-def naive_rate(lm: FrozenLM, num_envs: int, context: int, steps: int) -> float:
-    """Re-encode the whole (B, context) sequence at every decision, as a cache-less env would."""
-    ids = torch.full((num_envs, context), 42, device=lm.device)
-    steps = max(3, steps // 4)
-    _sync(lm)
-    start = time.perf_counter()
-    for _ in range(steps):
-        lm.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+def bare_rate(lm: FrozenLM, num_envs: int, context: int, steps: int) -> float:
+    """Decisions/s of one-token forwards over a plain ``DynamicCache`` of ``context`` tokens per row."""
+    from transformers import DynamicCache
+
+    ids = torch.randint(100, 10_000, (num_envs, context), generator=torch.Generator().manual_seed(0)).to(lm.device)
+    cache = DynamicCache()
+    kwargs = lm.cache_kwargs(cache)
+    lm.model(input_ids=ids, use_cache=True, **{k: v for k, v in kwargs.items() if k != "logits_to_keep"})
+    token = torch.full((num_envs, 1), 42, device=lm.device)
+    mask = torch.ones(num_envs, context + 1, dtype=torch.long, device=lm.device)
+    position = torch.full((num_envs, 1), context, device=lm.device)
+    for i in range(steps + 3):
+        if i == 3:
+            _sync(lm)
+            start = time.perf_counter()
+        lm.model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, output_hidden_states=True, **kwargs)
+        for layer in cache.layers:  # back to ``context`` columns: the next update concatenates, as generate's does
+            layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]
     _sync(lm)
     return num_envs * steps / (time.perf_counter() - start)
 
 
 def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
-    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=8, vectorization_mode="vector_entry_point", model=lm,
-                        prompts="default-eval", max_new_tokens=32, top_p=1.0, reward="default")
+    venv = _venv(lm, 8, 32, top_p=1.0)
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     rss_2k = len_2k = 0.0
@@ -118,34 +136,40 @@ def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
     return rss_2k, _rss_mb(), int(len_2k), venv.unwrapped.cache.length
 
 
+def _load(name: str, device: str) -> FrozenLM:
+    return tiny_lm(device=device) if name == "tiny" else FrozenLM(name, device=device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny,default")
-    parser.add_argument("--num-envs", default="1,8,32")
-    parser.add_argument("--steps", type=int, default=Args.steps)
-    parser.add_argument("--max-new-tokens", type=int, default=Args.max_new_tokens)
-    parser.add_argument("--memory-steps", type=int, default=Args.memory_steps)
-    parser.add_argument("--threads", type=int, default=Args.threads)
-    ns = parser.parse_args()
-    args = Args([m for m in ns.models.split(",") if m], [int(n) for n in ns.num_envs.split(",")], ns.steps,
-                ns.max_new_tokens, ns.memory_steps, ns.threads)
+    parser.add_argument("--models", nargs="+", default=Args().models, help="LLMs: 'tiny', 'default', hub ids or paths")
+    parser.add_argument("--num-envs", nargs="+", type=int, default=Args().num_envs, help="batch sizes, e.g. --num-envs 1 8 32")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=Args().modes, help="engine modes")
+    for name in ("steps", "warmup", "max_new_tokens", "memory_steps", "threads"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(Args, name))
+    parser.add_argument("--reject", type=float, default=Args.reject, help="the random proxy's rejection probability")
+    parser.add_argument("--memory-model", default=Args.memory_model)
+    args = Args(**vars(parser.parse_args()))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else f'CPU, {args.threads} threads'}; torch {torch.__version__}")
-    print("| model | num_envs | env decisions/s | bare forward tok/s | env / bare | naive re-encode dec/s | env / naive | mean context | forwards/step |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else f'CPU, {args.threads} torch threads'}; "
+          f"torch {torch.__version__}; {args.max_new_tokens}-token responses; random proxy rejecting {args.reject:.0%}")
+    print("| model | num_envs | mode | env decisions/s | bare decisions/s | env / bare | env steps/s | forwards/step "
+          "| row-fwd/decision | mean context |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        lm = tiny_lm(device=device) if name == "tiny" else FrozenLM(name, device=device)
+        lm = _load(name, device)
         for n in args.num_envs:
-            rate, context, forwards = env_rate(lm, n, args)
-            bare = bare_rate(lm, n, int(context), args.steps)
-            naive = naive_rate(lm, n, int(context), args.steps)
-            print(f"| {name} | {n} | {rate:,.0f} | {bare:,.0f} | {rate / bare:.2f} | {naive:,.0f} | {rate / naive:.1f} | {context:.0f} | {forwards:.2f} |", flush=True)
+            for mode in args.modes:
+                r = env_rate(lm, n, mode, args)
+                bare = bare_rate(lm, n, int(round(r["context"])), args.steps)
+                print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
+                      f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
     if args.memory_steps:
-        rss_2k, rss_end, len_2k, len_end = memory_run(tiny_lm(device=device), args.memory_steps)
-        print(f"\nmemory (tiny model, 8 envs, top_p=1.0, VADER reward): RSS at step 2,000 = {rss_2k:.0f} MB, at step {args.memory_steps:,} = "
-              f"{rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}")
+        rss_2k, rss_end, len_2k, len_end = memory_run(_load(args.memory_model, device), args.memory_steps)
+        print(f"\nmemory ({args.memory_model} model, 8 envs, top_p=1.0): RSS at step 2,000 = {rss_2k:.0f} MB, at step "
+              f"{args.memory_steps:,} = {rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class RowCache:
         self._mask = torch.zeros(num_rows, _SLACK, dtype=torch.long, device=device)  # (B, C) mask buffer
         self.pos = torch.zeros(num_rows, dtype=torch.long, device=device)  # (B,)
         self.pending = torch.full((num_rows,), -1, dtype=torch.long, device=device)  # (B,) column or -1
+        self.dense_fraction = 0.5  # above this share of active rows, step every row (inactive ones masked)
         self.forwards = 0  # batched model calls made (full batch or sub-batch)
         self.row_forwards = 0  # rows fed through the model, summed over calls
 
@@ -203,11 +204,13 @@ class RowCache:
     def step(self, tokens: torch.Tensor, active: torch.Tensor, *, all_active: bool | None = None) -> StepOutput:
         """Feed one token per row (B,); rows where ``active`` (B,) is False are masked out.
 
-        Active rows must have no pending token; their fed token becomes pending. When only some
-        rows are active, only those rows go through the model (a sub-batch gathered from the
-        cache: a copy of those rows only); the outputs of inactive rows are then zeros.
-        ``all_active`` tells the cache what ``active.all()`` is when the caller already knows it,
-        which saves a device-to-host read.
+        Active rows must have no pending token; their fed token becomes pending. When more than
+        :attr:`dense_fraction` of the rows are active, every row goes through the model, the
+        inactive ones with their new column masked out (their outputs are then meaningless): a
+        forward's cost grows far slower than its rows, so that beats copying a sub-batch out of the
+        cache. Fewer active rows go through alone (a sub-batch gathered from the cache: a copy of
+        those rows only), and the outputs of the inactive rows are zeros. ``all_active`` tells the
+        cache what ``active.all()`` is when the caller already knows it, which saves a device-to-host read.
         """
         if CHECKS:
             assert not bool((self.pending[active] >= 0).any()), "commit or discard the pending token first"
@@ -219,7 +222,7 @@ class RowCache:
         tokens = tokens.to(self.lm.device)
         if all_active is None:
             all_active = bool(active.all())
-        if all_active:
+        if all_active or int(active.sum()) > self.dense_fraction * self.num_rows:
             out = self._forward(tokens[:, None], self._mask[:, : column + 1], self.pos[:, None], self.cache)
         else:
             out = self._step_subset(active.nonzero().squeeze(1), tokens, column)
