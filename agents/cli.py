@@ -9,40 +9,71 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`
 _SUBCOMMAND_MODULES = ("agents.bench", "agents.cli_feedback", "agents.finetune")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Train a PPO proxy for a few minutes on the default task, then compare it with the unsteered LLM."""
-    from agents.baselines import AlwaysAccept
-    from agents.compare import run_agents, table
+    """Train a KL-regularised PPO proxy to a fixed budget of decisions, then put it beside best-of-N on held-out prompts."""
     from agents.train import TrainConfig, resolve_lm, train
+
+    if args.decisions < 1:
+        print(f"proxy-rlhf demo: --decisions {args.decisions} must be >= 1 (the training budget in proxy decisions).", file=sys.stderr)
+        return 2
+    print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
+    lm = resolve_lm(args.model, None)
+    cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
+                      seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
+                      n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
+                      eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
+    print(f"training PPO (observation 'prefix', KL penalty β={args.kl_coef:g}) for {args.decisions:,} decisions on "
+          f"{args.num_envs} envs ...", flush=True)
+    start = time.perf_counter()
+    result = train(cfg, model=lm)
+    print(f"trained {result.model.num_timesteps:,} decisions in {time.perf_counter() - start:.0f} s; proxy "
+          f"{result.params.proxy:,} trainable parameters = {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}; "
+          f"checkpoint {result.checkpoint}")
+    return _demo_compare(lm, result.model, args)
+
+
+def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
+    """Always-accept, best-of-2, best-of-4 and the proxy (sampling its actions) on the same held-out prompts."""
+    from agents.baselines import AlwaysAccept
+    from agents.bench import BenchConfig
+    from agents.bench_agents import eval_best_of_n, eval_proxy
+    from agents.compare import mean_ci
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
 
-    print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
-    lm = resolve_lm(args.model, None)
-    cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=10**9,
-                      time_limit_s=args.minutes * 60, seed=args.seed, n_steps=64, batch_size=128, learning_rate=1e-3,
-                      algo_kwargs={"n_epochs": 4, "ent_coef": 0.01}, eval_prompts="", save_dir=args.out)
-    print(f"training PPO for {args.minutes:g} min on {args.num_envs} envs ...", flush=True)
-    start = time.perf_counter()
-    result = train(cfg, model=lm)
-    steps = result.model.num_timesteps
-    print(f"trained {steps:,} decisions in {time.perf_counter() - start:.0f} s; proxy {result.params.proxy:,} trainable parameters "
-          f"= {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}; checkpoint {result.checkpoint}")
     prompts = load_prompts("default-eval")[: args.eval_prompts]
-    print(f"evaluating on {len(prompts)} held-out prompts (same seeds for both agents) ...", flush=True)
-    results = run_agents(lm, {"always-accept (LLM)": AlwaysAccept(), "PPO proxy": result.model}, prompts,
-                         resolve_reward("default"), seed=args.seed, batch_size=len(prompts), max_new_tokens=args.max_new_tokens)
-    print("\n" + table(results, reference="always-accept (LLM)"))
-    base, proxy = results
-    order = sorted(range(len(prompts)), key=lambda i: proxy.rewards[i] - base.rewards[i], reverse=True)
+    cfg = BenchConfig(n=(2, 4), bon_reference=16, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=len(prompts))
+    reward_fn = resolve_reward("default")
+    print(f"evaluating on {len(prompts)} held-out prompts (same prompts and seeds for every agent) ...", flush=True)
+    tick = lambda n, stage: None  # noqa: E731
+    env_kw = {"observation": "prefix"}
+    base = eval_proxy(lm, "always-accept", AlwaysAccept(), {}, None, prompts, reward_fn, cfg, tick)
+    rows = [base, *eval_best_of_n(lm, prompts, reward_fn, cfg, tick),
+            eval_proxy(lm, "PPO proxy (sampled actions)", proxy, env_kw, None, prompts, reward_fn, cfg, tick, deterministic=False)]
+    print("\n| agent | reward [95% CI] | gain vs always-accept, paired [95% CI] | win rate | KL from the LLM's sampler (nats) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        m, lo, hi = mean_ci(row.rewards)
+        gain = win = "—"
+        if row is not base:
+            d, dlo, dhi = mean_ci(row.rewards - base.rewards)
+            gain = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
+            win = f"{np.mean(row.rewards > base.rewards) + 0.5 * np.mean(row.rewards == base.rewards):.2f}"
+        k, klo, khi = mean_ci(row.kl)
+        kl = f"{k:.3f} [{klo:.3f}, {khi:.3f}]" + (f" (estimate; bound {row.kl_bound:.3f})" if row.kind == "best-of-n" else " (exact)")
+        print(f"| {row.name} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {gain} | {win} | {kl} |")
+    proxy_row = rows[-1]
+    order = sorted(range(len(prompts)), key=lambda i: proxy_row.rewards[i] - base.rewards[i], reverse=True)
     for i in order[: args.show]:
-        print(f"\nPROMPT: {prompts[i]}\n  LLM   ({base.rewards[i]:+.2f}): {base.generations[i].text}\n"
-              f"  proxy ({proxy.rewards[i]:+.2f}, {proxy.generations[i].rejections} rejections): {proxy.generations[i].text}")
+        print(f"\nPROMPT: {prompts[i]}\n  LLM   ({base.rewards[i]:+.2f}): {base.texts[i]}\n"
+              f"  proxy ({proxy_row.rewards[i]:+.2f}): {proxy_row.texts[i]}")
     return 0
 
 
@@ -131,14 +162,18 @@ def _generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxy-rlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a PPO proxy for a few minutes, then compare it with the unsteered LLM")
+    demo = sub.add_parser("demo", help="train a KL-regularised PPO proxy to a fixed budget, then compare it with the LLM and best-of-N")
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
-    demo.add_argument("--minutes", type=float, default=3.0, help="training wall time")
-    demo.add_argument("--num-envs", type=int, default=8, help="envs run in parallel")
+    demo.add_argument("--decisions", type=int, default=12_000, help="training budget in proxy decisions")
+    demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
+    demo.add_argument("--init-accept-prob", type=float, default=0.97, help="the proxy starts near the unsteered LLM")
+    demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
+    demo.add_argument("--num-envs", type=int, default=16, help="envs run in parallel")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
     demo.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to compare on")
     demo.add_argument("--show", type=int, default=3, help="side-by-side responses to print")
     demo.add_argument("--out", default="runs/demo", help="checkpoint folder")
+    demo.add_argument("--no-progress-bar", action="store_true", help="no progress bar")
     demo.add_argument("--seed", type=int, default=0, help="seed")
     demo.set_defaults(func=_demo)
     train = sub.add_parser("train", help="train a proxy with an SB3 algorithm; checkpoints and TensorBoard logs")

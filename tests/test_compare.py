@@ -44,7 +44,10 @@ def test_accept_bias_init(tiny):
 def test_demo_at_tiny_scale(capsys):
     from agents.cli import main
 
-    assert main(["demo", "--model", "tiny", "--minutes", "0.02", "--num-envs", "2", "--max-new-tokens", "4",
-                 "--eval-prompts", "4", "--show", "1", "--out", str(__import__("tempfile").mkdtemp())]) == 0
+    assert main(["demo", "--model", "tiny", "--decisions", "64", "--num-envs", "2", "--max-new-tokens", "4",
+                 "--eval-prompts", "4", "--show", "1", "--no-progress-bar", "--out", str(__import__("tempfile").mkdtemp())]) == 0
     out = capsys.readouterr().out
-    assert "| always-accept (LLM) |" in out and "| PPO proxy |" in out and "PROMPT:" in out
+    for row in ("| always-accept |", "| best-of-2 |", "| best-of-4 |", "| PPO proxy (sampled actions) |"):
+        assert row in out
+    assert "trained 128 decisions" in out and "(exact)" in out and "PROMPT:" in out
+    assert main(["demo", "--decisions", "0"]) == 2
