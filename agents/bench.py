@@ -48,6 +48,9 @@ class BenchConfig:
     proxy_actions: tuple[str, ...] = field(default=("argmax",), metadata={"help": (
         "how checkpoint proxies act, one row per mode: 'argmax' (as proxy-rlhf generate does) and/or 'sample' "
         "(the stochastic policy PPO trained)")})
+    accept_powers: tuple[float, ...] = field(default=(), metadata={"help": (
+        "also evaluate each checkpoint with its accept probability raised to each power λ (sampled actions): "
+        "λ < 1 steers less (less KL), λ > 1 more; one trained proxy traced along the reward–KL curve")})
     reward: str = field(default="default", metadata={"help": "reward source ('default' = VADER)"})
     seed: int = field(default=0, metadata={"help": "seed of every sampler"})
     batch_size: int = field(default=16, metadata={"help": "prompts generated at once"})
@@ -64,6 +67,8 @@ class BenchConfig:
             defaults = {f.name: f.default for f in fields(BenchConfig)}
             small = {"model": "tiny", "num_prompts": 4, "n": (2, 4), "bon_reference": 4, "max_new_tokens": 8}
             cfg = replace(self, **{k: v for k, v in small.items() if getattr(self, k) == defaults[k]})
+        if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x >= 0 for x in cfg.accept_powers):
+            raise ConfigError(f"accept_powers={cfg.accept_powers!r}: each λ must be a float >= 0 (--accept-powers 0.5 1 2).")
         if any((not isinstance(x, int)) or x < 1 for x in cfg.n):
             raise ConfigError(f"n={cfg.n!r}: best-of-N sizes must be ints >= 1.")
         bad = [m for m in cfg.proxy_actions if m not in PROXY_ACTIONS]
@@ -129,7 +134,7 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
         lm: the frozen LLM (a :class:`~proxy_env.lm.FrozenLM`), default: loaded from ``cfg.model``.
         progress: called as ``progress(done, total, stage)`` as prompts are processed.
     """
-    from agents.baselines import AlwaysAccept, RandomReject
+    from agents.baselines import AlwaysAccept, PowerProxy, RandomReject
     from agents.bench_agents import eval_best_of_n, eval_finetuned, eval_proxy, load_proxy
     from agents.train import resolve_lm
     from proxy_env.prompts import load_prompts
@@ -156,6 +161,9 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
     for mode in cfg.proxy_actions:
         suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
         proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
+    for power in cfg.accept_powers:
+        proxies += [(f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
+                    for name, agent, env_kw, tb in trained]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = _Ticker(progress, units)
     evals = [eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax)
@@ -216,7 +224,7 @@ def _bench(args: Any) -> int:
         tensorboard=tuple(args.tensorboard), prompts=args.prompts, num_prompts=args.num_prompts, n=tuple(args.n),
         bon_reference=args.bon_reference, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
         out=args.out, quick=args.quick, proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
-        random_reject_p=args.random_reject_p,
+        random_reject_p=args.random_reject_p, accept_powers=tuple(args.accept_powers),
         device=args.device,
     )
     bar = tqdm(total=1, unit="prompt", desc="bench")
@@ -255,6 +263,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--proxy-actions", nargs="+", choices=PROXY_ACTIONS, default=list(d.proxy_actions),
                    help="how checkpoint proxies act, one table row per mode (default: %(default)s)")
     p.add_argument("--sample", action="store_true", help="shorthand for --proxy-actions sample")
+    p.add_argument("--accept-powers", type=float, nargs="*", default=[], metavar="LAMBDA",
+                   help="also one row per checkpoint and λ with the accept probability raised to λ (sampled actions)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts generated at once (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available)")

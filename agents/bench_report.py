@@ -21,8 +21,11 @@ COLUMNS = [
     "rejection_rate", "rejection_rate_lo", "rejection_rate_hi", "length", "length_lo", "length_hi",
     "distinct_1", "distinct_2", "perplexity", "perplexity_lo", "perplexity_hi", "kl", "kl_lo", "kl_hi",
     "kl_method", "kl_bound", "kl_untruncated", "kl_untruncated_lo", "kl_untruncated_hi", "forwards_per_response",
-    "wall_s_per_response", "trainable_params", "train_wall_s",
+    "wall_s_per_response", "trainable_params", "train_wall_s", "phi", "collapsed",
 ]
+# text quality below which a response set counts as reward hacking, not alignment, whatever its reward
+MIN_DISTINCT_2 = 0.75
+MAX_PERPLEXITY_OVER_BON16 = 1.0
 TIMING_COLUMNS = ("wall_s_per_response", "train_wall_s")  # the only columns that differ between seeded runs
 PREFERRED_TAGS = ("rollout/ep_rew_mean", "rollout/reward_raw", "rollout/rejection_rate", "train/reward",
                   "train/kl", "rollout/response_length", "train/loss")
@@ -55,7 +58,37 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
         row.update(forwards_per_response=float(np.mean(a.forwards)), wall_s_per_response=a.wall_s / len(a.rewards),
                    trainable_params=int(a.trainable_params), train_wall_s=a.train_wall_s)
         rows.append(row)
+    _frontier_scores(rows)
     return rows
+
+
+def bon_frontier(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Best-of-N's (KL, reward) points with always-accept at (0, R_base), KL increasing (a running max keeps it so).
+
+    The KL of each best-of-N is its empirical estimate (the conservative choice: it lies below the
+    bound ``log N - (N-1)/N`` when rewards tie, which makes the frontier harder to reach).
+    """
+    base = next((r for r in rows if r["agent"] == "always-accept"), None)
+    bon = sorted((r for r in rows if r["kind"] == "best-of-n"), key=lambda r: int(r["agent"].rsplit("-", 1)[1]))
+    if base is None or not bon:
+        return np.zeros(0), np.zeros(0)
+    kl = np.maximum.accumulate(np.array([0.0] + [max(r["kl"], 0.0) for r in bon]))
+    return kl, np.array([base["reward"]] + [r["reward"] for r in bon])
+
+
+def _frontier_scores(rows: list[dict[str, Any]]) -> None:
+    """φ = (R - R_base) / (R_BoN(KL) - R_base), best-of-N interpolated at the row's KL; and the collapse flag."""
+    kl, reward = bon_frontier(rows)
+    bon16 = next((r for r in rows if r["agent"] == "best-of-16"), None)
+    ppl_cap = bon16["perplexity"] + MAX_PERPLEXITY_OVER_BON16 if bon16 is not None else math.inf
+    for row in rows:
+        row["collapsed"] = bool(row["distinct_2"] < MIN_DISTINCT_2 or row["perplexity"] > ppl_cap)
+        row["phi"] = math.nan
+        if len(kl) < 2 or row["kind"] in ("best-of-n", "finetune") or math.isnan(row["kl"]) or row["kl"] > kl[-1]:
+            continue
+        frontier = float(np.interp(max(row["kl"], 0.0), kl, reward))
+        if frontier > reward[0]:
+            row["phi"] = (row["reward"] - reward[0]) / (frontier - reward[0])
 
 
 def _fmt(row: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -82,15 +115,16 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         f"max_new_tokens={cfg.max_new_tokens}, top_k={cfg.top_k}, top_p={cfg.top_p}, T={cfg.temperature}, seed={cfg.seed}",
         "",
         "| agent | reward | win rate vs always-accept | rejection rate | tokens | distinct-1 | distinct-2 | perplexity | "
-        "KL (nats) | KL bound | KL vs untruncated LLM | LLM forwards / response | s / response | trainable params | training s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "KL (nats) | KL bound | KL vs untruncated LLM | φ | aligned | LLM forwards / response | s / response | trainable params | training s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mark = "¹" if r["kind"] == "finetune" else ("²" if r["kind"] == "best-of-n" else "")
         lines.append(
             f"| {r['agent']} | {_fmt(r, 'reward')} | {_fmt(r, 'win_rate', 2)} | {_fmt(r, 'rejection_rate')} | "
             f"{_fmt(r, 'length', 1)} | {r['distinct_1']:.3f} | {r['distinct_2']:.3f} | {_fmt(r, 'perplexity', 2)} | "
-            f"{_fmt(r, 'kl')}{mark} | {_fmt(r, 'kl_bound')} | {_fmt(r, 'kl_untruncated')} | "
+            f"{_fmt(r, 'kl')}{mark} | {_fmt(r, 'kl_bound')} | {_fmt(r, 'kl_untruncated')} | {_fmt(r, 'phi', 2)} | "
+            f"{'no: collapsed' if r['collapsed'] else 'yes'} | "
             f"{r['forwards_per_response']:.1f} | {r['wall_s_per_response']:.3f} | {r['trainable_params']:,} | "
             f"{_seconds(r['train_wall_s'])} |"
         )
@@ -100,7 +134,10 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         "KL: exact Σ_i KL(π_i‖q_i) of the steered sampler from the unsteered one (q = the LLM's truncated pool), "
         "summed along each response (agents/kl.py). Perplexity under the frozen LLM (T=1, untruncated). "
         "Forwards: tokens fed through the LLM per response (offered candidates; all N samples for best-of-N); "
-        "the KL pass is not counted.",
+        "the KL pass is not counted. φ = (R − R_base)/(R_BoN(KL) − R_base): the share of best-of-N's reward gain "
+        "reached at the same KL (best-of-N interpolated linearly between its points, always-accept at KL 0; — beyond "
+        f"its range). Aligned: no where the text collapsed (distinct-2 < {MIN_DISTINCT_2} or perplexity > best-of-16's "
+        f"+ {MAX_PERPLEXITY_OVER_BON16:g}), whatever the reward.",
         "",
         "¹ Fine-tuned model: KL of its sampler (own top-k/top-p pool) from the frozen LLM's *untruncated* "
         "tempered distribution (KL from the truncated pool is infinite when it samples outside it); compare "

@@ -108,3 +108,25 @@ def test_cli_quick_writes_files(tmp_path, capsys):
         BenchConfig(n=(0,)).resolved()
     with pytest.raises(ConfigError, match=r"proxy_actions=\('greedy',\).*'argmax', 'sample'"):
         BenchConfig(proxy_actions=("greedy",)).resolved()
+
+
+def test_phi_interpolates_best_of_n_and_flags_collapse():
+    from agents.bench_report import _frontier_scores
+
+    def row(agent, kind, kl, reward, d2=0.8, ppl=6.0):
+        return {"agent": agent, "kind": kind, "kl": kl, "reward": reward, "distinct_2": d2, "perplexity": ppl}
+
+    rows = [row("always-accept", "baseline", 0.0, 0.2), row("best-of-2", "best-of-n", 0.2, 0.4),
+            row("best-of-4", "best-of-n", 0.6, 0.5), row("best-of-16", "best-of-n", 1.8, 0.8, ppl=6.5),
+            row("proxy", "proxy", 0.4, 0.4), row("hacked", "proxy", 1.0, 0.9, d2=0.3), row("far", "proxy", 5.0, 0.9)]
+    _frontier_scores(rows)
+    phi = {r["agent"]: r["phi"] for r in rows}
+    assert phi["proxy"] == pytest.approx(0.2 / 0.25)  # best-of-N at KL 0.4: 0.45
+    assert phi["hacked"] == pytest.approx(0.7 / (0.5 + 0.3 * 0.4 / 1.2 - 0.2))
+    assert np.isnan(phi["far"]) and np.isnan(phi["best-of-2"])  # beyond the frontier's range; the frontier itself
+    collapsed = {r["agent"]: r["collapsed"] for r in rows}
+    assert collapsed == {"always-accept": False, "best-of-2": False, "best-of-4": False, "best-of-16": False,
+                         "proxy": False, "hacked": True, "far": False}
+    rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
+    _frontier_scores(rows)
+    assert rows[4]["collapsed"]
