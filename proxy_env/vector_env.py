@@ -64,6 +64,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
     ``d = hidden_size``. ``"candidate_stats"`` appends the candidate's log-probability under the
     tempered LLM, under the truncated pool, and its rank in the offer order divided by ``top_k``
     (= rejections so far at this position / ``top_k``): ``d = hidden_size + 3``.
+    ``"prefix"``: built from what the LLM already computed at the position, ``[h, e, log p, log q]``
+    with ``h`` the layer-``hidden_layer`` hidden state of the last committed token (the prompt's last
+    token at position 0), ``e`` the candidate's input embedding, and its log-probabilities under the
+    tempered LLM and the pool: ``d = 2 * hidden_size + 2``. A rejection then needs no LLM forward
+    (only committed tokens are fed), and the observation of every pool candidate is known at once
+    (:meth:`pool_observations`), so one small proxy call gives the accept probabilities of the whole
+    pool: what the exact KL penalty (``kl_coef``) and steered generation need.
 
     ## Rewards
 
@@ -75,6 +82,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
     step's finished episodes before they are normalised (the rejection cost is not normalised).
     ``reward="pairwise"``: 1 / 0.5 / 0 as the LLM itself, judging, prefers the steered response to
     its own greedy one, is undecided, or prefers its own (see :mod:`proxy_env.feedback.pairwise`).
+    With ``kl_coef = β > 0`` (``observation="prefix"`` only) each committed token pays
+    ``β · (log π_t(y_t) - log q_t(y_t))`` at the step it is committed, where ``π_t`` is the steered
+    distribution of the position (:func:`proxy_env.steering.steered_probs`) under the accept
+    probabilities of :meth:`set_accept_fn` (the proxy's current policy) and ``q_t`` the pool; summed
+    over a response this is the sequence log-ratio, whose mean is the exact KL from the unsteered
+    sampler. ``info["kl"]`` holds the log-ratio paid, ``info["kl_exact"]`` the position's exact
+    ``KL(π_t || q_t)``; at episode end ``kl_paid`` and ``kl_exact_paid`` hold their sums.
 
     ## Starting State
 
@@ -85,7 +99,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     ``terminated`` when the committed token is an EOS token; ``truncated`` when the response holds
     ``max_new_tokens`` tokens. A candidate is committed without asking when it is the last one of
-    its pool or after ``max_rejections`` rejections at that position.
+    its pool or after ``max_rejections`` rejections at that position. With ``forced_steps=True`` such
+    a candidate is offered as a step of its own whose action is ignored (``info["forced"]`` is True,
+    and it is not counted in ``decisions``): the committed tokens and the steered distribution are
+    the same, but every env step is exactly one batched LLM forward (no chains of forced commits
+    inside a step), which is the faster bookkeeping when many rows run at once.
 
     ## Arguments
 
@@ -99,11 +117,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
     | ``top_k``, ``top_p``, ``temperature`` | 50, 0.95, 1.0 | the SKAM pool |
     | ``max_rejections`` | None | rejections allowed per position (None: pool size - 1) |
     | ``order`` | ``"sample"`` | ``"sample"`` (Gumbel-top-k) or ``"greedy"`` (descending probability) |
-    | ``observation`` | ``"candidate"`` | ``"candidate"`` or ``"candidate_stats"`` |
+    | ``observation`` | ``"candidate"`` | ``"candidate"``, ``"candidate_stats"`` or ``"prefix"`` |
     | ``hidden_layer`` | -1 | which hidden state (index into ``hidden_states``; -1 is the last) |
     | ``reward_baseline`` | None | None, a float, or ``"reference"`` |
     | ``reject_cost`` | 0.0 | reward subtracted per rejection |
     | ``reward_normalize`` | False | standardise terminal rewards by their running mean and std |
+    | ``forced_steps`` | False | offer a forced candidate as a step whose action is ignored (one forward per step) |
+    | ``kl_coef`` | 0.0 | β of the per-token KL penalty (``"prefix"`` only; needs :meth:`set_accept_fn`) |
     | ``device``, ``dtype`` | None | CUDA when available; float32 on CPU |
     | ``autoreset_mode`` | SAME_STEP | ``AutoresetMode.SAME_STEP``, ``NEXT_STEP`` or ``DISABLED`` |
     | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~`` |
@@ -132,7 +152,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Later additions keep the default dynamics: ``observation="prefix"``,
+      ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
