@@ -138,6 +138,10 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
 
     check_choice("format", format, FORMATS)
     path = check_save_dir(path, arg="checkpoint path")
+    bad = [name for name, p in model.policy.named_parameters() if not bool(p.detach().isfinite().all())]
+    if bad:
+        raise CheckpointError(f"the policy has NaN or inf parameters ({bad[0]}...): training diverged, so it is not saved "
+                              f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards.")
     lm = lm if lm is not None else env_kwargs.get("model")
     llm = {"name": plain(env_kwargs.get("model"))}
     if hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
@@ -249,6 +253,10 @@ def load_checkpoint(path: str | Path, *, env: Any = None, device: str = "auto", 
         CheckpointError: the folder or one of its files is missing or corrupted, the format version
             is not one this package reads, or it is a format-1 folder and ``trust`` is False.
     """
+    if device != "auto":
+        from proxy_env.lm import resolve_device
+
+        resolve_device(device)
     path = Path(path).expanduser()
     raw, file = _read_raw(path)
     meta = _validated(raw, file, path)

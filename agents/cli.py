@@ -160,8 +160,15 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the flag, the problem, ``--help``), not the whole usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="proxy-rlhf", description=__doc__)
+    parser = _Parser(prog="proxy-rlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a PPO proxy for a few minutes, then compare it with the unsteered LLM")
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")

@@ -119,7 +119,15 @@ class TrainConfig:
         _number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0")
         if self.learning_rate is not None:
-            _number("learning_rate", self.learning_rate, lambda v: v > 0, "> 0 (or None for the algorithm's default)")
+            _number("learning_rate", self.learning_rate, lambda v: 0 < v <= 1,
+                    "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)")
+        if self.device != "auto":
+            from proxy_env.lm import resolve_device
+
+            resolve_device(self.device)
+        for key, (ok, what) in _ALGO_RANGES.items():
+            if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
+                raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
         if self.init_accept_prob is not None:
             _number("init_accept_prob", self.init_accept_prob, lambda v: 0 < v < 1, "in (0, 1) (or None to keep SB3's init)")
         for name in ("n_steps", "batch_size"):
@@ -128,6 +136,27 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} must be an int >= 1 (or None for the algorithm's default).")
         if self.save_dir is not None:
             check_save_dir(self.save_dir)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# algo_kwargs SB3 would take and then fail on deep inside training (or train nothing with)
+_ALGO_RANGES: dict[str, tuple[Any, str]] = {
+    "n_epochs": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "n_steps": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "batch_size": (lambda v: isinstance(v, int) and v >= 2, "an int >= 2"),
+    "buffer_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "learning_starts": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
+    "learning_rate": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "gamma": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "clip_range": (lambda v: v > 0, "a number > 0"),
+    "ent_coef": (lambda v: v >= 0, "a number >= 0"),
+    "vf_coef": (lambda v: v >= 0, "a number >= 0"),
+    "max_grad_norm": (lambda v: v > 0, "a number > 0"),
+}
 
 
 def _number(name: str, value: Any, ok: Any, what: str) -> None:
@@ -197,13 +226,31 @@ def _build(cfg: TrainConfig, env: SB3VecEnv) -> Any:
         return checkpoint.model
     spec = get_algo(cfg.algo)
     policy_kwargs = proxy_policy_kwargs(cfg.algo.lower(), features_dim=cfg.features_dim, hidden=tuple(cfg.hidden))
-    agent = spec.load_class()(
-        spec.policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device,
-        tensorboard_log=cfg.tensorboard_log, verbose=cfg.verbose, **_algo_kwargs(cfg),
-    )
+    cls, extra = spec.load_class(), _algo_kwargs(cfg)
+    _check_algo_kwargs(cls, cfg.algo, extra)
+    try:
+        agent = cls(
+            spec.policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device,
+            tensorboard_log=cfg.tensorboard_log, verbose=cfg.verbose, **extra,
+        )
+    except (AssertionError, ValueError, TypeError) as exc:  # SB3 checks its hyper-parameters with asserts
+        raise ConfigError(f"{cls.__name__} (algo={cfg.algo!r}) refused its hyper-parameters {extra}: {exc}") from exc
     if cfg.init_accept_prob is not None:
         init_accept_bias(agent, cfg.init_accept_prob)
     return agent
+
+
+def _check_algo_kwargs(cls: Any, algo: str, kwargs: dict[str, Any]) -> None:
+    """Every key of ``algo_kwargs`` must be a keyword of the algorithm: a did-you-mean error names the bad one."""
+    import inspect
+
+    from proxy_env.errors import did_you_mean
+
+    known = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "policy", "env")]
+    for key in kwargs:
+        if key not in known:
+            raise ConfigError(f"algo_kwargs has {key!r}, which is not a keyword of {cls.__name__} (algo={algo!r})."
+                              + did_you_mean(key, known) + f" Its keywords: {known}.")
 
 
 def _progress(cfg: TrainConfig) -> tuple[bool, list[BaseCallback]]:

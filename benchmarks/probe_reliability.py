@@ -138,15 +138,15 @@ def cli(*argv: str) -> tuple[int, str]:
 def expect_cli_error(argv: list[str], keyword: str, *, keep: tuple[Path, dict[str, bytes]] | None = None,
                      marker: Path | None = None) -> str:
     code, err = cli(*argv)
-    lines = [line for line in err.splitlines() if line.strip() and "warn" not in line.lower()]
+    errors = [line for line in err.splitlines() if "error:" in line]  # progress bars and log lines aside
     if keep is not None and user_files(keep[0]) != keep[1]:
         return "data lost"
     if marker is not None and marker.exists():
         raise Outcome("silent", "the payload ran")
     if code == 0:
         raise Outcome("silent", "exit 0")
-    good = code == 2 and "Traceback" not in err and len(lines) <= 2 and keyword.lower() in err.lower()
-    raise Outcome("clear" if good else "unclear", f"exit {code}: {err.strip()[-300:]}")
+    good = code == 2 and "Traceback" not in err and len(errors) == 1 and keyword.lower() in errors[0].lower()
+    raise Outcome("clear" if good else "unclear", f"exit {code}: {(errors[-1] if errors else err.strip())[-300:]}")
 
 
 def venv(num_envs: int = 2, **kwargs: Any):
@@ -459,7 +459,9 @@ def recovers(reward: Any, keyword: str, *, single: bool = False, base: type = Ex
         raise Outcome("unclear", f"after the failure: {type(exc).__name__}: {exc}") from exc
     env.reset(seed=1)
     for _ in range(10):
-        env.step(action)
+        *_, terminated, truncated, _ = env.step(action)
+        if single and (terminated or truncated):
+            env.reset()
     clear = ours and (keyword in message) and (base is not Exception or "reset()" in message)
     raise Outcome("clear" if clear else "unclear", message)
 
@@ -528,14 +530,13 @@ def _():
     from agents.checkpoint import read_meta
 
     target = ROOT / "p-sigterm"
-    argv = [a if a != "64" else "1000000" for a in TRAIN[:4]] + TRAIN[4:]
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", *argv, "--save-dir", str(target), "--progress-bar"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    argv = [*TRAIN[:4], "1000000", *TRAIN[5:], "--save-dir", str(target)]
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", *argv], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    seen = ""
-    while time.time() < deadline and "step" not in seen:  # the progress bar: training has started
-        seen += proc.stderr.read(1) if proc.stderr else ""
-    time.sleep(1.0)
+    while time.time() < deadline and not (ROOT / ".p-sigterm.lock").exists():  # the run has started
+        time.sleep(0.2)
+    time.sleep(8.0)  # loading the tiny model; then it trains (a signal while loading also saves, after one step)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     try:
@@ -994,6 +995,80 @@ def _():
 @probe("11 other", "train --resume a folder that is not a checkpoint")
 def _():
     return expect_cli_error([*TRAIN, "--resume", str(folder("p-not-ckpt"))], "proxy_config.json")
+
+
+# ====================================================================== 12. more hostile arguments (written after the fixes, unseen)
+for _flags, _keyword in [(["--device", "tpu"], "device"), (["--env-device", "cuda:7"], "device"), (["--total-timesteps", "0"], "total_timesteps"),
+                         (["--top-p", "0"], "top_p"), (["--temperature", "0"], "temperature"), (["--observation", "hidden"], "observation"),
+                         (["--reward", str(Path(tempfile.gettempdir()) / "no-such-rm")], "no-such-rm"), (["--reward-baseline", "abc"], "reward_baseline"),
+                         (["--hidden-layer", "99"], "hidden_layer"), (["--algo", "sac"], "algo"),
+                         (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"), (["--algo-kwargs", '{"n_epochs": -1}'], "n_epochs"),
+                         (["--learning-rate", "1e12"], "learning_rate"), (["--tensorboard-log", "/proc/no-such/tb"], "/proc/no-such"),
+                         (["--save-dir", str(Path(tempfile.gettempdir()) / ("x" * 300))], "too long"), (["--eval-episodes", "0"], "eval_episodes")]:
+    def _flag_probe(flags=_flags, keyword=_keyword):
+        return expect_cli_error([*TRAIN, *flags], keyword)
+
+    probe("12 arguments", "train " + " ".join(f if len(f) < 40 else f[:20] + "..." for f in _flags))(_flag_probe)
+
+
+@probe("12 arguments", "generate --batch-size 0")
+def _():
+    return expect_cli_error(["generate", "--checkpoint", str(checkpoint()), "Hi", "--batch-size", "0"], "batch_size")
+
+
+@probe("12 arguments", "generate an empty prompt")
+def _():
+    return expect_cli_error(["generate", "--checkpoint", str(checkpoint()), ""], "prompt")
+
+
+@probe("12 arguments", "generate --checkpoint a file")
+def _():
+    (ROOT / "cfile").write_text("x")
+    return expect_cli_error(["generate", "--checkpoint", str(ROOT / "cfile"), "Hi"], "not a folder")
+
+
+@probe("12 arguments", "load_checkpoint(device='gpu')")
+def _():
+    from agents.checkpoint import load_checkpoint
+
+    return expect_error(lambda: load_checkpoint(checkpoint(), device="gpu"), "device")
+
+
+@probe("12 arguments", "save_checkpoint(format='zip')")
+def _():
+    from agents.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(checkpoint(), device="cpu").model
+    return expect_error(lambda: save_checkpoint(model, ROOT / "p-fmt", env_kwargs={}, format="zip"), "format='zip'")
+
+
+@probe("12 arguments", "env step with action 2")
+def _():
+    env = venv(2)
+    env.reset(seed=0)
+    return expect_error(lambda: env.step(np.array([2, 1])), "actions")
+
+
+@probe("12 arguments", "env reset(options={'prompt_index': [99, 0]})")
+def _():
+    return expect_error(lambda: venv(2).reset(options={"prompt_index": [99, 0]}), "prompt_index")
+
+
+@probe("12 arguments", "env max_new_tokens=True")
+def _():
+    return expect_error(lambda: venv(1, max_new_tokens=True), "max_new_tokens")
+
+
+@probe("12 arguments", "FrozenLM(trust_remote_code='yes')")
+def _():
+    from proxy_env.lm import FrozenLM
+
+    return expect_error(lambda: FrozenLM("default", trust_remote_code="yes"), "trust_remote_code")
+
+
+@probe("12 arguments", "bench --num-prompts 1")
+def _():
+    return expect_cli_error(["bench", "--quick", "--num-prompts", "1", "--out", str(ROOT / "p-bench1")], "num_prompts")
 
 
 def _prepare_other_model() -> None:

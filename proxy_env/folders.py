@@ -66,10 +66,10 @@ def check_output_dir(path: str | Path, *, arg: str, markers: Iterable[str], name
     (see :func:`foreign_entries`), and a parent that cannot be written. Creates the missing parents.
     Returns ``path`` with ``~`` expanded.
     """
+    if not str(path).strip():
+        raise OutputPathError(f"{arg}={str(path)!r} is empty; pass a folder to write, e.g. runs/proxy.")
     path = Path(path).expanduser()
     shown = f"{arg}={str(path)!r}"
-    if not str(path).strip():
-        raise OutputPathError(f"{arg}='' is empty; pass a folder to write, e.g. runs/proxy.")
     if path.is_symlink():
         raise OutputPathError(f"{shown} is a symbolic link; pass the folder it points to ({os.path.realpath(path)!r}) or a new folder.")
     for parent in [path, *path.parents]:

@@ -173,6 +173,9 @@ def score(fn: RewardFn, prompts: list[str], responses: list[str]) -> np.ndarray:
         raise
     except Exception as exc:  # the source's own failure, named (the caller adds what it means for the env)
         raise RewardError(f"reward source {reward_name(fn)!r} raised {type(exc).__name__}: {exc}.") from exc
+    if values is None or isinstance(values, (str, bytes, dict)) or np.ndim(values) == 0:
+        raise RewardError(f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats "
+                          f"(one per response).")
     try:
         array = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:

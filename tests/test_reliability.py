@@ -581,6 +581,39 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, argv, needle):
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "flags, needle",
+    [(["--device", "tpu"], "device='tpu'"), (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"),
+     (["--algo-kwargs", '{"n_epochs": -1}'], "algo_kwargs['n_epochs']=-1 must be an int >= 1"),
+     (["--algo-kwargs", '{"n_epoch": 4}'], "Did you mean 'n_epochs'"), (["--learning-rate", "1e12"], "learning_rate=1000000000000.0"),
+     (["--algo-kwargs", "{broken"], "argument --algo-kwargs: invalid JSON object value")],
+    ids=["device", "sb3-assert", "n-epochs", "unknown-kwarg", "learning-rate", "argparse"],
+)
+def test_cli_bad_hyperparameters_are_one_line(capsys, flags, needle):
+    code, err = _cli(capsys, *TRAIN, *flags) if flags[0] != "--algo-kwargs" or "broken" not in flags[1] else _argparse(capsys, flags)
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _argparse(capsys, flags):
+    with pytest.raises(SystemExit) as exc:
+        main([*TRAIN, *flags])
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_diverged_policy_is_not_saved_over_a_checkpoint(saved, tmp_path):
+    path = tmp_path / "proxy"
+    shutil.copytree(saved, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    model = load_checkpoint(path, device="cpu").model
+    with torch.no_grad():
+        next(model.policy.parameters()).fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="NaN or inf parameters.*training diverged.*is kept"):
+        save_checkpoint(model, path, env_kwargs={"model": "tiny"})
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    with pytest.raises(ConfigError, match="device='gpu'"):
+        load_checkpoint(path, device="gpu")
+
+
 def test_cli_debug_shows_the_traceback():
     with pytest.raises(CheckpointError):
         main(["generate", "--checkpoint", "/nonexistent/ck", "Hi", "--debug"])
