@@ -28,8 +28,10 @@ def _demo(args: argparse.Namespace) -> int:
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
 
+    from agents.checkpoint import check_save_dir
     from proxy_env.errors import ConfigError
 
+    check_save_dir(args.out, arg="--out")
     if not math.isfinite(args.minutes) or args.minutes <= 0:
         raise ConfigError(f"--minutes={args.minutes:g} must be a number of minutes > 0 (training wall time), e.g. --minutes 3.")
     for name, low in (("eval_prompts", 2), ("show", 0)):

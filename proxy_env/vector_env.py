@@ -52,7 +52,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
     computed once per prompt and cached. Each rejection costs ``reject_cost`` at that step.
     With ``reward_normalize=True`` the terminal reward ``RM - b`` is standardised by a running
     (Welford) mean and standard deviation of every terminal reward seen so far, updated with each
-    step's finished episodes before they are normalised (the rejection cost is not normalised).
+    step's finished episodes before they are normalised (the rejection cost is not normalised); it is
+    overflow-free, winsorises a reward beyond 10 standard deviations and clips the normalised one to
+    ±10, so extreme rewards (±1e308) give neither NaN nor a collapse (:class:`~proxy_env.rewards.RunningMeanStd`).
+    If the reward source fails (raises, or returns NaN), ``step`` raises :class:`~proxy_env.errors.RewardError`
+    and the env works again after ``reset()``.
     ``reward="pairwise"``: 1 / 0.5 / 0 as the LLM itself, judging, prefers the steered response to
     its own greedy one, is undecided, or prefers its own (see :mod:`proxy_env.feedback.pairwise`).
 

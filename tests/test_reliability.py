@@ -129,7 +129,7 @@ def test_file_dropped_into_save_dir_during_training_is_kept_and_the_proxy_saved_
 def test_demo_out_and_finetune_out_refuse_user_folders(tmp_path, capsys):
     docs = _thesis(tmp_path)
     code, err = _cli(capsys, "demo", "--model", "tiny", "--out", str(docs))
-    assert code == 2 and "did not write (thesis)" in err and err.count("\n") == 1
+    assert code == 2 and "--out=" in err and "did not write (thesis)" in err and err.count("\n") == 1
     from agents.finetune import FinetuneConfig
 
     with pytest.raises(OutputPathError, match="did not write"):
