@@ -332,7 +332,7 @@ def _train(cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: lis
                  **({"reward": reward} if reward is not None else {})}
         save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg), lm=lm) if cfg.save_dir else None
         if save is not None and cfg.save_freq > 0:
-            extra.append(CheckpointCallback(save, cfg.save_freq))
+            extra.append(CheckpointCallback(partial(_periodic_save, save), cfg.save_freq))
         if cfg.time_limit_s > 0:
             extra.append(TimeLimitCallback(cfg.time_limit_s))
         progress_bar, bars = _progress(cfg)
@@ -361,6 +361,15 @@ def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
             f"n_steps={n_steps} x num_envs={cfg.num_envs} rollouts of {env.observation_space.shape[0]}-float observations "
             f"need ~{gib(need)} GiB, more than the {gib(free)} GiB of memory available; lower n_steps or num_envs."
         )
+
+
+def _periodic_save(save: Any, agent: Any) -> Path | None:
+    """A periodic save that fails is logged, not fatal: training goes on and the final save rescues the proxy."""
+    try:
+        return save(agent)
+    except (OSError, ProxyEnvError) as exc:
+        logger.warning("periodic checkpoint at %s steps failed (%s); training continues", agent.num_timesteps, exc)
+        return None
 
 
 def _save_or_rescue(save: Any, agent: Any, path: str) -> Path:

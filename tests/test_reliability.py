@@ -126,6 +126,24 @@ def test_file_dropped_into_save_dir_during_training_is_kept_and_the_proxy_saved_
     assert len(rescued) == 1 and read_meta(rescued[0]).num_timesteps >= 64
 
 
+def test_failed_periodic_save_does_not_end_the_run(tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    target = tmp_path / "run"
+
+    class UserWritesThere(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 8:
+                target.mkdir(exist_ok=True)
+                (target / "notes.txt").write_text("mine")
+            return True
+
+    with pytest.raises(CheckpointError, match="saved to .*run.rescued-"):  # trained to the end, then saved beside
+        train(_cfg(save_dir=str(target), save_freq=16, total_timesteps=64), reward=_zero, callbacks=[UserWritesThere()])
+    rescued = next(p for p in tmp_path.iterdir() if p.name.startswith("run.rescued-"))
+    assert read_meta(rescued).num_timesteps >= 64 and (target / "notes.txt").read_text() == "mine"
+
+
 def test_demo_out_and_finetune_out_refuse_user_folders(tmp_path, capsys):
     docs = _thesis(tmp_path)
     code, err = _cli(capsys, "demo", "--model", "tiny", "--out", str(docs))
