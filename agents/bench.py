@@ -35,7 +35,7 @@ class BenchConfig:
     model: str = field(default="default", metadata={"help": "frozen LLM ('default', 'tiny', a hub id or a path)"})
     checkpoints: tuple[str, ...] = field(default=(), metadata={"help": "proxy checkpoint folders to evaluate"})
     finetuned: tuple[str, ...] = field(default=(), metadata={"help": "fine-tuned model folders (Hugging Face format)"})
-    tensorboard: tuple[str, ...] = field(default=(), metadata={"help": "TensorBoard dirs of the checkpoints, in order (default: from meta.json or <checkpoint>-tb)"})
+    tensorboard: tuple[str, ...] = field(default=(), metadata={"help": "TensorBoard dirs of the checkpoints, in order (default: from the checkpoint's config or <checkpoint>-tb)"})
     prompts: str = field(default="default-eval", metadata={"help": "prompt set or path"})
     num_prompts: int | None = field(default=None, metadata={"help": "first N prompts only (None: all)"})
     n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "best-of-N sizes"})
@@ -57,6 +57,8 @@ class BenchConfig:
     device: str | None = field(default=None, metadata={"help": "torch device (None: CUDA when available)"})
     out: str = field(default="runs/bench", metadata={"help": "output folder"})
     quick: bool = field(default=False, metadata={"help": "tiny model, 4 prompts, N in (2, 4), 8 tokens (fields left at their defaults): seconds"})
+    trust_checkpoint: bool = field(default=False, metadata={"help": (
+        "also load SB3 proxy.zip checkpoints (format 1), whose loading unpickles Python objects and can run code")})
 
     def resolved(self) -> BenchConfig:
         """This config with ``quick`` applied and values validated."""
@@ -225,6 +227,7 @@ def _bench(args: Any) -> int:
         bon_reference=args.bon_reference, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
         out=args.out, quick=args.quick, proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
         random_reject_p=args.random_reject_p, accept_powers=tuple(args.accept_powers),
+        trust_checkpoint=args.trust_checkpoint,
         device=args.device,
     )
     bar = tqdm(total=1, unit="prompt", desc="bench")
@@ -270,6 +273,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     p.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 prompts, small N: a smoke run in seconds")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load SB3 proxy.zip checkpoints, whose loading unpickles Python objects and can run code")
     p.set_defaults(func=_bench)
 
 

@@ -28,9 +28,10 @@ def _pool_kwargs(cfg: BenchConfig) -> dict[str, Any]:
 def load_proxy(path: str, lm: FrozenLM, cfg: BenchConfig, tensorboard: str | None,
                notes: list[str]) -> tuple[str, Any, dict[str, Any], str | None]:
     """(name, SB3 model, its env settings, its TensorBoard dir) of a checkpoint folder."""
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import check_lm, load_checkpoint
 
-    checkpoint = load_checkpoint(path, device="cpu" if lm.device.type == "cpu" else "auto")
+    checkpoint = load_checkpoint(path, device="cpu" if lm.device.type == "cpu" else "auto", trust=cfg.trust_checkpoint)
+    check_lm(checkpoint.meta, lm, path)
     env = checkpoint.meta.env_kwargs
     env_kw = {k: env[k] for k in AGENT_ENV_KEYS if k in env}
     for key, value in {**_pool_kwargs(cfg), "max_new_tokens": cfg.max_new_tokens}.items():

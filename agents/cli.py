@@ -1,10 +1,16 @@
-"""The ``proxy-rlhf`` command."""
+"""The ``proxy-rlhf`` command.
+
+Every error a user can cause prints one line (``proxy-rlhf <command>: error: ...``) naming the
+argument or file and the fix, and exits with code 2; ``--debug`` shows the traceback instead.
+Training stopped by Ctrl-C or SIGTERM still saves its checkpoint and exits with 130 or 143.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -20,15 +26,20 @@ def _demo(args: argparse.Namespace) -> int:
     """Train a KL-regularised PPO proxy to a fixed budget of decisions, then put it beside best-of-N on held-out prompts."""
     from agents.train import TrainConfig, resolve_lm, train
 
-    if args.decisions < 1:
-        print(f"proxy-rlhf demo: --decisions {args.decisions} must be >= 1 (the training budget in proxy decisions).", file=sys.stderr)
-        return 2
-    print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
-    lm = resolve_lm(args.model, None)
+    from agents.checkpoint import check_save_dir
+    from proxy_env.errors import ConfigError
+
+    check_save_dir(args.out, arg="--out")
+    for name, low in (("decisions", 1), ("eval_prompts", 2), ("show", 0)):
+        if getattr(args, name) < low:
+            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
                       seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
                       n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
                       eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
+    cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
+    print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
+    lm = resolve_lm(args.model, None)
     print(f"training PPO (observation 'prefix', KL penalty β={args.kl_coef:g}) for {args.decisions:,} decisions on "
           f"{args.num_envs} envs ...", flush=True)
     start = time.perf_counter()
@@ -36,6 +47,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"trained {result.model.num_timesteps:,} decisions in {time.perf_counter() - start:.0f} s; proxy "
           f"{result.params.proxy:,} trainable parameters = {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}; "
           f"checkpoint {result.checkpoint}")
+    if result.interrupted:
+        return _interrupted("demo", result)
     return _demo_compare(lm, result.model, args)
 
 
@@ -139,6 +152,8 @@ def _train(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     values["hidden"] = tuple(values["hidden"])
     result = train(TrainConfig(**values))
+    if result.interrupted:
+        return _interrupted("train", result)
     print(result.params)
     for step, evaluation in result.evaluations:
         print(f"eval @ {step}: reward {evaluation.mean_reward:+.3f}  rejection rate {evaluation.rejection_rate:.3f}  "
@@ -148,19 +163,40 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(command: str, result: Any) -> int:
+    import signal
+
+    where = f"checkpoint saved to {result.checkpoint}" if result.checkpoint is not None else "nothing saved (no --save-dir)"
+    print(f"proxy-rlhf {command}: {result.interrupted} received: stopped after {result.model.num_timesteps:,} decisions; {where}.",
+          file=sys.stderr)
+    return 128 + int(signal.Signals[result.interrupted])
+
+
 def _generate(args: argparse.Namespace) -> int:
     from agents.generate import ProxyGenerator
+    from proxy_env.errors import ConfigError
+    from proxy_env.seeding import single_seed
 
+    single_seed(args.seed, "--seed")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens={args.max_new_tokens} must be >= 1 (or left out: the checkpoint's).")
     overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     generator = ProxyGenerator.from_checkpoint(args.checkpoint, model=args.model, device=args.device, batch_size=args.batch_size,
-                                               deterministic=not args.sample, seed=args.seed, **overrides)
+                                               deterministic=not args.sample, seed=args.seed, trust=args.trust_checkpoint, **overrides)
     for g in generator.generate(args.prompts):
         print(f"\nPROMPT: {g.prompt}\nRESPONSE: {g.text}\ndecisions={g.decisions} rejections={g.rejections}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the flag, the problem, ``--help``), not the whole usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="proxy-rlhf", description=__doc__)
+    parser = _Parser(prog="proxy-rlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a KL-regularised PPO proxy to a fixed budget, then compare it with the LLM and best-of-N")
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
@@ -183,24 +219,59 @@ def main(argv: list[str] | None = None) -> int:
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="generate aligned responses with a trained proxy checkpoint")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")
-    gen.add_argument("--checkpoint", required=True, help="checkpoint folder (proxy.zip + meta.json)")
+    gen.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + proxy_config.json)")
     gen.add_argument("--model", default=None, help="frozen LLM override ('tiny', a hub id or path; default: the checkpoint's)")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="response budget (default: the checkpoint's)")
     gen.add_argument("--batch-size", type=int, default=16, help="prompts generated at once")
     gen.add_argument("--sample", action="store_true", help="sample the proxy's actions instead of taking the most likely")
     gen.add_argument("--seed", type=int, default=0, help="seed of the candidate order")
     gen.add_argument("--device", default="auto", help="torch device of the proxy policy")
+    gen.add_argument("--trust-checkpoint", action="store_true",
+                     help="also load an SB3 proxy.zip checkpoint, whose loading unpickles Python objects and can run code")
     gen.set_defaults(func=_generate)
     for module in _SUBCOMMAND_MODULES:  # each adds its own subcommands; heavy imports stay inside their handlers
         importlib.import_module(module).add_subcommands(sub)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _add_debug_flag(sub)
     args = parser.parse_args(argv)
-    from proxy_env.errors import ProxyEnvError
-
+    if args.debug:
+        return int(args.func(args))
     try:
         return int(args.func(args))
-    except ProxyEnvError as exc:  # a user error: the message says what to fix, a traceback adds nothing
-        print(f"proxy-rlhf {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001  one line, never a traceback (--debug shows it)
+        code, message = _explain(exc)
+        print(f"proxy-rlhf {args.command}: error: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print(f"proxy-rlhf {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+def _add_debug_flag(sub: Any) -> None:
+    """``--debug`` after the subcommand too (``proxy-rlhf train ... --debug``), on every subcommand and nested one."""
+    for parser in set(sub.choices.values()):
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug_flag(action)
+
+
+def _explain(exc: Exception) -> tuple[int, str]:
+    """(exit code, one line) for an error: ours say what to fix; the usual others get a fix here."""
+    from proxy_env.errors import ProxyEnvError
+
+    if isinstance(exc, ProxyEnvError):  # a user error: the message says what to fix, a traceback adds nothing
+        return 2, _one_line(str(exc))
+    if isinstance(exc, OSError):
+        name = f" {exc.filename!r}" if exc.filename else ""
+        return 2, _one_line(f"{exc.strerror or exc}:{name}; check that the path exists and that you may read or write it.")
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return 2, "out of memory; lower --num-envs, --batch-size or --max-new-tokens."
+    return 1, _one_line(f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug for the traceback and report it)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

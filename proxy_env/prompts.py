@@ -89,7 +89,11 @@ def _load_path(path: Path, column: str) -> list[str]:
         require_package("datasets", extra="datasets")
         import datasets
 
-        data = datasets.load_from_disk(str(path))
+        try:
+            data = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as exc:
+            raise DataError(f"prompts={str(path)!r} is a folder but not a saved datasets folder ({exc}); pass a .txt/.jsonl "
+                            "file or a folder written by Dataset.save_to_disk.") from exc
         if isinstance(data, datasets.DatasetDict):
             data = data["train"] if "train" in data else data[next(iter(data))]
         if column not in data.column_names:
@@ -97,7 +101,7 @@ def _load_path(path: Path, column: str) -> list[str]:
         return load_prompts([str(x) for x in data[column]])
     if path.suffix == ".jsonl":
         out = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(_read_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -108,5 +112,13 @@ def _load_path(path: Path, column: str) -> list[str]:
                 raise DataError(f"{path}:{number}: expected an object with a string field {column!r}.")
             out.append(record[column])
         return load_prompts(out)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in _read_text(path).splitlines()]
     return load_prompts([line for line in lines if line])
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"prompts={str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); pass a .txt file with one "
+                        "prompt per line or a .jsonl file.") from exc

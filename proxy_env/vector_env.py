@@ -12,8 +12,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
+from proxy_env import guards, seeding
 from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig
-from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
@@ -79,7 +80,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
     computed once per prompt and cached. Each rejection costs ``reject_cost`` at that step.
     With ``reward_normalize=True`` the terminal reward ``RM - b`` is standardised by a running
     (Welford) mean and standard deviation of every terminal reward seen so far, updated with each
-    step's finished episodes before they are normalised (the rejection cost is not normalised).
+    step's finished episodes before they are normalised (the rejection cost is not normalised); it is
+    overflow-free, winsorises a reward beyond 10 standard deviations and clips the normalised one to
+    ±10, so extreme rewards (±1e308) give neither NaN nor a collapse (:class:`~proxy_env.rewards.RunningMeanStd`).
+    If the reward source fails (raises, or returns NaN), ``step`` raises :class:`~proxy_env.errors.RewardError`
+    and the env works again after ``reset()``.
     ``reward="pairwise"``: 1 / 0.5 / 0 as the LLM itself, judging, prefers the steered response to
     its own greedy one, is undecided, or prefers its own (see :mod:`proxy_env.feedback.pairwise`).
     With ``kl_coef = β > 0`` (``observation="prefix"`` only) each committed token pays
@@ -195,7 +200,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
             raise ConfigError(f"render_mode={render_mode!r} is not supported; expected None or 'ansi'.")
         self.render_mode = render_mode
         self.prompts = load_prompts(prompts)
+        if isinstance(model, FrozenLM):
+            guards.check_shared_lm(model, device=device, dtype=dtype)
         self.lm = model if isinstance(model, FrozenLM) else FrozenLM(model, device=device, dtype=dtype)
+        guards.check_budget(self.lm, self.prompts, max_new_tokens=max_new_tokens, num_envs=num_envs)
         if not -self.lm.num_layers - 1 <= hidden_layer <= self.lm.num_layers:
             raise ConfigError(f"hidden_layer={hidden_layer} is out of range for a {self.lm.num_layers}-layer model.")
         self.reward_fn = resolve_reward(reward, device=self.lm.device, lm=self.lm, config=self.config)
@@ -216,6 +224,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self._prompt_ids: dict[int, list[int]] = {}
         self._baseline = ReferenceBaseline(self.lm, self.reward_fn, self.config) if reward_baseline == "reference" else None
         self._allocate()
+        self._failed: tuple[str, torch.Tensor] | None = None  # (why, rows) after a step that failed midway
 
     # ------------------------------------------------------------------ state
     def _allocate(self) -> None:
@@ -418,22 +427,29 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start new episodes in every env, or in ``options["reset_mask"]`` (B,) bool only."""
-        super().reset(seed=seed if isinstance(seed, int) else None)
+        """Start new episodes in every env, or in ``options["reset_mask"]`` (B,) bool only.
+
+        ``seed``: None, a non-negative int (env ``i`` gets ``seed + i``), or one per env (None entries
+        keep that env's seed), as Gymnasium takes them (:mod:`proxy_env.seeding`).
+        """
+        seeds = seeding.env_seeds(seed, self.num_envs)
+        super().reset(seed=seeding.first_seed(seed))
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=self.lm.device)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
                 raise ConfigError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}.")
             rows = torch.as_tensor(mask, device=self.lm.device)
-        if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
-            if len(seeds) != self.num_envs:
-                raise ConfigError(f"seed has {len(seeds)} values for num_envs={self.num_envs}; pass an int or one per env.")
-            self.seed = torch.where(rows, torch.tensor(seeds, device=self.lm.device), self.seed)
-            self.episode[rows] = 0
-        elif not self._seeded:
+            if self._failed is not None and bool((self._failed[1] & ~rows).any()):
+                raise StateError(f"envs {self._failed[1].nonzero().squeeze(1).tolist()} failed in the last step(); reset them too "
+                                 "(reset() without reset_mask resets every env).")
+        if not self._seeded:
             self.seed = torch.tensor(np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64), device=self.lm.device)
+        if seeds is not None:
+            given = rows & torch.tensor([s is not None for s in seeds], device=self.lm.device)
+            values = torch.tensor([0 if s is None else s for s in seeds], dtype=torch.long, device=self.lm.device)
+            self.seed = torch.where(given, values, self.seed)
+            self.episode[given] = 0
         index = None
         if options and "prompt_index" in options:
             index = torch.as_tensor(np.asarray(options["prompt_index"]), dtype=torch.long, device=self.lm.device)
@@ -445,6 +461,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if bool(rows.all()):  # a fresh cache makes a seeded reset reproduce bit for bit
             self.cache = self.lm.new_cache(self.num_envs, self.config.hidden_layer)
         self._start(rows, index)
+        self._failed = None
         return self._observe(), self._step_info()
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -483,7 +500,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         terminated, truncated = _np(self.terminated), _np(self.truncated)
         info: dict[str, Any] = {}
         if ended.any():
-            end_info = self._end_info(ended)
+            end_info = self._scored(ended)
             if kl is not None:
                 end_info.update(kl_paid=_np(self.kl_paid), kl_exact_paid=_np(self.kl_exact_paid),
                                 _kl_paid=_np(ended), _kl_exact_paid=_np(ended))
@@ -510,9 +527,24 @@ class ProxyRLHFVectorEnv(VectorEnv):
             info.update(kl=_np(kl.logratio), kl_exact=_np(kl.exact), kl_coef=np.full(self.num_envs, self.kl_coef))
         return obs, _np(reward), terminated, truncated, info
 
+    def _scored(self, ended: torch.Tensor) -> dict[str, Any]:
+        """:meth:`_end_info`; if scoring fails, the env is marked for reset and the error says so."""
+        try:
+            return self._end_info(ended)
+        except BaseException as exc:
+            rows = ended.nonzero().squeeze(1).tolist()
+            self._failed = (f"{type(exc).__name__} while scoring the episodes of envs {rows}", ended.clone())
+            if not isinstance(exc, Exception):
+                raise
+            fix = (f" The episodes of envs {rows} ended but could not be scored, so they are dropped; the env is "
+                   "usable again after reset() (every env, or a reset_mask covering those).")
+            raise RewardError(f"{exc}{fix}") from exc
+
     def _validate(self, actions: Any) -> torch.Tensor:
         if not self._seeded:
             raise StateError("step() called before reset(); call reset() first.")
+        if self._failed is not None:
+            raise StateError(f"the last step() failed ({self._failed[0]}); call reset() before step().")
         array = np.asarray(actions.cpu() if isinstance(actions, torch.Tensor) else actions)
         if array.shape == (self.num_envs, 1):
             array = array[:, 0]
@@ -627,7 +659,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     def _normalize(self, terminal: np.ndarray, ended: np.ndarray) -> np.ndarray:
         """Update the running statistics with the ended rows' terminal rewards, then standardise them."""
         self.reward_stats.update(terminal[ended])
-        return np.where(ended, (terminal - self.reward_stats.mean) / self.reward_stats.std, 0.0)
+        return np.where(ended, self.reward_stats.normalize(terminal), 0.0)
 
     # ------------------------------------------------------------------ rendering
     def _log(self, rows: torch.Tensor, token: torch.Tensor, rejected: bool) -> None:

@@ -23,8 +23,8 @@ def _run(script: str, cwd: Path, *args: str) -> str:
 def test_train_ppo(tmp_path):
     out = _run("train_ppo.py", tmp_path)
     assert "trainable params" in out and out.count("PROMPT: ") == 2
-    assert (tmp_path / "checkpoints" / "ppo" / "proxy.zip").is_file()
-    assert (tmp_path / "checkpoints" / "ppo" / "meta.json").is_file()
+    assert (tmp_path / "checkpoints" / "ppo" / "model.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "ppo" / "proxy_config.json").is_file()
 
 
 def test_swap_algorithms(tmp_path):

@@ -119,6 +119,9 @@ def test_time_limit_stops_training_and_overwrite(tiny_dir, tmp_path):
     (out / "stale.txt").write_text("old")
     with pytest.raises(ConfigError, match="already exists"):
         small(tiny_dir, out).validate()
+    with pytest.raises(ConfigError, match=r"did not write \(stale.txt\)"):  # --overwrite replaces a fine-tuned model only
+        small(tiny_dir, out, overwrite=True).validate()
+    (out / "finetune.json").write_text("{}")  # now it is one (an earlier run's)
     result = finetune(small(tiny_dir, out, max_steps=50, time_limit_s=1e-6, overwrite=True, tensorboard=False, beta=0.0),
                       reward=length_reward)
     assert result.steps == 1
@@ -135,6 +138,7 @@ def test_failed_final_rename_keeps_the_old_model(tiny_dir, tmp_path, monkeypatch
     out = tmp_path / "ft"
     out.mkdir()
     (out / "old_model.txt").write_text("old")
+    (out / "finetune.json").write_text("{}")  # an earlier fine-tuned model, which --overwrite may replace
 
     def fake_run(cfg, model, tokenizer, prompts, reward_fn, staging, callbacks):  # no training: only the swap is tested
         staging.mkdir()

@@ -133,12 +133,64 @@ def test_interrupted_save_keeps_previous_checkpoint(saved, tmp_path, monkeypatch
     assert load_checkpoint(path, device="cpu").meta.seed == 0
 
 
-def _corrupt_meta_missing(path: Path) -> None:
-    (path / "meta.json").unlink()
+def _corrupt_config_missing(path: Path) -> None:
+    (path / "proxy_config.json").unlink()
 
 
-def _corrupt_meta_json(path: Path) -> None:
-    (path / "meta.json").write_text("{not json", encoding="utf-8")
+def _corrupt_config_json(path: Path) -> None:
+    (path / "proxy_config.json").write_text("{not json", encoding="utf-8")
+
+
+def _corrupt_weights(path: Path) -> None:
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _weights_of_another_policy(path: Path) -> None:
+    config = json.loads((path / "proxy_config.json").read_text())
+    config["policy_kwargs"]["net_arch"] = [32]
+    (path / "proxy_config.json").write_text(json.dumps(config))
+
+
+def _edit_config(**changes):
+    def edit(path: Path) -> None:
+        config = json.loads((path / "proxy_config.json").read_text())
+        config.update(changes)
+        (path / "proxy_config.json").write_text(json.dumps(config))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        (_corrupt_config_missing, "has no proxy_config.json"),
+        (_corrupt_config_json, "proxy_config.json is not valid JSON"),
+        (_corrupt_weights, "model.safetensors is damaged or truncated"),
+        (_weights_of_another_policy, "model.safetensors does not match the policy"),
+        (_edit_config(format_version=99), r"format_version=99.*reads format_version=\[1, 2\] only"),
+        (_edit_config(algo="ppo9000"), "algo='ppo9000'"),
+        (_edit_config(policy_kwargs={"features_extractor_class": {"class": "Popen"}}), "names class 'Popen', which is not one"),
+    ],
+    ids=["config-missing", "config-unparseable", "weights-truncated", "weights-mismatch", "wrong-version", "unknown-algo",
+         "class-not-allowed"],
+)
+def test_corrupted_checkpoint_raises_clear_error(saved, tmp_path, corrupt, match):
+    import shutil
+
+    path = tmp_path / "proxy"
+    shutil.copytree(saved, path)
+    corrupt(path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def saved_sb3(tmp_path_factory, saved) -> Path:
+    """The same proxy in format 1 (SB3's pickled proxy.zip + meta.json)."""
+    path = tmp_path_factory.mktemp("ckpt1") / "proxy"
+    ckpt.save_checkpoint(load_checkpoint(saved, device="cpu").model, path, env_kwargs={"model": "tiny"}, seed=0, format="sb3")
+    return path
 
 
 def _corrupt_zip(path: Path) -> None:
@@ -152,38 +204,19 @@ def _corrupt_zip_contents(path: Path) -> None:
         zf.writestr("data", "{}")
 
 
-def _wrong_version(path: Path) -> None:
-    meta = json.loads((path / "meta.json").read_text())
-    meta["format_version"] = 99
-    (path / "meta.json").write_text(json.dumps(meta))
-
-
-def _unknown_algo(path: Path) -> None:
-    meta = json.loads((path / "meta.json").read_text())
-    meta["algo"] = "ppo9000"
-    (path / "meta.json").write_text(json.dumps(meta))
-
-
 @pytest.mark.parametrize(
     "corrupt, match",
-    [
-        (_corrupt_meta_missing, "has no meta.json"),
-        (_corrupt_meta_json, "meta.json is not valid JSON"),
-        (_corrupt_zip, "proxy.zip is missing or not a zip archive"),
-        (_corrupt_zip_contents, "proxy.zip could not be loaded as ppo"),
-        (_wrong_version, "format_version=99.*reads format_version=1 only"),
-        (_unknown_algo, "algo='ppo9000'"),
-    ],
-    ids=["meta-missing", "meta-unparseable", "zip-garbage", "zip-bad-contents", "wrong-version", "unknown-algo"],
+    [(_corrupt_zip, "proxy.zip is missing or not a zip archive"), (_corrupt_zip_contents, "proxy.zip could not be loaded as ppo")],
+    ids=["zip-garbage", "zip-bad-contents"],
 )
-def test_corrupted_checkpoint_raises_clear_error(saved, tmp_path, corrupt, match):
+def test_corrupted_sb3_checkpoint_raises_clear_error(saved_sb3, tmp_path, corrupt, match):
     import shutil
 
     path = tmp_path / "proxy"
-    shutil.copytree(saved, path)
+    shutil.copytree(saved_sb3, path)
     corrupt(path)
     with pytest.raises(CheckpointError, match=match):
-        load_checkpoint(path, device="cpu")
+        load_checkpoint(path, device="cpu", trust=True)
 
 
 def test_missing_checkpoint_folder(tmp_path, saved):

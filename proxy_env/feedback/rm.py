@@ -220,7 +220,7 @@ class BTRewardModel:
             tmp.mkdir()
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2, allow_nan=False))
-            replace_dir(tmp, target)
+            replace_dir(tmp, target, markers=(CONFIG_NAME,))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
@@ -272,8 +272,15 @@ def load_reward_model(path: str | Path, *, lm: Any = None, device: str | torch.d
     if head_cfg.get("in_dim") != encoder.dim:
         raise DataError(f"{path}: head input width {head_cfg.get('in_dim')} != encoder width {encoder.dim}.")
     head = make_head(int(head_cfg["in_dim"]), int(head_cfg.get("hidden", 0)), tokens=tokens)
+    from safetensors import SafetensorError
+
+    weights = Path(path).expanduser() / WEIGHTS_NAME
     try:
-        head.load_state_dict(load_file(str(Path(path).expanduser() / WEIGHTS_NAME)))
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{weights}: damaged or truncated ({exc}); retrain the reward model (proxy-rlhf rm train) or copy it again.") from exc
+    try:
+        head.load_state_dict(tensors)
     except (RuntimeError, KeyError) as exc:
         raise DataError(f"{path}: {WEIGHTS_NAME} does not match the head in {CONFIG_NAME}: {exc}") from exc
     norm = config["normalization"]
