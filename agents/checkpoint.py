@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import proxy_env
-from proxy_env.errors import ConfigError, DataError
-from proxy_env.folders import FolderLock, check_output_dir, foreign_entries, held_here
+from proxy_env.errors import DataError
+from proxy_env.folders import FolderLock, check_output_dir, held_here
 
 from agents import proxy_format
 from agents.algos import ALGOS, algo_name, get_algo

@@ -1108,7 +1108,7 @@ def main() -> int:
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in order)
     print(f"\n{len(rows)} probes in {time.perf_counter() - start:.0f} s: {summary}")
     if args.out:
-        lines = [f"# Reliability probes (issue 20)\n", f"`python benchmarks/probe_reliability.py` on the tiny model, CPU, 1 thread: "
+        lines = ["# Reliability probes (issue 20)\n", f"`python benchmarks/probe_reliability.py` on the tiny model, CPU, 1 thread: "
                  f"**{len(rows)} probes: {summary}**.\n", "| category | probe | result | message |", "|---|---|---|---|"]
         lines += [f"| {c} | {n} | {r} | {m.replace('|', '/')} |" for c, n, r, m, _ in rows]
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
