@@ -34,6 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
                       seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
+                      reward_normalize=True,
                       n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
                       eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
     cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
     demo.add_argument("--decisions", type=int, default=12_000, help="training budget in proxy decisions")
     demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
-    demo.add_argument("--init-accept-prob", type=float, default=0.97, help="the proxy starts near the unsteered LLM")
+    demo.add_argument("--init-accept-prob", type=float, default=0.9, help="the proxy starts near the unsteered LLM")
     demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
     demo.add_argument("--num-envs", type=int, default=16, help="envs run in parallel")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
