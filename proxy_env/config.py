@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
+
 from proxy_env.errors import ConfigError, ConfigTypeError, check_choice
 
 ORDERS = ("sample", "greedy")
@@ -66,3 +68,13 @@ def _int(name: str, value: object, minimum: int | None = None, hint: str = "") -
         raise ConfigTypeError(f"{name}={value!r} must be an int {hint}".rstrip() + ".")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum} {hint}".rstrip() + ".")
+
+
+def check_info_text(info_text: object) -> bool:
+    """Validate ``info_text`` (a bool)."""
+    if not isinstance(info_text, (bool, np.bool_)):
+        raise ConfigTypeError(
+            f"info_text={info_text!r} must be a bool: True adds the text fields (token, prompt, response, "
+            "response_ids) to info; False, the default, keeps every info entry numeric."
+        )
+    return bool(info_text)

@@ -16,7 +16,7 @@ class ProxyRLHFEnv(gym.Env):
 
     >>> import gymnasium as gym, proxy_env
     >>> from proxy_env.tiny import tiny_lm
-    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4)
+    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4, info_text=True)
     >>> obs, info = env.reset(seed=0)
     >>> done, steps = False, 0
     >>> while not done:

@@ -41,10 +41,11 @@ from proxy_env.errors import ConfigError, ConfigTypeError, StateError
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
 STEP_INFO_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position")
-# end-of-episode keys copied from ``final_info`` into the info dict of a finished env
+# end-of-episode keys copied from ``final_info`` into the info dict of a finished env (the text ones,
+# ``prompt``, ``response`` and ``response_ids``, are there only when the env has ``info_text=True``)
 FINAL_INFO_KEYS = (
     "prompt", "response", "response_ids", "decisions", "num_rejections", "forced_commits",
-    "reward_raw", "reward_baseline", "reject_cost",
+    "response_length", "reward_raw", "reward_baseline", "reject_cost",
 )
 
 
@@ -56,8 +57,9 @@ class SB3VecEnv(VecEnv):
     "l": agent decisions, "t": seconds since the adapter was made}`` (what SB3's
     ``rollout/ep_rew_mean`` and ``ep_len_mean`` read, so no ``VecMonitor`` is needed),
     ``rejection_rate`` (rejections / decisions), ``response_length`` (tokens) and the env's
-    end-of-episode fields (``prompt``, ``response``, ``response_ids``, ``reward_raw``...). Every
-    info holds the candidate now on offer (``token_id``, ``logprob``, ...).
+    end-of-episode fields (``reward_raw``, ``num_rejections``...; ``prompt``, ``response`` and
+    ``response_ids`` when the env has ``info_text=True``). Every info holds the candidate now on
+    offer (``token_id``, ``logprob``, ...).
 
     Args:
         venv: a vector env made with ``gym.make_vec(..., vectorization_mode="vector_entry_point")``
@@ -135,14 +137,14 @@ class SB3VecEnv(VecEnv):
         final = info.get("final_info", {})
         out: dict[str, Any] = {k: _plain(final[k][i]) for k in FINAL_INFO_KEYS if k in final}
         decisions = int(out.get("decisions", self._lengths[i]))
-        ids = out.get("response_ids") or []
+        length = out.get("response_length", len(out.get("response_ids") or []))
         out.update({
             "terminal_observation": np.asarray(info["final_obs"][i], dtype=np.float32),
             "TimeLimit.truncated": bool(truncated and not terminated and self.bootstrap_truncated),
             "episode": {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
                         "t": round(time.time() - self._t_start, 6)},
             "rejection_rate": float(out.get("num_rejections", 0)) / decisions if decisions > 0 else 0.0,
-            "response_length": len(ids),
+            "response_length": int(length),
         })
         return out
 

@@ -51,7 +51,7 @@ def test_shapes_and_dtypes(sb3_env):
 
 
 def test_terminal_observation_exactly_on_done(sb3_env):
-    env = sb3_env(4, reject_cost=0.01)
+    env = sb3_env(4, reject_cost=0.01, info_text=True)
     ended = 0
     returns, lengths = np.zeros(4), np.zeros(4, dtype=int)
     for obs, rewards, dones, infos in _rollout(env, 60, np.random.default_rng(0)):
@@ -119,6 +119,13 @@ def test_rejects_wrong_autoreset_and_type(make_venv):
         SB3VecEnv(make_venv(2, autoreset_mode="next_step"))
     with pytest.raises(ConfigTypeError, match="venv must be a gymnasium VectorEnv"):
         SB3VecEnv(gym.make("CartPole-v1"))  # type: ignore[arg-type]
+
+
+def test_episode_infos_without_text(sb3_env):
+    """By default the env's infos are numeric: the adapter's episode infos have the counts, not the text."""
+    env = sb3_env(4, max_new_tokens=2)
+    infos = [info for *_, infos in _rollout(env, 8, np.random.default_rng(0)) for info in episode_infos(infos)]
+    assert infos and all(0 < i["response_length"] <= 2 and "response" not in i and "prompt" not in i for i in infos)
 
 
 # ---------------------------------------------------------------------------------- algorithms

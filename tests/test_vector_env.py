@@ -20,7 +20,7 @@ def _policy(env_index: int, seed: int = 0):
 
 def test_batched_env_equals_single_envs(make_venv, make_env):
     n, steps, seed = 8, 40, 11
-    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], info_text=True)
     obs, _ = venv.reset(seed=seed)
     policies = [_policy(i) for i in range(n)]
     vec_log = [[] for _ in range(n)]
@@ -37,7 +37,7 @@ def test_batched_env_equals_single_envs(make_venv, make_env):
                 vec_log[i].append(("step", obs[i], reward[i], term[i], trunc[i], None))
     episodes = 0
     for i in range(n):
-        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r])
+        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], info_text=True)
         obs, _ = env.reset(seed=seed + i)
         log = [("reset", obs)]
         policy = _policy(i)
@@ -60,7 +60,7 @@ def test_batched_env_equals_single_envs(make_venv, make_env):
 def test_always_accept_samples_the_llm_distribution(make_venv, tiny):
     # first response token under always-accept vs the LLM's truncated distribution
     n, top_k, temperature = 64, 5, 1.5
-    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature)
+    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, info_text=True)
     venv.reset(seed=3)
     counts: dict[int, int] = {}
     while sum(counts.values()) < 3000:
@@ -78,7 +78,7 @@ def test_always_accept_samples_the_llm_distribution(make_venv, tiny):
 
 
 def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
-    env = make_env(prompts=["Tell me a story."], order="greedy", max_new_tokens=10)
+    env = make_env(prompts=["Tell me a story."], order="greedy", max_new_tokens=10, info_text=True)
     env.reset(seed=0)
     done = False
     while not done:
@@ -93,7 +93,7 @@ def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
 @pytest.mark.parametrize("max_rejections", [None, 2], ids=["cap-pool-size", "cap-2"])
 def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
     top_k = 4
-    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections)
+    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections, info_text=True)
     obs, info = env.reset(seed=5)
     offered: dict[int, list[int]] = {}
     done = False
@@ -119,7 +119,7 @@ def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
 
 
 def test_eos_terminates_and_budget_truncates(make_env, tiny):
-    env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+    env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
     env.reset(seed=0)
     first = env.unwrapped.vector_env.pool.tokens[0, 0].item()
     for _ in range(3):
@@ -130,7 +130,7 @@ def test_eos_terminates_and_budget_truncates(make_env, tiny):
     saved = tiny.model.generation_config.eos_token_id
     tiny.model.generation_config.eos_token_id = [2, first]  # make the greedy first token an EOS
     try:
-        env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+        env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
         env.reset(seed=0)
         _, _, term, trunc, info = env.step(Action.ACCEPT)
         assert term and not trunc and info["response_ids"] == [first]
@@ -171,7 +171,8 @@ def test_reward_components(make_venv):
 
 
 def test_reference_baseline(make_venv, tiny):
-    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference")
+    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference",
+                     info_text=True)
     venv.reset(seed=0)
     for _ in range(20):
         _, reward, term, trunc, info = venv.step(np.ones(2, dtype=np.int64))
@@ -237,7 +238,7 @@ def test_autoreset_modes(make_venv):
 
 
 def test_observation_modes_and_infos(make_venv, tiny):
-    venv = make_venv(2, observation="candidate_stats")
+    venv = make_venv(2, observation="candidate_stats", info_text=True)
     obs, info = venv.reset(seed=0)
     assert obs.shape == (2, tiny.hidden_size + 3)
     np.testing.assert_allclose(obs[:, -3], info["logprob"], rtol=1e-6)
