@@ -11,7 +11,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
-from proxy_env import infos
+from proxy_env import infos, sub_envs
 from proxy_env.config import NUM_STATS, Action, EnvConfig, check_info_text
 from proxy_env.errors import ActionError, ConfigError, StateError
 from proxy_env.lm import FrozenLM
@@ -103,6 +103,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
     SAME_STEP autoreset a finished env returns its next episode's first observation and puts the last
     one in ``info["final_obs"]`` (an ``(num_envs,)`` object array of ``(d,)`` float32 arrays, None
     for envs that did not end) and its info in ``info["final_info"]``.
+
+    ``call``, ``get_attr`` and ``set_attr`` follow Gymnasium's ``VectorEnv``; the ``num_envs`` envs
+    are rows of one batched env, so ``call``/``get_attr`` return its value once per env (``render``:
+    its frame per env) and ``set_attr`` takes one value for all.
 
     >>> import gymnasium as gym, numpy as np, proxy_env
     >>> from proxy_env.tiny import tiny_lm
@@ -447,6 +451,19 @@ class ProxyRLHFVectorEnv(VectorEnv):
             f"PROMPT: {self.prompts[int(self.prompt_index[i])]}\nRESPONSE: {''.join(self._render_log[i])}"
             for i in range(self.num_envs)
         )
+
+    # ------------------------------------------------------------------ Gymnasium's sub-env access
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method ``name`` (or read attribute ``name``); the result once per env (``render``: its frames)."""
+        return sub_envs.call(self, self.num_envs, name, *args, **kwargs)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Attribute ``name``, once per env."""
+        return sub_envs.call(self, self.num_envs, name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set attribute ``name``: one value, or a list/tuple of ``num_envs`` equal values (the envs share it)."""
+        sub_envs.set_attr(self, self.num_envs, name, values)
 
     def close_extras(self, **kwargs: Any) -> None:
         self.cache = None  # type: ignore[assignment]
