@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
 from proxy_env import infos, sub_envs
-from proxy_env.config import NUM_STATS, Action, EnvConfig, check_info_text
+from proxy_env.config import NUM_STATS, Action, EnvConfig, check_info_text, check_render_mode
 from proxy_env.errors import ActionError, ConfigError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
@@ -86,7 +86,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     | ``reward_normalize`` | False | standardise terminal rewards by their running mean and std |
     | ``device``, ``dtype`` | None | CUDA when available; float32 on CPU |
     | ``autoreset_mode`` | SAME_STEP | ``AutoresetMode.SAME_STEP``, ``NEXT_STEP`` or ``DISABLED`` |
-    | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~`` |
+    | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~``; any other mode is ignored with a warning |
     | ``info_text`` | False | add the text fields to ``info`` (``token``; at episode end ``prompt``, ``response``, ``response_ids``) |
 
     ## Vectorized environment
@@ -158,9 +158,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             reward_baseline, reject_cost, reward_normalize,
         )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
-        if render_mode not in (None, "ansi"):
-            raise ConfigError(f"render_mode={render_mode!r} is not supported; expected None or 'ansi'.")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
         self.info_text = check_info_text(info_text)
         self.prompts = load_prompts(prompts)
         self.lm = model if isinstance(model, FrozenLM) else FrozenLM(model, device=device, dtype=dtype)

@@ -1,3 +1,5 @@
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -199,6 +201,7 @@ def test_reference_baseline(make_venv, tiny):
         ({"hidden_layer": 9}, ConfigError, "hidden_layer=9 is out of range"),
         ({"autoreset_mode": "same"}, ConfigError, "autoreset_mode='same'"),
         ({"prompts": []}, ConfigError, r"prompts=\[\] is empty"),
+        ({"render_mode": 3}, ConfigTypeError, "render_mode=3 must be None or a string"),
     ],
     ids=lambda v: str(v)[:30],
 )
@@ -256,6 +259,19 @@ def test_render_marks_rejections(make_env):
     env.step(Action.ACCEPT)
     text = env.render()
     assert text.startswith("PROMPT: Hello!") and "~~" in text
+
+
+@pytest.mark.parametrize("mode", ["rgb_array", "human"])
+def test_unsupported_render_mode_is_ignored_with_a_warning(make_venv, make_env, mode):
+    """As gym.make does: a warning, not an error (SB3's make_vec_env passes render_mode="rgb_array")."""
+    with pytest.warns(UserWarning, match=f"render_mode='{mode}' is not supported.*ignored"):
+        venv = make_venv(2, render_mode=mode)
+    assert venv.render_mode is None and venv.render() is None
+    with warnings.catch_warnings(record=True) as caught:  # gym.make adds its own warning about the mode
+        warnings.simplefilter("always")
+        env = make_env(render_mode=mode)
+    assert any(f"render_mode='{mode}' is not supported" in str(w.message) for w in caught)
+    assert env.unwrapped.render_mode is None and env.unwrapped.render() is None
 
 
 def test_cache_bounded_over_long_runs(make_venv):
