@@ -37,7 +37,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from proxy_env.errors import ConfigError, ConfigTypeError, StateError
+from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_autoreset_mode
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
 STEP_INFO_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position")
@@ -63,7 +63,8 @@ class SB3VecEnv(VecEnv):
 
     Args:
         venv: a vector env made with ``gym.make_vec(..., vectorization_mode="vector_entry_point")``
-            (or a :class:`~proxy_env.vector_env.ProxyRLHFVectorEnv`), ``autoreset_mode=SAME_STEP``.
+            (or a :class:`~proxy_env.vector_env.ProxyRLHFVectorEnv`), ``autoreset_mode=SAME_STEP``;
+            another mode raises :class:`~proxy_env.errors.AutoresetModeError`.
         bootstrap_truncated: report ``TimeLimit.truncated=True`` on budget truncations, so SB3
             bootstraps the value of the terminal observation there. Pass ``False`` to treat the
             end of the response budget as a true end (the reward model scores the truncated
@@ -76,12 +77,11 @@ class SB3VecEnv(VecEnv):
                 f"venv must be a gymnasium VectorEnv (gym.make_vec(..., vectorization_mode='vector_entry_point')), "
                 f"got {type(venv).__name__}."
             )
-        mode = venv.metadata.get("autoreset_mode")
-        if mode != AutoresetMode.SAME_STEP:
-            raise ConfigError(
-                f"venv has autoreset_mode={mode!r}; SB3VecEnv needs AutoresetMode.SAME_STEP "
-                "(make the env with autoreset_mode='same_step', the default)."
-            )
+        check_autoreset_mode(
+            "SB3VecEnv", venv.metadata.get("autoreset_mode"), AutoresetMode.SAME_STEP,
+            "SB3 takes the observation a finished env returns as the first of its next episode (NEXT_STEP adds a "
+            "transition per episode whose action is ignored; DISABLED never resets)",
+        )
         self.venv = venv
         self.bootstrap_truncated = bootstrap_truncated
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
