@@ -59,6 +59,7 @@ def end_info(ended: np.ndarray, numeric: dict[str, np.ndarray], text: dict[str, 
         text: one value per ended env (in env order), keyed as :data:`TEXT_END_KEYS`, or None to leave
             them out; scattered into (B,) object arrays holding None for the other envs.
     """
+    assert tuple(numeric) == END_KEYS and (text is None or tuple(text) == TEXT_END_KEYS), (tuple(numeric), text and tuple(text))
     index = np.flatnonzero(ended).tolist()
     info: dict[str, Any] = {}
     if text is not None:

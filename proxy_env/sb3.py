@@ -38,15 +38,13 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_autoreset_mode
+from proxy_env.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
-STEP_INFO_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position")
+STEP_INFO_KEYS = STEP_KEYS
 # end-of-episode keys copied from ``final_info`` into the info dict of a finished env (the text ones,
 # ``prompt``, ``response`` and ``response_ids``, are there only when the env has ``info_text=True``)
-FINAL_INFO_KEYS = (
-    "prompt", "response", "response_ids", "decisions", "num_rejections", "forced_commits",
-    "response_length", "reward_raw", "reward_baseline", "reject_cost",
-)
+FINAL_INFO_KEYS = TEXT_END_KEYS + END_KEYS
 
 
 class SB3VecEnv(VecEnv):
