@@ -104,8 +104,9 @@ class ProxyGenerator:
         return out
 
     def _make(self, prompts: list[str]) -> Any:
+        kwargs = {**self.env_kwargs, "info_text": True}  # the responses are read from the episode-end infos
         venv = gym.make_vec(proxy_env.ENV_ID, num_envs=len(prompts), vectorization_mode="vector_entry_point",
-                            model=self.lm, prompts=prompts, reward=_zero_reward, **self.env_kwargs)
+                            model=self.lm, prompts=prompts, reward=_zero_reward, **kwargs)
         space = getattr(self.proxy, "observation_space", None)
         if space is not None and space.shape != venv.single_observation_space.shape:
             venv.close()

@@ -77,6 +77,11 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
         if mode == AutoresetMode.SAME_STEP:
             has = np.asarray(info.get("_final_obs", np.zeros(n, bool)))
             _check(np.array_equal(has, ended), f"{where}: info['_final_obs'] is {has} but episodes ended at {ended}")
+            if ended.any():
+                final = info["final_obs"]
+                _check(isinstance(final, np.ndarray) and final.shape == (n,) and final.dtype == object,
+                       f"{where}: info['final_obs'] must be a ({n},) object array holding one observation per ended env "
+                       f"(Gymnasium's layout), got {getattr(final, 'dtype', type(final))} {getattr(final, 'shape', '')}")
             for i in np.flatnonzero(ended):
                 _check(venv.single_observation_space.contains(np.asarray(info["final_obs"][i], dtype=venv.single_observation_space.dtype)),
                        f"{where}: final_obs[{i}] is not in single_observation_space")

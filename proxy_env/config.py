@@ -6,10 +6,14 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
-from proxy_env.errors import ConfigError, ConfigTypeError, check_choice
+import numpy as np
+from gymnasium import logger
+
+from proxy_env.errors import ConfigError, ConfigTypeError, check_choice, did_you_mean
 
 ORDERS = ("sample", "greedy")
 OBSERVATIONS = ("candidate", "candidate_stats", "prefix")
+RENDER_MODES = ("ansi",)
 NUM_STATS = 3  # extra features of observation="candidate_stats"
 NUM_PREFIX_STATS = 2  # log-probabilities after the two hidden-size blocks of observation="prefix"
 
@@ -78,3 +82,33 @@ def _int(name: str, value: object, minimum: int | None = None, hint: str = "") -
         raise ConfigTypeError(f"{name}={value!r} must be an int {hint}".rstrip() + ".")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum} {hint}".rstrip() + ".")
+
+
+def check_render_mode(render_mode: object) -> str | None:
+    """The ``render_mode`` to use: None or one of :data:`RENDER_MODES`.
+
+    A mode the env cannot draw (``"rgb_array"``, ``"human"``) is accepted and ignored with a
+    warning, as ``gym.make`` does: SB3's ``make_vec_env`` passes ``render_mode="rgb_array"`` to every
+    env and retries without it only on ``TypeError``. It is ignored (None), not kept, so that
+    ``render()`` returning None is what ``render_mode`` says.
+    """
+    if render_mode is None or render_mode in RENDER_MODES:
+        return render_mode  # type: ignore[return-value]
+    if not isinstance(render_mode, str):
+        raise ConfigTypeError(f"render_mode={render_mode!r} must be None or a string; supported: {list(RENDER_MODES)}.")
+    logger.warn(
+        f"render_mode={render_mode!r} is not supported (supported: None, {', '.join(map(repr, RENDER_MODES))}); "
+        "it is ignored and render() returns None. Pass render_mode='ansi' for text frames."
+        + did_you_mean(render_mode, RENDER_MODES)
+    )
+    return None
+
+
+def check_info_text(info_text: object) -> bool:
+    """Validate ``info_text`` (a bool)."""
+    if not isinstance(info_text, (bool, np.bool_)):
+        raise ConfigTypeError(
+            f"info_text={info_text!r} must be a bool: True adds the text fields (token, prompt, response, "
+            "response_ids) to info; False, the default, keeps every info entry numeric."
+        )
+    return bool(info_text)

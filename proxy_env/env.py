@@ -17,7 +17,7 @@ class ProxyRLHFEnv(gym.Env):
 
     >>> import gymnasium as gym, proxy_env
     >>> from proxy_env.tiny import tiny_lm
-    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4)
+    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4, info_text=True)
     >>> obs, info = env.reset(seed=0)
     >>> done, steps = False, 0
     >>> while not done:
@@ -32,7 +32,7 @@ class ProxyRLHFEnv(gym.Env):
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         kwargs.pop("autoreset_mode", None)
         self.vector_env = ProxyRLHFVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs)
-        self.render_mode = render_mode
+        self.render_mode = self.vector_env.render_mode  # None when the mode is not supported (ignored, with a warning)
         self.observation_space = self.vector_env.single_observation_space
         self.action_space = self.vector_env.single_action_space
 

@@ -23,6 +23,10 @@ class ConfigTypeError(ProxyEnvError, TypeError):
     """An argument has an invalid type."""
 
 
+class AutoresetModeError(ConfigError):
+    """A vector env's ``autoreset_mode`` is not the one its client needs (each RL library needs one, and few check)."""
+
+
 class ModelNotFoundError(ConfigError):
     """A model id or path names nothing that can be loaded (offline: nothing is downloaded)."""
 
@@ -69,6 +73,26 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
             f"{name}={value!r} is not a valid choice; expected one of {choices}." + did_you_mean(value, choices)
         )
     return value
+
+
+def check_autoreset_mode(client: str, mode: object, expected: object, why: str) -> None:
+    """Raise :class:`AutoresetModeError` unless a vector env's ``metadata["autoreset_mode"]`` is ``expected``.
+
+    Args:
+        client: who needs the mode (e.g. ``"SB3VecEnv"``).
+        mode: the env's ``metadata["autoreset_mode"]``.
+        expected: the :class:`~gymnasium.vector.AutoresetMode` the client needs.
+        why: what goes wrong with another mode, for the message.
+    """
+    if mode == expected:
+        return
+    name = lambda m: getattr(m, "name", repr(m))  # noqa: E731
+    wanted = name(expected).lower()
+    raise AutoresetModeError(
+        f"the vector env has autoreset_mode={name(mode)}, but {client} needs autoreset_mode={name(expected)}: {why}. "
+        f"Make the env with autoreset_mode={wanted!r}, e.g. gym.make_vec(ENV_ID, num_envs, "
+        f"vectorization_mode='vector_entry_point', autoreset_mode={wanted!r})."
+    )
 
 
 def require_package(module: str, pip_name: str | None = None, extra: str | None = None) -> None:

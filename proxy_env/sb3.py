@@ -37,15 +37,15 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from proxy_env.errors import ConfigError, ConfigTypeError, StateError
+from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_autoreset_mode
+from proxy_env.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
-STEP_INFO_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position")
-# end-of-episode keys copied from ``final_info`` into the info dict of a finished env
-FINAL_INFO_KEYS = (
-    "prompt", "response", "response_ids", "decisions", "num_rejections", "forced_commits",
-    "reward_raw", "reward_baseline", "reject_cost", "kl_paid", "kl_exact_paid",
-)
+STEP_INFO_KEYS = (*STEP_KEYS, "forced")
+# end-of-episode keys copied from ``final_info`` into the info dict of a finished env (the text ones,
+# ``prompt``, ``response`` and ``response_ids``, are there only when the env has ``info_text=True``;
+# the KL sums only when the env charges a KL penalty)
+FINAL_INFO_KEYS = TEXT_END_KEYS + END_KEYS + ("kl_paid", "kl_exact_paid")
 
 
 class SB3VecEnv(VecEnv):
@@ -56,12 +56,14 @@ class SB3VecEnv(VecEnv):
     "l": agent decisions, "t": seconds since the adapter was made}`` (what SB3's
     ``rollout/ep_rew_mean`` and ``ep_len_mean`` read, so no ``VecMonitor`` is needed),
     ``rejection_rate`` (rejections / decisions), ``response_length`` (tokens) and the env's
-    end-of-episode fields (``prompt``, ``response``, ``response_ids``, ``reward_raw``...). Every
-    info holds the candidate now on offer (``token_id``, ``logprob``, ...).
+    end-of-episode fields (``reward_raw``, ``num_rejections``...; ``prompt``, ``response`` and
+    ``response_ids`` when the env has ``info_text=True``). Every info holds the candidate now on
+    offer (``token_id``, ``logprob``, ...).
 
     Args:
         venv: a vector env made with ``gym.make_vec(..., vectorization_mode="vector_entry_point")``
-            (or a :class:`~proxy_env.vector_env.ProxyRLHFVectorEnv`), ``autoreset_mode=SAME_STEP``.
+            (or a :class:`~proxy_env.vector_env.ProxyRLHFVectorEnv`), ``autoreset_mode=SAME_STEP``;
+            another mode raises :class:`~proxy_env.errors.AutoresetModeError`.
         bootstrap_truncated: report ``TimeLimit.truncated=True`` on budget truncations, so SB3
             bootstraps the value of the terminal observation there. Pass ``False`` to treat the
             end of the response budget as a true end (the reward model scores the truncated
@@ -74,12 +76,11 @@ class SB3VecEnv(VecEnv):
                 f"venv must be a gymnasium VectorEnv (gym.make_vec(..., vectorization_mode='vector_entry_point')), "
                 f"got {type(venv).__name__}."
             )
-        mode = venv.metadata.get("autoreset_mode")
-        if mode != AutoresetMode.SAME_STEP:
-            raise ConfigError(
-                f"venv has autoreset_mode={mode!r}; SB3VecEnv needs AutoresetMode.SAME_STEP "
-                "(make the env with autoreset_mode='same_step', the default)."
-            )
+        check_autoreset_mode(
+            "SB3VecEnv", venv.metadata.get("autoreset_mode"), AutoresetMode.SAME_STEP,
+            "SB3 takes the observation a finished env returns as the first of its next episode (NEXT_STEP adds a "
+            "transition per episode whose action is ignored; DISABLED never resets)",
+        )
         self.venv = venv
         self.bootstrap_truncated = bootstrap_truncated
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
@@ -135,14 +136,14 @@ class SB3VecEnv(VecEnv):
         final = info.get("final_info", {})
         out: dict[str, Any] = {k: _plain(final[k][i]) for k in FINAL_INFO_KEYS if k in final}
         decisions = int(out.get("decisions", self._lengths[i]))
-        ids = out.get("response_ids") or []
+        length = out.get("response_length", len(out.get("response_ids") or []))
         out.update({
             "terminal_observation": np.asarray(info["final_obs"][i], dtype=np.float32),
             "TimeLimit.truncated": bool(truncated and not terminated and self.bootstrap_truncated),
             "episode": {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
                         "t": round(time.time() - self._t_start, 6)},
             "rejection_rate": float(out.get("num_rejections", 0)) / decisions if decisions > 0 else 0.0,
-            "response_length": len(ids),
+            "response_length": int(length),
         })
         return out
 

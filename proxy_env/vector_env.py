@@ -12,8 +12,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
-from proxy_env import guards, seeding
-from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig
+from proxy_env import guards, infos, seeding, sub_envs
+from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig, check_info_text, check_render_mode
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
@@ -131,18 +131,27 @@ class ProxyRLHFVectorEnv(VectorEnv):
     | ``kl_coef`` | 0.0 | β of the per-token KL penalty (``"prefix"`` only; needs :meth:`set_accept_fn`) |
     | ``device``, ``dtype`` | None | CUDA when available; float32 on CPU |
     | ``autoreset_mode`` | SAME_STEP | ``AutoresetMode.SAME_STEP``, ``NEXT_STEP`` or ``DISABLED`` |
-    | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~`` |
+    | ``render_mode`` | None | ``"ansi"``: prompt and response with rejected tokens as ``~~tok~~``; any other mode is ignored with a warning |
+    | ``info_text`` | False | add the text fields to ``info`` (``token``; at episode end ``prompt``, ``response``, ``response_ids``) |
 
     ## Vectorized environment
 
     This class is the vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``).
-    ``info`` per step describes the candidate now on offer: ``token_id``, ``token``, ``logprob``,
-    ``logprob_truncated``, ``rank``, ``rejections``, ``position``; at episode end (masked by
-    ``_key`` arrays): ``prompt``, ``response``, ``response_ids``, ``decisions``, ``num_rejections``,
-    ``forced_commits``, ``reward_raw``, ``reward_baseline``, ``reject_cost`` and, with
-    ``reward_normalize``, ``reward_normalized`` (the terminal reward after normalisation). With SAME_STEP
-    autoreset a finished env returns its next episode's first observation and puts the last one in
-    ``info["final_obs"]`` and its info in ``info["final_info"]``.
+    ``info`` holds numeric ``(num_envs,)`` arrays only, so array libraries (TorchRL, Gymnasium's
+    ``NumpyToTorch``) can convert it. Per step it describes the candidate now on offer: ``token_id``,
+    ``logprob``, ``logprob_truncated``, ``rank``, ``rejections``, ``position``; at episode end
+    (masked by ``_key`` arrays): ``decisions``, ``num_rejections``, ``forced_commits``,
+    ``response_length`` (tokens), ``reward_raw``, ``reward_baseline``, ``reject_cost`` and, with
+    ``reward_normalize``, ``reward_normalized`` (the terminal reward after normalisation).
+    ``info_text=True`` adds ``token`` (the candidate, decoded) per step and ``prompt``, ``response``,
+    ``response_ids`` (object arrays) at episode end; only then is anything decoded per step. With
+    SAME_STEP autoreset a finished env returns its next episode's first observation and puts the last
+    one in ``info["final_obs"]`` (an ``(num_envs,)`` object array of ``(d,)`` float32 arrays, None
+    for envs that did not end) and its info in ``info["final_info"]``.
+
+    ``call``, ``get_attr`` and ``set_attr`` follow Gymnasium's ``VectorEnv``; the ``num_envs`` envs
+    are rows of one batched env, so ``call``/``get_attr`` return its value once per env (``render``:
+    its frame per env) and ``set_attr`` takes one value for all.
 
     >>> import gymnasium as gym, numpy as np, proxy_env
     >>> from proxy_env.tiny import tiny_lm
@@ -187,6 +196,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         dtype: str | torch.dtype | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         render_mode: str | None = None,
+        info_text: bool = False,
     ) -> None:
         # validate everything before loading anything heavy
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
@@ -196,9 +206,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
             reward_baseline, reject_cost, reward_normalize, forced_steps, kl_coef,
         )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
-        if render_mode not in (None, "ansi"):
-            raise ConfigError(f"render_mode={render_mode!r} is not supported; expected None or 'ansi'.")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
+        self.info_text = check_info_text(info_text)
         self.prompts = load_prompts(prompts)
         if isinstance(model, FrozenLM):
             guards.check_shared_lm(model, device=device, dtype=dtype)
@@ -510,8 +519,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
                 end_info.update(reward_normalized=terminal, _reward_normalized=_np(ended))
             reward[ended] += torch.as_tensor(terminal, device=reward.device)[ended]
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                final_obs = self._observe()
-                info["final_obs"] = np.array([final_obs[i] if e else None for i, e in enumerate(ended.tolist())], dtype=object)
+                info["final_obs"] = infos.final_obs(self._observe(), _np(ended))
                 info["_final_obs"] = _np(ended)
                 info["final_info"] = {**end_info, **self._step_info()}
                 info["_final_info"] = _np(ended)
@@ -619,19 +627,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return KLCharge(torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero))
 
     def _step_info(self) -> dict[str, Any]:
-        token = skam.select(self.pool.tokens, self.offer)
-        ids = _np(token)
-        return {
-            "token_id": ids,
-            "token": np.array(self.lm.tokenizer.batch_decode(ids[:, None]), dtype=object),
-            "logprob": _np(skam.select(self.pool.logprob, self.offer)),
-            "logprob_truncated": _np(skam.select(self.pool.logprob_trunc, self.offer)),
-            "rank": _np(self.offer),
-            "rejections": _np(self.offer),
-            "position": _np(self.position),
-            # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
-            "forced": _np(self._forced_at(self.offer)) if self.config.forced_steps else np.zeros(self.num_envs, dtype=bool),
-        }
+        info = infos.step_info(self.pool, self.offer, self.position, self.lm.tokenizer if self.info_text else None)
+        # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
+        info["forced"] = _np(self._forced_at(self.offer)) if self.config.forced_steps else np.zeros(self.num_envs, dtype=bool)
+        return info
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:
         """Episode summaries of ``ended`` rows, scored by the reward source in one batched call."""
@@ -646,15 +645,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
             baseline[index] = self._baseline([int(self.prompt_index[i]) for i in index], prompts)
         elif self.config.reward_baseline is not None:
             baseline[index] = float(self.config.reward_baseline)
-        obj = lambda values: _scatter(self.num_envs, index, values)  # noqa: E731
-        mask = _np(ended)
-        info = {
-            "prompt": obj(prompts), "response": obj(texts), "response_ids": obj(ids),
-            "decisions": _np(self.decisions), "num_rejections": _np(self.rejections),
-            "forced_commits": _np(self.forced), "reward_raw": raw, "reward_baseline": baseline,
+        numeric = {
+            "decisions": _np(self.decisions), "num_rejections": _np(self.rejections), "forced_commits": _np(self.forced),
+            "response_length": _np(self.position), "reward_raw": raw, "reward_baseline": baseline,
             "reject_cost": self.config.reject_cost * _np(self.rejections.double()),
         }
-        return {**info, **{f"_{key}": mask for key in info}}
+        text = {"prompt": prompts, "response": texts, "response_ids": ids} if self.info_text else None
+        return infos.end_info(_np(ended), numeric, text)
 
     def _normalize(self, terminal: np.ndarray, ended: np.ndarray) -> np.ndarray:
         """Update the running statistics with the ended rows' terminal rewards, then standardise them."""
@@ -678,6 +675,19 @@ class ProxyRLHFVectorEnv(VectorEnv):
             for i in range(self.num_envs)
         )
 
+    # ------------------------------------------------------------------ Gymnasium's sub-env access
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method ``name`` (or read attribute ``name``); the result once per env (``render``: its frames)."""
+        return sub_envs.call(self, self.num_envs, name, *args, **kwargs)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Attribute ``name``, once per env."""
+        return sub_envs.call(self, self.num_envs, name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set attribute ``name``: one value, or a list/tuple of ``num_envs`` equal values (the envs share it)."""
+        sub_envs.set_attr(self, self.num_envs, name, values)
+
     def close_extras(self, **kwargs: Any) -> None:
         self.cache = None  # type: ignore[assignment]
 
@@ -690,13 +700,6 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
 def _rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a (B,) mask to broadcast against ``like`` (B, ...)."""
     return rows.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _scatter(n: int, index: list[int], values: list[Any]) -> np.ndarray:
-    out = np.full(n, None, dtype=object)
-    for i, value in zip(index, values):
-        out[i] = value
-    return out
 
 
 def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:

@@ -37,7 +37,13 @@ class ToyVectorEnv(VectorEnv):
         info = {}
         final = self._obs()
         if done.any() and self.bug != "no_final_obs":
-            info = {"final_obs": np.array([final[i] if d else None for i, d in enumerate(done)], dtype=object), "_final_obs": done.copy()}
+            if self.bug == "final_obs_2d":  # every env ends on the same step: this makes an (N, D) object array
+                final_obs = np.array([final[i] if d else None for i, d in enumerate(done)], dtype=object)
+            else:
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for i in np.flatnonzero(done):
+                    final_obs[i] = final[i]
+            info = {"final_obs": final_obs, "_final_obs": done.copy()}
         self.t[done] = 0
         reward = actions.astype(np.float64)
         if self.bug == "reward_shape":
@@ -53,11 +59,12 @@ def test_toy_env_passes():
     "bug, match",
     [
         ("no_final_obs", "_final_obs"),
+        ("final_obs_2d", r"final_obs'\] must be a \(3,\) object array"),
         ("reward_shape", "rewards must be an array of shape"),
         ("nondeterministic", "not deterministic"),
         ("accepts_bad_actions", "accepted actions outside"),
     ],
-    ids=["no-final-obs", "reward-shape", "nondeterministic", "accepts-bad-actions"],
+    ids=["no-final-obs", "final-obs-2d", "reward-shape", "nondeterministic", "accepts-bad-actions"],
 )
 def test_broken_toy_env_fails(bug, match):
     with pytest.raises(VectorEnvCheckError, match=match):

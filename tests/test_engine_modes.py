@@ -80,7 +80,7 @@ def _linear_accept(dim: int, seed: int = 0):
 def test_kl_paid_is_the_exact_kl_of_agents_kl(make_venv, tiny):
     n = 16
     venv = make_venv(n, observation="prefix", kl_coef=0.5, max_new_tokens=6, top_k=8, top_p=0.95,
-                     reward=lambda p, r: [1.0] * len(r))
+                     reward=lambda p, r: [1.0] * len(r), info_text=True)
     accept = _linear_accept(venv.unwrapped.single_observation_space.shape[0])
     venv.unwrapped.set_accept_fn(accept)
     obs, _ = venv.reset(seed=4)

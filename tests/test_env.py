@@ -31,7 +31,7 @@ def test_sb3_check_env(make_env):
 
 
 def test_single_env_is_a_view(make_env):
-    env = make_env()
+    env = make_env(info_text=True)
     assert env.unwrapped.vector_env.num_envs == 1
     obs, info = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
@@ -40,7 +40,7 @@ def test_single_env_is_a_view(make_env):
 
 @pytest.mark.slow
 def test_default_make_works_offline():
-    env = gym.make(proxy_env.ENV_ID, max_new_tokens=4)
+    env = gym.make(proxy_env.ENV_ID, max_new_tokens=4, info_text=True)
     obs, info = env.reset(seed=0)
     assert obs.shape == (576,)
     done = False

@@ -65,7 +65,7 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
 
     top_k, top_p = 6, 1.0  # wide pools: most positions need a decision on the tiny model
     venv = ProxyRLHFVectorEnv(1, model=tiny, prompts=["Tell me a story"], max_new_tokens=8, top_k=top_k, top_p=top_p,
-                              reward=lambda prompts, responses: [0.0] * len(responses))
+                              reward=lambda prompts, responses: [0.0] * len(responses), info_text=True)
     obs, info = venv.reset(seed=3)
     seen, rng, done = [], np.random.default_rng(0), False
     while not done:

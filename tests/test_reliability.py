@@ -23,7 +23,6 @@ import pytest
 import torch
 
 import proxy_env
-from agents import checkpoint as ckpt
 from agents.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from agents.cli import main
 from agents.train import TrainConfig, train

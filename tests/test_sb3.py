@@ -9,7 +9,7 @@ import torch
 
 from agents.algos import ALGOS, get_algo
 from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
-from proxy_env.errors import ConfigError, ConfigTypeError
+from proxy_env.errors import AutoresetModeError, ConfigError, ConfigTypeError
 from proxy_env.sb3 import SB3VecEnv, episode_infos
 
 
@@ -51,7 +51,7 @@ def test_shapes_and_dtypes(sb3_env):
 
 
 def test_terminal_observation_exactly_on_done(sb3_env):
-    env = sb3_env(4, reject_cost=0.01)
+    env = sb3_env(4, reject_cost=0.01, info_text=True)
     ended = 0
     returns, lengths = np.zeros(4), np.zeros(4, dtype=int)
     for obs, rewards, dones, infos in _rollout(env, 60, np.random.default_rng(0)):
@@ -114,9 +114,22 @@ def test_render_ansi_per_env(sb3_env):
     assert len(frames) == 2 and all(f.startswith("PROMPT:") for f in frames)
 
 
-def test_rejects_wrong_autoreset_and_type(make_venv):
-    with pytest.raises(ConfigError, match="autoreset_mode=.*SAME_STEP"):
-        SB3VecEnv(make_venv(2, autoreset_mode="next_step"))
+@pytest.mark.parametrize("mode", ["next_step", "disabled"])
+def test_rejects_wrong_autoreset_mode(make_venv, mode):
+    with pytest.raises(AutoresetModeError, match=(
+        rf"autoreset_mode={mode.upper()}, but SB3VecEnv needs autoreset_mode=SAME_STEP: .*"
+        r"Make the env with autoreset_mode='same_step'")):
+        SB3VecEnv(make_venv(2, autoreset_mode=mode))
+
+
+def test_episode_infos_without_text(sb3_env):
+    """By default the env's infos are numeric: the adapter's episode infos have the counts, not the text."""
+    env = sb3_env(4, max_new_tokens=2)
+    infos = [info for *_, infos in _rollout(env, 8, np.random.default_rng(0)) for info in episode_infos(infos)]
+    assert infos and all(0 < i["response_length"] <= 2 and "response" not in i and "prompt" not in i for i in infos)
+
+
+def test_rejects_wrong_type():
     with pytest.raises(ConfigTypeError, match="venv must be a gymnasium VectorEnv"):
         SB3VecEnv(gym.make("CartPole-v1"))  # type: ignore[arg-type]
 

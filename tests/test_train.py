@@ -58,7 +58,7 @@ def _score(agent, env) -> tuple[float, float]:
 
 def test_ppo_learns_to_reject_a_banned_token(tiny):
     reward = _banned_reward(tiny)
-    env = make_sb3_env({**TASK, "model": tiny, "reward": reward}, 8, bootstrap_truncated=False)
+    env = make_sb3_env({**TASK, "model": tiny, "reward": reward, "info_text": True}, 8, bootstrap_truncated=False)
     accept_return, accept_banned = _score(AlwaysAccept(), env)
     reject_return, _ = _score(RandomReject(p=1.0), env)
     assert accept_return < -5 and accept_banned > 5, "the task must be hard for the frozen LLM alone"

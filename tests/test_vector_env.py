@@ -1,3 +1,5 @@
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ MODE_IDS = ["candidate", "prefix", "candidate-forced-steps", "prefix-forced-step
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_batched_env_equals_single_envs(make_venv, make_env, mode):
     n, steps, seed = 8, 40, 11
-    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode)
+    venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode, info_text=True)
     obs, _ = venv.reset(seed=seed)
     policies = [_policy(i) for i in range(n)]
     vec_log = [[] for _ in range(n)]
@@ -43,7 +45,7 @@ def test_batched_env_equals_single_envs(make_venv, make_env, mode):
                 vec_log[i].append(("step", obs[i], reward[i], term[i], trunc[i], None))
     episodes = 0
     for i in range(n):
-        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode)
+        env = make_env(max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode, info_text=True)
         obs, _ = env.reset(seed=seed + i)
         log = [("reset", obs)]
         policy = _policy(i)
@@ -67,7 +69,7 @@ def test_batched_env_equals_single_envs(make_venv, make_env, mode):
 def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
     # first response token under always-accept vs the LLM's truncated distribution
     n, top_k, temperature = 64, 5, 1.5
-    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode)
+    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode, info_text=True)
     venv.reset(seed=3)
     counts: dict[int, int] = {}
     while sum(counts.values()) < 3000:
@@ -86,7 +88,7 @@ def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
 
 
 def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
-    env = make_env(prompts=["Tell me a story."], order="greedy", max_new_tokens=10)
+    env = make_env(prompts=["Tell me a story."], order="greedy", max_new_tokens=10, info_text=True)
     env.reset(seed=0)
     done = False
     while not done:
@@ -101,7 +103,7 @@ def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
 @pytest.mark.parametrize("max_rejections", [None, 2], ids=["cap-pool-size", "cap-2"])
 def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
     top_k = 4
-    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections)
+    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections, info_text=True)
     obs, info = env.reset(seed=5)
     offered: dict[int, list[int]] = {}
     done = False
@@ -127,7 +129,7 @@ def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
 
 
 def test_eos_terminates_and_budget_truncates(make_env, tiny):
-    env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+    env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
     env.reset(seed=0)
     first = env.unwrapped.vector_env.pool.tokens[0, 0].item()
     for _ in range(3):
@@ -138,7 +140,7 @@ def test_eos_terminates_and_budget_truncates(make_env, tiny):
     saved = tiny.model.generation_config.eos_token_id
     tiny.model.generation_config.eos_token_id = [2, first]  # make the greedy first token an EOS
     try:
-        env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3)
+        env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
         env.reset(seed=0)
         _, _, term, trunc, info = env.step(Action.ACCEPT)
         assert term and not trunc and info["response_ids"] == [first]
@@ -179,7 +181,8 @@ def test_reward_components(make_venv):
 
 
 def test_reference_baseline(make_venv, tiny):
-    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference")
+    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference",
+                     info_text=True)
     venv.reset(seed=0)
     for _ in range(20):
         _, reward, term, trunc, info = venv.step(np.ones(2, dtype=np.int64))
@@ -206,6 +209,7 @@ def test_reference_baseline(make_venv, tiny):
         ({"hidden_layer": 9}, ConfigError, "hidden_layer=9 is out of range"),
         ({"autoreset_mode": "same"}, ConfigError, "autoreset_mode='same'"),
         ({"prompts": []}, ConfigError, r"prompts=\[\] is empty"),
+        ({"render_mode": 3}, ConfigTypeError, "render_mode=3 must be None or a string"),
     ],
     ids=lambda v: str(v)[:30],
 )
@@ -245,7 +249,7 @@ def test_autoreset_modes(make_venv):
 
 
 def test_observation_modes_and_infos(make_venv, tiny):
-    venv = make_venv(2, observation="candidate_stats")
+    venv = make_venv(2, observation="candidate_stats", info_text=True)
     obs, info = venv.reset(seed=0)
     assert obs.shape == (2, tiny.hidden_size + 3)
     np.testing.assert_allclose(obs[:, -3], info["logprob"], rtol=1e-6)
@@ -263,6 +267,19 @@ def test_render_marks_rejections(make_env):
     env.step(Action.ACCEPT)
     text = env.render()
     assert text.startswith("PROMPT: Hello!") and "~~" in text
+
+
+@pytest.mark.parametrize("mode", ["rgb_array", "human"])
+def test_unsupported_render_mode_is_ignored_with_a_warning(make_venv, make_env, mode):
+    """As gym.make does: a warning, not an error (SB3's make_vec_env passes render_mode="rgb_array")."""
+    with pytest.warns(UserWarning, match=f"render_mode='{mode}' is not supported.*ignored"):
+        venv = make_venv(2, render_mode=mode)
+    assert venv.render_mode is None and venv.render() is None
+    with warnings.catch_warnings(record=True) as caught:  # gym.make adds its own warning about the mode
+        warnings.simplefilter("always")
+        env = make_env(render_mode=mode)
+    assert any(f"render_mode='{mode}' is not supported" in str(w.message) for w in caught)
+    assert env.unwrapped.render_mode is None and env.unwrapped.render() is None
 
 
 def test_cache_bounded_over_long_runs(make_venv):
