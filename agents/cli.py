@@ -34,13 +34,13 @@ def _demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
                       seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
-                      reward_normalize=True,
+                      reward_shaping=True,
                       n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
                       eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
     cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
     print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
     lm = resolve_lm(args.model, None)
-    print(f"training PPO (observation 'prefix', KL penalty β={args.kl_coef:g}) for {args.decisions:,} decisions on "
+    print(f"training PPO (observation 'prefix', potential-based reward shaping, KL penalty β={args.kl_coef:g}) for {args.decisions:,} decisions on "
           f"{args.num_envs} envs ...", flush=True)
     start = time.perf_counter()
     result = train(cfg, model=lm)
@@ -62,7 +62,7 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     from proxy_env.rewards import resolve_reward
 
     prompts = load_prompts("default-eval")[: args.eval_prompts]
-    cfg = BenchConfig(n=(2, 4), bon_reference=16, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=len(prompts))
+    cfg = BenchConfig(n=(2, 4), bon_reference=8, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=len(prompts))
     reward_fn = resolve_reward("default")
     print(f"evaluating on {len(prompts)} held-out prompts (same prompts and seeds for every agent) ...", flush=True)
     tick = lambda n, stage: None  # noqa: E731

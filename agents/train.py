@@ -43,7 +43,8 @@ __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_
 
 # TrainConfig fields that are keyword arguments of the environment, under the same name
 ENV_FIELDS = ("model", "reward", "prompts", "max_new_tokens", "top_k", "top_p", "temperature", "max_rejections",
-              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize", "forced_steps")
+              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize", "forced_steps",
+              "reward_shaping")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -73,6 +74,8 @@ class TrainConfig:
     reward_baseline: float | str | None = field(default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'"))
     reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
     reward_normalize: bool = field(default=False, metadata=_help("standardise terminal rewards by their running mean and std"))
+    reward_shaping: bool = field(default=False, metadata=_help(
+        "potential-based shaping: pay the reward of the response so far as it changes (the return is unchanged)"))
     forced_steps: bool = field(default=False, metadata=_help(
         "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step"))
     kl_coef: float = field(default=0.0, metadata=_help(

@@ -42,6 +42,7 @@ class EnvConfig:
     reward_normalize: bool = False
     forced_steps: bool = False
     kl_coef: float = 0.0
+    reward_shaping: bool = False
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -59,6 +60,8 @@ class EnvConfig:
             raise ConfigTypeError(f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation).")
         if not isinstance(self.forced_steps, bool):
             raise ConfigTypeError(f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored).")
+        if not isinstance(self.reward_shaping, bool):
+            raise ConfigTypeError(f"reward_shaping={self.reward_shaping!r} must be a bool (True: potential-based shaping by the reward so far).")
         if not _real(self.kl_coef) or self.kl_coef < 0.0:
             raise ConfigError(f"kl_coef={self.kl_coef!r} must be a finite float >= 0 (0 disables the KL penalty).")
         check_choice("order", self.order, ORDERS)

@@ -17,6 +17,7 @@ from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig, che
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
+from proxy_env.shaping import PotentialShaping
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
 from proxy_env.steering import kl_divergence, prefix_observation, steered_probs
 
@@ -128,6 +129,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
     | ``reject_cost`` | 0.0 | reward subtracted per rejection |
     | ``reward_normalize`` | False | standardise terminal rewards by their running mean and std |
     | ``forced_steps`` | False | offer a forced candidate as a step whose action is ignored (one forward per step) |
+    | ``reward_shaping`` | False | pay the reward of the response so far as it changes (potential-based: same return) |
     | ``kl_coef`` | 0.0 | β of the per-token KL penalty (``"prefix"`` only; needs :meth:`set_accept_fn`) |
     | ``device``, ``dtype`` | None | CUDA when available; float32 on CPU |
     | ``autoreset_mode`` | SAME_STEP | ``AutoresetMode.SAME_STEP``, ``NEXT_STEP`` or ``DISABLED`` |
@@ -192,6 +194,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         reward_normalize: bool = False,
         forced_steps: bool = False,
         kl_coef: float = 0.0,
+        reward_shaping: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
@@ -203,7 +206,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             raise ConfigError(f"num_envs={num_envs!r} must be an int >= 1.")
         self.config = EnvConfig(
             max_new_tokens, top_k, top_p, temperature, max_rejections, order, observation, hidden_layer,
-            reward_baseline, reject_cost, reward_normalize, forced_steps, kl_coef,
+            reward_baseline, reject_cost, reward_normalize, forced_steps, kl_coef, reward_shaping,
         )
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.render_mode = check_render_mode(render_mode)
@@ -223,6 +226,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         dim = {"candidate": self.lm.hidden_size, "candidate_stats": self.lm.hidden_size + NUM_STATS,
                "prefix": 2 * self.lm.hidden_size + NUM_PREFIX_STATS}[observation]
         self.kl_coef = float(kl_coef)  # mutable: an adaptive controller sets it (set_attr("kl_coef", beta))
+        self._shaping = PotentialShaping(num_envs) if reward_shaping else None
         self.accept_fn: AcceptFn | None = None
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         self.single_action_space = spaces.Discrete(2)
@@ -470,6 +474,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if bool(rows.all()):  # a fresh cache makes a seeded reset reproduce bit for bit
             self.cache = self.lm.new_cache(self.num_envs, self.config.hidden_layer)
         self._start(rows, index)
+        if self._shaping is not None:
+            self._shaping.forget(_np(rows))
         self._failed = None
         return self._observe(), self._step_info()
 
@@ -494,6 +500,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.decisions += (acting & ~forced_now).long()
         self.forced += forced_now.long()
         kl = self._kl_charge(accept, reject) if self.kl_coef > 0 else None
+        position_before = self.position.clone()
         self._transition(accept, reject)
         if reset_now.any():
             self._start(reset_now, advance=not steps_forced)
@@ -507,6 +514,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
             self.kl_exact_paid += kl.exact
         ended = self.terminated | self.truncated
         terminated, truncated = _np(self.terminated), _np(self.truncated)
+        if self._shaping is not None:
+            moved = _np(acting & (self.position != position_before))
+            reward += torch.as_tensor(self._shaping.step(self, moved, _np(ended)), device=reward.device)
         info: dict[str, Any] = {}
         if ended.any():
             end_info = self._scored(ended)
@@ -517,6 +527,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
             if self.config.reward_normalize:
                 terminal = self._normalize(terminal, _np(ended))
                 end_info.update(reward_normalized=terminal, _reward_normalized=_np(ended))
+            if self._shaping is not None:  # the return stays the terminal reward: pay what shaping has not
+                terminal = self._shaping.settle(_np(ended), terminal)
             reward[ended] += torch.as_tensor(terminal, device=reward.device)[ended]
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 info["final_obs"] = infos.final_obs(self._observe(), _np(ended))

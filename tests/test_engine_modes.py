@@ -150,3 +150,25 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
         np.testing.assert_allclose(view.obs[torch.arange(4), offer].numpy(), obs, rtol=0, atol=0)
         torch.testing.assert_close(view.q.sum(-1), torch.ones(4, dtype=torch.float64))
         obs, *_ = venv.step(np.array([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("observation", ["candidate", "prefix"])
+def test_reward_shaping_keeps_each_episode_return(make_venv, observation):
+    # Φ = number of characters so far: shaped steps pay the growth, the last one pays the rest
+    reward = lambda p, r: [float(len(x)) for x in r]  # noqa: E731
+    venv = make_venv(4, observation=observation, max_new_tokens=6, reward=reward, reward_shaping=True, reject_cost=0.01,
+                     info_text=True)
+    venv.reset(seed=3)
+    returns, paid_before_end, done = np.zeros(4), np.zeros(4), 0
+    rng = np.random.default_rng(0)
+    while done < 12:
+        _, r, term, trunc, info = venv.step((rng.random(4) < 0.7).astype(np.int64))
+        returns += r
+        for i in range(4):
+            if term[i] or trunc[i]:
+                final = info["final_info"]
+                assert returns[i] == pytest.approx(len(final["response"][i]) - 0.01 * final["num_rejections"][i], abs=1e-6)
+                paid_before_end[i] += abs(returns[i] - r[i]) > 0
+                returns[i] = 0.0
+                done += 1
+    assert paid_before_end.sum() > 0  # reward arrived before the episode ended
