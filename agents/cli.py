@@ -62,7 +62,7 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     from proxy_env.rewards import resolve_reward
 
     prompts = load_prompts("default-eval")[: args.eval_prompts]
-    cfg = BenchConfig(n=(2, 4), bon_reference=8, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=len(prompts))
+    cfg = BenchConfig(n=(2, 4), bon_reference=4, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=len(prompts))
     reward_fn = resolve_reward("default")
     print(f"evaluating on {len(prompts)} held-out prompts (same prompts and seeds for every agent) ...", flush=True)
     tick = lambda n, stage: None  # noqa: E731
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a KL-regularised PPO proxy to a fixed budget, then compare it with the LLM and best-of-N")
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
-    demo.add_argument("--decisions", type=int, default=12_000, help="training budget in proxy decisions")
+    demo.add_argument("--decisions", type=int, default=8192, help="training budget in proxy decisions")
     demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
     demo.add_argument("--init-accept-prob", type=float, default=0.9, help="the proxy starts near the unsteered LLM")
     demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
