@@ -25,7 +25,7 @@ import torch
 from proxy_env import candidates as skam
 
 # per-step keys (the candidate now on offer), always present
-STEP_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position")
+STEP_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position", "forced")
 # end-of-episode keys, always present at episode end (masked by their ``_key`` arrays)
 END_KEYS = ("decisions", "num_rejections", "forced_commits", "response_length", "reward_raw", "reward_baseline",
             "reject_cost")
@@ -34,8 +34,12 @@ TEXT_STEP_KEYS = ("token",)
 TEXT_END_KEYS = ("prompt", "response", "response_ids")
 
 
-def step_info(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, tokenizer: Any | None) -> dict[str, np.ndarray]:
-    """Per-step info: the candidate on offer of every env; ``token`` (decoded) only when ``tokenizer`` is given."""
+def step_info(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, tokenizer: Any | None,
+              forced: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-step info: the candidate on offer of every env; ``token`` (decoded) only when ``tokenizer`` is given.
+
+    ``forced`` (B,) bool: the candidate on offer is committed whatever the action (``forced_steps``).
+    """
     ids = _np(skam.select(pool.tokens, offer))  # (B,)
     info: dict[str, np.ndarray] = {"token_id": ids}
     if tokenizer is not None:
@@ -46,6 +50,7 @@ def step_info(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, toke
         rank=_np(offer),
         rejections=_np(offer),
         position=_np(position),
+        forced=_np(forced),
     )
     return info
 

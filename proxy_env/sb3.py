@@ -41,7 +41,7 @@ from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_aut
 from proxy_env.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
-STEP_INFO_KEYS = (*STEP_KEYS, "forced")
+STEP_INFO_KEYS = STEP_KEYS
 # end-of-episode keys copied from ``final_info`` into the info dict of a finished env (the text ones,
 # ``prompt``, ``response`` and ``response_ids``, are there only when the env has ``info_text=True``;
 # the KL sums only when the env charges a KL penalty)

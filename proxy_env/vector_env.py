@@ -639,10 +639,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return KLCharge(torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero))
 
     def _step_info(self) -> dict[str, Any]:
-        info = infos.step_info(self.pool, self.offer, self.position, self.lm.tokenizer if self.info_text else None)
         # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
-        info["forced"] = _np(self._forced_at(self.offer)) if self.config.forced_steps else np.zeros(self.num_envs, dtype=bool)
-        return info
+        forced = self._forced_at(self.offer) if self.config.forced_steps else torch.zeros_like(self.needs_reset)
+        return infos.step_info(self.pool, self.offer, self.position, self.lm.tokenizer if self.info_text else None, forced)
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:
         """Episode summaries of ``ended`` rows, scored by the reward source in one batched call."""
