@@ -34,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
                       seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
-                      reward_shaping=True,
+                      reward_shaping=True, forced_steps=args.forced_steps,
                       n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
                       eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
     cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--show", type=int, default=3, help="side-by-side responses to print")
     demo.add_argument("--out", default="runs/demo", help="checkpoint folder")
     demo.add_argument("--no-progress-bar", action="store_true", help="no progress bar")
+    demo.add_argument("--forced-steps", action=argparse.BooleanOptionalAction, default=False,
+                      help="offer forced candidates as steps (one LLM forward per step: faster with many envs)")
     demo.add_argument("--seed", type=int, default=0, help="seed")
     demo.set_defaults(func=_demo)
     train = sub.add_parser("train", help="train a proxy with an SB3 algorithm; checkpoints and TensorBoard logs")
