@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 
 
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`
@@ -57,7 +56,7 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     from agents.baselines import AlwaysAccept
     from agents.bench import BenchConfig
     from agents.bench_agents import eval_best_of_n, eval_proxy
-    from agents.compare import mean_ci
+    from agents.compare import mean_ci, paired_gain
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
 
@@ -76,9 +75,8 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
         m, lo, hi = mean_ci(row.rewards)
         gain = win = "—"
         if row is not base:
-            d, dlo, dhi = mean_ci(row.rewards - base.rewards)
-            gain = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
-            win = f"{np.mean(row.rewards > base.rewards) + 0.5 * np.mean(row.rewards == base.rewards):.2f}"
+            d, dlo, dhi, w = paired_gain(row.rewards, base.rewards)
+            gain, win = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]", f"{w:.2f}"
         k, klo, khi = mean_ci(row.kl)
         kl = f"{k:.3f} [{klo:.3f}, {khi:.3f}]" + (f" (estimate; bound {row.kl_bound:.3f})" if row.kind == "best-of-n" else " (exact)")
         print(f"| {row.name} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {gain} | {win} | {kl} |")

@@ -44,6 +44,12 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return float(values.mean()), float(values.mean() - half), float(values.mean() + half)
 
 
+def paired_gain(rewards: np.ndarray, base: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean paired difference ``rewards - base`` with its 95% CI, and the win rate (ties count half)."""
+    d, lo, hi = mean_ci(np.asarray(rewards) - np.asarray(base))
+    return d, lo, hi, float(np.mean(rewards > base) + 0.5 * np.mean(rewards == base))
+
+
 def run_agents(lm: FrozenLM, agents: dict[str, Any], prompts: Sequence[str], reward_fn: RewardFn, *, seed: int = 0,
                batch_size: int = 32, **env_kwargs: Any) -> list[AgentResult]:
     """Generate with each agent on ``prompts`` (same seeds) and score every response."""
@@ -65,9 +71,8 @@ def table(results: list[AgentResult], reference: str | None = None) -> str:
         m, lo, hi = mean_ci(r.rewards)
         diff = win = "—"
         if base is not None and r is not base:
-            d, dlo, dhi = mean_ci(r.rewards - base.rewards)
-            diff = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
-            win = f"{np.mean(r.rewards > base.rewards) + 0.5 * np.mean(r.rewards == base.rewards):.2f}"
+            d, dlo, dhi, w = paired_gain(r.rewards, base.rewards)
+            diff, win = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]", f"{w:.2f}"
         lines.append(f"| {r.name} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {diff} | {win} | {r.rejection_rate:.3f} | "
                      f"{r.mean_length:.1f} | {r.seconds / len(r.rewards):.2f} |")
     return "\n".join(lines)

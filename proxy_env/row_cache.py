@@ -94,6 +94,11 @@ def _regrow(buf: torch.Tensor, capacity: int, length: int, offset: int = 0) -> t
     return out
 
 
+def _regrow_mask(mask: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
+    """:func:`_regrow` for the (B, C) attention-mask buffer."""
+    return _regrow(mask[:, None, :, None], capacity, length, offset)[:, 0, :, 0]
+
+
 class RowCache:
     """A batched KV cache whose rows are committed, discarded and refilled independently.
 
@@ -145,8 +150,7 @@ class RowCache:
         for layer in self.layers:
             layer.reserve(columns)
         if columns > self._mask.shape[1]:
-            self._mask = _regrow(self._mask[:, None, :, None], max(columns + _SLACK, 2 * self._mask.shape[1]),
-                                 self.length)[:, 0, :, 0]
+            self._mask = _regrow_mask(self._mask, max(columns + _SLACK, 2 * self._mask.shape[1]), self.length)
 
     @torch.no_grad()
     def reset_rows(self, rows: torch.Tensor, prompts: list[list[int]]) -> StepOutput:
@@ -196,7 +200,7 @@ class RowCache:
             layer.length = length
             layer._view()
         capacity = max(self._mask.shape[1], length + _SLACK)
-        self._mask = _regrow(self._mask[:, None, :, None], capacity, self.length, offset=n)[:, 0, :, 0]
+        self._mask = _regrow_mask(self._mask, capacity, self.length, offset=n)
         self.length = length
         self.pending = torch.where(self.pending >= 0, self.pending + n, self.pending)
 
@@ -285,7 +289,7 @@ class RowCache:
         new_pending = (order == self.pending[:, None]).to(torch.int8).argmax(1)
         self.pending = torch.where(has, new_pending, self.pending)
         mask = self.mask.gather(1, order)
-        self._mask = _regrow(mask[:, None, :, None], capacity, keep)[:, 0, :, 0]
+        self._mask = _regrow_mask(mask, capacity, keep)
         self.length = keep
 
 
