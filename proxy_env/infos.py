@@ -34,25 +34,44 @@ TEXT_STEP_KEYS = ("token",)
 TEXT_END_KEYS = ("prompt", "response", "response_ids")
 
 
-def step_info(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, tokenizer: Any | None,
-              forced: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-step info: the candidate on offer of every env; ``token`` (decoded) only when ``tokenizer`` is given.
+def step_tensors(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, forced: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-step info of every env (the candidate on offer) as (B,) tensors, keyed as :data:`STEP_KEYS`.
 
     ``forced`` (B,) bool: the candidate on offer is committed whatever the action (``forced_steps``).
     """
-    ids = _np(skam.select(pool.tokens, offer))  # (B,)
-    info: dict[str, np.ndarray] = {"token_id": ids}
+    return {"token_id": skam.select(pool.tokens, offer), "logprob": skam.select(pool.logprob, offer),
+            "logprob_truncated": skam.select(pool.logprob_trunc, offer), "rank": offer, "rejections": offer,
+            "position": position, "forced": forced}
+
+
+def step_info(arrays: dict[str, np.ndarray], tokenizer: Any | None) -> dict[str, np.ndarray]:
+    """Per-step info from the host copies of :func:`step_tensors`; ``token`` (decoded) only when ``tokenizer`` is given."""
+    info: dict[str, np.ndarray] = {"token_id": arrays["token_id"]}
     if tokenizer is not None:
-        info["token"] = np.array(tokenizer.batch_decode(ids[:, None]), dtype=object)
-    info.update(
-        logprob=_np(skam.select(pool.logprob, offer)),
-        logprob_truncated=_np(skam.select(pool.logprob_trunc, offer)),
-        rank=_np(offer),
-        rejections=_np(offer),
-        position=_np(position),
-        forced=_np(forced),
-    )
+        info["token"] = np.array(tokenizer.batch_decode(arrays["token_id"][:, None]), dtype=object)
+    info.update({key: arrays[key].copy() for key in STEP_KEYS[1:]})  # rank and rejections: two arrays, not one
     return info
+
+
+def host_copy(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """Numpy copies of (B,) or (B, d) tensors of one device in a single device-to-host transfer.
+
+    They travel as one float64 block and come back in their own dtypes: exact for float32, bool and
+    integers below 2**53 (token ids, positions, counters).
+    """
+    flat = [t.detach().reshape(len(t), -1) for t in tensors]
+    block = torch.cat([f.double() for f in flat], dim=1).cpu().numpy()
+    out, start = [], 0
+    for t, f in zip(tensors, flat):
+        width = f.shape[1]
+        part = block[:, start : start + width].astype(_NUMPY[t.dtype])
+        out.append(part.reshape(t.shape))
+        start += width
+    return out
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.int32: np.int32,
+          torch.bool: np.bool_, torch.float16: np.float16, torch.bfloat16: np.float32}
 
 
 def end_info(ended: np.ndarray, numeric: dict[str, np.ndarray], text: dict[str, list[Any]] | None) -> dict[str, Any]:

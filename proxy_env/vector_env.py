@@ -477,7 +477,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if self._shaping is not None:
             self._shaping.forget(_np(rows))
         self._failed = None
-        return self._observe(), self._step_info()
+        obs, info, _ = self._outputs()
+        return obs, info
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         act = self._validate(actions)
@@ -513,39 +514,42 @@ class ProxyRLHFVectorEnv(VectorEnv):
             self.kl_paid += kl.logratio
             self.kl_exact_paid += kl.exact
         ended = self.terminated | self.truncated
-        terminated, truncated = _np(self.terminated), _np(self.truncated)
+        terminated, truncated = infos.host_copy(self.terminated, self.truncated)
+        ended_np = terminated | truncated
         if self._shaping is not None:
             moved = _np(acting & (self.position != position_before))
-            reward += torch.as_tensor(self._shaping.step(self, moved, _np(ended)), device=reward.device)
+            reward += torch.as_tensor(self._shaping.step(self, moved, ended_np), device=reward.device)
         info: dict[str, Any] = {}
-        if ended.any():
+        if ended_np.any():
             end_info = self._scored(ended)
             if kl is not None:
                 end_info.update(kl_paid=_np(self.kl_paid), kl_exact_paid=_np(self.kl_exact_paid),
-                                _kl_paid=_np(ended), _kl_exact_paid=_np(ended))
+                                _kl_paid=ended_np.copy(), _kl_exact_paid=ended_np.copy())
             terminal = end_info["reward_raw"] - end_info["reward_baseline"]
             if self.config.reward_normalize:
-                terminal = self._normalize(terminal, _np(ended))
-                end_info.update(reward_normalized=terminal, _reward_normalized=_np(ended))
+                terminal = self._normalize(terminal, ended_np)
+                end_info.update(reward_normalized=terminal, _reward_normalized=ended_np.copy())
             if self._shaping is not None:  # the return stays the terminal reward: pay what shaping has not
-                terminal = self._shaping.settle(_np(ended), terminal)
+                terminal = self._shaping.settle(ended_np, terminal)
             reward[ended] += torch.as_tensor(terminal, device=reward.device)[ended]
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                info["final_obs"] = infos.final_obs(self._observe(), _np(ended))
-                info["_final_obs"] = _np(ended)
-                info["final_info"] = {**end_info, **self._step_info()}
-                info["_final_info"] = _np(ended)
+                final, final_step_info, _ = self._outputs()
+                info["final_obs"] = infos.final_obs(final, ended_np)
+                info["_final_obs"] = ended_np.copy()
+                info["final_info"] = {**end_info, **final_step_info}
+                info["_final_info"] = ended_np.copy()
                 self._start(ended, advance=not steps_forced)
             else:
                 self.needs_reset |= ended
                 info.update(end_info)
         if steps_forced and not self._prefix:  # one batched forward: every row's next candidate, new episodes' too
             self._advance((self.cache.pending < 0) & ~self.needs_reset)
-        obs = self._observe()
-        info.update(self._step_info())
+        extra = {"reward": reward} if kl is None else {"reward": reward, "kl": kl.logratio, "kl_exact": kl.exact}
+        obs, step_info, out = self._outputs(**extra)
+        info.update(step_info)
         if kl is not None:
-            info.update(kl=_np(kl.logratio), kl_exact=_np(kl.exact), kl_coef=np.full(self.num_envs, self.kl_coef))
-        return obs, _np(reward), terminated, truncated, info
+            info.update(kl=out["kl"], kl_exact=out["kl_exact"], kl_coef=np.full(self.num_envs, self.kl_coef))
+        return obs, out["reward"], terminated, truncated, info
 
     def _scored(self, ended: torch.Tensor) -> dict[str, Any]:
         """:meth:`_end_info`; if scoring fails, the env is marked for reset and the error says so."""
@@ -577,12 +581,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return torch.as_tensor(array.astype(np.int64), device=self.lm.device)
 
     # ------------------------------------------------------------------ observations and infos
-    def _observe(self) -> np.ndarray:
+    def _observation(self) -> torch.Tensor:
+        """Every env's observation (B, d) float32, on the env's device."""
         if self._prefix:
             pool = self.pool
-            obs = self._prefix_obs(skam.select(pool.tokens, self.offer)[:, None], skam.select(pool.logprob, self.offer)[:, None],
-                                   skam.select(pool.logprob_trunc, self.offer)[:, None])[:, 0]
-            return _np(obs)
+            return self._prefix_obs(skam.select(pool.tokens, self.offer)[:, None], skam.select(pool.logprob, self.offer)[:, None],
+                                    skam.select(pool.logprob_trunc, self.offer)[:, None])[:, 0]
         obs = self.hidden
         if self.config.observation == "candidate_stats":
             stats = torch.stack(
@@ -590,7 +594,17 @@ class ProxyRLHFVectorEnv(VectorEnv):
                  self.offer.float() / self.config.top_k], dim=1,
             )  # (B, 3)
             obs = torch.cat([obs, stats.clamp(min=-1e4)], dim=1)
-        return _np(obs.float())
+        return obs.float()
+
+    def _outputs(self, **extra: torch.Tensor) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
+        """The observation, the per-step info and the ``extra`` (B,) tensors, in one device-to-host copy."""
+        # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
+        forced = self._forced_at(self.offer) if self.config.forced_steps else torch.zeros_like(self.needs_reset)
+        step = infos.step_tensors(self.pool, self.offer, self.position, forced)
+        names = ["obs", *step, *extra]
+        arrays = dict(zip(names, infos.host_copy(self._observation(), *step.values(), *extra.values())))
+        info = infos.step_info(arrays, self.lm.tokenizer if self.info_text else None)
+        return arrays["obs"], info, {key: arrays[key] for key in extra}
 
     def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
         """"prefix" observations (B, K, 2H + 2) of candidates ``tokens`` (B, K) at each row's position."""
@@ -637,11 +651,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
         log_ratio = (pi.gather(1, index[:, None]).clamp_min(1e-300).log() - view.q.gather(1, index[:, None]).log())[:, 0]
         zero = torch.zeros_like(log_ratio)
         return KLCharge(torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero))
-
-    def _step_info(self) -> dict[str, Any]:
-        # forced_steps: the candidate on offer is committed whatever the action (the step is not a decision)
-        forced = self._forced_at(self.offer) if self.config.forced_steps else torch.zeros_like(self.needs_reset)
-        return infos.step_info(self.pool, self.offer, self.position, self.lm.tokenizer if self.info_text else None, forced)
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:
         """Episode summaries of ``ended`` rows, scored by the reward source in one batched call."""
