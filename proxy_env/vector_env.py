@@ -214,7 +214,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.prompts = load_prompts(prompts)
         if isinstance(model, FrozenLM):
             guards.check_shared_lm(model, device=device, dtype=dtype)
-        self.lm = model if isinstance(model, FrozenLM) else FrozenLM(model, device=device, dtype=dtype)
+        self.lm = _frozen_lm(model, device, dtype)
         guards.check_budget(self.lm, self.prompts, max_new_tokens=max_new_tokens, num_envs=num_envs)
         if not -self.lm.num_layers - 1 <= hidden_layer <= self.lm.num_layers:
             raise ConfigError(f"hidden_layer={hidden_layer} is out of range for a {self.lm.num_layers}-layer model.")
@@ -710,6 +710,19 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.cache = None  # type: ignore[assignment]
+
+
+def _frozen_lm(model: Any, device: Any, dtype: Any) -> FrozenLM:
+    """A :class:`FrozenLM` as is; ``"tiny"``: the random test model (a plain name, so subprocess vector envs can build it)."""
+    if isinstance(model, FrozenLM):
+        return model
+    if model == "tiny":
+        from proxy_env.tiny import tiny_lm
+
+        lm = tiny_lm(device=device or "cpu")
+        lm.name = "tiny"
+        return lm
+    return FrozenLM(model, device=device, dtype=dtype)
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:

@@ -290,3 +290,24 @@ def test_torchrl_gym_wrapper(make_venv, tiny, mode):
     np.testing.assert_array_equal(reward.numpy(), done.float().numpy())  # the terminal reward lands on the done step
     after = done[:, :-1]  # a finished env's next step starts a new episode, not from its last observation
     assert (td["next", "observation"][:, :-1][after] != td["observation"][:, 1:][after]).any(-1).all()
+
+
+def test_torchrl_gym_env_subprocesses():
+    """TorchRL's own multi-process path: ``GymEnv(id, num_envs=2)`` runs single envs in Gymnasium's
+    AsyncVectorEnv workers, each building its LLM from the plain model name it is given."""
+    _require("torchrl")
+    from torchrl.envs import GymEnv
+    from torchrl.envs.utils import check_env_specs
+
+    # "proxy_env:" makes each spawned worker import proxy_env (which registers the id) before gym.make
+    env = GymEnv(f"proxy_env:{proxy_env.ENV_ID}", num_envs=2, model="tiny", prompts=list(PROMPTS), max_new_tokens=3)
+    try:
+        check_env_specs(env)
+        env.set_seed(0)
+        td = env.rollout(8, break_when_any_done=False)
+        assert td.batch_size == (2, 8) and td["observation"].shape == (2, 8, 64)
+        done = td["next", "done"].squeeze(-1)
+        assert done.sum() >= 2  # 3-token episodes end within 8 steps in both workers
+        assert torch.isfinite(td["observation"]).all() and td["observation"].abs().sum(-1).gt(0).all()
+    finally:
+        env.close()
