@@ -47,7 +47,8 @@ CONFIG_FILE = proxy_format.CONFIG_FILE
 WEIGHTS_FILE = proxy_format.WEIGHTS_FILE
 # what a checkpoint folder may hold (a folder holding anything else is not replaced)
 MARKERS = (CONFIG_FILE, META_FILE)
-NAMES = (CONFIG_FILE, WEIGHTS_FILE, proxy_format.OPTIMIZER_FILE, META_FILE, MODEL_FILE)
+CARD_FILE = "README.md"  # the model card proxy-rlhf export writes
+NAMES = (CONFIG_FILE, WEIGHTS_FILE, proxy_format.OPTIMIZER_FILE, META_FILE, MODEL_FILE, CARD_FILE)
 
 
 class CheckpointError(DataError):
@@ -155,7 +156,11 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
             model.save(tmp / MODEL_FILE)
             proxy_format._write_json(tmp / META_FILE, asdict(CheckpointMeta(**record, format_version=SB3_FORMAT_VERSION)))
         else:
-            proxy_format.write(model, tmp, {**record, "format_version": FORMAT_VERSION, "llm": llm})
+            from agents.policies import count_trainable
+            from agents.proxy_folder import summary
+
+            extra = {**summary(record["env_kwargs"]), "param_count": count_trainable(model), "llm": llm}
+            proxy_format.write(model, tmp, {**record, "format_version": FORMAT_VERSION, **extra})
         _swap(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,16 +301,11 @@ def _load_sb3_zip(path: Path, meta: CheckpointMeta, *, env: Any, device: str, tr
 
 def check_lm(meta: CheckpointMeta, lm: Any, path: str | Path) -> None:
     """Refuse an LLM whose fingerprint differs from the one the checkpoint was trained on (format 2 only)."""
-    saved = (meta.llm or {}).get("fingerprint")
-    if not saved or lm is None:
+    from agents.proxy_folder import ProxyFolderError, check_llm
+
+    if lm is None:
         return
-    now = proxy_format.llm_fingerprint(lm)
-    if now.get("config_hash") == saved.get("config_hash"):
-        return
-    keys = [k for k in now if k != "config_hash" and now.get(k) != saved.get(k)]
-    diff = ", ".join(f"{k} {saved.get(k)!r} vs {now.get(k)!r}" for k in keys) or "config hash"
-    raise CheckpointError(
-        f"checkpoint={str(path)!r} was trained on the LLM {meta.llm.get('name')!r} (fingerprint {saved.get('config_hash')}), "
-        f"but model={getattr(lm, 'name', lm)!r} has fingerprint {now.get('config_hash')} ({diff}): the proxy reads that "
-        f"LLM's hidden states. Pass the LLM it was trained with (--model {meta.llm.get('name')!r})."
-    )
+    try:
+        check_llm(meta.llm, lm.model, lm.tokenizer, where=f"checkpoint={str(path)!r}", name=getattr(lm, "name", None))
+    except ProxyFolderError as exc:
+        raise CheckpointError(str(exc)) from exc
