@@ -120,7 +120,8 @@ def lock_save_dir(path: str | Path, *, arg: str = "save_dir") -> FolderLock:
 
 
 def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any], seed: int | None = None,
-                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors") -> Path:
+                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors",
+                    llm: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and its metadata to the folder ``path``, atomically; return ``path``.
 
     Args:
@@ -134,6 +135,8 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
             by default ``env_kwargs["model"]`` when that is one.
         format: ``"safetensors"`` (format 2, pickle-free, the default) or ``"sb3"`` (format 1: SB3's
             ``proxy.zip``, for policies format 2 cannot describe; loading it needs ``trust=True``).
+        llm: the recorded LLM (``{"name", "fingerprint"}``, as in a checkpoint's ``meta.llm``) to keep
+            when ``lm`` is not given: what re-saving a loaded checkpoint (``proxy-rlhf export``) passes.
     """
     from proxy_env.errors import check_choice
 
@@ -144,9 +147,12 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
         raise CheckpointError(f"the policy has NaN or inf parameters ({bad[0]}...): training diverged, so it is not saved "
                               f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards.")
     lm = lm if lm is not None else env_kwargs.get("model")
+    recorded = dict(llm or {})
     llm = {"name": plain(env_kwargs.get("model"))}
     if hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
         llm["fingerprint"] = proxy_format.llm_fingerprint(lm)
+    elif recorded.get("fingerprint"):
+        llm = {"name": recorded.get("name", llm["name"]), "fingerprint": recorded["fingerprint"]}
     record = {"algo": algo_name(model), "env_kwargs": plain(env_kwargs), "seed": seed, "num_timesteps": int(model.num_timesteps),
               "package_version": proxy_env.__version__, "config": plain(config or {})}
     lock = None if held_here(path) else FolderLock(path, arg="checkpoint path").acquire()
