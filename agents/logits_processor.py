@@ -180,12 +180,14 @@ class ProxyLogitsProcessor(LogitsProcessor):
         """Hidden states (B, K, H) of each pool candidate appended to its row's prefix, in one forward over the cache."""
         cache, mask = step["cache"], step["mask"]
         layers = getattr(cache, "layers", None)
-        if cache is None or mask is None or layers is None or not all(hasattr(layer, "keys") for layer in layers):
+        if cache is None or layers is None or not all(hasattr(layer, "keys") for layer in layers):
             raise StateError(
-                "observation='candidate' needs generate's DynamicCache and attention mask: call generate with use_cache=True "
-                "(the default) and an attention_mask, and no static or sliding-window cache."
+                "observation='candidate' needs generate's DynamicCache: call generate with use_cache=True (the default) "
+                "and no static or sliding-window cache."
             )
         b, k = tokens.shape
+        if mask is None:  # generate drops an all-ones mask (a batch without padding)
+            mask = torch.ones(b, cache.get_seq_length(), dtype=torch.long, device=tokens.device)
         past = mask.shape[1]  # (B, L) covers the cache, the token just fed included
         if cache.get_seq_length() != past:
             raise StateError(f"the cache holds {cache.get_seq_length()} positions but the attention mask {past}: not a plain generate step.")

@@ -178,6 +178,8 @@ def test_candidate_observation_costs_a_pool_forward_and_matches_exact_pi(lm, tmp
     with ProxyLogitsProcessor(folder, lm) as processor:
         assert processor.proxy.skam["max_rejections"] == 2
         rows = _generate(lm, processor, [p for p in PROMPTS for _ in range(N // 2)], seed=1, max_new_tokens=1)
+        one = _generate(lm, processor, PROMPTS[:1], seed=1, max_new_tokens=2)  # no padding: generate passes no mask
+        assert one.shape == (1, 2)
     for i, prompt in enumerate(PROMPTS):
         exact = _exact(lm, agent, lm.encode_prompt(prompt), "candidate", max_rejections=2)
         assert _chisquare([int(r[0]) for r in rows[i * N // 2 : (i + 1) * N // 2]], exact) > P_MIN
