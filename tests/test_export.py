@@ -90,6 +90,10 @@ def test_export_writes_the_card_and_keeps_the_fingerprint(trained, tmp_path):
                  "| proxy ppo (sample) | +0.272 [+0.177, +0.368] | 0.46 | 0.143", "ProxyLogitsProcessor", "`prefix`", "top_k=5"):
         assert text in card, text
     torch.testing.assert_close(load_proxy(out).net.state_dict(), load_proxy(folder).net.state_dict())
+    from agents.generate import ProxyGenerator
+
+    (generation,) = ProxyGenerator.from_checkpoint(out, max_new_tokens=2).generate(["Hello!"])  # generate/bench load it too
+    assert 1 <= len(generation.token_ids) <= 2
 
 
 def test_export_of_sb3_zips_needs_trust(tiny, tmp_path):
