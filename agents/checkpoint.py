@@ -47,7 +47,8 @@ CONFIG_FILE = proxy_format.CONFIG_FILE
 WEIGHTS_FILE = proxy_format.WEIGHTS_FILE
 # what a checkpoint folder may hold (a folder holding anything else is not replaced)
 MARKERS = (CONFIG_FILE, META_FILE)
-NAMES = (CONFIG_FILE, WEIGHTS_FILE, proxy_format.OPTIMIZER_FILE, META_FILE, MODEL_FILE)
+CARD_FILE = "README.md"  # the model card proxy-rlhf export writes
+NAMES = (CONFIG_FILE, WEIGHTS_FILE, proxy_format.OPTIMIZER_FILE, META_FILE, MODEL_FILE, CARD_FILE)
 
 
 class CheckpointError(DataError):
@@ -119,7 +120,8 @@ def lock_save_dir(path: str | Path, *, arg: str = "save_dir") -> FolderLock:
 
 
 def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any], seed: int | None = None,
-                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors") -> Path:
+                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors",
+                    llm: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and its metadata to the folder ``path``, atomically; return ``path``.
 
     Args:
@@ -133,6 +135,8 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
             by default ``env_kwargs["model"]`` when that is one.
         format: ``"safetensors"`` (format 2, pickle-free, the default) or ``"sb3"`` (format 1: SB3's
             ``proxy.zip``, for policies format 2 cannot describe; loading it needs ``trust=True``).
+        llm: the recorded LLM (``{"name", "fingerprint"}``, as in a checkpoint's ``meta.llm``) to keep
+            when ``lm`` is not given: what re-saving a loaded checkpoint (``proxy-rlhf export``) passes.
     """
     from proxy_env.errors import check_choice
 
@@ -143,9 +147,12 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
         raise CheckpointError(f"the policy has NaN or inf parameters ({bad[0]}...): training diverged, so it is not saved "
                               f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards.")
     lm = lm if lm is not None else env_kwargs.get("model")
+    recorded = dict(llm or {})
     llm = {"name": plain(env_kwargs.get("model"))}
     if hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
         llm["fingerprint"] = proxy_format.llm_fingerprint(lm)
+    elif recorded.get("fingerprint"):
+        llm = {"name": recorded.get("name", llm["name"]), "fingerprint": recorded["fingerprint"]}
     record = {"algo": algo_name(model), "env_kwargs": plain(env_kwargs), "seed": seed, "num_timesteps": int(model.num_timesteps),
               "package_version": proxy_env.__version__, "config": plain(config or {})}
     lock = None if held_here(path) else FolderLock(path, arg="checkpoint path").acquire()
@@ -155,7 +162,11 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
             model.save(tmp / MODEL_FILE)
             proxy_format._write_json(tmp / META_FILE, asdict(CheckpointMeta(**record, format_version=SB3_FORMAT_VERSION)))
         else:
-            proxy_format.write(model, tmp, {**record, "format_version": FORMAT_VERSION, "llm": llm})
+            from agents.policies import count_trainable
+            from agents.proxy_folder import summary
+
+            extra = {**summary(record["env_kwargs"]), "param_count": count_trainable(model), "llm": llm}
+            proxy_format.write(model, tmp, {**record, "format_version": FORMAT_VERSION, **extra})
         _swap(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,16 +307,11 @@ def _load_sb3_zip(path: Path, meta: CheckpointMeta, *, env: Any, device: str, tr
 
 def check_lm(meta: CheckpointMeta, lm: Any, path: str | Path) -> None:
     """Refuse an LLM whose fingerprint differs from the one the checkpoint was trained on (format 2 only)."""
-    saved = (meta.llm or {}).get("fingerprint")
-    if not saved or lm is None:
+    from agents.proxy_folder import ProxyFolderError, check_llm
+
+    if lm is None:
         return
-    now = proxy_format.llm_fingerprint(lm)
-    if now.get("config_hash") == saved.get("config_hash"):
-        return
-    keys = [k for k in now if k != "config_hash" and now.get(k) != saved.get(k)]
-    diff = ", ".join(f"{k} {saved.get(k)!r} vs {now.get(k)!r}" for k in keys) or "config hash"
-    raise CheckpointError(
-        f"checkpoint={str(path)!r} was trained on the LLM {meta.llm.get('name')!r} (fingerprint {saved.get('config_hash')}), "
-        f"but model={getattr(lm, 'name', lm)!r} has fingerprint {now.get('config_hash')} ({diff}): the proxy reads that "
-        f"LLM's hidden states. Pass the LLM it was trained with (--model {meta.llm.get('name')!r})."
-    )
+    try:
+        check_llm(meta.llm, lm.model, lm.tokenizer, where=f"checkpoint={str(path)!r}", name=getattr(lm, "name", None))
+    except ProxyFolderError as exc:
+        raise CheckpointError(str(exc)) from exc

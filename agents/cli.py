@@ -16,8 +16,8 @@ from typing import Any
 
 
 
-# modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`
-_SUBCOMMAND_MODULES = ("agents.bench", "agents.cli_feedback", "agents.finetune")
+# modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
+_SUBCOMMAND_MODULES = ("agents.bench", "agents.cli_feedback", "agents.finetune", "agents.export")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -21,7 +21,17 @@ A folder holds
   ``llm``            the LLM it was trained on: ``name`` and ``fingerprint`` (:func:`llm_fingerprint`)
   ``env_kwargs``     the environment's keyword arguments as plain data
   ``seed``, ``num_timesteps``, ``package_version``, ``config``  as in format 1's ``meta.json``
+                     (``config``: the training configuration, e.g. ``TrainConfig``)
+  ``observation``    observation mode (``"candidate"``, ``"candidate_stats"``, ``"prefix"``)
+  ``hidden_layer``   the LLM layer observed (index into ``hidden_states``)
+  ``skam``           the pool: ``top_k``, ``top_p``, ``temperature``, ``max_rejections``, ``order``
+  ``param_count``    trainable parameters of the policy (target networks excluded)
   ================== ==============================================================================
+
+The last four fields were added later without a version bump (readers ignore unknown fields; a
+folder without them has the same values in ``env_kwargs``). ``README.md``, the model card written by
+``proxy-rlhf export``, may sit beside the files. :mod:`agents.proxy_folder` reads such a folder for
+inference without stable-baselines3.
 
 Loading rebuilds the algorithm from ``proxy_config.json`` (classes only from :data:`CLASSES`) and
 copies the tensors in with ``load_state_dict(strict=True)``.
@@ -29,7 +39,6 @@ copies the tensors in with ``load_state_dict(strict=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -152,23 +161,10 @@ def decode_space(data: Any, where: str) -> spaces.Space:
 
 
 def llm_fingerprint(lm: Any) -> dict[str, Any]:
-    """What identifies the LLM a proxy reads: architecture sizes and vocabulary, and their sha256 (``config_hash``).
+    """The fingerprint of a :class:`~proxy_env.lm.FrozenLM` (see :func:`agents.proxy_folder.fingerprint`)."""
+    from agents.proxy_folder import fingerprint
 
-    Only fields that mean the same across transformers versions are hashed, so an upgrade does not
-    orphan a checkpoint; two models of one architecture with different weights share a fingerprint.
-    """
-    cfg = lm.config
-    fields = {
-        "model_type": str(getattr(cfg, "model_type", "")),
-        "vocab_size": int(lm.vocab_size),
-        "hidden_size": int(lm.hidden_size),
-        "num_layers": int(lm.num_layers),
-        "num_attention_heads": int(getattr(cfg, "num_attention_heads", 0) or 0),
-        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 0) or 0),
-        "tokenizer_size": int(len(lm.tokenizer)),
-    }
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    return {**fields, "config_hash": digest}
+    return fingerprint(lm.model, lm.tokenizer)
 
 
 def _optimizer(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

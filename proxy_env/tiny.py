@@ -55,3 +55,21 @@ def tiny_lm(arch: Literal["llama", "gpt2"] = "llama", *, seed: int = 0, sharpnes
 
     tokenizer = AutoTokenizer.from_pretrained(default_tokenizer_dir())
     return FrozenLM(tiny_model(arch, seed=seed, sharpness=sharpness), tokenizer, device=device, dtype="float32")
+
+
+def tiny_word_lm(vocab_size: int = 512, *, seed: int = 0, sharpness: float = 3.0, device: str = "cpu") -> FrozenLM:
+    """A :class:`FrozenLM` over a small-vocabulary :func:`tiny_model` with a word-level tokenizer (``w0 w1 ...``).
+
+    Sampling over a 512-token vocabulary costs ~1% of the default 49,152: what statistical tests
+    that draw thousands of tokens through ``generate`` need. Ids 0-3 are ``<unk> <s> </s> <pad>``
+    (``</s>``, id 2, is EOS and pad, as in :func:`tiny_model`); ``"w7"`` is id ``7 + 4``. No chat template.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<pad>"] + [f"w{i}" for i in range(vocab_size - 4)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    model = tiny_model("llama", vocab_size=vocab_size, seed=seed, sharpness=sharpness)
+    return FrozenLM(model, tokenizer, device=device, dtype="float32")
