@@ -111,6 +111,8 @@ class AgentEval:
     train_wall_s: float = float("nan")
     tensorboard_dir: str | None = None
     texts: list[str] = field(default_factory=list)
+    curve: str | None = None  # fine-tuned models: the line the figure draws this point on (e.g. "grpo")
+    point: str | None = None  # and its label there (e.g. "β=0.1")
 
 
 @dataclass

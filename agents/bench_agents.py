@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.kl import Trajectory, accept_model, finetuned_trajectory, trajectory
-from agents.metrics import bon_kl_bound, bon_kl_empirical, response_nll, sample_ids
+from agents.metrics import bon_kl_bound, bon_kl_empirical, response_nll, sample_ids, truncation_log_ratio
 from proxy_env.errors import ConfigError
 from proxy_env.lm import FrozenLM
 from proxy_env.rewards import RewardFn, score
@@ -137,9 +137,12 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
         nll = response_nll(lm, prompts, chosen[n], batch_size=cfg.batch_size)
         r_best = rewards[np.arange(len(prompts)), best[n]]
         forwards = np.array([sum(len(x) for x in row[:n]) for row in samples], dtype=float)
+        kl = bon_kl_empirical(r_best, rewards[:, top:], n)
+        # KL(π || p) = KL(π || q) + E_π[log q/p]: the same reference as the fine-tuned models' KL
+        kl_untruncated = kl + truncation_log_ratio(lm, prompts, chosen[n], batch_size=cfg.batch_size, **_pool_kwargs(cfg))
         out.append(AgentEval(
             f"best-of-{n}", "best-of-n", r_best, chosen[n], np.zeros(len(prompts)), nll,
-            bon_kl_empirical(r_best, rewards[:, top:], n), np.full(len(prompts), np.nan), forwards, per_sample * n,
+            kl, kl_untruncated, forwards, per_sample * n,
             kl_method="estimate: log (π/q)(y*) from the reward CDF", kl_bound=bon_kl_bound(n),
             texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
         ))
@@ -174,10 +177,12 @@ def eval_finetuned(lm: FrozenLM, path: str, prompts: list[str], reward_fn: Rewar
         tick(1, f"{Path(path).name}: KL")
     tb = meta.get("tensorboard_dir")  # relative paths are relative to the model folder
     tb = str(Path(path).expanduser() / tb) if isinstance(tb, str) else None
+    curve, point = meta.get("curve"), meta.get("point")  # how the figure draws it (finetune.json since issue 16)
     return AgentEval(
         f"fine-tuned ({Path(path).name})", "finetune", rewards, ids, np.zeros(len(prompts)),
         np.array([t.nll for t in trajs]), np.array([t.kl for t in trajs]), np.array([t.kl_untruncated for t in trajs]),
         np.array([len(x) for x in ids], dtype=float), wall, trainable_params=int(meta.get("trainable_params", tuned.num_parameters)),
         kl_method="vs untruncated LLM (footnote)", train_wall_s=float(meta.get("wall_s", float("nan"))),
         tensorboard_dir=tb if tb is not None and Path(tb).is_dir() else None, texts=texts,
+        curve=curve if isinstance(curve, str) else None, point=point if isinstance(point, str) else None,
     )

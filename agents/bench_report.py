@@ -21,7 +21,7 @@ COLUMNS = [
     "rejection_rate", "rejection_rate_lo", "rejection_rate_hi", "length", "length_lo", "length_hi",
     "distinct_1", "distinct_2", "perplexity", "perplexity_lo", "perplexity_hi", "kl", "kl_lo", "kl_hi",
     "kl_method", "kl_bound", "kl_untruncated", "kl_untruncated_lo", "kl_untruncated_hi", "forwards_per_response",
-    "wall_s_per_response", "trainable_params", "train_wall_s", "phi", "collapsed",
+    "wall_s_per_response", "trainable_params", "train_wall_s", "phi", "collapsed", "curve", "point",
 ]
 # text quality below which a response set counts as reward hacking, not alignment, whatever its reward
 MIN_DISTINCT_2 = 0.75
@@ -57,6 +57,7 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
         row.update(_ci("kl_untruncated", a.kl_untruncated))
         row.update(forwards_per_response=float(np.mean(a.forwards)), wall_s_per_response=a.wall_s / len(a.rewards),
                    trainable_params=int(a.trainable_params), train_wall_s=a.train_wall_s)
+        row.update(curve=a.curve or "", point=a.point or "")
         rows.append(row)
     _frontier_scores(rows)
     return rows
@@ -146,7 +147,9 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         f"{cfg.bon_reference} independent reference samples per prompt: log N + (N-1) log F̂ where no reference "
         "ties it, log((F̂^N - F̂⁻^N)/(F̂ - F̂⁻)) where some do (all tied: 0) (agents/metrics.py). The bound "
         "log N - (N-1)/N is exact only for continuous rewards (ties, frequent with VADER, lower the true KL). Samples are nested (best-of-N uses "
-        "the first N of one sampling pass); its s/response is apportioned by N.",
+        "the first N of one sampling pass); its s/response is apportioned by N. Its KL vs the untruncated LLM adds "
+        "Σ_t log q/p of the chosen response (q the pool, p the untruncated LLM; agents/metrics.truncation_log_ratio), "
+        "since KL(π‖p) = KL(π‖q) + E_π[log q/p].",
         "",
         f"Machine: {result.machine}. Command: `{command}`. Benchmark wall time: {result.wall_s:.0f} s.",
     ]
@@ -186,22 +189,24 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     finetuned = any(r["kind"] == "finetune" for r in rows)
-    fig, axes = plt.subplots(1, 2 if finetuned else 1, figsize=(13 if finetuned else 7, 5), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if finetuned else 1, figsize=(15 if finetuned else 7, 5.5), squeeze=False)
     ax = axes[0][0]
     bon = sorted((r for r in rows if r["kind"] == "best-of-n"), key=lambda r: r["kl_bound"])
     if bon:
-        ax.errorbar([r["kl"] for r in bon], [r["reward"] for r in bon], yerr=_yerr(bon), fmt="-o", color="black",
-                    label="best-of-N frontier (empirical KL)", capsize=3)
+        _bon_line(ax, bon, "kl", "best-of-N frontier (empirical KL)")
         ax.plot([r["kl_bound"] for r in bon], [r["reward"] for r in bon], "--", color="gray", label="best-of-N at the bound log N - (N-1)/N")
-        for r in bon:
-            ax.annotate(r["agent"].replace("best-of-", "N="), (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
     _points(ax, [r for r in rows if r["kind"] not in ("best-of-n", "finetune")], "kl")
     ax.set_xlabel("KL from the unsteered sampler (truncated pool), nats / response")
     ax.set_title("reward vs KL")
     if finetuned:  # fine-tuned KL is measured against the untruncated LLM: compare like with like
-        _points(axes[0][1], [r for r in rows if r["kind"] != "best-of-n"], "kl_untruncated")
-        axes[0][1].set_xlabel("KL from the untruncated LLM, nats / response")
-        axes[0][1].set_title("reward vs KL from the untruncated LLM (fine-tuned models)")
+        right = axes[0][1]
+        if bon and not any(math.isnan(r["kl_untruncated"]) for r in bon):
+            _bon_line(right, bon, "kl_untruncated", "best-of-N (empirical KL + truncation)")
+        on_curve = [r for r in rows if r["kind"] == "finetune" and r.get("curve")]
+        _points(right, [r for r in rows if r["kind"] != "best-of-n" and r not in on_curve], "kl_untruncated")
+        _curves(right, on_curve)
+        right.set_xlabel("KL from the untruncated LLM, nats / response")
+        right.set_title("reward vs KL from the untruncated LLM (fine-tuned models)")
     for a in axes[0]:
         a.set_ylabel("mean reward (95% CI)")
         a.legend(fontsize=8)
@@ -219,6 +224,25 @@ def _points(ax: Any, rows: list[dict[str, Any]], key: str) -> None:
             continue
         ax.errorbar([x], [r["reward"]], yerr=_yerr([r]), xerr=[[x - lo], [hi - x]],
                     fmt="s" if r["kind"] == "finetune" else "o", capsize=3, label=r["agent"])
+
+
+def _bon_line(ax: Any, bon: list[dict[str, Any]], key: str, label: str) -> None:
+    ax.errorbar([r[key] for r in bon], [r["reward"] for r in bon], yerr=_yerr(bon), fmt="-o", color="black", label=label, capsize=3)
+    for r in bon:
+        ax.annotate(r["agent"].replace("best-of-", "N="), (r[key], r["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+
+
+def _curves(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Fine-tuned rows as one line per ``curve`` (e.g. a method's β sweep), KL increasing, each point labelled."""
+    for curve in dict.fromkeys(r["curve"] for r in rows):
+        points = sorted((r for r in rows if r["curve"] == curve and not math.isnan(r["kl"])), key=lambda r: r["kl"])
+        if not points:
+            continue
+        xerr = [[r["kl"] - r["kl_lo"] for r in points], [r["kl_hi"] - r["kl"] for r in points]]
+        ax.errorbar([r["kl"] for r in points], [r["reward"] for r in points], xerr=xerr, yerr=_yerr(points), fmt="-s",
+                    capsize=3, label=curve)
+        for r in points:
+            ax.annotate(r["point"] or r["agent"], (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
 
 def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:

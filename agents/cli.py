@@ -138,6 +138,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, defau
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple[int"):
             parser.add_argument(flag, type=int, nargs="+", default=list(default), metavar="N", help=f"{help_text} (default: {default})")
+        elif f.type.startswith("tuple[str"):
+            parser.add_argument(flag, nargs="+", default=list(default), metavar=f.name.upper().rstrip("S"),
+                                help=f"{help_text} (default: {list(default)})")
         else:
             parser.add_argument(flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})")
 

@@ -109,3 +109,32 @@ def response_nll(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Seque
             t = len(responses[i])
             out[i] = -float(logp[row, logp.shape[1] - t :].sum()) if t else 0.0
     return out
+
+
+@torch.no_grad()
+def truncation_log_ratio(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *, top_k: int,
+                         top_p: float, temperature: float, batch_size: int = 16) -> np.ndarray:
+    """``Σ_t log q_t(y_t) / p_t(y_t)`` (P,) along each response: the truncated pool ``q`` against the tempered, untruncated LLM ``p``.
+
+    For a sampler that only draws inside the pool (best-of-N), ``KL(π || p) = KL(π || q) + E_π[log q/p]``,
+    so adding this at the sampled response to a per-prompt estimate of ``KL(π || q)`` estimates the
+    KL from the untruncated LLM that fine-tuned models are measured with. A token outside its pool
+    gives ``inf``.
+    """
+    from proxy_env import candidates as skam
+
+    out = np.zeros(len(responses))
+    for start in range(0, len(responses), batch_size):
+        idx = range(start, min(start + batch_size, len(responses)))
+        seqs = [lm.encode_prompt(prompts[i]) + list(responses[i]) for i in idx]
+        fwd = lm.forward_padded(seqs)  # logits (b, W, V), ids (b, W), left-padded: responses end at the right
+        width = fwd.ids.shape[1]
+        for row, i in enumerate(idx):
+            t = len(responses[i])
+            if t == 0:
+                continue
+            pool = skam.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
+            match = pool.tokens == fwd.ids[row, width - t :, None]  # (t, K): the response token's pool column
+            ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(-1)  # (t,)
+            out[i] = float(ratio.double().sum()) if bool(match.any(-1).all()) else math.inf
+    return out

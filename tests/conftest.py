@@ -33,6 +33,15 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny):
+    """The tiny Llama saved as a plain Hugging Face folder (what TRL and `proxy-rlhf finetune` load)."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2():
     return tiny_lm("gpt2")
 

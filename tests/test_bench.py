@@ -130,3 +130,47 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
     rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
     _frontier_scores(rows)
     assert rows[4]["collapsed"]
+
+
+def test_truncation_log_ratio_is_exact_at_the_limits(tiny):
+    """No truncation: q = p, the ratio is 0. A one-token pool (top_k=1): q = 1, the ratio is the greedy response's NLL."""
+    from agents.metrics import response_nll, sample_ids, truncation_log_ratio
+
+    prompts = ["Hello!", "Tell me about the weather."]
+    vocab = tiny.vocab_size  # top-k over the whole vocabulary and top_p=1: nothing is truncated
+    sampled = [row[0] for row in sample_ids(tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=vocab, top_p=1.0, temperature=1.0, batch_size=2)]
+    np.testing.assert_allclose(truncation_log_ratio(tiny, prompts, sampled, top_k=vocab, top_p=1.0, temperature=1.0), 0.0, atol=1e-4)
+    greedy = [row[0] for row in sample_ids(tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=1, top_p=1.0, temperature=1.0, batch_size=2)]
+    np.testing.assert_allclose(truncation_log_ratio(tiny, prompts, greedy, top_k=1, top_p=1.0, temperature=1.0),
+                               response_nll(tiny, prompts, greedy), rtol=1e-4)
+    outside = [[int(ids[0]) + 1] if ids else [5] for ids in greedy]  # not the argmax: outside a one-token pool
+    assert np.isinf(truncation_log_ratio(tiny, prompts, outside, top_k=1, top_p=1.0, temperature=1.0)).all()
+
+
+def test_best_of_n_has_a_kl_from_the_untruncated_llm(tiny):
+    res = run_bench(BenchConfig(**QUICK), lm=tiny)
+    bon = next(a for a in res.agents if a.name == "best-of-2")
+    assert np.isfinite(bon.kl_untruncated).all() and (bon.kl_untruncated > bon.kl).all()  # truncation adds Σ -log Z > 0
+
+
+def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.bench_report import _curves
+
+    def row(curve, point, kl, reward):
+        return {"agent": f"fine-tuned ({point})", "kind": "finetune", "curve": curve, "point": point, "kl": kl,
+                "kl_lo": kl - 0.1, "kl_hi": kl + 0.1, "reward": reward, "reward_lo": reward - 0.05, "reward_hi": reward + 0.05}
+
+    rows = [row("grpo", "β=0.5", 8.0, 0.5), row("grpo", "β=0.1", 20.0, 0.8), row("dpo (ppl ≤ q0.75)", "β=0.1", 6.0, 0.4),
+            row("grpo", "β=2", 6.0, 0.3)]
+    fig, ax = plt.subplots()
+    _curves(ax, rows)
+    assert ax.get_legend_handles_labels()[1] == ["grpo", "dpo (ppl ≤ q0.75)"]
+    grpo_line = ax.get_lines()[0]
+    assert list(grpo_line.get_xdata()) == [6.0, 8.0, 20.0] and list(grpo_line.get_ydata()) == [0.3, 0.5, 0.8]
+    assert [t.get_text() for t in ax.texts] == ["β=2", "β=0.5", "β=0.1", "β=0.1"]
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Tests of agents/finetune.py: the full fine-tune peer (TRL GRPO) on a tiny random Llama."""
+"""Tests of agents/finetune (the shared run, the CLI and the GRPO method) on a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -20,15 +20,6 @@ PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What i
 
 def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
     return [len(r) / 10 for r in responses]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny):
-    """The tiny Llama of conftest saved as a plain Hugging Face folder."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
 
 
 def small(tiny_dir, out, **overrides) -> FinetuneConfig:
@@ -133,14 +124,14 @@ def test_time_limit_stops_training_and_overwrite(tiny_dir, tmp_path):
 def test_failed_final_rename_keeps_the_old_model(tiny_dir, tmp_path, monkeypatch):
     import os
 
-    import agents.finetune as ft
+    import agents.finetune.run as ft
 
     out = tmp_path / "ft"
     out.mkdir()
     (out / "old_model.txt").write_text("old")
     (out / "finetune.json").write_text("{}")  # an earlier fine-tuned model, which --overwrite may replace
 
-    def fake_run(cfg, model, tokenizer, prompts, reward_fn, staging, callbacks):  # no training: only the swap is tested
+    def fake_run(cfg, model, tokenizer, data, staging, callbacks):  # no training: only the swap is tested
         staging.mkdir()
         (staging / "new_model.txt").write_text("new")
         return ft.FinetuneResult(staging, 0.0, 0, 0, 0, None, None, None, [])
