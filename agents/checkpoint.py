@@ -119,7 +119,8 @@ def lock_save_dir(path: str | Path, *, arg: str = "save_dir") -> FolderLock:
 
 
 def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any], seed: int | None = None,
-                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors") -> Path:
+                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors",
+                    fingerprint: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and its metadata to the folder ``path``, atomically; return ``path``.
 
     Args:
@@ -133,6 +134,8 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
             by default ``env_kwargs["model"]`` when that is one.
         format: ``"safetensors"`` (format 2, pickle-free, the default) or ``"sb3"`` (format 1: SB3's
             ``proxy.zip``, for policies format 2 cannot describe; loading it needs ``trust=True``).
+        fingerprint: the LLM's :func:`~agents.proxy_format.llm_fingerprint`, when it was computed where the
+            LLM lives (an RLlib env runner) instead of from ``lm`` here.
     """
     from proxy_env.errors import check_choice
 
@@ -144,7 +147,9 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
                               f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards.")
     lm = lm if lm is not None else env_kwargs.get("model")
     llm = {"name": plain(env_kwargs.get("model"))}
-    if hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
+    if fingerprint is not None:
+        llm["fingerprint"] = dict(fingerprint)
+    elif hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
         llm["fingerprint"] = proxy_format.llm_fingerprint(lm)
     record = {"algo": algo_name(model), "env_kwargs": plain(env_kwargs), "seed": seed, "num_timesteps": int(model.num_timesteps),
               "package_version": proxy_env.__version__, "config": plain(config or {})}
