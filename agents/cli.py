@@ -152,7 +152,14 @@ def _train(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     values["hidden"] = tuple(values["hidden"])
-    result = train(TrainConfig(**values))
+    if args.backend == "rllib":
+        from agents.rllib_backend import RLlibConfig
+        from agents.rllib_train import train_rllib
+
+        result = train_rllib(TrainConfig(**values), RLlibConfig(**{f.name: getattr(args, f.name) for f in fields(RLlibConfig)}))
+    else:
+        _check_sb3_flags(args)
+        result = train(TrainConfig(**values))
     if result.interrupted:
         return _interrupted("train", result)
     print(result.params)
@@ -162,6 +169,19 @@ def _train(args: argparse.Namespace) -> int:
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def _check_sb3_flags(args: argparse.Namespace) -> None:
+    """An RLlib-only flag given with --backend sb3 is an error, not silently ignored."""
+    from dataclasses import fields
+
+    from agents.rllib_backend import RLlibConfig
+    from proxy_env.errors import ConfigError
+
+    base = RLlibConfig()
+    changed = [f"--{f.name.replace('_', '-')}" for f in fields(RLlibConfig) if getattr(args, f.name) != getattr(base, f.name)]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} apply to --backend rllib only; add --backend rllib or drop them.")
 
 
 def _interrupted(command: str, result: Any) -> int:
@@ -219,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     from agents.train import TrainConfig
 
     add_config_flags(train, TrainConfig, defaults={"progress_bar": True})  # the CLI shows a bar; library calls do not print
+    from agents.rllib_backend import ALGOS as RLLIB_ALGOS, RLlibConfig
+
+    train.add_argument("--backend", choices=("sb3", "rllib"), default="sb3",
+                       help=f"sb3 (one process) or rllib (Ray RLlib env runners, GPUs, nodes; algo one of {list(RLLIB_ALGOS)}; "
+                            "pip install -e '.[rllib]')")
+    add_config_flags(train, RLlibConfig)
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="generate aligned responses with a trained proxy checkpoint")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")

@@ -109,13 +109,18 @@ def resolve_model_path(name: str) -> str:
 
 
 class FrozenLM:
-    """A frozen causal LM plus tokenizer: no gradients, ``eval()``, one device and dtype.
+    """A frozen causal LM plus tokenizer: no gradients, ``eval()``, one dtype, on one device or spread over several.
 
     Args:
         model: ``"default"``, a hub id, a local folder, or an already-built ``PreTrainedModel``.
         tokenizer: the tokenizer; loaded from ``model`` when it is a name or path.
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"auto"`` or a ``torch.dtype``.
         device: ``None`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        device_map: spread the layers over devices instead (a model that does not fit one GPU):
+            ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"`` or a dict
+            ``{module name: device}`` as transformers / accelerate take it. :attr:`device` is then where
+            inputs go (the embeddings'); outputs are returned there, and the per-row cache keeps each
+            layer's keys and values on that layer's device. Exclusive with ``device``.
         trust_remote_code: passed to ``from_pretrained``; off by default.
         chat_template: apply the tokenizer's chat template to prompts (``None``: when it has one).
     """
@@ -127,6 +132,7 @@ class FrozenLM:
         *,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        device_map: str | dict[str, Any] | None = None,
         trust_remote_code: bool = False,
         chat_template: bool | None = None,
     ) -> None:
@@ -135,12 +141,13 @@ class FrozenLM:
                 raise ConfigTypeError(f"{name}={value!r} must be a bool" + (" or None." if name == "chat_template" else "."))
         if isinstance(model, (str, Path)) and not str(model).strip():
             raise ConfigError("model='' is empty; pass 'default', a hub id or a local folder.")
-        self.device = resolve_device(device)
+        check_device_map(device_map, device)
+        self.device = resolve_device(device if device_map is None else _first_device(device_map))
         self.dtype = resolve_dtype(dtype, self.device)
         if isinstance(model, (str, Path)):
             self.name = str(model)
             source = resolve_model_path(str(model))
-            model, tokenizer = _load(source, tokenizer, self.dtype, trust_remote_code)
+            model, tokenizer = _load(source, tokenizer, self.dtype, trust_remote_code, device_map=device_map)
         else:
             from transformers import PreTrainedModel
 
@@ -151,7 +158,12 @@ class FrozenLM:
             if tokenizer is None:
                 raise ConfigError("model was given as an object, so tokenizer= is required too.")
             self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        if device_map is None:
+            self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        else:
+            self.model = _dispatch(model, device_map, self.dtype).eval().requires_grad_(False)
+            self.device = self.model.get_input_embeddings().weight.device  # where input ids and masks go
+        self.device_map: dict[str, Any] | None = dict(getattr(self.model, "hf_device_map", None) or {}) or None
         self.tokenizer = tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -179,6 +191,14 @@ class FrozenLM:
     def vocab_size(self) -> int:
         """Width of the logits (may exceed ``len(tokenizer)``)."""
         return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def layer_devices(self) -> list[torch.device]:
+        """The device of each decoder layer (all :attr:`device` unless the model was given a ``device_map``)."""
+        layers = next((m for m in self.model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == self.num_layers), None)
+        if layers is None:
+            return [self.device] * self.num_layers
+        return [next(layer.parameters()).device for layer in layers]
 
     @property
     def num_parameters(self) -> int:
@@ -252,7 +272,7 @@ class FrozenLM:
         """Reference forward of one whole sequence, no cache: hidden (T, H) and logits (T, V)."""
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
-        return StepOutput(out.hidden_states[hidden_layer][0].float(), out.logits[0].float())
+        return StepOutput(out.hidden_states[hidden_layer][0].float().to(self.device), out.logits[0].float().to(self.device))
 
     @torch.no_grad()
     def forward_padded(self, sequences: list[list[int]], *, hidden_layer: int | None = None,
@@ -277,8 +297,8 @@ class FrozenLM:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
                          output_hidden_states=hidden_layer is not None, **kwargs)
         logits = out.logits[:, -1:] if last_only else out.logits  # (B, W, V) or (B, 1, V)
-        hidden = None if hidden_layer is None else out.hidden_states[hidden_layer].float()  # (B, W, H)
-        return PaddedOutput(logits.float(), hidden, mask, ids)
+        hidden = None if hidden_layer is None else out.hidden_states[hidden_layer].float().to(self.device)  # (B, W, H)
+        return PaddedOutput(logits.float().to(self.device), hidden, mask, ids)
 
     def new_cache(self, num_rows: int, hidden_layer: int = -1) -> RowCache:
         """A per-row KV cache of ``num_rows`` independent rows over this model."""
@@ -287,7 +307,53 @@ class FrozenLM:
         return RowCache(self, num_rows, hidden_layer)
 
 
-def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool, *, rebuild: bool = True) -> tuple[Any, Any]:
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: Any, device: Any = None) -> None:
+    """Validate a ``device_map`` before anything loads: one of :data:`DEVICE_MAPS` or ``{module: device}``."""
+    if device_map is None:
+        return
+    if device is not None:
+        raise ConfigError(f"device={device!r} and device_map={device_map!r} were both given; pass one (device_map spreads the model).")
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAPS:
+            raise ConfigError(f"device_map={device_map!r} is not valid; expected one of {list(DEVICE_MAPS)} or a dict "
+                              "{module name: device}." + did_you_mean(device_map, DEVICE_MAPS))
+        return
+    if not isinstance(device_map, dict) or not device_map:
+        raise ConfigTypeError(f"device_map must be one of {list(DEVICE_MAPS)} or a non-empty dict {{module name: device}}, "
+                              f"got {type(device_map).__name__}.")
+    for name, where in device_map.items():
+        if where == "disk" or not isinstance(name, str):
+            raise ConfigError(f"device_map[{name!r}]={where!r}: map module names to 'cpu', 'cuda:N' or GPU indices (no disk offload).")
+        resolve_device(f"cuda:{where}" if isinstance(where, int) else where)
+
+
+def _first_device(device_map: str | dict[str, Any]) -> str | None:
+    """The device inputs go to, as far as it is known before loading (None: CUDA when available)."""
+    if isinstance(device_map, str):
+        return None
+    first = next(iter(device_map.values()))
+    return f"cuda:{first}" if isinstance(first, int) else str(first)
+
+
+def _dispatch(model: Any, device_map: str | dict[str, Any], dtype: torch.dtype) -> Any:
+    """``model`` (already built) spread over ``device_map`` with accelerate's hooks (a loaded one is already spread)."""
+    if getattr(model, "hf_device_map", None):
+        return model
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    model = model.to(dtype=dtype)
+    if isinstance(device_map, str):
+        device_map = infer_auto_device_map(model, dtype=dtype)
+    model = dispatch_model(model, device_map=device_map, force_hooks=True)  # hooks even on one device: one code path
+    model.hf_device_map = dict(device_map)
+    return model
+
+
+def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool, *, rebuild: bool = True,
+          device_map: str | dict[str, Any] | None = None) -> tuple[Any, Any]:
     """Model and tokenizer from ``source``; a damaged default-model cache is rebuilt once, other damage named."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -295,7 +361,8 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
     try:
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+        placed = {"device_map": device_map} if device_map is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **placed)
     except Exception as exc:  # OSError (missing files), SafetensorError (truncated), ValueError/RuntimeError (bad config)
         from proxy_env.assets import is_default_model_dir, rebuild_default_model
 
@@ -303,7 +370,7 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
 
         if rebuild and is_default_model_dir(source):
             logger.warning("the cached default model at %s failed to load (%s); rebuilding it", source, why)
-            return _load(str(rebuild_default_model()), given_tokenizer, dtype, trust_remote_code, rebuild=False)
+            return _load(str(rebuild_default_model()), given_tokenizer, dtype, trust_remote_code, rebuild=False, device_map=device_map)
         if is_default_model_dir(source):
             raise DataError(
                 f"model='default': the cached folder {source!r} still fails to load after a rebuild ({why}); "

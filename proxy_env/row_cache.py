@@ -144,7 +144,8 @@ class RowCache:
             output_hidden_states=True,
             **self.lm.cache_kwargs(cache),
         )
-        return StepOutput(out.hidden_states[self.hidden_layer][:, -1].float(), out.logits[:, -1].float())
+        device = self.lm.device  # a model spread over devices (device_map) returns its last layers' outputs elsewhere
+        return StepOutput(out.hidden_states[self.hidden_layer][:, -1].float().to(device), out.logits[:, -1].float().to(device))
 
     def _reserve(self, columns: int) -> None:
         for layer in self.layers:
@@ -173,10 +174,12 @@ class RowCache:
             self._pad_left(width - self.length)
         start = self.length - width
         for layer, new in zip(self.layers, fresh.layers):
+            index = index.to(layer.device)  # each layer's buffers live on its layer's device (device_map)
             layer.kbuf[index, :, : self.length] = 0.0  # clears what the row held before
             layer.vbuf[index, :, : self.length] = 0.0
             layer.kbuf[index, :, start : self.length] = new.keys
             layer.vbuf[index, :, start : self.length] = new.values
+        index = index.to(self._mask.device)
         self._mask[index, : self.length] = 0
         self._mask[index, start : self.length] = pmask
         self.pos[index] = pmask.sum(-1)
@@ -239,12 +242,12 @@ class RowCache:
 
     def _step_subset(self, index: torch.Tensor, tokens: torch.Tensor, column: int) -> StepOutput:
         """Forward only rows ``index`` (n,), then write their new column into the full buffers."""
-        sub = [SlotLayer(_gather_rows(layer.kbuf, index, column), _gather_rows(layer.vbuf, index, column), column)
-               for layer in self.layers]
+        sub = [SlotLayer(_gather_rows(layer.kbuf, index.to(layer.device), column),
+                         _gather_rows(layer.vbuf, index.to(layer.device), column), column) for layer in self.layers]
         out = self._forward(tokens[index, None], self._mask[index, : column + 1], self.pos[index, None], SlotCache(sub))
         for layer, new in zip(self.layers, sub):
-            layer.kbuf[index, :, column] = new.kbuf[:, :, column]
-            layer.vbuf[index, :, column] = new.vbuf[:, :, column]
+            layer.kbuf[index.to(layer.device), :, column] = new.kbuf[:, :, column]
+            layer.vbuf[index.to(layer.device), :, column] = new.vbuf[:, :, column]
         hidden = out.hidden.new_zeros(self.num_rows, out.hidden.shape[-1])
         logits = out.logits.new_zeros(self.num_rows, out.logits.shape[-1])
         hidden[index], logits[index] = out.hidden, out.logits
@@ -280,8 +283,9 @@ class RowCache:
         capacity = keep + _SLACK
         for layer in self.layers:
             b, h, _, d = layer.kbuf.shape
-            keys = layer.keys.gather(2, order[:, None, :, None].expand(b, h, keep, d))
-            values = layer.values.gather(2, order[:, None, :, None].expand(b, h, keep, layer.vbuf.shape[3]))
+            at = order.to(layer.device)  # (B, keep) on this layer's device (device_map)
+            keys = layer.keys.gather(2, at[:, None, :, None].expand(b, h, keep, d))
+            values = layer.values.gather(2, at[:, None, :, None].expand(b, h, keep, layer.vbuf.shape[3]))
             layer.kbuf, layer.vbuf = _regrow(keys, capacity, keep), _regrow(values, capacity, keep)
             layer.length = keep
             layer._view()

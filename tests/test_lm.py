@@ -47,3 +47,22 @@ def test_default_model_is_smollm2(real_lm):
     assert real_lm.num_layers == 30 and real_lm.hidden_size == 576 and real_lm.vocab_size == 49152
     assert 134_000_000 < real_lm.num_parameters < 135_000_000
     assert real_lm.eos_token_ids == [2]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"device_map": "autoo"}, "device_map='autoo'.*Did you mean 'auto'"),
+    ({"device_map": {"model": "disk"}}, "no disk offload"),
+    ({"device_map": "auto", "device": "cpu"}, "pass one"),
+], ids=["typo", "disk", "both"])
+def test_device_map_errors(tiny, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        FrozenLM(tiny.model, tiny.tokenizer, **kw)
+
+
+def test_device_map_loads_a_folder(tiny, tmp_path):
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    spread = FrozenLM(str(tmp_path / "m"), device_map={"": "cpu"}, dtype="float32")
+    assert spread.device_map == {"": "cpu"} and spread.device == torch.device("cpu")
+    ids = tiny.encode_prompt("hi there")
+    torch.testing.assert_close(spread.forward_full(ids).logits, tiny.forward_full(ids).logits, atol=1e-5, rtol=1e-5)

@@ -80,3 +80,32 @@ def test_cache_stays_bounded(tiny):
 
         assert cache.length <= 2 * 42 + 17  # compaction keeps it under twice the longest live row (<= 41 + pending)
     assert cache.length < 120  # 600 steps taken, far fewer columns held
+
+
+# every module of the tiny Llama named, as a model spread over GPUs would be (here all on the CPU)
+TINY_DEVICE_MAP = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", "model.norm": "cpu",
+                   "model.rotary_emb": "cpu", "lm_head": "cpu"}
+
+
+def test_device_map_cache_keeps_each_layer_on_its_device_and_matches(tiny):
+    """FrozenLM(device_map=...) runs through accelerate's hooks; the cache gives each layer buffers on its layer's device.
+
+    On one CPU this checks the bookkeeping and that outputs equal the unmapped model's; that indices
+    really cross devices (cuda:0 -> cuda:1) needs a machine with two GPUs.
+    """
+    from proxy_env.lm import FrozenLM
+    from proxy_env.tiny import tiny_model
+
+    spread = FrozenLM(tiny_model("llama"), tiny.tokenizer, device_map=TINY_DEVICE_MAP, dtype="float32")
+    assert spread.device_map == TINY_DEVICE_MAP and spread.layer_devices == [torch.device("cpu")] * 2
+    assert all(hasattr(layer, "_hf_hook") for layer in spread.model.model.layers)  # dispatched, not moved
+    checked, cache, _ = _random_walk(spread)
+    assert checked > 100
+    assert [layer.kbuf.device for layer in cache.layers] == spread.layer_devices
+    assert [layer.vbuf.device for layer in cache.layers] == spread.layer_devices
+    # the same weights give the same outputs, row for row, with and without the map
+    seqs = [tiny.encode_prompt(p) for p in ["hi", "What is your name?"]]
+    rows = torch.ones(2, dtype=torch.bool)
+    a, b = tiny.new_cache(2).reset_rows(rows, seqs), spread.new_cache(2).reset_rows(rows, seqs)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.hidden, b.hidden, atol=1e-5, rtol=1e-5)
