@@ -193,6 +193,22 @@ def torchrl_rollout(lm, args: Args) -> float:
     return args.num_envs * args.steps / (time.perf_counter() - start)
 
 
+def torchrl_gym_env(lm, args: Args) -> float:
+    """TorchRL's multi-process path: one single env (and one tiny LLM) per AsyncVectorEnv worker."""
+    from torchrl.envs import GymEnv
+
+    kwargs = {**env_kwargs(lm), "model": "tiny"}  # plain data: each spawned worker builds its own model
+    env = GymEnv(f"proxy_env:{proxy_env.ENV_ID}", num_envs=args.num_envs, **kwargs)
+    try:
+        env.set_seed(0)
+        env.rollout(10, break_when_any_done=False)
+        start = time.perf_counter()
+        env.rollout(args.steps, break_when_any_done=False)
+        return args.num_envs * args.steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
 # (client, autoreset mode, what runs, the module it needs, the measurement)
 ROWS: list[tuple[str, str, str, str | None, Callable[[object, Args], float]]] = [
     ("bare env", "SAME_STEP", "venv.step, random actions", None, lambda lm, a: bare(lm, a, "same_step")),
@@ -207,6 +223,8 @@ ROWS: list[tuple[str, str, str, str | None, Callable[[object, Args], float]]] = 
     ("skrl wrap_env", "SAME_STEP", "wrapper.step, random actions", "skrl", skrl_rollout),
     ("skrl PPO", "SAME_STEP", "SequentialTrainer.train (64-64 MLP), updates included", "skrl", skrl_ppo),
     ("TorchRL GymWrapper", "DISABLED", "env.rollout, random policy", "torchrl", torchrl_rollout),
+    ("TorchRL GymEnv(id, num_envs=8): 8 worker processes", "(single envs)", "env.rollout, random policy", "torchrl",
+     torchrl_gym_env),
 ]
 
 
