@@ -149,9 +149,7 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
     lm = lm if lm is not None else env_kwargs.get("model")
     recorded = dict(llm or {})
     llm = {"name": plain(env_kwargs.get("model"))}
-    if fingerprint is not None:
-        llm["fingerprint"] = dict(fingerprint)
-    elif hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
+    if hasattr(lm, "tokenizer") and hasattr(lm, "hidden_size"):
         llm["fingerprint"] = proxy_format.llm_fingerprint(lm)
     elif recorded.get("fingerprint"):
         llm = {"name": recorded.get("name", llm["name"]), "fingerprint": recorded["fingerprint"]}

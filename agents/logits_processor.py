@@ -30,6 +30,7 @@ from transformers import LogitsProcessor
 
 from agents.proxy_folder import AcceptNet, ProxyFolder, ProxyFolderError, check_llm, load_proxy
 from proxy_env import candidates as skam
+from proxy_env.config import prefix_dim
 from proxy_env.errors import ConfigError, ConfigTypeError, StateError
 from proxy_env.steering import prefix_observation, steered_probs
 
@@ -169,7 +170,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
         """P(accept) (B, K) float64 of every pool candidate."""
         b, k = pool.tokens.shape
         if self.proxy.observation == "prefix":
-            obs = prefix_observation(self._view, step["hidden"], pool.tokens, pool.logprob, pool.logprob_trunc)  # (B, K, 2H + 2)
+            obs = prefix_observation(self._view, step["hidden"], pool.tokens, pool.logprob, pool.logprob_trunc)  # (B, K, 3H + 2)
         else:
             obs = self._candidate_hidden(pool.tokens, step)  # (B, K, H)
         net: AcceptNet = self.proxy.net
@@ -210,7 +211,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
 
     def _check_dims(self) -> None:
         hidden = int(self.model.config.get_text_config().hidden_size)
-        want = {"prefix": 2 * hidden + 2, "candidate": hidden}[self.proxy.observation]
+        want = {"prefix": prefix_dim(hidden), "candidate": hidden}[self.proxy.observation]
         if self.proxy.obs_dim != want:
             raise ProxyFolderError(
                 f"proxy folder {str(self.proxy.path)!r} expects observations of size {self.proxy.obs_dim}, but observation="
@@ -242,7 +243,7 @@ def constant_proxy(accept: float, *, hidden_size: int, observation: str = "prefi
 
     if not 0.0 <= accept <= 1.0:
         raise ConfigError(f"accept={accept!r} must be in [0, 1].")
-    dim = {"prefix": 2 * hidden_size + 2, "candidate": hidden_size}[observation]
+    dim = {"prefix": prefix_dim(hidden_size), "candidate": hidden_size}[observation]
     head = nn.Linear(dim, 2)
     with torch.no_grad():
         head.weight.zero_()

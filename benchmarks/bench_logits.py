@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from proxy_env.config import prefix_dim
 from torch import nn
 
 from agents.logits_processor import ProxyLogitsProcessor
@@ -52,7 +54,7 @@ class Args:
 def random_proxy(hidden_size: int, observation: str, seed: int) -> ProxyFolder:
     """A proxy of the default shape with random weights (costs what a trained one costs)."""
     torch.manual_seed(seed)
-    dim = {"prefix": 2 * hidden_size + 2, "candidate": hidden_size}[observation]
+    dim = {"prefix": prefix_dim(hidden_size), "candidate": hidden_size}[observation]
     extractor = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 64), nn.Tanh())
     net = AcceptNet(extractor, nn.Sequential(nn.Linear(64, 64), nn.Tanh()), nn.Linear(64, 2), kind="categorical").eval()
     info = summary({"observation": observation, **SKAM})

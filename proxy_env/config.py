@@ -15,7 +15,12 @@ ORDERS = ("sample", "greedy")
 OBSERVATIONS = ("candidate", "candidate_stats", "prefix")
 RENDER_MODES = ("ansi",)
 NUM_STATS = 3  # extra features of observation="candidate_stats"
-NUM_PREFIX_STATS = 2  # log-probabilities after the two hidden-size blocks of observation="prefix"
+NUM_PREFIX_STATS = 2  # log-probabilities after the three hidden-size blocks of observation="prefix"
+
+
+def prefix_dim(hidden_size: int) -> int:
+    """Size of an ``observation="prefix"`` vector: ``[h, e, ē, log p, log q]``."""
+    return 3 * hidden_size + NUM_PREFIX_STATS
 
 
 class Action(IntEnum):

@@ -16,17 +16,39 @@ import torch
 from proxy_env.errors import check_choice
 
 
-def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logprob: torch.Tensor,
-                       logprob_trunc: torch.Tensor) -> torch.Tensor:
-    """``observation="prefix"`` of candidates ``tokens`` (B, K): (B, K, 2H + 2) float32.
+def pool_embedding(lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
+    """``ē`` (B, H): the input embedding of the pool ``tokens`` (B, K) averaged under the pool's ``q``.
 
-    Built from what the LLM already computed at the position: ``hidden`` (B, H), the prefix's hidden
-    state (the last committed token's), then the candidate's input embedding, its tempered
-    log-probability and its log-probability in the pool (clamped at -1e4 so padding stays finite).
+    What the LLM would say here on average, independent of which candidate is on offer or what was
+    rejected, so an accept probability built on it still depends on (position, candidate) only and
+    the steered distribution keeps its closed form. Padding (``logprob_trunc = -inf``) weighs 0.
     """
     emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
+    q = logprob_trunc.float().exp()  # exp(-inf) = 0 on padding
+    q = q / q.sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("bk,bkh->bh", q, emb)
+
+
+def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logprob: torch.Tensor,
+                       logprob_trunc: torch.Tensor, *, pool_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """``observation="prefix"`` of candidates ``tokens`` (B, K): (B, K, 3H + 2) float32.
+
+    Built from what the LLM already computed at the position: ``hidden`` (B, H), the prefix's hidden
+    state (the last committed token's), then the candidate's input embedding ``e``, the pool's mean
+    embedding ``ē`` (:func:`pool_embedding`; computed from ``tokens`` and ``logprob_trunc`` when
+    ``pool_mean`` is None, i.e. when they are the whole pool), the candidate's tempered
+    log-probability and its log-probability in the pool (clamped at -1e4 so padding stays finite).
+    ``e`` beside ``ē`` lets a linear read-out score a candidate against the alternatives it would
+    give up (a rejection is worth it when the rest of the pool is better).
+    """
+    emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
+    if pool_mean is None:
+        pool_mean = pool_embedding(lm, tokens, logprob_trunc)
     stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
-    return torch.cat([hidden.float()[:, None, :].expand(-1, tokens.shape[1], -1), emb, stats], dim=-1)
+    k = tokens.shape[1]
+    return torch.cat([hidden.float()[:, None, :].expand(-1, k, -1), emb, pool_mean.float()[:, None, :].expand(-1, k, -1), stats],
+                     dim=-1)
+
 
 _V_LO = -30.0  # log x below which the integrands contribute < q_t e^-30 (≈ 1e-13 q_t)
 _TAIL = 60.0  # q_min x at the upper end: every integrand carries e^{-q_t x} < e^-60

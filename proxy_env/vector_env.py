@@ -13,13 +13,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import candidates as skam
 from proxy_env import guards, infos, seeding, sub_envs
-from proxy_env.config import NUM_PREFIX_STATS, NUM_STATS, Action, EnvConfig, check_info_text, check_render_mode
+from proxy_env.config import NUM_STATS, Action, EnvConfig, check_info_text, check_render_mode
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
 from proxy_env.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 from proxy_env.shaping import PotentialShaping
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
-from proxy_env.steering import kl_divergence, prefix_observation, steered_probs
+from proxy_env.config import prefix_dim
+from proxy_env.steering import kl_divergence, pool_embedding, prefix_observation, steered_probs
 
 AcceptFn = Callable[[np.ndarray], np.ndarray]  # observations (N, d) -> P(accept) (N,)
 
@@ -66,10 +67,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
     ``d = hidden_size``. ``"candidate_stats"`` appends the candidate's log-probability under the
     tempered LLM, under the truncated pool, and its rank in the offer order divided by ``top_k``
     (= rejections so far at this position / ``top_k``): ``d = hidden_size + 3``.
-    ``"prefix"``: built from what the LLM already computed at the position, ``[h, e, log p, log q]``
+    ``"prefix"``: built from what the LLM already computed at the position, ``[h, e, ē, log p, log q]``
     with ``h`` the layer-``hidden_layer`` hidden state of the last committed token (the prompt's last
-    token at position 0), ``e`` the candidate's input embedding, and its log-probabilities under the
-    tempered LLM and the pool: ``d = 2 * hidden_size + 2``. A rejection then needs no LLM forward
+    token at position 0), ``e`` the candidate's input embedding, ``ē`` the input embedding averaged
+    over the whole pool under its probabilities ``q`` (the same for every candidate of the position,
+    whatever was rejected: the alternatives a rejection trades for), and the candidate's
+    log-probabilities under the tempered LLM and the pool: ``d = 3 * hidden_size + 2``. A rejection then needs no LLM forward
     (only committed tokens are fed), and the observation of every pool candidate is known at once
     (:meth:`pool_observations`), so one small proxy call gives the accept probabilities of the whole
     pool: what the exact KL penalty (``kl_coef``) and steered generation need.
@@ -169,7 +172,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
     ## Version History
 
     * v0: initial version. Later additions keep the default dynamics: ``observation="prefix"``,
-      ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly.
+      ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly; the
+      ``"prefix"`` observation gained the pool's mean embedding ``ē`` (``d`` from ``2H + 2`` to ``3H + 2``).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -224,7 +228,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
         self.num_envs = num_envs
         dim = {"candidate": self.lm.hidden_size, "candidate_stats": self.lm.hidden_size + NUM_STATS,
-               "prefix": 2 * self.lm.hidden_size + NUM_PREFIX_STATS}[observation]
+               "prefix": prefix_dim(self.lm.hidden_size)}[observation]
         self.kl_coef = float(kl_coef)  # mutable: an adaptive controller sets it (set_attr("kl_coef", beta))
         self._shaping = PotentialShaping(num_envs) if reward_shaping else None
         self.accept_fn: AcceptFn | None = None
@@ -607,8 +611,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return arrays["obs"], info, {key: arrays[key] for key in extra}
 
     def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
-        """"prefix" observations (B, K, 2H + 2) of candidates ``tokens`` (B, K) at each row's position."""
-        return prefix_observation(self.lm, self.hidden, tokens, logprob, logprob_trunc)
+        """"prefix" observations (B, K, 3H + 2) of candidates ``tokens`` (B, K) at each row's position."""
+        mean = pool_embedding(self.lm, self.pool.tokens, self.pool.logprob_trunc)  # of the whole current pool
+        return prefix_observation(self.lm, self.hidden, tokens, logprob, logprob_trunc, pool_mean=mean)
 
     def pool_observations(self) -> PoolView:
         """Every candidate of every env's current pool as the proxy would observe it (``observation="prefix"``).

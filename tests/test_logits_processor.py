@@ -50,7 +50,7 @@ def _ppo(dim: int, hidden: int | None = None):
     with torch.no_grad():
         agent.policy.action_net.weight.normal_(0, 3.0)
         if hidden is not None:
-            weight = agent.policy.features_extractor.net[1].weight  # (64, 2H + 2)
+            weight = agent.policy.features_extractor.net[1].weight  # (64, 3H + 2)
             weight[:, :hidden] = 0
             weight[:, 2 * hidden :] = 0
             weight[:, hidden : 2 * hidden] *= 5
@@ -59,7 +59,7 @@ def _ppo(dim: int, hidden: int | None = None):
 
 @pytest.fixture(scope="module")
 def prefix_proxy(lm, tmp_path_factory):
-    agent = _ppo(2 * lm.hidden_size + 2, lm.hidden_size)
+    agent = _ppo(3 * lm.hidden_size + 2, lm.hidden_size)
     folder = save_checkpoint(agent, tmp_path_factory.mktemp("proxy") / "prefix", lm=lm,
                              env_kwargs={"model": "tiny-word", "observation": "prefix", "max_new_tokens": 2, **SKAM})
     return agent, folder
