@@ -52,8 +52,8 @@ def _ppo(dim: int, hidden: int | None = None):
         if hidden is not None:
             weight = agent.policy.features_extractor.net[1].weight  # (64, 3H + 2)
             weight[:, :hidden] = 0
-            weight[:, 2 * hidden :] = 0
-            weight[:, hidden : 2 * hidden] *= 5
+            weight[:, 2 * hidden :] = 0  # ē, log p, log q
+            weight[:, hidden : 2 * hidden] *= 3  # e only: ē and the log-probabilities are zeroed above
     return agent
 
 
