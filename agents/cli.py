@@ -28,13 +28,13 @@ def _demo(args: argparse.Namespace) -> int:
     from proxy_env.errors import ConfigError
 
     check_save_dir(args.out, arg="--out")
-    for name, low in (("decisions", 1), ("eval_prompts", 2), ("show", 0)):
+    for name, low in (("decisions", 1), ("eval_prompts", 2), ("show", 0), ("n_epochs", 1)):
         if getattr(args, name) < low:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
                       seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
                       reward_shaping=True, forced_steps=args.forced_steps,
-                      n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.0},
+                      n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": args.n_epochs, "gae_lambda": args.gae_lambda, "ent_coef": 0.0},
                       eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
     cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
     print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
     demo.add_argument("--init-accept-prob", type=float, default=0.9, help="the proxy starts near the unsteered LLM")
     demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
+    demo.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
+    demo.add_argument("--gae-lambda", type=float, default=0.0,
+                      help="GAE λ: 0 credits each decision with its shaped reward plus the value of where it leads")
     demo.add_argument("--num-envs", type=int, default=16, help="envs run in parallel")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
     demo.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to compare on")
