@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
     demo.add_argument("--init-accept-prob", type=float, default=0.9, help="the proxy starts near the unsteered LLM")
     demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
-    demo.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
+    demo.add_argument("--n-epochs", type=int, default=4, help="PPO epochs per rollout")
     demo.add_argument("--gae-lambda", type=float, default=0.0,
                       help="GAE λ: 0 credits each decision with its shaped reward plus the value of where it leads")
     demo.add_argument("--num-envs", type=int, default=16, help="envs run in parallel")
