@@ -134,6 +134,22 @@ def test_normalize_observation(gym_venv):
     assert np.isfinite(obs).all() and np.abs(obs).mean() < np.abs(raw_obs).mean() / 2
 
 
+def test_dtype_observation(gym_venv):
+    from gymnasium.wrappers.vector import DtypeObservation
+
+    raw = gym_venv("next_step")
+    raw_obs, _ = raw.reset(seed=0)
+    env = DtypeObservation(gym_venv("next_step"), np.float64)  # like NormalizeObservation, it refuses SAME_STEP
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float64 and env.observation_space.dtype == np.float64
+    np.testing.assert_array_equal(obs, raw_obs.astype(np.float64))
+    for actions in _random_actions(6):
+        obs, *_ = env.step(actions)
+        raw_obs, *_ = raw.step(actions)
+        assert obs.dtype == np.float64
+        np.testing.assert_allclose(obs, raw_obs, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["next_step", "same_step"])
 def test_normalize_reward(gym_venv, mode):
     from gymnasium.wrappers.vector import NormalizeReward
