@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import proxy_env
 from proxy_env.errors import ConfigError, ProxyEnvError
-from proxy_env.lm import FrozenLM
+from proxy_env.lm import FrozenLM, as_frozen_lm
 from proxy_env.sb3 import SB3VecEnv
 
 from agents.algos import get_algo
@@ -193,15 +193,7 @@ class TrainResult(NamedTuple):
 
 def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
     """``"tiny"`` -> :func:`proxy_env.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
-    if isinstance(model, FrozenLM):
-        return model
-    if model == "tiny":
-        from proxy_env.tiny import tiny_lm
-
-        lm = tiny_lm(device=device or "cpu")
-        lm.name = "tiny"  # so a checkpoint records a name that loads it again
-        return lm
-    return FrozenLM(model, device=device)
+    return as_frozen_lm(model, device=device)
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:

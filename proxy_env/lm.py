@@ -386,3 +386,16 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
             "copy or save the model folder again, or pass another model."
         ) from exc
     return model, tokenizer
+
+
+def as_frozen_lm(model: Any, *, device: Any = None, dtype: Any = None) -> FrozenLM:
+    """A :class:`FrozenLM` as is; ``"tiny"``: :func:`proxy_env.tiny.tiny_lm` (random, for tests); anything else: ``FrozenLM(model)``."""
+    if isinstance(model, FrozenLM):
+        return model
+    if model == "tiny":
+        from proxy_env.tiny import tiny_lm
+
+        lm = tiny_lm(device=device or "cpu")
+        lm.name = "tiny"  # so a checkpoint records a name that loads it again
+        return lm
+    return FrozenLM(model, device=device, dtype=dtype)

@@ -16,14 +16,15 @@ import torch
 from proxy_env.errors import check_choice
 
 
-def pool_embedding(lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
+def pool_embedding(lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor, *, emb: torch.Tensor | None = None) -> torch.Tensor:
     """``ē`` (B, H): the input embedding of the pool ``tokens`` (B, K) averaged under the pool's ``q``.
 
     What the LLM would say here on average, independent of which candidate is on offer or what was
     rejected, so an accept probability built on it still depends on (position, candidate) only and
     the steered distribution keeps its closed form. Padding (``logprob_trunc = -inf``) weighs 0.
     """
-    emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
+    if emb is None:  # ``emb``: the embeddings of ``tokens``, when the caller has them already
+        emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
     q = logprob_trunc.float().exp()  # exp(-inf) = 0 on padding
     q = q / q.sum(-1, keepdim=True).clamp_min(1e-30)
     return torch.einsum("bk,bkh->bh", q, emb)
@@ -43,7 +44,7 @@ def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logp
     """
     emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
     if pool_mean is None:
-        pool_mean = pool_embedding(lm, tokens, logprob_trunc)
+        pool_mean = pool_embedding(lm, tokens, logprob_trunc, emb=emb)
     stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
     k = tokens.shape[1]
     return torch.cat([hidden.float()[:, None, :].expand(-1, k, -1), emb, pool_mean.float()[:, None, :].expand(-1, k, -1), stats],

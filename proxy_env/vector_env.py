@@ -15,7 +15,7 @@ from proxy_env import candidates as skam
 from proxy_env import guards, infos, seeding, sub_envs
 from proxy_env.config import NUM_STATS, Action, EnvConfig, check_info_text, check_render_mode
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
-from proxy_env.lm import FrozenLM
+from proxy_env.lm import FrozenLM, as_frozen_lm
 from proxy_env.prompts import load_prompts
 from proxy_env.shaping import PotentialShaping
 from proxy_env.rewards import ReferenceBaseline, RunningMeanStd, resolve_reward, score
@@ -218,7 +218,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.prompts = load_prompts(prompts)
         if isinstance(model, FrozenLM):
             guards.check_shared_lm(model, device=device, dtype=dtype)
-        self.lm = _frozen_lm(model, device, dtype)
+        self.lm = as_frozen_lm(model, device=device, dtype=dtype)  # "tiny" by name too: subprocess envs build it
         guards.check_budget(self.lm, self.prompts, max_new_tokens=max_new_tokens, num_envs=num_envs)
         if not -self.lm.num_layers - 1 <= hidden_layer <= self.lm.num_layers:
             raise ConfigError(f"hidden_layer={hidden_layer} is out of range for a {self.lm.num_layers}-layer model.")
@@ -610,9 +610,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
         info = infos.step_info(arrays, self.lm.tokenizer if self.info_text else None)
         return arrays["obs"], info, {key: arrays[key] for key in extra}
 
-    def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor) -> torch.Tensor:
-        """"prefix" observations (B, K, 3H + 2) of candidates ``tokens`` (B, K) at each row's position."""
-        mean = pool_embedding(self.lm, self.pool.tokens, self.pool.logprob_trunc)  # of the whole current pool
+    def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor, *,
+                    whole_pool: bool = False) -> torch.Tensor:
+        """"prefix" observations (B, K, 3H + 2) of candidates ``tokens`` (B, K) at each row's position.
+
+        ``whole_pool``: ``tokens`` are the current pool itself, so ``ē`` comes from the same embeddings.
+        """
+        mean = None if whole_pool else pool_embedding(self.lm, self.pool.tokens, self.pool.logprob_trunc)
         return prefix_observation(self.lm, self.hidden, tokens, logprob, logprob_trunc, pool_mean=mean)
 
     def pool_observations(self) -> PoolView:
@@ -628,7 +632,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             )
         pool = self.pool
         q = pool.logprob_trunc.double().exp()
-        return PoolView(self._prefix_obs(pool.tokens, pool.logprob, pool.logprob_trunc), q / q.sum(-1, keepdim=True),
+        return PoolView(self._prefix_obs(pool.tokens, pool.logprob, pool.logprob_trunc, whole_pool=True), q / q.sum(-1, keepdim=True),
                         pool.tokens, pool.size)
 
     def set_accept_fn(self, accept_fn: AcceptFn | None) -> None:
@@ -715,19 +719,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.cache = None  # type: ignore[assignment]
-
-
-def _frozen_lm(model: Any, device: Any, dtype: Any) -> FrozenLM:
-    """A :class:`FrozenLM` as is; ``"tiny"``: the random test model (a plain name, so subprocess vector envs can build it)."""
-    if isinstance(model, FrozenLM):
-        return model
-    if model == "tiny":
-        from proxy_env.tiny import tiny_lm
-
-        lm = tiny_lm(device=device or "cpu")
-        lm.name = "tiny"
-        return lm
-    return FrozenLM(model, device=device, dtype=dtype)
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
