@@ -2,5 +2,5 @@
 
 import importlib.util
 
-# agents/rllib_module.py subclasses RLlib's TorchRLModule, so importing it needs Ray (pip install -e '.[rllib]')
-collect_ignore = [] if importlib.util.find_spec("ray") else ["agents/rllib_module.py"]
+# agents/rllib/module.py subclasses RLlib's TorchRLModule, so importing it needs Ray (pip install -e '.[rllib]')
+collect_ignore = [] if importlib.util.find_spec("ray") else ["agents/rllib/module.py"]

@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from agents.accept import accept_model
 from proxy_env.config import Action
 from proxy_env.errors import ConfigError
-from proxy_env.lm import FrozenLM
+from proxy_env.engine.lm import FrozenLM
 from proxy_env.rewards import RewardFn, score
 
 
@@ -38,6 +39,8 @@ def _out(actions: np.ndarray, single: bool) -> np.ndarray:
 
 class AlwaysAccept:
     """Accept every candidate: the frozen LLM's own top-k/top-p sampling (greedy with ``order="greedy"``)."""
+
+    constant_accept_prob = 1.0  # what :func:`agents.accept.accept_model` reads: P(accept) whatever the observation
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -60,6 +63,11 @@ class RandomReject:
             raise ConfigError(f"p={p!r} must be a probability in [0, 1].")
         self.p = float(p)
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def constant_accept_prob(self) -> float:
+        """P(accept) whatever the observation (read by :func:`agents.accept.accept_model`)."""
+        return 1.0 - self.p
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -140,14 +148,12 @@ class PowerProxy:
     own seeded generator.
 
     Args:
-        agent: an SB3 model (or anything :func:`agents.kl.accept_model` understands).
+        agent: an SB3 model (or anything :func:`agents.accept.accept_model` understands).
         power: λ >= 0.
         seed: seed of the action draws.
     """
 
     def __init__(self, agent: Any, power: float, seed: int | None = None) -> None:
-        from agents.kl import accept_model
-
         if not isinstance(power, (int, float)) or isinstance(power, bool) or not power >= 0:
             raise ConfigError(f"power={power!r} must be a float >= 0 (0: always accept, 1: the proxy as trained).")
         base = accept_model(agent, deterministic=False)

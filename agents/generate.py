@@ -4,7 +4,7 @@ Generation runs the vector env itself (one episode per prompt, a batch of prompt
 proxy generates exactly as it was trained: same pool, same order, same observations.
 
 >>> from agents.baselines import AlwaysAccept
->>> from proxy_env.tiny import tiny_lm
+>>> from proxy_env.engine.tiny import tiny_lm
 >>> gen = ProxyGenerator(tiny_lm(), AlwaysAccept(), max_new_tokens=4)
 >>> [(g.prompt, len(g.token_ids) <= 4, g.rejections) for g in gen.generate(["Hi!", "Hello there."])]
 [('Hi!', True, 0), ('Hello there.', True, 0)]
@@ -22,7 +22,7 @@ import numpy as np
 import proxy_env
 from proxy_env.config import Action
 from proxy_env.errors import ConfigError
-from proxy_env.lm import FrozenLM
+from proxy_env.engine.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 
 # env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
@@ -77,15 +77,15 @@ class ProxyGenerator:
         """A generator over the proxy and environment settings of a checkpoint folder.
 
         Args:
-            path: a folder written by :func:`agents.checkpoint.save_checkpoint`.
+            path: a folder written by :func:`agents.saving.checkpoint.save_checkpoint`.
             model: the frozen LLM, required when the checkpoint was trained on a model object; it
                 must have the fingerprint of the one the proxy was trained on.
             device: torch device of the proxy policy.
             trust: also load an SB3 ``proxy.zip`` checkpoint (format 1), whose loading unpickles
-                Python objects and can run arbitrary code (see :func:`agents.checkpoint.load_checkpoint`).
+                Python objects and can run arbitrary code (see :func:`agents.saving.checkpoint.load_checkpoint`).
             **kwargs: passed to :class:`ProxyGenerator` (``batch_size``, ``max_new_tokens``...).
         """
-        from agents.checkpoint import check_lm, load_checkpoint
+        from agents.saving.checkpoint import check_lm, load_checkpoint
 
         checkpoint = load_checkpoint(path, device=device, trust=trust)
         env_kwargs = dict(checkpoint.meta.env_kwargs)

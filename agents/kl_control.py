@@ -54,7 +54,7 @@ class KLController:
 
 def policy_accept_fn(model: Any) -> Any:
     """P(accept) of ``model``'s policy as it samples during training: observations (N, d) -> (N,)."""
-    from agents.kl import accept_model
+    from agents.accept import accept_model
 
     fn = accept_model(model, deterministic=False)
     if fn is None or isinstance(fn, float):

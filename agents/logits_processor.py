@@ -2,11 +2,11 @@
 
 The proxy-steered sampler (offer the pool in Gumbel-top-k order, commit the first accepted
 candidate, the last one forced) has a closed-form next-token distribution π over the pool
-(:func:`proxy_env.steering.steered_probs`, derived in :mod:`agents.kl`). Sampling one token from π
+(:func:`proxy_env.engine.steering.steered_probs`, derived in :mod:`agents.eval.kl`). Sampling one token from π
 is therefore the same as running the accept/reject loop, so ``generate(do_sample=True)`` with this
 processor draws the proxy-steered text without rejections or extra LLM calls per rejection.
 
->>> from proxy_env.tiny import tiny_lm
+>>> from proxy_env.engine.tiny import tiny_lm
 >>> lm = tiny_lm()
 >>> proxy = constant_proxy(1.0, hidden_size=lm.hidden_size, top_k=5, top_p=1.0)
 >>> processor = ProxyLogitsProcessor(proxy, lm.model, lm.tokenizer)
@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
-from agents.proxy_folder import AcceptNet, ProxyFolder, ProxyFolderError, check_llm, load_proxy
-from proxy_env import candidates as skam
+from agents.saving.folder import AcceptNet, ProxyFolder, ProxyFolderError, check_llm, load_proxy
+from proxy_env.engine import candidates as skam
 from proxy_env.config import prefix_dim
 from proxy_env.errors import ConfigError, ConfigTypeError, StateError
-from proxy_env.steering import prefix_observation, steered_probs
+from proxy_env.engine.steering import prefix_observation, steered_probs
 
 OBSERVATIONS = ("prefix", "candidate")
 # what generate must leave off: its warpers run *after* user processors (transformers 5.x) and would distort π
@@ -47,7 +47,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
 
     **Truncation.** The processor applies ``temperature``, ``top_k`` and ``top_p`` itself, with the
     settings the proxy was trained with (its folder's ``skam``), exactly as the env does
-    (:func:`proxy_env.candidates.truncate`, HF's own warper semantics, ties included). ``generate``
+    (:func:`proxy_env.engine.candidates.truncate`, HF's own warper semantics, ties included). ``generate``
     must apply none of them: in transformers 5.x its warpers (``TemperatureLogitsWarper``,
     ``TopKLogitsWarper``, ``TopPLogitsWarper``) are appended *after* the user's processors, so a
     temperature ≠ 1 would rescale ``log π`` and a top-p < 1 would cut π's tail. Pass ``top_k=0``
@@ -77,8 +77,8 @@ class ProxyLogitsProcessor(LogitsProcessor):
     rank, where π has no closed form, and is refused (use :class:`agents.generate.ProxyGenerator`).
 
     Args:
-        proxy: a proxy folder (path) or a loaded :class:`~agents.proxy_folder.ProxyFolder`.
-        model: the frozen LLM (a transformers ``PreTrainedModel``) or a :class:`~proxy_env.lm.FrozenLM`.
+        proxy: a proxy folder (path) or a loaded :class:`~agents.saving.folder.ProxyFolder`.
+        model: the frozen LLM (a transformers ``PreTrainedModel``) or a :class:`~proxy_env.engine.lm.FrozenLM`.
         tokenizer: its tokenizer (taken from a ``FrozenLM``); used for the fingerprint check.
         deterministic: use the proxy's argmax action (accept probabilities 0/1) instead of its policy.
         check_fingerprint: refuse an LLM whose fingerprint differs from the one the proxy was trained on.
@@ -239,7 +239,7 @@ def constant_proxy(accept: float, *, hidden_size: int, observation: str = "prefi
 
     ``skam_settings`` override the pool settings (``top_k``, ``top_p``, ``temperature``, ``max_rejections``, ``order``).
     """
-    from agents.proxy_folder import summary
+    from agents.saving.folder import summary
 
     if not 0.0 <= accept <= 1.0:
         raise ConfigError(f"accept={accept!r} must be in [0, 1].")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,16 +21,17 @@ import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import proxy_env
-from proxy_env.errors import ConfigError, ProxyEnvError
-from proxy_env.lm import FrozenLM, as_frozen_lm
-from proxy_env.sb3 import SB3VecEnv
+from proxy_env.errors import ConfigError
+from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.models import as_frozen_lm
+from proxy_env.adapters.sb3 import SB3VecEnv
 
 from agents.algos import get_algo
 from agents.callbacks import (
     CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TimeLimitCallback, TqdmCallback,
 )
-from agents.checkpoint import (
-    CheckpointError, check_lm, check_save_dir, load_checkpoint, lock_save_dir, plain, read_meta, save_checkpoint,
+from agents.saving.checkpoint import (
+    CheckpointError, check_lm, check_save_dir, load_checkpoint, lock_save_dir, periodic_save, plain, read_meta, save_checkpoint, save_or_rescue,
 )
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
@@ -138,7 +138,7 @@ class TrainConfig:
             _number("learning_rate", self.learning_rate, lambda v: 0 < v <= 1,
                     "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)")
         if self.device != "auto":
-            from proxy_env.lm import resolve_device
+            from proxy_env.engine.lm import resolve_device
 
             resolve_device(self.device)
         for key, (ok, what) in _ALGO_RANGES.items():
@@ -192,7 +192,7 @@ class TrainResult(NamedTuple):
 
 
 def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
-    """``"tiny"`` -> :func:`proxy_env.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
+    """``"tiny"`` -> :func:`proxy_env.engine.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
     return as_frozen_lm(model, device=device)
 
 
@@ -345,13 +345,13 @@ def _train(cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: lis
                  **({"reward": reward} if reward is not None else {})}
         save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg), lm=lm) if cfg.save_dir else None
         if save is not None and cfg.save_freq > 0:
-            extra.append(CheckpointCallback(partial(_periodic_save, save), cfg.save_freq))
+            extra.append(CheckpointCallback(partial(periodic_save, save), cfg.save_freq))
         if cfg.time_limit_s > 0:
             extra.append(TimeLimitCallback(cfg.time_limit_s))
         progress_bar, bars = _progress(cfg)
         agent.learn(cfg.total_timesteps, callback=CallbackList(extra + bars + callbacks),
                     progress_bar=progress_bar, reset_num_timesteps=cfg.resume is None, tb_log_name=cfg.algo.lower())
-        path = _save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
+        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
     finally:
         env.close()
         if evaluator is not None:
@@ -375,31 +375,6 @@ def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
             f"n_steps={n_steps} x num_envs={cfg.num_envs} rollouts of {env.observation_space.shape[0]}-float observations "
             f"need ~{gib(need)} GiB, more than the {gib(free)} GiB of memory available; lower n_steps or num_envs."
         )
-
-
-def _periodic_save(save: Any, agent: Any) -> Path | None:
-    """A periodic save that fails is logged, not fatal: training goes on and the final save rescues the proxy."""
-    try:
-        return save(agent)
-    except (OSError, ProxyEnvError) as exc:
-        logger.warning("periodic checkpoint at %s steps failed (%s); training continues", agent.num_timesteps, exc)
-        return None
-
-
-def _save_or_rescue(save: Any, agent: Any, path: str) -> Path:
-    """The final save; if it fails, the trained proxy goes to a fresh sibling folder and the error names it."""
-    try:
-        return save(agent)
-    except (OSError, ProxyEnvError) as exc:
-        target = Path(path).expanduser()
-        rescue = target.with_name(f"{target.name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}")
-        try:
-            save(agent, path=str(rescue))
-        except (OSError, ProxyEnvError):
-            logger.exception("could not save the trained proxy to %s either", rescue)
-            raise exc from None
-        raise CheckpointError(f"save_dir={path!r} could not be written ({exc}); the trained proxy was saved to "
-                              f"{str(rescue)!r} instead.") from exc
 
 
 def _save(agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None) -> Path:

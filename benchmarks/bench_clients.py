@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import proxy_env
-from proxy_env.tiny import tiny_lm
+from proxy_env.engine.tiny import tiny_lm
 
 
 @dataclass
@@ -95,7 +95,7 @@ def gymnasium_wrapper(name: str) -> Callable[[object, Args], float]:
 def sb3_vecnormalize(lm, args: Args) -> float:
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from proxy_env.sb3 import SB3VecEnv
+    from proxy_env.adapters.sb3 import SB3VecEnv
 
     env = VecNormalize(SB3VecEnv(make(lm, args.num_envs)))
     env.seed(0)  # the bare env's seeds: the same episodes
@@ -116,7 +116,7 @@ def sb3_make_vec_env(lm, args: Args) -> float:
 def sb3_ppo(lm, args: Args) -> float:
     from stable_baselines3 import PPO
 
-    from proxy_env.sb3 import SB3VecEnv
+    from proxy_env.adapters.sb3 import SB3VecEnv
 
     model = PPO("MlpPolicy", SB3VecEnv(make(lm, args.num_envs)), n_steps=64, batch_size=128, n_epochs=4, seed=0,
                 device="cpu")

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 import proxy_env
-from proxy_env.lm import FrozenLM
-from proxy_env.tiny import tiny_lm
+from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.tiny import tiny_lm
 
 MODES: dict[str, dict[str, Any]] = {
     "candidate": {},

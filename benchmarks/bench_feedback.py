@@ -59,7 +59,7 @@ def main() -> None:
     import torch
 
     from agents.train import resolve_lm
-    from proxy_env.feedback import RewardFeedback, build_preferences, is_reward_model_dir, write_jsonl
+    from feedback import RewardFeedback, build_preferences, is_reward_model_dir, write_jsonl
     from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
@@ -78,7 +78,7 @@ def main() -> None:
     prompts = load_prompts("default")
     prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
     if args.pairs:
-        from proxy_env.feedback import load_pair_files
+        from feedback import load_pair_files
 
         pairs = load_pair_files(args.pairs)
         print(f"[1/3] {len(pairs)} pairs read from {', '.join(args.pairs)}", flush=True)
@@ -108,7 +108,7 @@ def main() -> None:
 
 def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[str, object]) -> None:
     """Stage 2: both encoders x every seed; figures per seed and their mean; the first seed's RMs saved (OUT_DIR/rm is the tuned one)."""
-    from proxy_env.feedback import RMTrainConfig, SentenceEncoder, train_reward_model
+    from feedback import RMTrainConfig, SentenceEncoder, train_reward_model
 
     for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
         encoder, by_seed = _EmbedOnce(SentenceEncoder(pooling=pooling, layers=layers)), []
@@ -130,8 +130,8 @@ def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[s
 
 def _judge(lm: object, pairs: list, args: argparse.Namespace) -> dict[str, object]:
     """The LLM as an AI judge of VADER-labelled pairs: agreement with VADER, parse failures, position bias."""
-    from proxy_env.feedback import LLMJudge
-    from proxy_env.feedback.judge import judge_agreement
+    from feedback import LLMJudge
+    from feedback.sources import judge_agreement
 
     report: dict[str, object] = {"pairs": len(pairs)}
     for mode in args.judge_modes:
@@ -165,7 +165,7 @@ class _EmbedOnce:
 
 def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, object]:
     from agents.baselines import AlwaysAccept
-    from agents.compare import mean_ci, run_agents, table
+    from agents.eval.compare import mean_ci, run_agents, table
     from agents.train import TrainConfig, train
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward

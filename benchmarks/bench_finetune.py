@@ -71,7 +71,7 @@ def _model(args: argparse.Namespace, out: Path) -> str:
         return args.model
     folder = out / "tiny-model"
     if not (folder / "config.json").is_file() and not args.dry_run:
-        from proxy_env.tiny import tiny_lm
+        from proxy_env.engine.tiny import tiny_lm
 
         lm = tiny_lm()
         lm.model.save_pretrained(folder)

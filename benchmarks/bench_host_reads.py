@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_host_reads.py --models default tiny --num-envs 8 32 --steps 50
 
 Counts every ``bool(t)``, ``int(t)``, ``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``nonzero`` and
-boolean-mask indexing made inside ``venv.step`` (:class:`proxy_env.host_reads.HostReads`), with a random
+boolean-mask indexing made inside ``venv.step`` (:class:`proxy_env.engine.host_reads.HostReads`), with a random
 proxy rejecting 30%, after a warm-up of 10 steps. On the CPU these cost nothing, so the count is the figure.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import proxy_env
-from proxy_env.host_reads import HostReads
+from proxy_env.engine.host_reads import HostReads
 
 MODES = {"candidate": {}, "candidate+forced_steps": {"forced_steps": True}, "prefix": {"observation": "prefix"},
          "prefix+forced_steps": {"observation": "prefix", "forced_steps": True}}

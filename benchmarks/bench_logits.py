@@ -32,8 +32,8 @@ from proxy_env.config import prefix_dim
 from torch import nn
 
 from agents.logits_processor import ProxyLogitsProcessor
-from agents.proxy_folder import AcceptNet, ProxyFolder, load_proxy, summary
-from proxy_env.lm import FrozenLM
+from agents.saving.folder import AcceptNet, ProxyFolder, load_proxy, summary
+from proxy_env.engine.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 
 SKAM = {"top_k": 50, "top_p": 0.95, "temperature": 1.0}
@@ -85,7 +85,7 @@ def main() -> None:
     args = Args(**vars(parser.parse_args()))
     torch.set_num_threads(args.threads)
     if args.model == "tiny":
-        from proxy_env.tiny import tiny_lm
+        from proxy_env.engine.tiny import tiny_lm
 
         lm = tiny_lm()
     else:

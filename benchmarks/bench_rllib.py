@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.rllib_backend import RLlibConfig
-from agents.rllib_train import train_rllib
+from agents.rllib.backend import RLlibConfig
+from agents.rllib.train import train_rllib
 from agents.train import TrainConfig, train
 
 
@@ -108,7 +108,7 @@ def main() -> None:
 
 def _bench(args: argparse.Namespace, out: Path) -> str:
     """Reward and exact KL of both checkpoints (and always-accept) on the same held-out prompts and seeds."""
-    from agents.bench import BenchConfig, run_bench
+    from agents.eval.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(model=args.model, checkpoints=(str(out / "sb3_ppo"), str(out / "rllib_ppo")), num_prompts=args.eval_prompts,
                       n=(2, 4), bon_reference=4, max_new_tokens=args.max_new_tokens, proxy_actions=("sample",), seed=args.seed,

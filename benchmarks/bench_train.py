@@ -21,7 +21,7 @@ import time
 import torch
 
 from agents.baselines import AlwaysAccept
-from agents.compare import run_agents, table
+from agents.eval.compare import run_agents, table
 from agents.train import TrainConfig, resolve_lm, train
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import resolve_reward

@@ -74,7 +74,7 @@ def probe(category: str, name: str):
 
 def tiny(arch: str = "llama"):
     if arch not in _TINY:
-        from proxy_env.tiny import tiny_lm
+        from proxy_env.engine.tiny import tiny_lm
 
         _TINY[arch] = tiny_lm(arch)
     return _TINY[arch]
@@ -184,7 +184,7 @@ def sb3_checkpoint(name: str, marker: Path | None = None) -> Path:
     """The same proxy as an SB3 proxy.zip folder (format 1), optionally carrying a payload that creates ``marker``."""
     import zipfile
 
-    from agents.checkpoint import load_checkpoint, read_meta, save_checkpoint
+    from agents.saving.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
     path = ROOT / name
     save_checkpoint(load_checkpoint(checkpoint(), device="cpu").model, path, env_kwargs=read_meta(checkpoint()).env_kwargs,
@@ -228,7 +228,7 @@ def _():
 
 @probe("1 folders", "save_checkpoint into a folder holding someone's model.safetensors")
 def _():
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from agents.saving.checkpoint import load_checkpoint, save_checkpoint
 
     target = folder("p-lone")
     (target / "model.safetensors").write_bytes(b"theirs")
@@ -239,7 +239,7 @@ def _():
 
 @probe("1 folders", "save_checkpoint over an existing checkpoint (ours: replaced)")
 def _():
-    from agents.checkpoint import load_checkpoint, read_meta, save_checkpoint
+    from agents.saving.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
     target = copy_checkpoint("p-over")
     model = load_checkpoint(target, device="cpu").model
@@ -250,7 +250,7 @@ def _():
 
 @probe("1 folders", "train --save-dir on an empty existing folder")
 def _():
-    from agents.checkpoint import read_meta
+    from agents.saving.checkpoint import read_meta
 
     target = folder("p-empty")
     return expect_ok(lambda: cli(*TRAIN, "--save-dir", str(target)), lambda r: r[0] == 0 and read_meta(target).num_timesteps >= 64)
@@ -315,7 +315,7 @@ def _():
 # ====================================================================== 2. code in checkpoints
 @probe("2 pickles", "load_checkpoint of a poisoned proxy.zip")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     marker = ROOT / "pwned-1"
     path = sb3_checkpoint("p-poison-1", marker)
@@ -347,7 +347,7 @@ def _():
 
 @probe("2 pickles", "proxy_config.json naming a class outside the allow-list")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = copy_checkpoint("p-class")
     config = json.loads((path / "proxy_config.json").read_text())
@@ -358,7 +358,7 @@ def _():
 
 @probe("2 pickles", "a serialized pickle pasted into proxy_config.json")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = copy_checkpoint("p-pasted")
     marker = ROOT / "pwned-5"
@@ -383,25 +383,25 @@ def _():
 def _():
     import logging
 
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = sb3_checkpoint("p-trusted")
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logging.getLogger("agents.checkpoint").addHandler(handler)
+    logging.getLogger("agents.saving.checkpoint").addHandler(handler)
     try:
         return expect_ok(lambda: load_checkpoint(path, device="cpu", trust=True),
                          lambda ck: ck.model is not None and any("arbitrary code" in r for r in records))
     finally:
-        logging.getLogger("agents.checkpoint").removeHandler(handler)
+        logging.getLogger("agents.saving.checkpoint").removeHandler(handler)
 
 
 @probe("2 pickles", "the default format loads with every unpickler disabled")
 def _():
     import cloudpickle
 
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     saved = {(pickle, "loads"): pickle.loads, (pickle, "load"): pickle.load, (cloudpickle, "loads"): cloudpickle.loads,
              (torch, "load"): torch.load}
@@ -511,7 +511,7 @@ def _():
 def _():
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.checkpoint import read_meta
+    from agents.saving.checkpoint import read_meta
     from agents.train import train
 
     class Kill(BaseCallback):
@@ -527,7 +527,7 @@ def _():
 
 @probe("4 saves", "kill (SIGTERM) of proxy-rlhf train in a subprocess")
 def _():
-    from agents.checkpoint import read_meta
+    from agents.saving.checkpoint import read_meta
 
     target = ROOT / "p-sigterm"
     argv = [*TRAIN[:4], "1000000", *TRAIN[5:], "--save-dir", str(target)]
@@ -586,7 +586,7 @@ for _budget in ("0", "-1", "nan", "inf"):
 # ====================================================================== 6. two runs, one folder
 @probe("6 locks", "two proxy-rlhf train processes on one --save-dir")
 def _():
-    from agents.checkpoint import read_meta
+    from agents.saving.checkpoint import read_meta
 
     target = ROOT / "p-race"
     argv = [sys.executable, "-m", "agents.cli", *TRAIN[:4], "3000", *TRAIN[5:], "--save-dir", str(target)]
@@ -773,7 +773,7 @@ def _truncate(path: Path) -> None:
 
 @probe("10 damaged", "meta.json missing env_kwargs (format 1)")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = sb3_checkpoint("p-meta-missing")
     _edit_json(path / "meta.json", lambda d: d.pop("env_kwargs"))
@@ -782,7 +782,7 @@ def _():
 
 @probe("10 damaged", "meta.json with num_timesteps='many'")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = sb3_checkpoint("p-meta-type")
     _edit_json(path / "meta.json", lambda d: d.update(num_timesteps="many"))
@@ -819,7 +819,7 @@ def _():
 
 @probe("10 damaged", "proxy_config.json lost its policy_kwargs")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     path = copy_checkpoint("p-no-kwargs")
     _edit_json(path / "proxy_config.json", lambda d: d.pop("policy_kwargs"))
@@ -834,7 +834,7 @@ def _():
 
 
 def _reward_model(name: str) -> Path:
-    from proxy_env.feedback.rm import BTRewardModel, make_head
+    from proxy_env.rewards.learned import BTRewardModel, make_head
 
     class Encoder:
         name, dim = "stub", 4
@@ -847,7 +847,7 @@ def _reward_model(name: str) -> Path:
 
 @probe("10 damaged", "reward model's model.safetensors truncated")
 def _():
-    import proxy_env.feedback.rm as rm
+    import proxy_env.rewards.learned as rm
 
     path = _reward_model("p-rm-trunc")
     _truncate(path / rm.WEIGHTS_NAME)
@@ -861,7 +861,7 @@ def _():
 
 @probe("10 damaged", "reward_model.json garbage")
 def _():
-    from proxy_env.feedback.rm import CONFIG_NAME, load_reward_model
+    from proxy_env.rewards.learned import CONFIG_NAME, load_reward_model
 
     path = _reward_model("p-rm-json")
     (path / CONFIG_NAME).write_text("{{{")
@@ -873,8 +873,8 @@ def _():
     from transformers import AutoTokenizer
 
     from proxy_env.assets import default_tokenizer_dir
-    from proxy_env.lm import FrozenLM
-    from proxy_env.tiny import tiny_model
+    from proxy_env.engine.lm import FrozenLM
+    from proxy_env.engine.tiny import tiny_model
 
     path = folder("p-hf")
     tiny_model().save_pretrained(path)
@@ -888,8 +888,8 @@ def _():
     from transformers import AutoTokenizer
 
     from proxy_env import assets
-    from proxy_env.lm import FrozenLM
-    from proxy_env.tiny import tiny_model
+    from proxy_env.engine.lm import FrozenLM
+    from proxy_env.engine.tiny import tiny_model
 
     tokenizer = assets.default_tokenizer_dir()
     saved = (assets._default_root, assets.default_tokenizer_dir, assets._convert_default_model)
@@ -1029,14 +1029,14 @@ def _():
 
 @probe("12 arguments", "load_checkpoint(device='gpu')")
 def _():
-    from agents.checkpoint import load_checkpoint
+    from agents.saving.checkpoint import load_checkpoint
 
     return expect_error(lambda: load_checkpoint(checkpoint(), device="gpu"), "device")
 
 
 @probe("12 arguments", "save_checkpoint(format='zip')")
 def _():
-    from agents.checkpoint import load_checkpoint, save_checkpoint
+    from agents.saving.checkpoint import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(checkpoint(), device="cpu").model
     return expect_error(lambda: save_checkpoint(model, ROOT / "p-fmt", env_kwargs={}, format="zip"), "format='zip'")
@@ -1061,7 +1061,7 @@ def _():
 
 @probe("12 arguments", "FrozenLM(trust_remote_code='yes')")
 def _():
-    from proxy_env.lm import FrozenLM
+    from proxy_env.engine.lm import FrozenLM
 
     return expect_error(lambda: FrozenLM("default", trust_remote_code="yes"), "trust_remote_code")
 
@@ -1075,7 +1075,7 @@ def _prepare_other_model() -> None:
     from transformers import AutoTokenizer
 
     from proxy_env.assets import default_tokenizer_dir
-    from proxy_env.tiny import tiny_model
+    from proxy_env.engine.tiny import tiny_model
 
     path = folder("p-hf-ok")
     if not (path / "config.json").exists():

@@ -7,6 +7,7 @@ True
 
 from __future__ import annotations
 
+from proxy_env import _moved
 from proxy_env.config import Action, EnvConfig
 from proxy_env.errors import ProxyEnvError
 
@@ -40,9 +41,10 @@ def register_envs() -> None:
         gym.register(
             id=ENV_ID,
             entry_point="proxy_env.env:ProxyRLHFEnv",
-            vector_entry_point="proxy_env.vector_env:ProxyRLHFVectorEnv",
+            vector_entry_point="proxy_env.vector.vector_env:ProxyRLHFVectorEnv",
             kwargs=dict(DEFAULT_KWARGS),
         )
 
 
 register_envs()
+_moved.install()  # the old module paths of the last layout, kept for one release (proxy_env/_moved.py)

@@ -7,7 +7,7 @@ under the cache directory, keyed by the GGUF's sha256; later loads read that fol
 Conversion writes into a temporary folder and renames it into place, so two processes converting
 at once never leave a half-written folder behind. Each built folder records its files' sizes
 (:data:`MANIFEST`); a folder whose files no longer match (a truncated copy, a disk that filled up)
-is set aside and rebuilt, and :func:`proxy_env.lm.FrozenLM` rebuilds the default model's folder once
+is set aside and rebuilt, and :func:`proxy_env.engine.lm.FrozenLM` rebuilds the default model's folder once
 when loading it fails for any other reason.
 """
 

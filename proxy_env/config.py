@@ -8,8 +8,9 @@ from enum import IntEnum
 
 import numpy as np
 from gymnasium import logger
+from gymnasium.vector import AutoresetMode
 
-from proxy_env.errors import ConfigError, ConfigTypeError, check_choice, did_you_mean
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, check_choice, did_you_mean
 
 ORDERS = ("sample", "greedy")
 OBSERVATIONS = ("candidate", "candidate_stats", "prefix")
@@ -32,7 +33,7 @@ class Action(IntEnum):
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """The MDP's hyper-parameters; see :class:`proxy_env.vector_env.ProxyRLHFVectorEnv` for each."""
+    """The MDP's hyper-parameters; see :class:`proxy_env.vector.vector_env.ProxyRLHFVectorEnv` for each."""
 
     max_new_tokens: int = 48
     top_k: int = 50
@@ -120,3 +121,28 @@ def check_info_text(info_text: object) -> bool:
             "response_ids) to info; False, the default, keeps every info entry numeric."
         )
     return bool(info_text)
+
+
+def check_actions(actions: object, num_envs: int) -> np.ndarray:
+    """``step``'s actions as an int64 array (num_envs,) of 0/1; (num_envs, 1) and tensors are accepted."""
+    array = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)  # a torch tensor, on any device
+    if array.shape == (num_envs, 1):
+        array = array[:, 0]
+    if array.shape != (num_envs,):
+        raise ActionError(f"actions must have shape ({num_envs},), got {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
+        raise ActionError(f"actions must be integers (REJECT=0, ACCEPT=1), got dtype {array.dtype}.")
+    if ((array != 0) & (array != 1)).any():
+        raise ActionError(f"actions must be 0 (REJECT) or 1 (ACCEPT), got values {sorted(set(array.tolist()))}.")
+    return array.astype(np.int64)
+
+
+def check_autoreset_mode_arg(mode: AutoresetMode | str) -> AutoresetMode:
+    """The env's ``autoreset_mode`` argument (an :class:`AutoresetMode` or its name, any case) as an AutoresetMode."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    names = {m.name.lower(): m for m in AutoresetMode} | {m.value: m for m in AutoresetMode}
+    if isinstance(mode, str) and mode.lower() in names:
+        return names[mode.lower()]
+    raise ConfigError(f"autoreset_mode={mode!r} is not valid; expected one of {[m.name for m in AutoresetMode]}." + did_you_mean(mode, names))
+

@@ -8,15 +8,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from proxy_env.seeding import single_seed
-from proxy_env.vector_env import ProxyRLHFVectorEnv
+from proxy_env.vector.seeding import single_seed
+from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
 
 
 class ProxyRLHFEnv(gym.Env):
     """Proxy-RLHF, one episode at a time. Same arguments and semantics as :class:`ProxyRLHFVectorEnv`.
 
     >>> import gymnasium as gym, proxy_env
-    >>> from proxy_env.tiny import tiny_lm
+    >>> from proxy_env.engine.tiny import tiny_lm
     >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4, info_text=True)
     >>> obs, info = env.reset(seed=0)
     >>> done, steps = False, 0

@@ -1,7 +1,7 @@
 """Checks the environment makes before it allocates anything: a shared LLM's device and dtype, the token
 budget against the model's positions, and a memory estimate of its buffers.
 
->>> from proxy_env.tiny import tiny_lm
+>>> from proxy_env.engine.tiny import tiny_lm
 >>> lm = tiny_lm()
 >>> max_positions(lm)
 1024
@@ -59,7 +59,7 @@ def available_bytes(device: torch.device | None) -> int | None:
 
 def check_shared_lm(lm: Any, *, device: Any, dtype: Any) -> None:
     """``device=``/``dtype=`` given together with a ``FrozenLM`` object must describe it: it is shared, not moved or cast."""
-    from proxy_env.lm import resolve_device, resolve_dtype
+    from proxy_env.engine.lm import resolve_device, resolve_dtype
 
     if device is not None:
         wanted = resolve_device(device)

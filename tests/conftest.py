@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import proxy_env  # noqa: E402
-from proxy_env.tiny import tiny_lm  # noqa: E402
+from proxy_env.engine.tiny import tiny_lm  # noqa: E402
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
@@ -48,7 +48,7 @@ def tiny_gpt2():
 
 @pytest.fixture(scope="session")
 def real_lm():
-    from proxy_env.lm import FrozenLM
+    from proxy_env.engine.lm import FrozenLM
 
     return FrozenLM("default", device="cpu")
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from agents.bench import BenchConfig, run_bench
-from agents.bench_report import COLUMNS, TIMING_COLUMNS, write_outputs
-from agents.metrics import bon_kl_empirical, distinct_n
+from agents.eval.bench import BenchConfig, run_bench
+from agents.eval.report import COLUMNS, TIMING_COLUMNS, write_outputs
+from agents.eval.metrics import bon_kl_empirical, distinct_n
 from proxy_env.errors import ConfigError
 
 QUICK = dict(quick=True, n=(2,), bon_reference=2, max_new_tokens=4, num_prompts=3)
@@ -60,7 +60,7 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
 
     from stable_baselines3 import PPO
 
-    from agents.checkpoint import save_checkpoint
+    from agents.saving.checkpoint import save_checkpoint
     from agents.policies import proxy_policy_kwargs
     from agents.train import make_sb3_env
 
@@ -86,7 +86,7 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
     assert ft.trainable_params == tiny.num_parameters and ft.train_wall_s == 12.5
     # the same weights as the frozen LLM: KL(π_ft || p) along a response is Σ -log Z_i (pool mass), exactly what
     # always-accept's KL from the untruncated LLM is along the same tokens
-    from agents.kl import trajectory
+    from agents.eval.kl import trajectory
 
     same = [trajectory(tiny, tiny.encode_prompt(p), ids, 1.0, top_k=50, top_p=0.95, temperature=1.0).kl_untruncated
             for p, ids in zip(res.prompts, ft.token_ids)]
@@ -111,7 +111,7 @@ def test_cli_quick_writes_files(tmp_path, capsys):
 
 
 def test_phi_interpolates_best_of_n_and_flags_collapse():
-    from agents.bench_report import _frontier_scores
+    from agents.eval.report import _frontier_scores
 
     def row(agent, kind, kl, reward, d2=0.8, ppl=6.0):
         return {"agent": agent, "kind": kind, "kl": kl, "reward": reward, "distinct_2": d2, "perplexity": ppl}
@@ -134,7 +134,7 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
 
 def test_truncation_log_ratio_is_exact_at_the_limits(tiny):
     """No truncation: q = p, the ratio is 0. A one-token pool (top_k=1): q = 1, the ratio is the greedy response's NLL."""
-    from agents.metrics import response_nll, sample_ids, truncation_log_ratio
+    from agents.eval.metrics import response_nll, sample_ids, truncation_log_ratio
 
     prompts = ["Hello!", "Tell me about the weather."]
     vocab = tiny.vocab_size  # top-k over the whole vocabulary and top_p=1: nothing is truncated
@@ -159,7 +159,7 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from agents.bench_report import _curves
+    from agents.eval.report import _curves
 
     def row(curve, point, kl, reward):
         return {"agent": f"fine-tuned ({point})", "kind": "finetune", "curve": curve, "point": point, "kl": kl,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy_env.feedback import load_reward_model, write_jsonl
-from proxy_env.feedback.records import PreferencePair
+from feedback import load_reward_model, write_jsonl
+from feedback.records import PreferencePair
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_feedback.py"
 GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]

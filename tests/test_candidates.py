@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from proxy_env import candidates as skam
+from proxy_env.engine import candidates as skam
 
 
 def _hf_support(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> list[set[int]]:

@@ -3,7 +3,7 @@ import pytest
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from proxy_env.checks import VectorEnvCheckError, check_vector_env
+from proxy_env.vector.checks import VectorEnvCheckError, check_vector_env
 
 
 class ToyVectorEnv(VectorEnv):

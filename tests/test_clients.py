@@ -1,7 +1,7 @@
 """RL libraries users bring, each through its documented entry point and autoreset mode (the README's table).
 
 Gymnasium's vector wrappers (NEXT_STEP), SB3's helpers (make_vec_env; VecNormalize and
-evaluate_policy over proxy_env.sb3.SB3VecEnv, SAME_STEP), skrl's PPO (SAME_STEP) and TorchRL's
+evaluate_policy over proxy_env.adapters.sb3.SB3VecEnv, SAME_STEP), skrl's PPO (SAME_STEP) and TorchRL's
 GymWrapper + check_env_specs (DISABLED), on the tiny model. The training tests use a task with a
 known optimum. A test whose library is missing is skipped with the command that installs it.
 """
@@ -17,7 +17,7 @@ import torch
 
 import proxy_env
 from proxy_env import Action
-from proxy_env.sb3 import SB3VecEnv
+from proxy_env.adapters.sb3 import SB3VecEnv
 from tests.conftest import PROMPTS
 
 INSTALL = {

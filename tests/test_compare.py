@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from agents.baselines import AlwaysAccept, RandomReject
-from agents.compare import mean_ci, run_agents, table
+from agents.eval.compare import mean_ci, run_agents, table
 from agents.policies import init_accept_bias
 from tests.conftest import PROMPTS
 

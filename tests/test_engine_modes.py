@@ -1,10 +1,10 @@
-"""The engine's cost and the KL penalty: forwards per step by mode, and the KL the env charges vs agents/kl.py."""
+"""The engine's cost and the KL penalty: forwards per step by mode, and the KL the env charges vs agents/eval/kl.py."""
 
 import numpy as np
 import pytest
 import torch
 
-from agents.kl import trajectory
+from agents.eval.kl import trajectory
 from proxy_env import Action
 from proxy_env.errors import ConfigError, StateError
 

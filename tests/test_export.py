@@ -1,4 +1,4 @@
-"""The proxy folder (agents/proxy_folder.py, agents/export.py, agents/model_card.py): SB3-free loading, export, Hub upload."""
+"""The proxy folder (agents/saving/folder.py, agents/saving/export.py, agents/saving/model_card.py): SB3-free loading, export, Hub upload."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.checkpoint import CheckpointError, save_checkpoint
+from agents.saving.checkpoint import CheckpointError, save_checkpoint
 from agents.cli import main
-from agents.export import UPLOAD_FILES, export, hub_files, push_to_hub
-from agents.kl import accept_model
+from agents.saving.export import UPLOAD_FILES, export, hub_files, push_to_hub
+from agents.accept import accept_model
 from agents.policies import count_trainable, proxy_policy_kwargs
-from agents.proxy_folder import ProxyFolderError, load_proxy
+from agents.saving.folder import ProxyFolderError, load_proxy
 from proxy_env.errors import ProxyEnvError
 from tests.conftest import PROMPTS
 
@@ -130,7 +130,7 @@ def test_folder_loads_and_steers_generate_in_a_fresh_process_without_sb3(trained
     code = f"""
 import sys, torch
 from agents.logits_processor import ProxyLogitsProcessor
-from proxy_env.tiny import tiny_lm
+from proxy_env.engine.tiny import tiny_lm
 lm = tiny_lm()
 processor = ProxyLogitsProcessor({str(out)!r}, lm.model, lm.tokenizer)
 ids, mask = lm.left_pad([lm.encode_prompt("Hello!"), lm.encode_prompt("How are you today?")])

@@ -7,7 +7,7 @@ import pytest
 
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, ConfigTypeError
-from proxy_env.feedback import LLMJudge, PairwiseJudgeReward
+from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.rewards import RunningMeanStd, resolve_reward
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]

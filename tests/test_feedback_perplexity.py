@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from proxy_env.errors import ConfigError
-from proxy_env.feedback.perplexity import filter_by_perplexity, perplexities
-from proxy_env.feedback.records import PreferencePair
+from feedback.perplexity import filter_by_perplexity, perplexities
+from feedback.records import PreferencePair
 
 
 def _reference(lm, prompt, response):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from proxy_env.errors import DataError
-from proxy_env.feedback.records import PreferencePair, load_pairs, write_jsonl
-from proxy_env.feedback.sources import human_pairs
+from feedback.records import PreferencePair, load_pairs, write_jsonl
+from feedback.sources import human_pairs
 
 
 def _write(path, lines):

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from proxy_env.errors import ConfigError, DataError
-from proxy_env.feedback import (
+from feedback import (
     BTRewardModel, LMEncoder, RMTrainConfig, SentenceEncoder, load_reward_model, minilm_dir, train_reward_model, write_jsonl,
 )
-from proxy_env.feedback.records import PreferencePair
-from proxy_env.feedback.rm import CONFIG_NAME, Standardize, TokenMeanHead, balance_by_length, bt_loss, split_by_prompt
+from feedback.records import PreferencePair
+from feedback.rm import balance_by_length, bt_loss, split_by_prompt
+from proxy_env.rewards.learned import CONFIG_NAME, Standardize, TokenMeanHead
 from proxy_env.rewards import resolve_reward
 
 GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]
@@ -299,7 +300,7 @@ def test_token_head_ignores_padding_and_learns_a_lexicon(tiny_bert):
 
 def test_pairs_from_several_files(tiny_bert, tmp_path, capsys):
     from agents.cli import main
-    from proxy_env.feedback import load_pair_files
+    from feedback import load_pair_files
 
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     write_jsonl(first, _toy_pairs(30)[:20])

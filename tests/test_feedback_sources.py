@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from proxy_env.errors import ConfigError
-from proxy_env.feedback import LLMJudge, RewardFeedback, build_preferences
-from proxy_env.feedback.judge import check_template, judge_agreement
-from proxy_env.feedback.records import PreferencePair
+from feedback import LLMJudge, RewardFeedback, build_preferences
+from feedback.sources import judge_agreement
+from proxy_env.rewards.judge import check_template
+from feedback.records import PreferencePair
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
@@ -137,7 +138,7 @@ def test_sampled_perplexity_matches_a_separate_forward(tiny, monkeypatch):
 
     import torch
 
-    from proxy_env.feedback.pairs import sample_responses
+    from feedback.pairs import sample_responses
 
     sampled_ids = []  # the exact token ids of each response (decode sees them, EOS excluded)
     real_decode = tiny.decode

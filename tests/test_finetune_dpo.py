@@ -13,7 +13,7 @@ pytest.importorskip("datasets")
 
 from agents.finetune import FinetuneConfig, finetune, select_pairs  # noqa: E402
 from proxy_env.errors import ConfigError, DataError  # noqa: E402
-from proxy_env.feedback.records import PreferencePair  # noqa: E402
+from feedback.records import PreferencePair  # noqa: E402
 
 # (ppl_chosen, ppl_rejected) per pair; the 0.5 quantile of all 16 values is 5.25: pairs 0, 2 and 7 lie under it
 PPL = [(2.0, 3.0), (9.0, 1.0), (4.0, 5.0), (6.0, 7.0), (3.0, 12.0), (5.5, 6.0), (8.0, 8.5), (1.5, 2.5)]

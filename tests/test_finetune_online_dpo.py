@@ -12,7 +12,7 @@ pytest.importorskip("datasets")
 
 from agents.finetune import FinetuneConfig, finetune, pairwise_reward  # noqa: E402
 from proxy_env.errors import ConfigError, StateError  # noqa: E402
-from proxy_env.feedback.sources import Preference  # noqa: E402
+from feedback.sources import Preference  # noqa: E402
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 

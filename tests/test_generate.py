@@ -101,7 +101,7 @@ def test_cli_train_then_resume(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "trainable params" in out and f"checkpoint: {tmp_path / 'ck'}" in out
     assert main(flags + ["--resume", str(tmp_path / "ck")]) == 0
-    from agents.checkpoint import read_meta
+    from agents.saving.checkpoint import read_meta
 
     meta = read_meta(tmp_path / "ck")
     assert meta.num_timesteps >= 64 and meta.env_kwargs["reward_baseline"] == 0.5 and meta.config["hidden"] == [32, 32]

@@ -1,4 +1,4 @@
-"""The env's infos (proxy_env/infos.py): Gymnasium's ``final_obs`` layout, numeric by default, text on request."""
+"""The env's infos (proxy_env/vector/infos.py): Gymnasium's ``final_obs`` layout, numeric by default, text on request."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from proxy_env.errors import ConfigTypeError
-from proxy_env.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS, TEXT_STEP_KEYS
+from proxy_env.vector.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS, TEXT_STEP_KEYS
 
 # every episode is one decision: a two-token pool, so a rejection commits the other token
 ONE_DECISION = dict(prompts=["Hello!"], max_new_tokens=1, top_k=2, top_p=1.0, temperature=100.0)

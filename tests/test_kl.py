@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.kl import (brute_force_probs, kl_divergence, rank_dependent_probs, steered_probs, trajectory)
+from agents.eval.kl import (brute_force_probs, kl_divergence, rank_dependent_probs, steered_probs, trajectory)
 
 
 def _pool(g: torch.Generator, k: int, size: int) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_trajectory_kl_on_tiny_model(tiny):
 def test_candidate_hidden_states_are_the_env_observations(tiny):
     """The KL pass recomputes, in one forward, the observation the env shows for every pool candidate;
     the exact KL of a learned proxy is only right if those match what the proxy saw in the env."""
-    from proxy_env.vector_env import ProxyRLHFVectorEnv
+    from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
 
     top_k, top_p = 6, 1.0  # wide pools: most positions need a decision on the tiny model
     venv = ProxyRLHFVectorEnv(1, model=tiny, prompts=["Tell me a story"], max_new_tokens=8, top_k=top_k, top_p=top_p,
@@ -77,7 +77,7 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
     trajectory(tiny, tiny.encode_prompt("Tell me a story"), response, lambda o: recorded.append(o) or np.full(len(o), 0.5),
                top_k=top_k, top_p=top_p, temperature=1.0)
     logits = tiny.forward_full(tiny.encode_prompt("Tell me a story") + response).logits
-    from proxy_env import candidates as skam
+    from proxy_env.engine import candidates as skam
 
     pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, W): top_k + tie margin
     table = recorded[0].reshape(len(response), pools.shape[1], -1)  # (T, W, H) in the pool's descending-probability order

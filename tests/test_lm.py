@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from proxy_env.errors import ConfigError, ModelNotFoundError
-from proxy_env.lm import FrozenLM, resolve_dtype, resolve_device
+from proxy_env.engine.lm import FrozenLM, resolve_dtype, resolve_device
 
 
 def test_errors_name_the_argument():

@@ -1,5 +1,5 @@
 """ProxyLogitsProcessor in HF's own ``generate``: its first- and second-token frequencies against the exact π
-(computed independently, through SB3's policy and :func:`proxy_env.steering.steered_probs`) and against
+(computed independently, through SB3's policy and :func:`proxy_env.engine.steering.steered_probs`) and against
 the env's accept/reject sampler. Chi-square tests with fixed seeds: each either passes or fails the
 same way on every run."""
 
@@ -13,16 +13,16 @@ import torch
 from gymnasium import spaces
 from scipy import stats
 
-from agents.checkpoint import save_checkpoint
+from agents.saving.checkpoint import save_checkpoint
 from agents.generate import ProxyGenerator
-from agents.kl import accept_model
+from agents.accept import accept_model
 from agents.logits_processor import ProxyLogitsProcessor, constant_proxy
 from agents.policies import proxy_policy_kwargs
-from agents.proxy_folder import load_proxy
-from proxy_env import candidates as skam
+from agents.saving.folder import load_proxy
+from proxy_env.engine import candidates as skam
 from proxy_env.errors import ProxyEnvError
-from proxy_env.steering import prefix_observation, steered_probs
-from proxy_env.tiny import tiny_word_lm
+from proxy_env.engine.steering import prefix_observation, steered_probs
+from proxy_env.engine.tiny import tiny_word_lm
 
 PROMPTS = ["w5 w17 w33", "w8 w1 w99 w100 w7 w3 w250"]  # different lengths: generate left-pads the batch
 SKAM = {"top_k": 8, "top_p": 0.9, "temperature": 0.9}

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import proxy_env
-from agents.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from agents.cli import main
 from agents.train import TrainConfig, train
 from proxy_env.errors import (
@@ -182,7 +182,7 @@ def test_sb3_zip_runs_no_code_without_trust_and_warns_with_it(saved, tmp_path, c
     with pytest.raises(CheckpointError, match="unpickles Python objects, which can run arbitrary code.*trust=True.*--trust-checkpoint"):
         load_checkpoint(path, device="cpu")
     assert not marker.exists()
-    with caplog.at_level(logging.WARNING, logger="agents.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="agents.saving.checkpoint"):
         load_checkpoint(path, device="cpu", trust=True)
     assert marker.exists(), "the payload is real: trust=True is what runs it"
     assert "can run arbitrary code" in caplog.text
@@ -490,7 +490,7 @@ def test_meta_json_missing_fields(saved, tmp_path):
 
 
 def test_truncated_reward_model_weights(tmp_path, monkeypatch):
-    import proxy_env.feedback.rm as rm
+    import proxy_env.rewards.learned as rm
 
     class Encoder:  # a stand-in sentence encoder: the test is about the weights file, not the encoder
         name, dim = "stub", 4
@@ -511,7 +511,7 @@ def fake_default_cache(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
     from proxy_env import assets
-    from proxy_env.tiny import tiny_model
+    from proxy_env.engine.tiny import tiny_model
 
     real_tokenizer = assets.default_tokenizer_dir()
     builds = []
@@ -535,7 +535,7 @@ def _truncate(file: Path) -> None:
 
 def test_truncated_default_model_cache_is_rebuilt(fake_default_cache):
     from proxy_env import assets
-    from proxy_env.lm import FrozenLM
+    from proxy_env.engine.lm import FrozenLM
 
     folder = assets.default_model_dir()
     assert len(fake_default_cache) == 1
@@ -548,7 +548,7 @@ def test_truncated_default_model_cache_is_rebuilt(fake_default_cache):
 
 def test_default_model_cache_that_stays_broken_names_the_fix(fake_default_cache, monkeypatch):
     from proxy_env import assets
-    from proxy_env.lm import FrozenLM
+    from proxy_env.engine.lm import FrozenLM
 
     def broken(gguf, tokenizer_dir, tmp):
         tmp.mkdir()
@@ -639,7 +639,7 @@ def test_cli_debug_shows_the_traceback():
 
 
 def test_cli_os_errors_are_one_line(capsys, tmp_path):
-    from agents.cli import _explain
+    from agents.cli.app import _explain
 
     code, err = _cli(capsys, "generate", "--checkpoint", str(tmp_path), "Hi")
     assert code == 2 and "has no proxy_config.json" in err and err.count("\n") == 1

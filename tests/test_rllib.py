@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from agents.rllib_backend import INSTALL, RLlibConfig, env_config, make_rllib_env, validate
+from agents.rllib.backend import INSTALL, RLlibConfig, env_config, validate
+from proxy_env.adapters.rllib import make_rllib_env
 from agents.train import TrainConfig
 from proxy_env.errors import AutoresetModeError, ConfigError
 
@@ -73,17 +74,17 @@ def test_cli_refuses_rllib_flags_without_the_backend(capsys):
 def test_ppo_two_runners_trains_saves_and_benches(tmp_path, tiny):
     import torch
 
-    from agents.bench import BenchConfig, run_bench
-    from agents.checkpoint import load_checkpoint
-    from agents.kl import accept_model
-    from agents.rllib_module import ProxyRLModule
-    from agents.rllib_train import module_weights, train_rllib
+    from agents.eval.bench import BenchConfig, run_bench
+    from agents.saving.checkpoint import load_checkpoint
+    from agents.accept import accept_model
+    from agents.rllib.module import ProxyRLModule
+    from agents.rllib.train import module_weights, train_rllib
 
     seen: dict = {"results": []}
 
     def hook(algo, result):
         if result is None:
-            from agents.rllib_backend import runner_facts
+            from agents.rllib.backend import runner_facts
 
             seen["facts"] = runner_facts(algo)
             seen["before"] = {k: np.array(v) for k, v in module_weights(algo).items()}

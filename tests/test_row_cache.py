@@ -93,8 +93,8 @@ def test_device_map_cache_keeps_each_layer_on_its_device_and_matches(tiny):
     On one CPU this checks the bookkeeping and that outputs equal the unmapped model's; that indices
     really cross devices (cuda:0 -> cuda:1) needs a machine with two GPUs.
     """
-    from proxy_env.lm import FrozenLM
-    from proxy_env.tiny import tiny_model
+    from proxy_env.engine.lm import FrozenLM
+    from proxy_env.engine.tiny import tiny_model
 
     spread = FrozenLM(tiny_model("llama"), tiny.tokenizer, device_map=TINY_DEVICE_MAP, dtype="float32")
     assert spread.device_map == TINY_DEVICE_MAP and spread.layer_devices == [torch.device("cpu")] * 2

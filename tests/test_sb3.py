@@ -1,4 +1,4 @@
-"""The SB3 adapter (proxy_env/sb3.py): VecEnv contract, episode infos, and every registered algorithm trains on it."""
+"""The SB3 adapter (proxy_env/adapters/sb3.py): VecEnv contract, episode infos, and every registered algorithm trains on it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from agents.algos import ALGOS, get_algo
 from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
 from proxy_env.errors import AutoresetModeError, ConfigError, ConfigTypeError
-from proxy_env.sb3 import SB3VecEnv, episode_infos
+from proxy_env.adapters.sb3 import SB3VecEnv, episode_infos
 
 
 def _const_reward(prompts, responses):

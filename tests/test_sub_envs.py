@@ -1,4 +1,4 @@
-"""``call``, ``get_attr`` and ``set_attr`` (proxy_env/sub_envs.py) as Gymnasium's ``VectorEnv`` defines them."""
+"""``call``, ``get_attr`` and ``set_attr`` (proxy_env/vector/sub_envs.py) as Gymnasium's ``VectorEnv`` defines them."""
 
 from __future__ import annotations
 

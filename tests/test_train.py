@@ -1,4 +1,4 @@
-"""Training (agents/train.py), checkpoints (agents/checkpoint.py) and callbacks (agents/callbacks.py)."""
+"""Training (agents/train.py), checkpoints (agents/saving/checkpoint.py) and callbacks (agents/callbacks.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents import checkpoint as ckpt
+from agents.saving import checkpoint as ckpt
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import run_episodes
-from agents.checkpoint import CheckpointError, load_checkpoint, read_meta
+from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta
 from agents.train import TrainConfig, make_sb3_env, train
 from proxy_env.errors import ConfigError
 from tests.conftest import PROMPTS

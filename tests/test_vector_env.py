@@ -7,7 +7,7 @@ import torch
 
 import proxy_env
 from proxy_env import Action
-from proxy_env import candidates as skam
+from proxy_env.engine import candidates as skam
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
 from tests.conftest import PROMPTS
 
@@ -235,7 +235,7 @@ def test_bad_actions_and_step_before_reset(make_venv):
 def test_autoreset_modes(make_venv):
     from gymnasium.vector import AutoresetMode
 
-    from proxy_env.checks import check_vector_env
+    from proxy_env.vector.checks import check_vector_env
 
     for mode in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
         venv = make_venv(3, max_new_tokens=3, autoreset_mode=mode)

@@ -14,7 +14,7 @@ trained and a KL term towards the frozen model keeps it close (β). Three method
 TRL and datasets are an optional extra: ``pip install 'proxy-rlhf[finetune]'``.
 
 Prompts are given to TRL in the same format the environment uses: as a one-turn conversation
-(the tokenizer's chat template with a generation prompt, as :meth:`proxy_env.lm.FrozenLM.format_prompt`)
+(the tokenizer's chat template with a generation prompt, as :meth:`proxy_env.engine.lm.FrozenLM.format_prompt`)
 when the tokenizer has a template, as plain text otherwise. Sampling uses the env's top-k/top-p/
 temperature, so the model at step 0 samples exactly what the always-accept proxy samples.
 
@@ -28,7 +28,7 @@ can be moved. Its ``curve`` and ``point`` say how ``proxy-rlhf bench`` draws the
 curve, e.g. ``grpo``; a label per point, e.g. ``β=0.1``).
 """
 
-from agents.finetune.cli import add_subcommands
+from proxy_env._moved import forward
 from agents.finetune.common import TrainData, _dataset, reward_function, time_limit_callback
 from agents.finetune.config import METHODS, METRICS_FILE, TENSORBOARD_SUBDIR, FinetuneConfig
 from agents.finetune.dpo import PairSelection, select_pairs
@@ -37,6 +37,9 @@ from agents.finetune.run import FinetuneResult, finetune
 
 __all__ = [
     "METHODS", "METRICS_FILE", "TENSORBOARD_SUBDIR", "FinetuneConfig", "FinetuneResult", "PairSelection", "PairwiseAnnotator",
-    "TrainData", "_dataset", "add_subcommands", "finetune", "pairwise_reward", "reward_function", "select_pairs",
+    "TrainData", "_dataset", "finetune", "pairwise_reward", "reward_function", "select_pairs",
     "time_limit_callback",
 ]
+
+# ``add_subcommands`` moved to agents.cli.finetune (with the rest of the CLI); this path goes away next release
+__getattr__ = forward("agents.finetune", "agents.cli.finetune", names=("add_subcommands",))

@@ -53,7 +53,7 @@ def load_model(name: str) -> tuple[Any, Any]:
     """The trainable model (fp32, ``train()``, gradients on) and its tokenizer."""
     import torch
 
-    from proxy_env.lm import _load, resolve_model_path
+    from proxy_env.engine.lm import _load, resolve_model_path
 
     # TRL rebuilds the KL reference model from ``config._name_or_path``, so the model must come from a folder or id
     model, tokenizer = _load(resolve_model_path(name), None, torch.float32, False)

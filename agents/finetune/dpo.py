@@ -3,7 +3,7 @@
 Kutalev & Markoff (arXiv 2410.01789) build the preference set from the model being aligned and keep
 the pairs it would itself plausibly produce. ``--ppl-quantile q`` keeps the pairs whose two responses
 both have perplexity <= the ``q`` quantile of all responses' perplexities
-(:func:`proxy_env.feedback.filter_by_perplexity`); ``--ppl-random`` keeps the same number of pairs
+(:func:`feedback.filter_by_perplexity`); ``--ppl-random`` keeps the same number of pairs
 drawn at random (seeded) from all of them, so the two arms differ only in *which* pairs they see.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 from agents.finetune.common import MetricKeys, TrainData, prompt_turn, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
 from proxy_env.errors import ConfigError
-from proxy_env.feedback.perplexity import filter_by_perplexity
-from proxy_env.feedback.records import PreferencePair
+from feedback.perplexity import filter_by_perplexity
+from feedback.records import PreferencePair
 
 KEYS = MetricKeys(reward=None, kl=None)  # DPO samples nothing: its logs are the loss and implicit rewards
 
@@ -64,7 +64,7 @@ def select_pairs(pairs: Sequence[PreferencePair], *, quantile: float | None = No
 
 def load_selection(cfg: FinetuneConfig) -> PairSelection:
     """The pairs of ``cfg.pairs`` (DataError names a bad file and line), selected as ``cfg`` says."""
-    from proxy_env.feedback.records import load_pair_files
+    from feedback.records import load_pair_files
 
     pairs = load_pair_files([str(Path(p).expanduser()) for p in cfg.pairs])
     return select_pairs(pairs, quantile=cfg.ppl_quantile, random_same_count=cfg.ppl_random, seed=cfg.seed)

@@ -5,7 +5,7 @@ DPO update follows. TRL 1.16's trainer takes reward functions only (its judge in
 it scores both samples and the higher score is ``chosen`` (a tie: the first). The annotator is
 
 * a reward callable or a ``proxy-rlhf rm train`` folder (``--reward``): its scores, as TRL uses them;
-* an LLM judge (``--judge-model``, :class:`proxy_env.feedback.LLMJudge`, answer order randomised):
+* an LLM judge (``--judge-model``, :class:`feedback.LLMJudge`, answer order randomised):
   :func:`pairwise_reward` turns its verdict on each pair into scores 1 (winner) and 0 (loser), 0.5
   each for a tie or an unparsable reply (TRL then trains on the pair in sampled order; such pairs
   are counted in ``finetune.json``).
@@ -21,7 +21,7 @@ from typing import Any
 from agents.finetune.common import MetricKeys, TrainData, _dataset, _text, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
 from proxy_env.errors import StateError
-from proxy_env.feedback.sources import FeedbackSource
+from feedback.sources import FeedbackSource
 
 KEYS = MetricKeys(reward="objective/scores", kl="objective/kl")  # kl: summed over the response, per sample
 JUDGE_KEYS = MetricKeys(reward=None, kl="objective/kl")  # a judge's 1/0 scores always average 0.5
@@ -41,7 +41,7 @@ class AnnotatorStats:
 
 
 class PairwiseAnnotator:
-    """A feedback source (e.g. :class:`~proxy_env.feedback.LLMJudge`) as the reward function TRL's ``OnlineDPOTrainer`` calls.
+    """A feedback source (e.g. :class:`~feedback.LLMJudge`) as the reward function TRL's ``OnlineDPOTrainer`` calls.
 
     TRL calls it with ``prompts = 2 * batch`` and the two samples of prompt ``i`` at rows ``i`` and
     ``i + batch``; it returns 1 for the preferred sample of each pair and 0 for the other.
@@ -73,7 +73,7 @@ def pairwise_reward(source: FeedbackSource) -> PairwiseAnnotator:
 def judge_annotator(cfg: FinetuneConfig) -> PairwiseAnnotator:
     """``cfg.judge_model`` loaded as a frozen LLM judge (answer order randomised with ``cfg.seed``)."""
     from agents.train import resolve_lm
-    from proxy_env.feedback.judge import LLMJudge
+    from proxy_env.rewards.judge import LLMJudge
 
     device = None if cfg.device == "auto" else cfg.device
     return pairwise_reward(LLMJudge(resolve_lm(cfg.judge_model, device), mode=cfg.judge_mode, seed=cfg.seed))

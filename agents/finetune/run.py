@@ -16,7 +16,7 @@ from agents.finetune.common import TrainData, load_model, reward_function, time_
 from agents.finetune.config import METRICS_FILE, TENSORBOARD_SUBDIR, FinetuneConfig
 from proxy_env.assets import replace_dir
 from proxy_env.errors import require_package
-from proxy_env.feedback.sources import FeedbackSource
+from feedback.sources import FeedbackSource
 from proxy_env.rewards import RewardFn, reward_name
 
 _EXTRA = "finetune"
@@ -46,7 +46,7 @@ def finetune(cfg: FinetuneConfig, *, reward: RewardFn | None = None, judge: Feed
         reward: a reward callable ``(prompts, responses) -> floats`` used instead of ``cfg.reward`` (grpo:
             the reward; online-dpo: the annotator).
         judge: online-dpo: a pairwise feedback source (``label(prompts, first, second)``, e.g. an
-            :class:`~proxy_env.feedback.LLMJudge`) as the annotator, instead of ``cfg.judge_model``.
+            :class:`~feedback.LLMJudge`) as the annotator, instead of ``cfg.judge_model``.
         callbacks: extra ``transformers.TrainerCallback`` objects (e.g. a progress printer; the library prints nothing).
 
     Returns:

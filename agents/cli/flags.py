@@ -1,0 +1,64 @@
+"""One command-line flag per dataclass field: how ``train``, ``rm train`` and ``finetune`` expose their configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _optional(convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else convert(text)
+
+    return parse
+
+
+def _number_or_text(text: str) -> Any:
+    """``--reward-baseline``: None, a float, or a name such as 'reference'."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--algo-kwargs``: a JSON object such as '{"n_epochs": 4}'."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the converter in its error message
+
+_CONVERTERS: dict[str, Any] = {
+    "str": str, "int": int, "float": float,
+    "str | None": _optional(str), "int | None": _optional(int), "float | None": _optional(float),
+    "float | str | None": _number_or_text, "dict[str, Any]": _json_object,
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, defaults: dict[str, Any] | None = None) -> None:
+    """One flag per dataclass field of ``config_cls`` (``--field-name``), with its help text and default.
+
+    Used by ``train`` (:class:`agents.train.TrainConfig`), ``rm train`` and ``finetune``; ``defaults``
+    overrides a field's default on the command line only.
+    """
+    from dataclasses import fields
+
+    base = config_cls()
+    for f in fields(config_cls):
+        flag, help_text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif f.type.startswith("tuple[int"):
+            parser.add_argument(flag, type=int, nargs="+", default=list(default), metavar="N", help=f"{help_text} (default: {default})")
+        elif f.type.startswith("tuple[str"):
+            parser.add_argument(flag, nargs="+", default=list(default), metavar=f.name.upper().rstrip("S"),
+                                help=f"{help_text} (default: {list(default)})")
+        else:
+            parser.add_argument(flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})")

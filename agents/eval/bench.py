@@ -1,0 +1,75 @@
+"""``proxy-rlhf bench``: every agent on the same held-out prompts and seeds; the reward–KL frontier.
+
+Agents: always-accept (the unsteered LLM), random-reject, best-of-N for each N, trained proxy
+checkpoints, and fully fine-tuned LLMs (plain Hugging Face folders, e.g. from ``agents.finetune``).
+Each generates one response per prompt with the same pool (top-k, top-p, temperature), budget and
+seeds; :func:`run_bench` returns per-agent metrics (:mod:`agents.eval.report` writes them out).
+
+KL definitions (nats per response): proxies and baselines, the exact ``Σ_i KL(π_i || q_i)`` of the
+steered sampler from the unsteered one (:mod:`agents.eval.kl`); best-of-N, the estimate
+``log N + (N-1) log F̂`` and the bound ``log N - (N-1)/N`` (:mod:`agents.eval.metrics`); fine-tuned
+models, ``Σ_i KL(π_ft,i || p_i)`` against the frozen LLM's untruncated distribution (footnoted).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+from agents.eval.results import BenchConfig, BenchResult, Progress, Ticker, machine_description
+from proxy_env.errors import ConfigError
+
+def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, lm: Any = None,
+              progress: Progress | None = None) -> BenchResult:
+    """Evaluate every agent of ``cfg`` (plus ``extra_agents``, objects with ``predict``) on the same prompts.
+
+    Args:
+        cfg: the benchmark settings.
+        extra_agents: more proxies by name (SB3 models or anything with ``predict``; an
+            ``accept_prob(obs)`` method makes their exact KL computable).
+        lm: the frozen LLM (a :class:`~proxy_env.engine.lm.FrozenLM`), default: loaded from ``cfg.model``.
+        progress: called as ``progress(done, total, stage)`` as prompts are processed.
+    """
+    from agents.baselines import AlwaysAccept, PowerProxy, RandomReject
+    from agents.eval.runners import eval_best_of_n, eval_finetuned, eval_proxy, load_proxy
+    from agents.train import resolve_lm
+    from proxy_env.prompts import load_prompts
+    from proxy_env.rewards import resolve_reward
+
+    cfg = cfg.resolved()
+    start = time.perf_counter()
+    prompts = load_prompts(cfg.prompts)
+    if cfg.num_prompts is not None and cfg.num_prompts > len(prompts):
+        raise ConfigError(f"num_prompts={cfg.num_prompts} but prompts={cfg.prompts!r} holds {len(prompts)}; "
+                          f"pass --num-prompts {len(prompts)} or fewer (or omit it for all).")
+    prompts = prompts[: cfg.num_prompts]
+    lm = resolve_lm(cfg.model if lm is None else lm, cfg.device)
+    reward_fn = resolve_reward(cfg.reward, device=lm.device)
+    notes: list[str] = []
+    # (name, agent, its env settings, TensorBoard dir, act by argmax)
+    proxies: list[tuple[str, Any, dict[str, Any], str | None, bool]] = [
+        ("always-accept", AlwaysAccept(), {}, None, True),
+        (f"random-reject p={cfg.random_reject_p:g}", RandomReject(cfg.random_reject_p, seed=cfg.seed), {}, None, True),
+    ]
+    trained = [load_proxy(path, lm, cfg, cfg.tensorboard[i] if i < len(cfg.tensorboard) else None, notes)
+               for i, path in enumerate(cfg.checkpoints)]
+    trained += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
+    for mode in cfg.proxy_actions:
+        suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
+        proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
+    for power in cfg.accept_powers:
+        proxies += [(f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
+                    for name, agent, env_kw, tb in trained]
+    units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
+    tick = Ticker(progress, units)
+    evals = [eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax)
+             for name, agent, env_kw, tb, argmax in proxies]
+    for name, *_ in proxies[:2]:
+        next(e for e in evals if e.name == name).kind = "baseline"
+    evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick)
+    for path in cfg.finetuned:
+        evals.append(eval_finetuned(lm, path, prompts, reward_fn, cfg, tick))
+    return BenchResult(cfg, evals, prompts, time.perf_counter() - start, machine_description(lm), notes)
+
+

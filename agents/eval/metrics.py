@@ -1,0 +1,140 @@
+"""Metrics of the benchmark: diversity, perplexity, best-of-N KL, and sampling token ids from an LM.
+
+>>> distinct_n([[1, 2, 3], [1, 2, 4]], 1), distinct_n([[1, 2, 3], [1, 2, 4]], 2)
+(0.6666666666666666, 0.75)
+>>> round(bon_kl_bound(4), 4)
+0.6363
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from proxy_env.engine.lm import FrozenLM
+
+
+def distinct_n(responses: Sequence[Sequence[int]], n: int) -> float:
+    """Unique n-grams / total n-grams over all ``responses`` (token ids), pooled; 0 when there are none.
+
+    Pooled over the agent's responses, so it has no per-response spread and the table gives it no CI.
+    """
+    grams = [tuple(r[i : i + n]) for r in responses for i in range(len(r) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def bon_kl_bound(n: int) -> float:
+    """``log N - (N-1)/N``: the KL of best-of-N from its sampler for a continuous reward (an upper bound in general)."""
+    return math.log(n) - (n - 1) / n
+
+
+def bon_kl_empirical(best: np.ndarray, reference: np.ndarray, n: int) -> np.ndarray:
+    """Per-prompt estimates of best-of-N's KL from its sampler, ``log (π/q)(y*)`` at its own outputs ``y*``.
+
+    With reward CDF ``F`` under the sampler and ``F⁻`` its left limit, best-of-N (ties broken
+    uniformly, which is what taking the first maximum of i.i.d. samples amounts to) has density
+    ``π(y) = q(y) (F^N - F⁻^N) / (F - F⁻)`` at ``r = r(y)``. Where no reference reward ties ``r(y*)``
+    the reward is treated as continuous there: ``log N + (N-1) log F̂`` with ``F̂`` the rank of
+    ``r(y*)`` among ``{r(y*)} ∪`` the ``R`` reference rewards over ``R + 1`` (so ``F̂ ∈ (0, 1]``; a
+    response above every reference scores ``log N``). Where some tie (VADER scores many neutral
+    texts exactly 0), the tie formula is used with ``F̂ = (#≤ + 1) / (R + 1)`` and
+    ``F̂⁻ = #< / (R + 1)``; a prompt whose samples all tie gets ``π = q``, KL 0. Every estimate is
+    finite; the mean over prompts is a plug-in estimate (a finite ``R`` biases it), not a bound.
+
+    Args:
+        best: (P,) the reward of the selected response per prompt.
+        reference: (P, R) rewards of independent reference samples of the same prompts.
+        n: N.
+    """
+    best = np.asarray(best, dtype=np.float64)[:, None]
+    reference = np.asarray(reference, dtype=np.float64)
+    r1 = reference.shape[1] + 1
+    below, ties = (reference < best).sum(1), (reference == best).sum(1)  # (P,)
+    continuous = math.log(n) + (n - 1) * np.log((below + 1) / r1)
+    lo, hi = below / r1, (below + ties + 1) / r1  # F̂⁻, F̂
+    tied = np.log((hi**n - lo**n) / (hi - lo))
+    return np.where(ties > 0, tied, continuous)
+
+
+@torch.no_grad()
+def sample_ids(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float,
+               temperature: float, seed: int, batch_size: int) -> list[list[list[int]]]:
+    """``n`` sampled responses (token ids, cut after the first EOS, which is kept) per prompt.
+
+    Hugging Face's sampler with the environment's truncation (temperature, top-k, top-p), seeded
+    with ``seed`` inside a forked RNG, ``batch_size`` prompts (``batch_size * n`` rows) per call.
+    """
+    eos = set(lm.eos_token_ids)
+    out: list[list[list[int]]] = []
+    with torch.random.fork_rng(devices=[lm.device.index or 0] if lm.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            ids, mask = lm.left_pad([lm.encode_prompt(p) for p in chunk])
+            rows = lm.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True, top_k=top_k,
+                top_p=top_p, temperature=temperature, num_return_sequences=n, eos_token_id=lm.eos_token_ids,
+                pad_token_id=int(lm.tokenizer.pad_token_id),
+            )[:, ids.shape[1] :].tolist()  # (len(chunk) * n, T), prompt-major
+            for i in range(len(chunk)):
+                out.append([_cut(row, eos) for row in rows[i * n : (i + 1) * n]])
+    return out
+
+
+def _cut(row: list[int], eos: set[int]) -> list[int]:
+    for i, token in enumerate(row):
+        if token in eos:
+            return row[: i + 1]
+    return row
+
+
+@torch.no_grad()
+def response_nll(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *,
+                 batch_size: int = 16) -> np.ndarray:
+    """Summed negative log-likelihood (P,) of each response's tokens under ``lm`` at temperature 1, untruncated.
+
+    ``exp(nll / len)`` is the response's perplexity under the frozen LLM.
+    """
+    out = np.zeros(len(responses))
+    for start in range(0, len(responses), batch_size):
+        idx = range(start, min(start + batch_size, len(responses)))
+        prompt_ids = [lm.encode_prompt(prompts[i]) for i in idx]
+        seqs = [p + list(responses[i]) for p, i in zip(prompt_ids, idx)]
+        fwd = lm.forward_padded(seqs)  # logits (b, W, V) float32, ids (b, W)
+        logp = torch.log_softmax(fwd.logits[:, :-1], -1).gather(-1, fwd.ids[:, 1:, None]).squeeze(-1)  # (b, W-1)
+        for row, i in enumerate(idx):
+            t = len(responses[i])
+            out[i] = -float(logp[row, logp.shape[1] - t :].sum()) if t else 0.0
+    return out
+
+
+@torch.no_grad()
+def truncation_log_ratio(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *, top_k: int,
+                         top_p: float, temperature: float, batch_size: int = 16) -> np.ndarray:
+    """``Σ_t log q_t(y_t) / p_t(y_t)`` (P,) along each response: the truncated pool ``q`` against the tempered, untruncated LLM ``p``.
+
+    For a sampler that only draws inside the pool (best-of-N), ``KL(π || p) = KL(π || q) + E_π[log q/p]``,
+    so adding this at the sampled response to a per-prompt estimate of ``KL(π || q)`` estimates the
+    KL from the untruncated LLM that fine-tuned models are measured with. A token outside its pool
+    gives ``inf``.
+    """
+    from proxy_env.engine import candidates as skam
+
+    out = np.zeros(len(responses))
+    for start in range(0, len(responses), batch_size):
+        idx = range(start, min(start + batch_size, len(responses)))
+        seqs = [lm.encode_prompt(prompts[i]) + list(responses[i]) for i in idx]
+        fwd = lm.forward_padded(seqs)  # logits (b, W, V), ids (b, W), left-padded: responses end at the right
+        width = fwd.ids.shape[1]
+        for row, i in enumerate(idx):
+            t = len(responses[i])
+            if t == 0:
+                continue
+            pool = skam.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
+            match = pool.tokens == fwd.ids[row, width - t :, None]  # (t, K): the response token's pool column
+            ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(-1)  # (t,)
+            out[i] = float(ratio.double().sum()) if bool(match.any(-1).all()) else math.inf
+    return out

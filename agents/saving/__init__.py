@@ -1,0 +1,1 @@
+"""How a proxy is saved and loaded: SB3 checkpoints, the pickle-free proxy folder, export and its model card."""

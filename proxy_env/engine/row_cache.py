@@ -1,0 +1,305 @@
+"""The per-row KV-cache engine under the batched env: rows stepped, committed, discarded and refilled independently.
+
+:class:`RowCache` runs batched one-token steps whose rows are independent: each row can be
+prefilled with a new prompt, step one tentative token, then commit it or discard it, without
+touching the other rows. See ``../shared/NOTES.md`` for the transformers facts it relies on.
+
+Keys and values live in buffers preallocated per layer, ``(B, kv_heads, capacity, head_dim)``: a
+step writes its one new column in place (:class:`SlotLayer`), so nothing is copied per step. The
+model attends over a view of the first ``length`` columns. Buffers grow by doubling and shrink at
+compaction, so memory stays bounded by the longest live sequence.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from proxy_env.engine.outputs import StepOutput
+
+if TYPE_CHECKING:
+    from proxy_env.engine.lm import FrozenLM
+
+# Invariant checks read tensors back to the host (a GPU sync each): on only when asked for.
+CHECKS = os.environ.get("PROXY_ENV_CHECKS", "") not in ("", "0")
+_SLACK = 32  # spare columns allocated beyond what is needed, so growth is rare
+
+
+class SlotLayer(DynamicLayer):
+    """One layer's keys/values in a preallocated buffer; :meth:`update` writes the new columns in place.
+
+    ``keys``/``values`` are views of the first ``length`` columns, which is what the model's attention
+    reads and what ``DynamicLayer`` reports as the sequence length.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.kbuf, self.vbuf = keys, values  # (B, H, C, D)
+        self.length = length
+        self.device = keys.device
+        self.is_initialized = True
+        self._view()
+
+    def _view(self) -> None:
+        self.keys = self.kbuf[:, :, : self.length]
+        self.values = self.vbuf[:, :, : self.length]
+
+    @property
+    def capacity(self) -> int:
+        return int(self.kbuf.shape[2])
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass  # buffers exist from construction
+
+    def reserve(self, columns: int) -> None:
+        """Make room for ``columns`` columns (doubling, so growth costs O(1) amortised per column)."""
+        if columns <= self.capacity:
+            return
+        capacity = max(columns + _SLACK, 2 * self.capacity)
+        self.kbuf = _regrow(self.kbuf, capacity, self.length)
+        self.vbuf = _regrow(self.vbuf, capacity, self.length)
+        self._view()
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        self.reserve(self.length + new)
+        self.kbuf[:, :, self.length : self.length + new] = key_states  # in place: no copy of the past
+        self.vbuf[:, :, self.length : self.length + new] = value_states
+        self.length += new
+        self._view()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class SlotCache(Cache):
+    """A Hugging Face ``Cache`` of :class:`SlotLayer` s (accepted wherever a ``DynamicCache`` is)."""
+
+    def __init__(self, layers: list[SlotLayer]) -> None:
+        super().__init__(layers=layers)
+
+
+def _regrow(buf: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
+    """A zeroed buffer of ``capacity`` columns holding ``buf``'s first ``length`` columns at ``offset``."""
+    b, h, _, d = buf.shape
+    out = buf.new_zeros(b, h, capacity, d)
+    out[:, :, offset : offset + length] = buf[:, :, :length]
+    return out
+
+
+def _regrow_mask(mask: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
+    """:func:`_regrow` for the (B, C) attention-mask buffer."""
+    return _regrow(mask[:, None, :, None], capacity, length, offset)[:, 0, :, 0]
+
+
+class RowCache:
+    """A batched KV cache whose rows are committed, discarded and refilled independently.
+
+    Layout: every layer holds keys/values of shape (B, kv_heads, L, head_dim) (views of preallocated
+    buffers); ``mask`` (B, L) marks which columns each row attends to; ``pos`` (B,) is each row's
+    next position id. A stepped token is *pending* until :meth:`commit` (keep, advance the position)
+    or :meth:`discard` (mask its column out, keep the position). :meth:`compact` right-aligns each
+    row's live columns, so the length stays bounded by the longest live sequence, not by the number
+    of steps taken. Columns past ``length`` are always zero, so a column a row never wrote is finite.
+    """
+
+    def __init__(self, lm: FrozenLM, num_rows: int, hidden_layer: int = -1) -> None:
+        self.lm = lm
+        self.num_rows = num_rows
+        self.hidden_layer = hidden_layer
+        device = lm.device
+        self.layers: list[SlotLayer] = []  # built at the first reset_rows, from the model's own shapes
+        self.length = 0
+        self._mask = torch.zeros(num_rows, _SLACK, dtype=torch.long, device=device)  # (B, C) mask buffer
+        self.pos = torch.zeros(num_rows, dtype=torch.long, device=device)  # (B,)
+        self.pending = torch.full((num_rows,), -1, dtype=torch.long, device=device)  # (B,) column or -1
+        self.dense_fraction = 0.5  # above this share of active rows, step every row (inactive ones masked)
+        self.forwards = 0  # batched model calls made (full batch or sub-batch)
+        self.row_forwards = 0  # rows fed through the model, summed over calls
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, L) attention mask over the cached columns."""
+        return self._mask[:, : self.length]
+
+    @property
+    def cache(self) -> SlotCache:
+        return SlotCache(self.layers)
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> StepOutput:
+        self.forwards += 1
+        self.row_forwards += int(input_ids.shape[0])
+        out = self.lm.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            output_hidden_states=True,
+            **self.lm.cache_kwargs(cache),
+        )
+        device = self.lm.device  # a model spread over devices (device_map) returns its last layers' outputs elsewhere
+        return StepOutput(out.hidden_states[self.hidden_layer][:, -1].float().to(device), out.logits[:, -1].float().to(device))
+
+    def _reserve(self, columns: int) -> None:
+        for layer in self.layers:
+            layer.reserve(columns)
+        if columns > self._mask.shape[1]:
+            self._mask = _regrow_mask(self._mask, max(columns + _SLACK, 2 * self._mask.shape[1]), self.length)
+
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor, prompts: list[list[int]]) -> StepOutput:
+        """Prefill ``prompts`` into the rows selected by bool mask ``rows`` (B,); other rows untouched.
+
+        Returns the hidden state and next-token logits at each prompt's last token, (n, H) and (n, V).
+        """
+        from transformers import DynamicCache
+
+        index = rows.nonzero().squeeze(1)
+        assert len(index) == len(prompts) > 0, "one prompt per selected row"
+        ids, pmask = self.lm.left_pad(prompts)  # (n, P)
+        width = ids.shape[1]
+        position_ids = (pmask.cumsum(-1) - 1).clamp(min=0)  # (n, P)
+        fresh = DynamicCache()
+        out = self._forward(ids, pmask, position_ids, fresh)
+        if not self.layers:
+            self._init_layers(fresh)
+        if self.length < width:
+            self._pad_left(width - self.length)
+        start = self.length - width
+        for layer, new in zip(self.layers, fresh.layers):
+            index = index.to(layer.device)  # each layer's buffers live on its layer's device (device_map)
+            layer.kbuf[index, :, : self.length] = 0.0  # clears what the row held before
+            layer.vbuf[index, :, : self.length] = 0.0
+            layer.kbuf[index, :, start : self.length] = new.keys
+            layer.vbuf[index, :, start : self.length] = new.values
+        index = index.to(self._mask.device)
+        self._mask[index, : self.length] = 0
+        self._mask[index, start : self.length] = pmask
+        self.pos[index] = pmask.sum(-1)
+        self.pending[index] = -1
+        return out
+
+    def _init_layers(self, like: Any) -> None:
+        for new in like.layers:
+            b, h, _, d = new.keys.shape
+            keys = new.keys.new_zeros(self.num_rows, h, _SLACK, d)
+            values = new.values.new_zeros(self.num_rows, h, _SLACK, new.values.shape[3])
+            self.layers.append(SlotLayer(keys, values, 0))
+
+    def _pad_left(self, n: int) -> None:
+        """Shift every row right by ``n`` empty columns (a prompt longer than the cache arrived)."""
+        length = self.length + n
+        for layer in self.layers:
+            capacity = max(layer.capacity, length + _SLACK)
+            layer.kbuf = _regrow(layer.kbuf, capacity, self.length, offset=n)
+            layer.vbuf = _regrow(layer.vbuf, capacity, self.length, offset=n)
+            layer.length = length
+            layer._view()
+        capacity = max(self._mask.shape[1], length + _SLACK)
+        self._mask = _regrow_mask(self._mask, capacity, self.length, offset=n)
+        self.length = length
+        self.pending = torch.where(self.pending >= 0, self.pending + n, self.pending)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, active: torch.Tensor, *, all_active: bool | None = None) -> StepOutput:
+        """Feed one token per row (B,); rows where ``active`` (B,) is False are masked out.
+
+        Active rows must have no pending token; their fed token becomes pending. When more than
+        :attr:`dense_fraction` of the rows are active, every row goes through the model, the
+        inactive ones with their new column masked out (their outputs are then meaningless): a
+        forward's cost grows far slower than its rows, so that beats copying a sub-batch out of the
+        cache. Fewer active rows go through alone (a sub-batch gathered from the cache: a copy of
+        those rows only), and the outputs of the inactive rows are zeros. ``all_active`` tells the
+        cache what ``active.all()`` is when the caller already knows it, which saves a device-to-host read.
+        """
+        if CHECKS:
+            assert not bool((self.pending[active] >= 0).any()), "commit or discard the pending token first"
+        assert self.length > 0, "reset rows before stepping"
+        self.compact()
+        column = self.length
+        self._reserve(column + 1)
+        self._mask[:, column] = active.long()
+        tokens = tokens.to(self.lm.device)
+        if all_active is None:
+            all_active = bool(active.all())
+        if all_active or int(active.sum()) > self.dense_fraction * self.num_rows:
+            out = self._forward(tokens[:, None], self._mask[:, : column + 1], self.pos[:, None], self.cache)
+        else:
+            out = self._step_subset(active.nonzero().squeeze(1), tokens, column)
+        self.length = column + 1
+        for layer in self.layers:  # a sub-batch step wrote only its rows; every row's view now spans the column
+            layer.length = self.length
+            layer._view()
+        self.pending = torch.where(active, column, self.pending)
+        return out
+
+    def _step_subset(self, index: torch.Tensor, tokens: torch.Tensor, column: int) -> StepOutput:
+        """Forward only rows ``index`` (n,), then write their new column into the full buffers."""
+        sub = [SlotLayer(_gather_rows(layer.kbuf, index.to(layer.device), column),
+                         _gather_rows(layer.vbuf, index.to(layer.device), column), column) for layer in self.layers]
+        out = self._forward(tokens[index, None], self._mask[index, : column + 1], self.pos[index, None], SlotCache(sub))
+        for layer, new in zip(self.layers, sub):
+            layer.kbuf[index.to(layer.device), :, column] = new.kbuf[:, :, column]
+            layer.vbuf[index.to(layer.device), :, column] = new.vbuf[:, :, column]
+        hidden = out.hidden.new_zeros(self.num_rows, out.hidden.shape[-1])
+        logits = out.logits.new_zeros(self.num_rows, out.logits.shape[-1])
+        hidden[index], logits[index] = out.hidden, out.logits
+        return StepOutput(hidden, logits)
+
+    def commit(self, rows: torch.Tensor) -> None:
+        """Keep the pending token of rows (bool mask) and advance their positions."""
+        if CHECKS:
+            assert bool((self.pending[rows] >= 0).all()), "commit needs a pending token"
+        self.pos += rows.long()
+        self.pending = torch.where(rows, -1, self.pending)
+
+    def discard(self, rows: torch.Tensor) -> None:
+        """Drop the pending token of rows (bool mask): its column is masked, the position is reused."""
+        if CHECKS:
+            assert bool((self.pending[rows] >= 0).all()), "discard needs a pending token"
+        column = self.pending.clamp(min=0)[:, None]  # (B, 1)
+        kept = self._mask.gather(1, column) * (~rows).long()[:, None]
+        self._mask.scatter_(1, column, kept)  # rows: 0 at their pending column; others unchanged
+        self.pending = torch.where(rows, -1, self.pending)
+
+    @torch.no_grad()
+    def compact(self, force: bool = False) -> None:
+        """Right-align each row's live columns and drop the rest when at least half the cache is dead."""
+        if self.length == 0:
+            return
+        live = self.mask.bool()  # pending columns are live: their mask is 1
+        keep = int(live.sum(1).max())
+        if not force and self.length < 2 * keep + 16:
+            return
+        # Stable sort puts dead columns first and live ones last, each row keeping its order.
+        order = torch.sort(live.to(torch.int8), dim=1, stable=True).indices[:, self.length - keep :]  # (B, keep)
+        capacity = keep + _SLACK
+        for layer in self.layers:
+            b, h, _, d = layer.kbuf.shape
+            at = order.to(layer.device)  # (B, keep) on this layer's device (device_map)
+            keys = layer.keys.gather(2, at[:, None, :, None].expand(b, h, keep, d))
+            values = layer.values.gather(2, at[:, None, :, None].expand(b, h, keep, layer.vbuf.shape[3]))
+            layer.kbuf, layer.vbuf = _regrow(keys, capacity, keep), _regrow(values, capacity, keep)
+            layer.length = keep
+            layer._view()
+        has = self.pending >= 0
+        new_pending = (order == self.pending[:, None]).to(torch.int8).argmax(1)
+        self.pending = torch.where(has, new_pending, self.pending)
+        mask = self.mask.gather(1, order)
+        self._mask = _regrow_mask(mask, capacity, keep)
+        self.length = keep
+
+
+def _gather_rows(buf: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+    """Rows ``index`` of ``buf``'s first ``length`` columns, in a fresh buffer with one spare column."""
+    b, h, _, d = buf.shape
+    out = buf.new_zeros(len(index), h, length + 1, d)
+    out[:, :, :length] = buf[index, :, :length]
+    return out
