@@ -135,7 +135,7 @@ def test_validation(tmp_path, overrides, match):
 def test_cli_takes_several_pairs_files(tiny_dir, tmp_path, capsys):
     import argparse
 
-    from agents.finetune import add_subcommands
+    from agents.cli.finetune import add_subcommands
 
     first = write_pairs(tmp_path / "a.jsonl", pairs_with(PPL[:4]))
     second = write_pairs(tmp_path / "b.jsonl", pairs_with(PPL[4:]))
