@@ -1,12 +1,10 @@
 """Training a Bradley–Terry reward model: the config, the loss, the splits (the model itself: :mod:`proxy_env.rewards.learned`).
 
-``P(chosen > rejected) = σ(r(chosen) − r(rejected))``; the loss is ``−log σ(r_c − r_r)``. The encoder
-(:mod:`proxy_env.rewards.encoders`) embeds every distinct text once; only the head trains, on a
-split by prompt (train / validation for early stopping / test for the reported figures).
-
-A trained model is a plain reward callable ``(prompts, responses) -> list[float]`` and saves as a
-folder: ``model.safetensors`` (the head) + ``reward_model.json`` (encoder, head, normalisation,
-metrics, format version). ``reward="path/to/folder"`` in the env loads it.
+``P(chosen > rejected) = σ(r(chosen) − r(rejected))``; the loss is ``−log σ(r_c − r_r)`` (:func:`bt_loss`).
+Pairs are split by prompt (train / validation for early stopping / test for the reported figures:
+:func:`split_by_prompt`) and can be balanced by length (:func:`balance_by_length`). The training loop
+is :func:`feedback.bt.train_reward_model`; the trained model and its folder format are
+:mod:`proxy_env.rewards.learned` (re-exported here for the loop).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from torch import nn
 from proxy_env.errors import ConfigError
 from proxy_env.rewards.learned import BTRewardModel, TokenMeanHead, head_outputs, is_reward_model_dir, load_reward_model, make_head, read_config
 from feedback.records import PreferencePair
-
 
 
 def _help(text: str) -> dict[str, str]:

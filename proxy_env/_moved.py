@@ -5,7 +5,7 @@ The modules that moved (ARCHITECTURE.md) have no file at their old path. :func:`
 the old names in :data:`MOVED`, and only after every other finder has failed, so it never shadows a real
 module. Each old module it makes holds a module ``__getattr__`` (PEP 562): ``from agents.bench import
 run_bench`` still works, returns the very object of the new module, and raises a
-:class:`DeprecationWarning` naming the new path. Nothing is imported until a name is asked for.
+:class:`DeprecationWarning` (``warnings.warn``) naming the new path. Nothing is imported until a name is asked for.
 """
 
 from __future__ import annotations

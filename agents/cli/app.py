@@ -53,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     """Always-accept, best-of-2, best-of-4 and the proxy (sampling its actions) on the same held-out prompts."""
     from agents.baselines import AlwaysAccept
-    from agents.eval.bench import BenchConfig
+    from agents.eval.results import BenchConfig
     from agents.eval.runners import eval_best_of_n, eval_proxy
     from agents.eval.compare import mean_ci, paired_gain
     from proxy_env.prompts import load_prompts

@@ -20,6 +20,7 @@ from typing import Any
 from agents.eval.results import BenchConfig, BenchResult, Progress, Ticker, machine_description
 from proxy_env.errors import ConfigError
 
+
 def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, lm: Any = None,
               progress: Progress | None = None) -> BenchResult:
     """Evaluate every agent of ``cfg`` (plus ``extra_agents``, objects with ``predict``) on the same prompts.

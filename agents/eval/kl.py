@@ -51,10 +51,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from proxy_env.engine import candidates as skam
-from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs  # noqa: F401  (re-exported)
 from agents.accept import AcceptFn, accept_model  # noqa: F401  (re-exported)
+from proxy_env.engine import candidates as skam
 from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs  # noqa: F401  (re-exported)
+
 
 def rank_dependent_probs(q: torch.Tensor, accept: torch.Tensor, max_rejections: int | None = None, *,
                          samples: int = 1024, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -109,7 +109,7 @@ class AgentEval:
 
 @dataclass
 class BenchResult:
-    """What :func:`run_bench` returns; :func:`agents.eval.report.write_outputs` writes it out."""
+    """What :func:`agents.eval.bench.run_bench` returns; :func:`agents.eval.report.write_outputs` writes it out."""
 
     config: BenchConfig
     agents: list[AgentEval]

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from agents.finetune import dpo, grpo, online_dpo
 from agents.finetune.common import TrainData, load_model, reward_function, time_limit_callback, trainable
 from agents.finetune.config import METRICS_FILE, TENSORBOARD_SUBDIR, FinetuneConfig
-from proxy_env.assets import replace_dir
+from proxy_env.folders import replace_dir
 from proxy_env.errors import require_package
 from feedback.sources import FeedbackSource
 from proxy_env.rewards import RewardFn, reward_name

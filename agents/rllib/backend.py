@@ -1,11 +1,10 @@
-"""``proxy-rlhf train --backend rllib``: the same proxy trained by Ray RLlib, rollouts spread over env runners, GPUs and nodes.
+"""``proxy-rlhf train --backend rllib``: its config (:class:`RLlibConfig`), the RLlib algorithm config, Ray start-up.
 
-Each RLlib EnvRunner builds one native :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` of
-``num_envs_per_runner`` rows (``gym_env_vectorize_mode="vector_entry_point"``) from plain data (the
-model's name or path, never a loaded model), with ``NEXT_STEP`` autoreset: RLlib assumes that mode and
-never checks it, so :func:`make_rllib_env` forces it and refuses any other. The network is
-:class:`agents.rllib.module.ProxyRLModule` (SB3's LayerNorm→MLP proxy), so the trained proxy is saved in
-our checkpoint format (:func:`to_sb3`) and ``generate`` / ``bench`` load it as they load an SB3 proxy.
+Each RLlib EnvRunner builds its vector env with :func:`proxy_env.adapters.rllib.make_rllib_env` (registered
+here with ``tune.register_env``) from plain data (:func:`env_config`: the model's name or path, never a
+loaded model), with ``NEXT_STEP`` autoreset forced. The network is :class:`agents.rllib.module.ProxyRLModule`
+(SB3's LayerNorm→MLP proxy), so the trained proxy is saved in our checkpoint format
+(:func:`agents.rllib.train.to_sb3`) and ``generate`` / ``bench`` load it as they load an SB3 proxy.
 
 Ray is optional: ``pip install -e '.[rllib]'``. ``RAY_AUTH_MODE=disabled`` is set before Ray starts
 (else it writes ``~/.ray/auth_token``); ``address`` joins an existing cluster (``ray start --head``).

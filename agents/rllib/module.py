@@ -4,7 +4,7 @@
 (LayerNorm → ``Linear(d, features_dim)`` → tanh, then one MLP head for the policy and one for the value),
 the very network ``proxy-rlhf train --algo ppo`` trains. RLlib's learner owns the optimizer; the module
 only computes logits (``Categorical`` over REJECT/ACCEPT) and values. Its ``policy.*`` tensors therefore
-load 1:1 into an SB3 PPO policy, which is how :func:`agents.rllib.backend.to_sb3` saves an RLlib proxy
+load 1:1 into an SB3 PPO policy, which is how :func:`agents.rllib.train.to_sb3` saves an RLlib proxy
 in our checkpoint format.
 
 It implements ``ValueFunctionAPI`` (PPO, IMPALA) and ``TargetNetworkAPI`` (APPO's old policy). Imported

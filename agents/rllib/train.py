@@ -52,7 +52,6 @@ def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: TrainConfig, nu
     return model
 
 
-
 def train_rllib(cfg: TrainConfig, rl: RLlibConfig | None = None, *, on_iteration: IterationHook | None = None) -> TrainResult:
     """Train a proxy with RLlib as configured by ``cfg`` (what to train) and ``rl`` (where: runners, GPUs, cluster).
 

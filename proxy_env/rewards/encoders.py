@@ -10,7 +10,7 @@ Each has ``name``, ``dim``, ``spec()`` (plain data saved in the reward model's c
 ``embed(prompts, responses) -> Tensor (n, dim)`` float32 on the CPU. An encoder with
 ``per_token = True`` (``SentenceEncoder(pooling="tokens")``) instead returns the token states
 ``(n, T, dim + 1)``, zero-padded, whose last channel is the token mask; the reward head then scores
-every token and averages the scores (:class:`feedback.rm.TokenMeanHead`).
+every token and averages the scores (:class:`proxy_env.rewards.learned.TokenMeanHead`).
 """
 
 from __future__ import annotations

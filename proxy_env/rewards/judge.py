@@ -25,6 +25,7 @@ import torch
 
 from proxy_env.errors import ConfigError, check_choice
 
+
 class Preference(NamedTuple):
     """One label: does the first response win? ``None``: a tie or an unusable answer (dropped)."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from proxy_env.assets import replace_dir
+from proxy_env.folders import replace_dir
 from proxy_env.errors import ConfigError, DataError
 from proxy_env.rewards.encoders import Encoder, encoder_from_spec
 
@@ -110,7 +110,7 @@ class BTRewardModel:
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a temporary folder renamed into place); an existing RM folder is replaced.
 
-        The old folder is kept until the new one is in place (:func:`proxy_env.assets.replace_dir`), so a
+        The old folder is kept until the new one is in place (:func:`proxy_env.folders.replace_dir`), so a
         failed save leaves the previous model intact.
         """
         from safetensors.torch import save_file

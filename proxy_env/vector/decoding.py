@@ -17,7 +17,6 @@ _PROMPT_SALT = 0x7072  # separates the prompt draw from the Gumbel draws of the 
 _MAX_SKIPPED_EPISODES = 100
 
 
-
 class Decoding:
     """Episode starts, offers and commits of :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` (a mixin of it)."""
 

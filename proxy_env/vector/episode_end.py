@@ -22,13 +22,11 @@ from proxy_env.vector.infos import np_copy as _np
 AcceptFn = Callable[[np.ndarray], np.ndarray]  # observations (N, d) -> P(accept) (N,)
 
 
-
 class KLCharge(NamedTuple):
     """What one step charges for the KL penalty, per env (0 where no token was committed)."""
 
     logratio: torch.Tensor  # (B,) log π(y) - log q(y) of the committed token: its mean over y is the exact KL
     exact: torch.Tensor  # (B,) KL(π || q) of the position the token was committed at
-
 
 
 class EpisodeEnd:
@@ -58,7 +56,7 @@ class EpisodeEnd:
         if self.accept_fn is None:
             raise StateError(
                 f"kl_coef={self.kl_coef} needs the proxy's accept probabilities: call venv.set_accept_fn(fn) "
-                "(agents.train does it for SB3 models), or pass kl_coef=0."
+                "(agents.kl_control.KLPenaltyCallback does it; `proxy-rlhf train` installs it), or pass kl_coef=0."
             )
         view = self.pool_observations()
         b, k, d = view.obs.shape

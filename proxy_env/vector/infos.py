@@ -104,10 +104,6 @@ def final_obs(obs: np.ndarray, ended: np.ndarray) -> np.ndarray:
     return out
 
 
-def _np(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().copy()
-
-
 def _scatter(n: int, index: list[int], values: list[Any]) -> np.ndarray:
     out = np.full(n, None, dtype=object)
     for i, value in zip(index, values):

@@ -27,7 +27,6 @@ class PoolView(NamedTuple):
     size: torch.Tensor  # (B,) valid candidates
 
 
-
 class Observing:
     """Observations and per-step outputs of :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` (a mixin of it)."""
 
