@@ -150,6 +150,6 @@ def _resolve_model(model: Any, device: str | None) -> FrozenLM:
     if isinstance(model, str) and model.startswith("<object"):
         raise ConfigError(f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= "
                           "(the same LLM; CLI: --model 'default', 'tiny', a hub id or a path).")
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
 
-    return resolve_lm(model, device)
+    return as_frozen_lm(model, device=device)

@@ -11,9 +11,9 @@ from proxy_env.errors import ConfigError
 def _export(args: Any) -> int:
     lm = None
     if args.model is not None:
-        from agents.train import resolve_lm
+        from proxy_env.engine.models import as_frozen_lm
 
-        lm = resolve_lm(args.model, "cpu")
+        lm = as_frozen_lm(args.model, device="cpu")
     env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ConfigError(f"--env-kwargs={args.env_kwargs!r} must be a JSON object, e.g. '{{\"observation\": \"prefix\"}}'.")

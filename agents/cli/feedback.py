@@ -42,15 +42,15 @@ def _source(args: argparse.Namespace, lm: Any, template: str | None = None) -> A
 
     if args.source == "reward":
         return RewardFeedback(resolve_reward(args.reward, lm=lm), tie_tolerance=args.tie_tolerance)
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
 
-    judge_lm = lm if args.judge_model in (None, args.model) else resolve_lm(args.judge_model, args.device)
+    judge_lm = lm if args.judge_model in (None, args.model) else as_frozen_lm(args.judge_model, device=args.device)
     kwargs = {"template": template} if template is not None else {}
     return LLMJudge(judge_lm, mode=args.judge_mode, batch_size=args.judge_batch_size, seed=args.seed, **kwargs)
 
 
 def _prefs_build(args: argparse.Namespace) -> int:
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
     from proxy_env.errors import ConfigError
     from feedback import build_preferences, import_human, write_jsonl
     from proxy_env.prompts import load_prompts
@@ -62,7 +62,7 @@ def _prefs_build(args: argparse.Namespace) -> int:
     template = _judge_template(args.judge_template) if args.source == "judge" else None
     start = time.perf_counter()
     _log(f"loading {args.model!r} ...")
-    lm = resolve_lm(args.model, args.device)
+    lm = as_frozen_lm(args.model, device=args.device)
     if args.source == "human":
         result = import_human(args.human, lm, ppl_quantile=args.ppl_quantile, max_ppl=args.max_ppl)
     else:
@@ -87,13 +87,13 @@ def _encoder(args: argparse.Namespace) -> Any:
     from feedback import LMEncoder, SentenceEncoder
 
     if args.encoder == "lm":
-        from agents.train import resolve_lm
+        from proxy_env.engine.models import as_frozen_lm
 
         if args.pooling != "mean" or args.layers != [-1] or args.input_format != "response":
             raise ConfigError(f"--pooling {args.pooling} / --layers {' '.join(map(str, args.layers))} / --input-format {args.input_format} "
                               "apply to sentence encoders; --encoder lm averages the LLM's --layer over the response. Drop them.")
 
-        return LMEncoder(resolve_lm(args.model, args.device), layer=args.layer)
+        return LMEncoder(as_frozen_lm(args.model, device=args.device), layer=args.layer)
     path = None if args.encoder == "minilm" else args.encoder
     return SentenceEncoder(path, input_format=args.input_format, pooling=args.pooling, layers=args.layers, device=None if args.device in (None, "auto") else args.device)
 
@@ -124,9 +124,9 @@ def _rm_eval(args: argparse.Namespace) -> int:
 
     lm = None
     if args.model is not None:
-        from agents.train import resolve_lm
+        from proxy_env.engine.models import as_frozen_lm
 
-        lm = resolve_lm(args.model, args.device)
+        lm = as_frozen_lm(args.model, device=args.device)
     model = load_reward_model(args.rm, lm=lm)
     pairs = load_pair_files(args.pairs)
     prompts = [p.prompt for p in pairs]

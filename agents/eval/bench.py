@@ -34,7 +34,7 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
     """
     from agents.baselines import AlwaysAccept, PowerProxy, RandomReject
     from agents.eval.runners import eval_best_of_n, eval_finetuned, eval_proxy, load_proxy
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
 
@@ -45,7 +45,7 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
         raise ConfigError(f"num_prompts={cfg.num_prompts} but prompts={cfg.prompts!r} holds {len(prompts)}; "
                           f"pass --num-prompts {len(prompts)} or fewer (or omit it for all).")
     prompts = prompts[: cfg.num_prompts]
-    lm = resolve_lm(cfg.model if lm is None else lm, cfg.device)
+    lm = as_frozen_lm(cfg.model if lm is None else lm, device=cfg.device)
     reward_fn = resolve_reward(cfg.reward, device=lm.device)
     notes: list[str] = []
     # (name, agent, its env settings, TensorBoard dir, act by argmax)

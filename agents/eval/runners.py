@@ -150,9 +150,9 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
 def eval_finetuned(lm: FrozenLM, path: str, prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig,
                    tick: Ticker) -> AgentEval:
     """A fully fine-tuned LLM folder: one sampled response per prompt, scored against the frozen LLM."""
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
 
-    tuned = resolve_lm(str(Path(path).expanduser()), str(lm.device))
+    tuned = as_frozen_lm(str(Path(path).expanduser()), device=str(lm.device))
     if tuned.vocab_size != lm.vocab_size:
         raise ConfigError(f"finetuned={path!r} has a vocabulary of {tuned.vocab_size} tokens, the frozen LLM "
                           f"{lm.vocab_size}; pass a model fine-tuned from the frozen LLM ({lm.name!r}).")

@@ -72,11 +72,11 @@ def pairwise_reward(source: FeedbackSource) -> PairwiseAnnotator:
 
 def judge_annotator(cfg: FinetuneConfig) -> PairwiseAnnotator:
     """``cfg.judge_model`` loaded as a frozen LLM judge (answer order randomised with ``cfg.seed``)."""
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
     from proxy_env.rewards.judge import LLMJudge
 
     device = None if cfg.device == "auto" else cfg.device
-    return pairwise_reward(LLMJudge(resolve_lm(cfg.judge_model, device), mode=cfg.judge_mode, seed=cfg.seed))
+    return pairwise_reward(LLMJudge(as_frozen_lm(cfg.judge_model, device=device), mode=cfg.judge_mode, seed=cfg.seed))
 
 
 def _trainer_class() -> type:

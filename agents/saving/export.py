@@ -81,9 +81,9 @@ def _resolve_lm(name: Any) -> Any:
     if not isinstance(name, str) or name.startswith("<object"):
         raise ConfigError(f"the checkpoint records no LLM fingerprint and its model is {name!r}: pass lm= (CLI: --model) "
                           "with the LLM it was trained on, so the folder can refuse any other.")
-    from agents.train import resolve_lm
+    from proxy_env.engine.models import as_frozen_lm
 
-    return resolve_lm(name, "cpu")
+    return as_frozen_lm(name, device="cpu")
 
 
 # ---------------------------------------------------------------------------- the Hub
