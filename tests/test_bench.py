@@ -174,3 +174,25 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
     assert list(grpo_line.get_xdata()) == [6.0, 8.0, 20.0] and list(grpo_line.get_ydata()) == [0.3, 0.5, 0.8]
     assert [t.get_text() for t in ax.texts] == ["β=2", "β=0.5", "β=0.1", "β=0.1"]
     plt.close(fig)
+
+
+def test_frontier_from_an_earlier_run_joins_the_table_and_is_checked(tiny, tmp_path):
+    first = run_bench(BenchConfig(**{**QUICK, "n": (2, 4), "bon_reference": 2}), lm=tiny, extra_agents={"rejecter": RejectFirstDimPositive()})
+    write_outputs(first, tmp_path / "a")
+    earlier = {r["agent"]: r for r in _rows(tmp_path / "a" / "results.csv")}
+    # the same prompts and seed, no best-of-N of its own: the earlier frontier gives φ
+    again = run_bench(BenchConfig(**{**QUICK, "n": (), "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny,
+                      extra_agents={"rejecter": RejectFirstDimPositive()})
+    assert not any(a.kind == "best-of-n" for a in again.agents)
+    write_outputs(again, tmp_path / "b")
+    rows = {r["agent"]: r for r in _rows(tmp_path / "b" / "results.csv")}
+    assert rows["best-of-4"]["reward"] == earlier["best-of-4"]["reward"]
+    assert rows["rejecter"]["phi"] == earlier["rejecter"]["phi"]
+    assert "best-of-N rows from" in (tmp_path / "b" / "results.md").read_text()
+    # another seed gives always-accept other responses: that frontier is not this run's
+    other = run_bench(BenchConfig(**{**QUICK, "n": (), "seed": 5, "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny)
+    with pytest.raises(ConfigError, match="frontier_from=.*another run's: always-accept "):
+        write_outputs(other, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ConfigError, match="frontier_from=.*cannot be read"):
+        run_bench(BenchConfig(**{**QUICK, "frontier_from": str(tmp_path / "missing.csv")}), lm=tiny)

@@ -41,13 +41,14 @@ def test_accept_bias_init(tiny):
         init_accept_bias(agent, 1.0)
 
 
-def test_demo_at_tiny_scale(capsys):
+@pytest.mark.parametrize(("recipe", "trained"), [("tilt", 64), ("ppo", 128)])  # PPO rounds up to whole rollouts of 64 steps
+def test_demo_at_tiny_scale(capsys, recipe, trained):
     from agents.cli import main
 
-    assert main(["demo", "--model", "tiny", "--decisions", "64", "--num-envs", "2", "--max-new-tokens", "4",
+    assert main(["demo", "--model", "tiny", "--recipe", recipe, "--decisions", "64", "--num-envs", "2", "--max-new-tokens", "4",
                  "--eval-prompts", "4", "--show", "1", "--no-progress-bar", "--out", str(__import__("tempfile").mkdtemp())]) == 0
     out = capsys.readouterr().out
-    for row in ("| always-accept |", "| best-of-2 |", "| best-of-4 |", "| PPO proxy (sampled actions) |"):
+    for row in ("| always-accept |", "| best-of-2 |", "| best-of-4 |", f"| {recipe} proxy (sampled actions) |"):
         assert row in out
-    assert "trained 128 decisions" in out and "(exact)" in out and "PROMPT:" in out
+    assert f"trained {trained} decisions" in out and "(exact)" in out and "PROMPT:" in out
     assert main(["demo", "--decisions", "0"]) == 2

@@ -17,31 +17,50 @@ from agents.cli.flags import add_config_flags
 
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
 _SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
+DEMO_BETA = {"tilt": 0.2, "ppo": 0.05}  # --kl-coef when not given, per --recipe
+DEMO_DECISIONS = 8192
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Train a KL-regularised PPO proxy to a fixed budget of decisions, then put it beside best-of-N on held-out prompts."""
+    """Train a KL-regularised proxy to a fixed budget of decisions, then put it beside best-of-N on held-out prompts.
+
+    ``--recipe tilt`` (the default): the exact objective of each position over the LLM's own samples
+    (:mod:`agents.tilt`); ``--recipe ppo``: PPO with the per-token KL penalty and reward shaping.
+    """
     from agents.train import TrainConfig, resolve_lm, train
 
     from agents.saving.checkpoint import check_save_dir
     from proxy_env.errors import ConfigError
 
     check_save_dir(args.out, arg="--out")
-    for name, low in (("decisions", 1), ("eval_prompts", 2), ("show", 0), ("n_epochs", 1)):
+    for name, low in (("decisions", 1), ("eval_prompts", 2), ("show", 0), ("n_epochs", 1), ("tilt_epochs", 1)):
         if getattr(args, name) < low:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
-    cfg = TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
-                      seed=args.seed, observation="prefix", kl_coef=args.kl_coef, init_accept_prob=args.init_accept_prob,
-                      reward_shaping=True, forced_steps=args.forced_steps,
-                      n_steps=64, batch_size=256, learning_rate=args.learning_rate, algo_kwargs={"n_epochs": args.n_epochs, "gae_lambda": args.gae_lambda, "ent_coef": 0.0},
-                      eval_prompts="", save_dir=args.out, progress_bar=not args.no_progress_bar)
-    cfg.validate()  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
+    beta = args.kl_coef if args.kl_coef is not None else DEMO_BETA[args.recipe]
+    args.num_envs = args.num_envs or {"tilt": 32, "ppo": 16}[args.recipe]
+    common = dict(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=args.decisions,
+                  seed=args.seed, observation="prefix", kl_coef=beta, eval_prompts="", save_dir=args.out,
+                  progress_bar=not args.no_progress_bar)
+    if args.recipe == "tilt":
+        from agents.tilt import TiltConfig, check_tilt, train_tilt
+
+        cfg = TrainConfig(**common, learning_rate=args.learning_rate or 3e-3, batch_size=256)
+        tilt = TiltConfig(tilt_epochs=args.tilt_epochs)
+        check_tilt(cfg, tilt)  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
+        what = (f"the tilt recipe: {args.decisions:,} decisions of the LLM's own sampler on {args.num_envs} envs, every candidate's "
+                f"reward change scored, then {args.tilt_epochs} epochs fitting the proxy to q·exp(Δ/β), β={beta:g}")
+    else:
+        cfg = TrainConfig(**common, init_accept_prob=args.init_accept_prob, reward_shaping=True, forced_steps=args.forced_steps,
+                          n_steps=64, batch_size=256, learning_rate=args.learning_rate or 1e-3,
+                          algo_kwargs={"n_epochs": args.n_epochs, "gae_lambda": args.gae_lambda, "ent_coef": 0.0})
+        cfg.validate()
+        what = (f"PPO (observation 'prefix', potential-based reward shaping, KL penalty β={beta:g}) for {args.decisions:,} decisions "
+                f"on {args.num_envs} envs")
     print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
     lm = resolve_lm(args.model, None)
-    print(f"training PPO (observation 'prefix', potential-based reward shaping, KL penalty β={args.kl_coef:g}) for {args.decisions:,} decisions on "
-          f"{args.num_envs} envs ...", flush=True)
+    print(f"training with {what} ...", flush=True)
     start = time.perf_counter()
-    result = train(cfg, model=lm)
+    result = train_tilt(cfg, tilt, model=lm) if args.recipe == "tilt" else train(cfg, model=lm)
     print(f"trained {result.model.num_timesteps:,} decisions in {time.perf_counter() - start:.0f} s; proxy "
           f"{result.params.proxy:,} trainable parameters = {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}; "
           f"checkpoint {result.checkpoint}")
@@ -67,7 +86,7 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     env_kw = {"observation": "prefix"}
     base = eval_proxy(lm, "always-accept", AlwaysAccept(), {}, None, prompts, reward_fn, cfg, tick)
     rows = [base, *eval_best_of_n(lm, prompts, reward_fn, cfg, tick),
-            eval_proxy(lm, "PPO proxy (sampled actions)", proxy, env_kw, None, prompts, reward_fn, cfg, tick, deterministic=False)]
+            eval_proxy(lm, f"{args.recipe} proxy (sampled actions)", proxy, env_kw, None, prompts, reward_fn, cfg, tick, deterministic=False)]
     print("\n| agent | reward [95% CI] | gain vs always-accept, paired [95% CI] | win rate | KL from the LLM's sampler (nats) |")
     print("|---|---|---|---|---|")
     for row in rows:
@@ -94,13 +113,19 @@ def _train(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     values["hidden"] = tuple(values["hidden"])
-    if args.backend == "rllib":
+    if args.backend == "tilt":
+        from agents.tilt import TiltConfig, train_tilt
+
+        _check_backend_flags(args, "tilt")
+        result = train_tilt(TrainConfig(**values), TiltConfig(**{f.name: getattr(args, f.name) for f in fields(TiltConfig)}))
+    elif args.backend == "rllib":
         from agents.rllib.backend import RLlibConfig
         from agents.rllib.train import train_rllib
 
+        _check_backend_flags(args, "rllib")
         result = train_rllib(TrainConfig(**values), RLlibConfig(**{f.name: getattr(args, f.name) for f in fields(RLlibConfig)}))
     else:
-        _check_sb3_flags(args)
+        _check_backend_flags(args, "sb3")
         result = train(TrainConfig(**values))
     if result.interrupted:
         return _interrupted("train", result)
@@ -113,17 +138,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sb3_flags(args: argparse.Namespace) -> None:
-    """An RLlib-only flag given with --backend sb3 is an error, not silently ignored."""
+def _check_backend_flags(args: argparse.Namespace, backend: str) -> None:
+    """A flag of another backend (``--num-env-runners`` with sb3, ``--tilt-epochs`` with rllib) is an error, not silently ignored."""
     from dataclasses import fields
 
     from agents.rllib.backend import RLlibConfig
+    from agents.tilt import TiltConfig
     from proxy_env.errors import ConfigError
 
-    base = RLlibConfig()
-    changed = [f"--{f.name.replace('_', '-')}" for f in fields(RLlibConfig) if getattr(args, f.name) != getattr(base, f.name)]
-    if changed:
-        raise ConfigError(f"{', '.join(changed)} apply to --backend rllib only; add --backend rllib or drop them.")
+    for owner, config in (("rllib", RLlibConfig), ("tilt", TiltConfig)):
+        if owner == backend:
+            continue
+        base = config()
+        changed = [f"--{f.name.replace('_', '-')}" for f in fields(config) if getattr(args, f.name) != getattr(base, f.name)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} apply to --backend {owner} only; add --backend {owner} or drop them.")
 
 
 def _interrupted(command: str, result: Any) -> int:
@@ -161,16 +190,20 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="proxy-rlhf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a KL-regularised PPO proxy to a fixed budget, then compare it with the LLM and best-of-N")
+    demo = sub.add_parser("demo", help="train a KL-regularised proxy to a fixed budget, then compare it with the LLM and best-of-N")
     demo.add_argument("--model", default="default", help="frozen LLM ('default', 'tiny', a hub id or a path)")
-    demo.add_argument("--decisions", type=int, default=8192, help="training budget in proxy decisions")
-    demo.add_argument("--kl-coef", type=float, default=0.05, help="β of the per-token KL penalty")
-    demo.add_argument("--init-accept-prob", type=float, default=0.9, help="the proxy starts near the unsteered LLM")
-    demo.add_argument("--learning-rate", type=float, default=1e-3, help="PPO learning rate")
-    demo.add_argument("--n-epochs", type=int, default=4, help="PPO epochs per rollout")
+    demo.add_argument("--recipe", choices=("tilt", "ppo"), default="tilt",
+                      help="tilt: fit the exact KL-regularised objective of each position (agents/tilt.py); ppo: PPO with the KL penalty")
+    demo.add_argument("--decisions", type=int, default=DEMO_DECISIONS, help="training budget in proxy decisions")
+    demo.add_argument("--kl-coef", type=float, default=None,
+                      help=f"β of the KL penalty (default: {DEMO_BETA['tilt']} with --recipe tilt, {DEMO_BETA['ppo']} with ppo)")
+    demo.add_argument("--tilt-epochs", type=int, default=6, help="--recipe tilt: passes over the collected positions")
+    demo.add_argument("--init-accept-prob", type=float, default=0.9, help="--recipe ppo: the proxy starts near the unsteered LLM")
+    demo.add_argument("--learning-rate", type=float, default=None, help="learning rate (default: 3e-3 tilt, 1e-3 ppo)")
+    demo.add_argument("--n-epochs", type=int, default=4, help="--recipe ppo: PPO epochs per rollout")
     demo.add_argument("--gae-lambda", type=float, default=0.0,
-                      help="GAE λ: 0 credits each decision with its shaped reward plus the value of where it leads")
-    demo.add_argument("--num-envs", type=int, default=16, help="envs run in parallel")
+                      help="--recipe ppo: GAE λ (0 credits each decision with its shaped reward plus the value of where it leads)")
+    demo.add_argument("--num-envs", type=int, default=None, help="envs run in parallel (default: 32 tilt, 16 ppo)")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
     demo.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to compare on")
     demo.add_argument("--show", type=int, default=3, help="side-by-side responses to print")
@@ -186,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(train, TrainConfig, defaults={"progress_bar": True})  # the CLI shows a bar; library calls do not print
     from agents.rllib.backend import ALGOS as RLLIB_ALGOS, RLlibConfig
 
-    train.add_argument("--backend", choices=("sb3", "rllib"), default="sb3",
-                       help=f"sb3 (one process) or rllib (Ray RLlib env runners, GPUs, nodes; algo one of {list(RLLIB_ALGOS)}; "
-                            "pip install -e '.[rllib]')")
+    train.add_argument("--backend", choices=("sb3", "rllib", "tilt"), default="sb3",
+                       help=f"sb3 (one process), rllib (Ray RLlib env runners, GPUs, nodes; algo one of {list(RLLIB_ALGOS)}; "
+                            "pip install -e '.[rllib]'), or tilt (the exact KL-regularised objective of each position over the "
+                            "LLM's own samples: needs --observation prefix and --kl-coef β > 0; see agents/tilt.py)")
     add_config_flags(train, RLlibConfig)
+    from agents.tilt import TiltConfig
+
+    add_config_flags(train, TiltConfig)
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="generate aligned responses with a trained proxy checkpoint")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")

@@ -23,7 +23,7 @@ def _bench(args: Any) -> int:
         bon_reference=args.bon_reference, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
         out=args.out, quick=args.quick, proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
         random_reject_p=args.random_reject_p, accept_powers=tuple(args.accept_powers),
-        trust_checkpoint=args.trust_checkpoint,
+        trust_checkpoint=args.trust_checkpoint, frontier_from=args.frontier_from,
         device=args.device,
     )
     bar = tqdm(total=1, unit="prompt", desc="bench")
@@ -55,7 +55,8 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--model", default=d.model, help="frozen LLM ('default', 'tiny', a hub id or a path)")
     p.add_argument("--prompts", default=d.prompts, help="prompt set or path (default: %(default)s)")
     p.add_argument("--num-prompts", type=int, default=None, help="first N prompts only (default: all)")
-    p.add_argument("--n", type=int, nargs="+", default=list(d.n), help="best-of-N sizes (default: %(default)s)")
+    p.add_argument("--n", type=int, nargs="*", default=list(d.n), help="best-of-N sizes (default: %(default)s; none: --n with no value)")
+    p.add_argument("--frontier-from", default=None, metavar="CSV", help=BenchConfig.__dataclass_fields__["frontier_from"].metadata["help"])
     p.add_argument("--bon-reference", type=int, default=d.bon_reference, help="reference samples per prompt for best-of-N's KL estimate")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="response budget (default: %(default)s)")
     p.add_argument("--random-reject-p", type=float, default=d.random_reject_p, help="random-reject baseline's rejection probability")

@@ -39,6 +39,10 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
     from proxy_env.rewards import resolve_reward
 
     cfg = cfg.resolved()
+    if cfg.frontier_from:
+        from agents.eval.report import read_frontier
+
+        read_frontier(cfg.frontier_from, None)  # an unreadable file fails now, not after the run
     start = time.perf_counter()
     prompts = load_prompts(cfg.prompts)
     if cfg.num_prompts is not None and cfg.num_prompts > len(prompts):
@@ -68,7 +72,10 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
              for name, agent, env_kw, tb, argmax in proxies]
     for name, *_ in proxies[:2]:
         next(e for e in evals if e.name == name).kind = "baseline"
-    evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick)
+    evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick) if cfg.n else []
+    if cfg.frontier_from:
+        notes.append(f"best-of-N rows from {cfg.frontier_from} (an earlier run on the same prompts and seed; "
+                     "always-accept's rewards matched): their s/response are that run's.")
     for path in cfg.finetuned:
         evals.append(eval_finetuned(lm, path, prompts, reward_fn, cfg, tick))
     return BenchResult(cfg, evals, prompts, time.perf_counter() - start, machine_description(lm), notes)

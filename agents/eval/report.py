@@ -278,11 +278,53 @@ def plot_training_curves(agents: list[AgentEval], path: Path) -> bool:
     return True
 
 
+def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The best-of-N rows of an earlier ``results.csv``, once its always-accept row is checked against this run's ``rows``.
+
+    The same prompts, seed and pool settings give always-accept the same responses; its mean reward,
+    prompt count, mean length, distinct-2 and perplexity must agree (to 1e-6), else the frontier is not this run's.
+    ``rows`` None: only check that the file holds those rows (before a run starts).
+    """
+    from proxy_env.errors import ConfigError
+
+    try:
+        with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
+            earlier = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ConfigError(f"frontier_from={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`.") from exc
+    parsed = [{k: _parse(k, v) for k, v in r.items()} for r in earlier]
+    old = next((r for r in parsed if r.get("agent") == "always-accept"), None)
+    new = next((r for r in rows or [] if r["agent"] == "always-accept"), None)
+    bon = [r for r in parsed if r.get("kind") == "best-of-n"]
+    if old is None or (new is None and rows is not None) or not bon:
+        raise ConfigError(f"frontier_from={str(path)!r} holds no always-accept and best-of-N rows; pass the results.csv of a bench run with --n.")
+    for key in ("prompts", "reward", "length", "distinct_2", "perplexity") if new is not None else ():
+        if not math.isclose(float(old[key]), float(new[key]), rel_tol=1e-6, abs_tol=1e-9):
+            raise ConfigError(f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs {new[key]} here "
+                              "(different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead.")
+    return bon
+
+
+def _parse(key: str, value: str) -> Any:
+    if key in ("agent", "kind", "kl_method", "curve", "point"):
+        return value
+    if value in ("True", "False"):
+        return value == "True"
+    try:
+        return float(value) if value != "" else math.nan
+    except ValueError:
+        return value
+
+
 def write_outputs(result: BenchResult, out: str | Path, *, command: str = "proxy-rlhf bench") -> list[Path]:
     """Write results.md, results.csv, reward_kl.png and (with logs) training_curves.png into ``out``."""
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     rows = summarize(result.agents)
+    if result.config.frontier_from:
+        names = {r["agent"] for r in rows}
+        rows[2:2] = [r for r in read_frontier(result.config.frontier_from, rows) if r["agent"] not in names]
+        _frontier_scores(rows)
+    out.mkdir(parents=True, exist_ok=True)
     files = [out / "results.md", out / "results.csv", out / "reward_kl.png"]
     files[0].write_text(markdown(result, rows, command), encoding="utf-8")
     write_csv(rows, files[1])

@@ -30,7 +30,10 @@ class BenchConfig:
     tensorboard: tuple[str, ...] = field(default=(), metadata={"help": "TensorBoard dirs of the checkpoints, in order (default: from the checkpoint's config or <checkpoint>-tb)"})
     prompts: str = field(default="default-eval", metadata={"help": "prompt set or path"})
     num_prompts: int | None = field(default=None, metadata={"help": "first N prompts only (None: all)"})
-    n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "best-of-N sizes"})
+    n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "best-of-N sizes (empty: none, e.g. with frontier_from)"})
+    frontier_from: str | None = field(default=None, metadata={"help": (
+        "results.csv of an earlier bench on the same prompts, seed and settings: its best-of-N rows join this table as the frontier "
+        "(φ), checked by always-accept's rewards matching this run's")})
     bon_reference: int = field(default=16, metadata={"help": "extra samples per prompt for best-of-N's empirical KL"})
     max_new_tokens: int = field(default=32, metadata={"help": "response budget"})
     top_k: int = field(default=50, metadata={"help": "pool top-k"})

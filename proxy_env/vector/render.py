@@ -1,4 +1,4 @@
-"""``render_mode="ansi"``: each env's prompt and response so far, rejected tokens struck through (``~~tok~~``)."""
+"""``render_mode="ansi"``: each env's prompt and response so far, rejected tokens struck through (``~~tok~~``); :meth:`Rendering.prefixes`: the same as token ids."""
 
 from __future__ import annotations
 
@@ -23,3 +23,9 @@ class Rendering:
             f"PROMPT: {self.prompts[int(self.prompt_index[i])]}\nRESPONSE: {''.join(self._render_log[i])}"
             for i in range(self.num_envs)
         )
+
+    def prefixes(self) -> tuple[list[str], list[list[int]]]:
+        """Each env's prompt and the token ids of its response so far (the state the candidate on offer extends)."""
+        position = self.position.tolist()
+        prompts = [self.prompts[int(i)] for i in self.prompt_index.tolist()]
+        return prompts, [self.response[i, : position[i]].tolist() for i in range(self.num_envs)]

@@ -1,0 +1,320 @@
+"""``proxy-rlhf train --backend tilt``: the proxy trained on the exact KL-regularised objective of each position.
+
+At a response position the LLM offers the pool ``q``; a proxy with accept probabilities ``a`` over it
+commits token ``y`` with the steered probability ``π_a(y)`` (:func:`proxy_env.engine.steering.steered_probs`,
+exact and differentiable). Committing ``y`` changes the reward model's score of the response so far by
+``Δ(y) = Φ(s + y) − Φ(s)``, the potential-based shaped reward of that step. The backend minimises, over the
+proxy's weights, the mean over positions of
+
+    KL(π_a ‖ q) − E_{y∼π_a}[Δ(y)] / β,
+
+whose minimiser over all distributions is the tilt ``π ∝ q · exp(Δ / β)``: the KL-regularised optimum of
+one step, which the proxy approaches as far as a Markov accept rule under sampling without replacement
+can. Every candidate's ``Δ`` is computed (one reward call per candidate), so there is no sampling noise
+in the objective and no action is ever sampled during training.
+
+It runs in two phases:
+
+1. **collect**: the env (``observation="prefix"``) runs the LLM's own sampler (always-accept) for
+   ``total_timesteps`` decisions; each position keeps the prefix hidden state, the pool and ``Δ`` of
+   every pool candidate (centred under ``q``). ``TiltConfig.tilt_data`` caches this on disk.
+2. **fit**: ``tilt_epochs`` passes of Adam over the positions, through the SB3 policy's own actor
+   (``policy.get_distribution``), so the result is an ordinary SB3 proxy checkpoint that ``generate``,
+   ``bench``, ``export`` and ``--resume`` (with PPO) load as they load any other.
+
+What it leaves out (its bias): the effect of a token on the rest of the response. ``Δ`` is the change of
+the score *now*; a word that makes later words less positive is not charged for them. β is the tilt's
+temperature: the KL per response falls as β grows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from agents.interrupt import GracefulStop
+from agents.policies import param_report
+from agents.saving.checkpoint import lock_save_dir, save_or_rescue
+from agents.train import TrainConfig, TrainResult, _build, _save, env_kwargs, make_sb3_env, resolve_lm
+from proxy_env.config import Action
+from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
+from proxy_env.errors import ConfigError
+from proxy_env.rewards import score
+
+# TrainConfig fields this backend does not use: (field, value that means "off")
+_UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("kl_target", None), ("save_freq", 0), ("time_limit_s", 0.0))
+DATA_VERSION = 1
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TiltConfig:
+    """The fit of ``--backend tilt``; each field is a ``proxy-rlhf train`` flag."""
+
+    tilt_epochs: int = field(default=6, metadata=_help("passes over the collected positions (--backend tilt)"))
+    tilt_data: str | None = field(default=None, metadata=_help(
+        "file caching the collected pools and reward changes (--backend tilt): reused when its settings match, written otherwise"))
+    tilt_grid_step: float = field(default=0.2, metadata=_help(
+        "quadrature step of the steered distribution during the fit (--backend tilt; the KL in bench is exact to 1e-6)"))
+
+
+class Positions(NamedTuple):
+    """The collected positions: what the proxy saw and what every candidate would have paid."""
+
+    hidden: torch.Tensor  # (N, H) float16 prefix hidden states
+    tokens: torch.Tensor  # (N, K) long pool, in offer order (padding: 0)
+    logprob: torch.Tensor  # (N, K) float32 tempered log-probabilities (-1e4 on padding)
+    logq: torch.Tensor  # (N, K) float32 pool log-probabilities (-1e4 on padding)
+    delta: torch.Tensor  # (N, K) float32 reward change of each candidate, centred under q (0 on padding)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
+    """Refuse settings the tilt backend cannot honour, naming the flag and the fix."""
+    cfg.validate()
+    if not cfg.kl_coef > 0:
+        raise ConfigError(f"--kl-coef={cfg.kl_coef!r}: --backend tilt needs β > 0 (the tilt's temperature; 0.2 is a start).")
+    if cfg.observation != "prefix":
+        raise ConfigError(f"--observation={cfg.observation!r}: --backend tilt needs --observation prefix (every candidate's observation at once).")
+    if cfg.algo.lower() not in ("ppo", "a2c", "trpo"):
+        raise ConfigError(f"--algo={cfg.algo!r}: --backend tilt fits an actor's accept probability: use ppo, a2c or trpo.")
+    for name, off in _UNSUPPORTED:
+        if getattr(cfg, name) != off:
+            raise ConfigError(f"--{name.replace('_', '-')}={getattr(cfg, name)!r} is not supported by --backend tilt; drop it.")
+    if not isinstance(tilt.tilt_epochs, int) or tilt.tilt_epochs < 1:
+        raise ConfigError(f"--tilt-epochs={tilt.tilt_epochs!r} must be an integer >= 1.")
+    if not 0 < tilt.tilt_grid_step <= 1:
+        raise ConfigError(f"--tilt-grid-step={tilt.tilt_grid_step!r} must be in (0, 1]; 0.2 is exact to ~1e-6.")
+
+
+def train_tilt(cfg: TrainConfig, tilt: TiltConfig | None = None, *, model: Any = None, reward: Any = None) -> TrainResult:
+    """Collect ``cfg.total_timesteps`` decisions of the LLM's sampler, then fit the proxy to the tilt of β = ``cfg.kl_coef``.
+
+    Args:
+        cfg: the training configuration (``kl_coef``, ``observation="prefix"``, ``learning_rate``,
+            ``batch_size``, ``save_dir``, ``tensorboard_log``, ``progress_bar`` are used).
+        tilt: the fit's own settings.
+        model: an already loaded :class:`~proxy_env.engine.lm.FrozenLM` instead of ``cfg.model``.
+        reward: a reward callable instead of ``cfg.reward``.
+
+    Returns:
+        :class:`~agents.train.TrainResult`; its ``kl_history`` holds ``(epoch, mean KL per position)``.
+    """
+    tilt = tilt or TiltConfig()
+    check_tilt(cfg, tilt)
+    lock = lock_save_dir(cfg.save_dir) if cfg.save_dir else None
+    try:
+        with GracefulStop() as stop:
+            return _run(cfg, tilt, model, reward, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainResult:
+    lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
+    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
+    env = make_sb3_env(kwargs, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
+    try:
+        agent = _build(cfg, env)
+        logger = _tensorboard(agent, cfg)
+        key = _data_key(cfg, lm, kwargs["reward"])
+        data = load_positions(tilt.tilt_data, key) if tilt.tilt_data else None
+        if data is None:
+            data = collect(env.unwrapped, cfg.total_timesteps, seed=cfg.seed, progress=cfg.progress_bar, stop=stop, logger=logger)
+            if tilt.tilt_data and stop.received is None:
+                save_positions(tilt.tilt_data, key, data)
+        history = [] if stop.received else fit(agent, lm, data, beta=cfg.kl_coef, epochs=tilt.tilt_epochs,
+                                              lr=cfg.learning_rate or 3e-3, batch_size=cfg.batch_size or 256, seed=cfg.seed,
+                                              grid_step=tilt.tilt_grid_step, max_rejections=cfg.max_rejections, order=cfg.order,
+                                              progress=cfg.progress_bar, stop=stop, logger=logger)
+        agent.num_timesteps = -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs  # whole steps of every env, as SB3 counts
+        recorded = model if model is not None and getattr(model, "name", None) != cfg.model else None
+        saved = {**env_kwargs(cfg), **({"model": recorded} if recorded is not None else {}), **({"reward": reward} if reward is not None else {})}
+        config = {**asdict(cfg), "backend": "tilt", **asdict(tilt)}
+        save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config, lm=lm) if cfg.save_dir else None
+        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
+    finally:
+        env.close()
+    return TrainResult(agent, path, param_report(agent, lm.num_parameters), [], history, stop.received)
+
+
+def _tensorboard(agent: Any, cfg: TrainConfig) -> Any:
+    if not cfg.tensorboard_log:
+        return None
+    from stable_baselines3.common.logger import configure
+
+    logger = configure(str(Path(cfg.tensorboard_log) / "tilt_1"), ["tensorboard"])
+    agent.set_logger(logger)
+    return logger
+
+
+def _bar(total: int, unit: str, desc: str, show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not show)
+
+
+# ---------------------------------------------------------------------------------------------- collect
+@torch.no_grad()
+def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: bool = False, stop: GracefulStop | None = None,
+            logger: Any = None) -> Positions:
+    """Run the LLM's own sampler (always-accept) in ``venv`` for ``decisions`` decisions; every position's pool and Δ.
+
+    ``venv``: a :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` with ``observation="prefix"``.
+    Each step scores, in one batched reward call, the response so far extended by each candidate of each
+    env's pool; ``Δ`` is centred under ``q`` (a per-position constant does not move the tilt).
+    """
+    hidden_size = venv.lm.hidden_size
+    venv.reset(seed=seed)
+    accept = np.full(venv.num_envs, int(Action.ACCEPT))
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in Positions._fields}
+    done, start = 0, time.perf_counter()
+    bar = _bar(decisions, "decision", "collect", progress)
+    while done < decisions and not (stop is not None and stop.received):
+        view = venv.pool_observations()
+        prompts, responses = venv.prefixes()
+        width = view.tokens.shape[1]
+        rows = (view.size >= 2).nonzero().squeeze(1).tolist()  # a one-token pool is no decision
+        sizes = view.size.tolist()
+        tokens = view.tokens.tolist()
+        owners = [i for i in rows for _ in range(sizes[i])]
+        extended = [responses[i] + [tokens[i][k]] for i in rows for k in range(sizes[i])]
+        texts = venv.lm.tokenizer.batch_decode(extended, skip_special_tokens=True)  # what FrozenLM.decode gives, in one call
+        if rows:
+            scores = np.asarray(score(venv.reward_fn, [prompts[i] for i in owners], texts), dtype=np.float64)
+            phi = torch.zeros(venv.num_envs, width, dtype=torch.float64)
+            pos = 0
+            for i in rows:
+                phi[i, : sizes[i]] = torch.as_tensor(scores[pos : pos + sizes[i]])
+                pos += sizes[i]
+            index = torch.as_tensor(rows)
+            q = view.q[index].double().cpu()
+            centred = (phi[index] - (q * phi[index]).sum(-1, keepdim=True)) * (q > 0)
+            obs = view.obs[index].cpu()
+            parts["hidden"].append(obs[:, 0, :hidden_size].half())
+            parts["tokens"].append(view.tokens[index].cpu())
+            parts["logprob"].append(obs[:, :, -2].clone())  # clones: a view would keep every step's whole obs alive
+            parts["logq"].append(obs[:, :, -1].clone())
+            parts["delta"].append(centred.float())
+        venv.step(accept)
+        done += venv.num_envs
+        bar.update(venv.num_envs)
+    bar.close()
+    if logger is not None:
+        logger.record("collect/decisions_per_s", done / max(time.perf_counter() - start, 1e-9))
+        logger.dump(done)
+    if not parts["tokens"]:
+        raise ConfigError(f"total_timesteps={decisions}: no position with two or more candidates was collected; raise it.")
+    width = max(t.shape[1] for t in parts["tokens"])
+    pads = {"tokens": 0, "logprob": -1e4, "logq": -1e4, "delta": 0.0}
+    return Positions(*[torch.cat([_pad(t, width, pads[name]) if name in pads else t for t in parts[name]]) for name in Positions._fields])
+
+
+def _pad(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def _data_key(cfg: TrainConfig, lm: Any, reward: Any) -> dict[str, Any]:
+    """What the collected positions depend on: a cache made under other settings is not reused."""
+    reward_name = reward if isinstance(reward, str) else repr(reward)
+    return {"version": DATA_VERSION, "model": getattr(lm, "name", cfg.model), "reward": reward_name, "prompts": cfg.prompts,
+            "decisions": cfg.total_timesteps, "num_envs": cfg.num_envs, "seed": cfg.seed,
+            **{k: getattr(cfg, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")}}
+
+
+def save_positions(path: str | os.PathLike, key: dict[str, Any], data: Positions) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written cache."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    torch.save({"key": key, **data._asdict()}, tmp)
+    os.replace(tmp, target)
+
+
+def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | None:
+    """The cached positions at ``path`` if they were collected under ``key``; None if there is no file yet."""
+    target = Path(path).expanduser()
+    if not target.exists():
+        return None
+    try:
+        raw = torch.load(target, map_location="cpu", weights_only=True)
+        stored = raw["key"]
+        data = Positions(*[raw[name] for name in Positions._fields])
+    except Exception as exc:  # noqa: BLE001  any unreadable file: say which and how to fix, touch nothing
+        raise ConfigError(f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
+                          "pass a new path or delete it.") from exc
+    differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
+    if differ:
+        what = ", ".join(f"{k}: file {stored.get(k)!r} vs now {key.get(k)!r}" for k in differ)
+        raise ConfigError(f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings.")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- fit
+def accept_probs(agent: Any, obs: torch.Tensor) -> torch.Tensor:
+    """The SB3 actor's P(accept) (N,) for observations (N, d), differentiable."""
+    return agent.policy.get_distribution(obs.to(agent.policy.device)).distribution.probs[:, int(Action.ACCEPT)]
+
+
+def tilt_loss(agent: Any, lm: Any, batch: Positions, beta: float, *, grid_step: float = 0.2, max_rejections: int | None = None,
+              order: str = "sample") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, KL per position (n,), E_π[Δ] per position (n,)) of a batch: ``KL(π‖q) − E_π[Δ]/β``, averaged."""
+    with torch.no_grad():
+        obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)  # (n, K, d)
+        q = batch.logq.double().exp()
+        q = q / q.sum(-1, keepdim=True)
+    n, k, d = obs.shape
+    a = accept_probs(agent, obs.reshape(n * k, d)).double().reshape(n, k).cpu().masked_fill(q == 0, 0.0)
+    pi = steered_probs(q, a, max_rejections, order=order, step=grid_step)
+    kl = kl_divergence(pi, q)
+    gain = (pi * batch.delta.double()).sum(-1)
+    return (kl - gain / beta).mean(), kl.detach(), gain.detach()
+
+
+def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: float, batch_size: int, seed: int = 0,
+        grid_step: float = 0.2, max_rejections: int | None = None, order: str = "sample", progress: bool = False,
+        stop: GracefulStop | None = None, logger: Any = None) -> list[tuple[int, float]]:
+    """Adam on the actor's weights over ``epochs`` shuffled passes of ``data``; ``(epoch, mean KL per position)`` per epoch."""
+    params = [p for p in agent.policy.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[tuple[int, float]] = []
+    bar = _bar(epochs * len(data), "position", f"fit β={beta:g}", progress)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(data), generator=gen)
+        sums = np.zeros(3)
+        for s in range(0, len(data), batch_size):
+            if stop is not None and stop.received:
+                break
+            idx = perm[s : s + batch_size]
+            loss, kl, gain = tilt_loss(agent, lm, Positions(*[x[idx] for x in data]), beta, grid_step=grid_step,
+                                       max_rejections=max_rejections, order=order)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sums += [float(loss.detach()) * len(idx), float(kl.sum()), float(gain.sum())]
+            bar.update(len(idx))
+        if stop is not None and stop.received:
+            break
+        loss_m, kl_m, gain_m = sums / len(data)
+        history.append((epoch, kl_m))
+        if logger is not None:
+            for name, value in (("loss", loss_m), ("kl_per_position", kl_m), ("gain_per_position", gain_m)):
+                logger.record(f"tilt/{name}", value)
+            logger.dump(epoch + 1)
+    bar.close()
+    return history
+

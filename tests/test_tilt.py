@@ -1,0 +1,166 @@
+"""``--backend tilt`` (agents/tilt.py): what it collects, the optimum it fits, its cache and its errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.accept import accept_model
+from agents.cli.app import main
+from agents.saving.checkpoint import load_checkpoint
+from agents.tilt import Positions, TiltConfig, check_tilt, collect, fit, load_positions, save_positions, tilt_loss, train_tilt
+from agents.train import TrainConfig, _build, make_sb3_env
+from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
+from proxy_env.errors import ConfigError
+from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
+from tests.conftest import PROMPTS
+
+
+def _cfg(**kwargs) -> TrainConfig:
+    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=6, num_envs=4, total_timesteps=64, seed=0, device="cpu", eval_freq=0,
+                eval_prompts="", observation="prefix", top_k=6, top_p=1.0, kl_coef=0.5)
+    return TrainConfig(**{**base, **kwargs})
+
+
+def _length_reward(prompts, responses):
+    return [float(len(r)) for r in responses]
+
+
+def test_collect_records_every_candidates_reward_change(tiny):
+    venv = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=6, top_p=1.0,
+                              reward=_length_reward)
+    data = collect(venv, 6, seed=3)
+    assert len(data) >= 1
+    # the first position extends the empty response: Δ_k = len(decode([y_k])) − E_q[len], the same pool the env offers
+    fresh = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=6, top_p=1.0)
+    fresh.reset(seed=3)
+    view = fresh.pool_observations()
+    n = int(view.size[0])
+    lengths = torch.tensor([len(tiny.decode([int(t)])) for t in view.tokens[0, :n]], dtype=torch.float64)
+    q = view.q[0, :n].double()
+    expected = lengths - (q * lengths).sum()
+    assert torch.equal(data.tokens[0, :n], view.tokens[0, :n].cpu())
+    assert torch.allclose(data.delta[0, :n].double(), expected, atol=1e-5)
+    assert torch.all(data.delta[0, n:] == 0)
+    # centred under q at every position, and the stored hidden state is the observation's h
+    qs = data.logq.double().exp()
+    assert torch.allclose((qs / qs.sum(-1, keepdim=True) * data.delta.double()).sum(-1), torch.zeros(len(data), dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(data.hidden[0].float(), view.obs[0, 0, : tiny.hidden_size].cpu().half().float())
+
+
+def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
+    """``n`` copies of one position whose pool is the tiny model's two most likely first tokens."""
+    venv = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=2, top_p=1.0,
+                              temperature=4.0)  # a flat pool: the tilt moves it far
+    venv.reset(seed=0)
+    view = venv.pool_observations()
+    assert int(view.size[0]) == 2
+    obs = view.obs[0].cpu()
+    rep = lambda x: x[None, :2].expand(n, 2, *x.shape[1:]).clone()  # noqa: E731  (the two valid columns)
+    # a small prefix state: the tiny model's hidden states (norm ~80) would drown the candidates' features in the LayerNorm
+    hidden = 0.01 * torch.randn(1, tiny.hidden_size, generator=torch.Generator().manual_seed(0))
+    return Positions(hidden.half().expand(n, -1).clone(), rep(view.tokens[0].cpu()), rep(obs[:, -2]),
+                     rep(obs[:, -1]), rep(torch.tensor(delta, dtype=torch.float32)))
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_fit_reaches_the_tilt_q_exp_delta_over_beta(tiny, beta):
+    # Δ chosen so that the tilt q·exp(Δ/β) is uniform over two candidates whatever β: reached by accepting each
+    # with the same probability, which the proxy can learn from its bias alone (tiny models give weak token features)
+    cfg = _cfg(kl_coef=beta, top_k=2)
+    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 2, "top_p": 1.0}, 1)
+    agent = _build(cfg, env)
+    probe = _two_token_positions(tiny, 1, (0.0, 0.0))
+    q = probe.logq[0].double().exp()
+    q = q / q.sum()
+    assert q[0] - q[1] > 0.3  # far from uniform: the tilt must move it
+    half = beta / 2 * math.log(q[0] / q[1])
+    data = _two_token_positions(tiny, 64, (-half, half))
+    target = q * torch.exp(data.delta[0].double() / beta)
+    target = target / target.sum()
+    torch.testing.assert_close(target, torch.full((2,), 0.5, dtype=torch.float64), atol=1e-6, rtol=0)
+    fit(agent, tiny, data, beta=beta, epochs=200, lr=1e-2, batch_size=64)
+    with torch.no_grad():
+        obs = prefix_observation(tiny, data.hidden[:1].float(), data.tokens[:1], data.logprob[:1], data.logq[:1])[0]
+        a = torch.as_tensor(accept_model(agent, deterministic=False)(obs.numpy()))
+    pi = steered_probs(q[None], a[None])[0]
+    assert torch.allclose(pi, target, atol=0.02), (pi, target)
+    # and the loss there is −log Z, the KL-regularised value of the position (−β log Z in reward units)
+    loss, _, _ = tilt_loss(agent, tiny, data, beta)
+    log_z = math.log(float((q * torch.exp(data.delta[0].double() / beta)).sum()))
+    assert float(loss) == pytest.approx(-log_z, abs=2e-3)
+
+
+def test_fit_kl_is_the_bench_exact_kl_of_the_same_accept_probabilities(tiny):
+    cfg = _cfg()
+    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
+                        "reward": _length_reward}, 2)
+    agent = _build(cfg, env)
+    data = collect(env.unwrapped, 32, seed=1)
+    fit(agent, tiny, data, beta=0.5, epochs=2, lr=1e-2, batch_size=16)
+    _, kl, _ = tilt_loss(agent, tiny, data, 0.5)
+    accept = accept_model(agent, deterministic=False)  # what `bench` uses for its exact KL
+    obs = prefix_observation(tiny, data.hidden.float(), data.tokens, data.logprob, data.logq)
+    n, k, d = obs.shape
+    q = data.logq.double().exp()
+    q = q / q.sum(-1, keepdim=True)
+    a = torch.as_tensor(accept(obs.reshape(n * k, d).numpy())).reshape(n, k).masked_fill(q == 0, 0.0)
+    assert torch.allclose(kl, kl_divergence(steered_probs(q, a), q), atol=1e-6)
+    assert float(kl.mean()) > 0
+
+
+def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_path, monkeypatch):
+    cfg = _cfg(save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"))
+    result = train_tilt(cfg, TiltConfig(tilt_epochs=2, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+    assert result.model.num_timesteps == 64 and len(result.kl_history) == 2 and result.interrupted is None
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.meta.config["backend"] == "tilt" and loaded.meta.env_kwargs["observation"] == "prefix"
+    obs = np.random.default_rng(0).normal(size=(5, loaded.model.observation_space.shape[0])).astype(np.float32)
+    np.testing.assert_allclose(accept_model(loaded.model, False)(obs), accept_model(result.model, False)(obs), atol=1e-6)
+    assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
+    # the cached positions are reused: a second run with the same settings collects nothing
+    import agents.tilt
+
+    def no_collect(*args, **kwargs):
+        raise AssertionError("collected again")
+
+    monkeypatch.setattr(agents.tilt, "collect", no_collect)
+    again = train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+    assert len(again.kl_history) == 1
+    with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
+        train_tilt(_cfg(seed=1), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+
+
+def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
+    data = Positions(torch.zeros(2, 4).half(), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+    path = tmp_path / "d.pt"
+    save_positions(path, {"model": "a", "seed": 0}, data)
+    assert [p.name for p in tmp_path.iterdir()] == ["d.pt"]  # no temporary file left behind
+    assert torch.equal(load_positions(path, {"model": "a", "seed": 0}).tokens, data.tokens)
+    assert load_positions(tmp_path / "none.pt", {}) is None
+    with pytest.raises(ConfigError, match=r"seed: file 0 vs now 1"):
+        load_positions(path, {"model": "a", "seed": 1})
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="bad.pt.*not a tilt data file"):
+        load_positions(bad, {})
+    assert bad.read_bytes() == b"not a torch file"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"kl_coef": 0.0}, "--kl-coef=0.0.*β > 0"),
+    ({"observation": "candidate"}, "needs observation='prefix'"),
+    ({"algo": "dqn"}, "--algo='dqn'.*ppo, a2c or trpo"),
+    ({"kl_target": 1.0}, "--kl-target=1.0 is not supported by --backend tilt"),
+])
+def test_settings_the_backend_cannot_honour_are_refused(change, message):
+    with pytest.raises(ConfigError, match=message):
+        check_tilt(_cfg(**change), TiltConfig())
+    with pytest.raises(ConfigError, match="--tilt-epochs=0"):
+        check_tilt(_cfg(), TiltConfig(tilt_epochs=0))
+
+
+def test_cli_refuses_tilt_flags_on_another_backend(capsys):
+    assert main(["train", "--model", "tiny", "--tilt-epochs", "3"]) == 2
+    assert "--tilt-epochs apply to --backend tilt only" in capsys.readouterr().err
