@@ -18,7 +18,10 @@ It runs in two phases:
 1. **collect**: the env (``observation="prefix"``) runs the LLM's own sampler (always-accept) for
    ``total_timesteps`` decisions; each position keeps the prefix hidden state, the pool and ``Δ`` of
    every pool candidate (centred under ``q``). ``TiltConfig.tilt_data`` caches this on disk.
-2. **fit**: ``tilt_epochs`` passes of Adam over the positions, through the SB3 policy's own actor
+2. **fit**: ``tilt_warmup_epochs`` passes fitting P(accept) to the with-replacement solution
+   ``exp(min(0, (Δ − max Δ)/β))`` (:func:`warm_start_loss`: from always-accept the exact objective's
+   gradient vanishes, every accept probability saturating at 1), then ``tilt_epochs`` passes of Adam on the
+   exact objective, both through the SB3 policy's own actor
    (``policy.get_distribution``), so the result is an ordinary SB3 proxy checkpoint that ``generate``,
    ``bench``, ``export`` and ``--resume`` (with PPO) load as they load any other.
 
@@ -29,6 +32,7 @@ temperature: the KL per response falls as β grows.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,7 +65,9 @@ def _help(text: str) -> dict[str, str]:
 class TiltConfig:
     """The fit of ``--backend tilt``; each field is a ``proxy-rlhf train`` flag."""
 
-    tilt_epochs: int = field(default=6, metadata=_help("passes over the collected positions (--backend tilt)"))
+    tilt_epochs: int = field(default=6, metadata=_help("passes of the exact objective over the collected positions (--backend tilt)"))
+    tilt_warmup_epochs: int = field(default=1, metadata=_help(
+        "passes fitting P(accept) to exp(min(0, (Δ − max Δ)/β)) first (--backend tilt): the exact objective stalls from always-accept"))
     tilt_data: str | None = field(default=None, metadata=_help(
         "file caching the collected pools and reward changes (--backend tilt): reused when its settings match, written otherwise"))
     tilt_grid_step: float = field(default=0.2, metadata=_help(
@@ -95,6 +101,8 @@ def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(cfg, name)!r} is not supported by --backend tilt; drop it.")
     if not isinstance(tilt.tilt_epochs, int) or tilt.tilt_epochs < 1:
         raise ConfigError(f"--tilt-epochs={tilt.tilt_epochs!r} must be an integer >= 1.")
+    if not isinstance(tilt.tilt_warmup_epochs, int) or tilt.tilt_warmup_epochs < 0:
+        raise ConfigError(f"--tilt-warmup-epochs={tilt.tilt_warmup_epochs!r} must be an integer >= 0.")
     if not 0 < tilt.tilt_grid_step <= 1:
         raise ConfigError(f"--tilt-grid-step={tilt.tilt_grid_step!r} must be in (0, 1]; 0.2 is exact to ~1e-6.")
 
@@ -136,7 +144,8 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
             data = collect(env.unwrapped, cfg.total_timesteps, seed=cfg.seed, progress=cfg.progress_bar, stop=stop, logger=logger)
             if tilt.tilt_data and stop.received is None:
                 save_positions(tilt.tilt_data, key, data)
-        history = [] if stop.received else fit(agent, lm, data, beta=cfg.kl_coef, epochs=tilt.tilt_epochs,
+        balance_norm(agent, lm, data)
+        history = [] if stop.received else fit(agent, lm, data, beta=cfg.kl_coef, epochs=tilt.tilt_epochs, warmup_epochs=tilt.tilt_warmup_epochs,
                                               lr=cfg.learning_rate or 3e-3, batch_size=cfg.batch_size or 256, seed=cfg.seed,
                                               grid_step=tilt.tilt_grid_step, max_rejections=cfg.max_rejections, order=cfg.order,
                                               progress=cfg.progress_bar, stop=stop, logger=logger)
@@ -284,15 +293,79 @@ def tilt_loss(agent: Any, lm: Any, batch: Positions, beta: float, *, grid_step: 
     return (kl - gain / beta).mean(), kl.detach(), gain.detach()
 
 
+def warm_start_loss(agent: Any, lm: Any, batch: Positions, beta: float) -> torch.Tensor:
+    """Cross-entropy of the proxy's P(accept) against ``a* = exp(min(0, (Δ − max Δ) / β))``, over each pool's candidates.
+
+    ``a*`` is the accept rule whose steered distribution is exactly the tilt when rejected candidates
+    may come back (sampling with replacement: ``π ∝ q·a``). Fitting it first starts the exact objective
+    near its optimum: from always-accept the exact objective's gradient vanishes (every ``a`` saturates at 1).
+    """
+    with torch.no_grad():
+        obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)  # (n, K, d)
+        valid = batch.logq > -1e3
+        delta = batch.delta.double().masked_fill(~valid, -math.inf)
+        target = torch.exp(((delta - delta.max(-1, keepdim=True).values) / beta).clamp(max=0.0)).float()
+    n, k, d = obs.shape
+    a = accept_probs(agent, obs.reshape(n * k, d)).reshape(n, k).cpu().clamp(1e-7, 1 - 1e-7)
+    bce = -(target * a.log() + (1 - target) * (1 - a).log())
+    return bce[valid].mean()
+
+
+@torch.no_grad()
+def balance_norm(agent: Any, lm: Any, data: Positions, sample: int = 1024) -> list[float]:
+    """Scale the proxy's input LayerNorm per block of the ``prefix`` observation so every block reaches the network.
+
+    One LayerNorm normalises ``[h, e, ē, log p, log q]`` together; the LLM's hidden state ``h`` is an order of
+    magnitude larger than the embeddings (SmolLM2: mean |h| 1.1, mean |e| 0.09), so without this the
+    candidate's own features arrive ~10× weaker than the prefix's and a per-candidate accept rule is slow to
+    learn. The LayerNorm's weight on each block is set to 1 / (the block's std after normalisation) over
+    ``sample`` positions: the same architecture and tensors (checkpoints and exports unchanged), a better start.
+    Returns the scales of the blocks.
+    """
+    from agents.policies import HiddenStateExtractor
+
+    h = lm.hidden_size
+    blocks = [slice(0, h), slice(h, 2 * h), slice(2 * h, 3 * h), slice(3 * h, 3 * h + 2)]
+    batch = Positions(*[x[:sample] for x in data])
+    obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)
+    obs = obs[batch.logq > -1e3]  # (m, d) the valid candidates
+    z = torch.nn.functional.layer_norm(obs, obs.shape[-1:])
+    scales = [float(1.0 / z[:, b].std().clamp_min(1e-6)) for b in blocks]
+    for module in agent.policy.modules():
+        if isinstance(module, HiddenStateExtractor) and module.net[0].weight.shape[0] == 3 * h + 2:
+            for b, scale in zip(blocks, scales):
+                module.net[0].weight[b] = scale
+    return scales
+
+
 def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: float, batch_size: int, seed: int = 0,
-        grid_step: float = 0.2, max_rejections: int | None = None, order: str = "sample", progress: bool = False,
-        stop: GracefulStop | None = None, logger: Any = None) -> list[tuple[int, float]]:
-    """Adam on the actor's weights over ``epochs`` shuffled passes of ``data``; ``(epoch, mean KL per position)`` per epoch."""
+        warmup_epochs: int = 1, grid_step: float = 0.2, max_rejections: int | None = None, order: str = "sample",
+        progress: bool = False, stop: GracefulStop | None = None, logger: Any = None) -> list[tuple[int, float]]:
+    """Adam on the actor's weights: ``warmup_epochs`` passes of :func:`warm_start_loss`, then ``epochs`` of :func:`tilt_loss`.
+
+    Returns ``(epoch, mean KL per position)`` for each epoch of the exact objective.
+    """
     params = [p for p in agent.policy.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     history: list[tuple[int, float]] = []
-    bar = _bar(epochs * len(data), "position", f"fit β={beta:g}", progress)
+    bar = _bar((warmup_epochs + epochs) * len(data), "position", f"fit β={beta:g}", progress)
+    for epoch in range(warmup_epochs):
+        perm = torch.randperm(len(data), generator=gen)
+        total = 0.0
+        for s in range(0, len(data), batch_size):
+            if stop is not None and stop.received:
+                break
+            idx = perm[s : s + batch_size]
+            loss = warm_start_loss(agent, lm, Positions(*[x[idx] for x in data]), beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            bar.update(len(idx))
+        if logger is not None:
+            logger.record("tilt/warm_start_bce", total / len(data))
+            logger.dump(epoch + 1)
     for epoch in range(epochs):
         perm = torch.randperm(len(data), generator=gen)
         sums = np.zeros(3)
@@ -314,7 +387,7 @@ def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: f
         if logger is not None:
             for name, value in (("loss", loss_m), ("kl_per_position", kl_m), ("gain_per_position", gain_m)):
                 logger.record(f"tilt/{name}", value)
-            logger.dump(epoch + 1)
+            logger.dump(warmup_epochs + epoch + 1)
     bar.close()
     return history
 

@@ -164,3 +164,22 @@ def test_settings_the_backend_cannot_honour_are_refused(change, message):
 def test_cli_refuses_tilt_flags_on_another_backend(capsys):
     assert main(["train", "--model", "tiny", "--tilt-epochs", "3"]) == 2
     assert "--tilt-epochs apply to --backend tilt only" in capsys.readouterr().err
+
+
+def test_balance_norm_gives_every_block_of_the_prefix_observation_unit_scale(tiny):
+    from agents.tilt import balance_norm
+
+    cfg = _cfg()
+    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
+                        "reward": _length_reward}, 2)
+    agent = _build(cfg, env)
+    data = collect(env.unwrapped, 32, seed=1)
+    norm = agent.policy.features_extractor.net[0]
+    scales = balance_norm(agent, tiny, data)
+    assert scales[1] > 5 * scales[0]  # the tiny model's hidden states dwarf its embeddings
+    obs = prefix_observation(tiny, data.hidden.float(), data.tokens, data.logprob, data.logq)[data.logq > -1e3]
+    with torch.no_grad():
+        out = norm(obs)
+    h = tiny.hidden_size
+    for block in (slice(0, h), slice(h, 2 * h), slice(2 * h, 3 * h)):
+        assert float(out[:, block].std()) == pytest.approx(1.0, rel=0.05)
