@@ -190,9 +190,8 @@ def test_frontier_from_an_earlier_run_joins_the_table_and_is_checked(tiny, tmp_p
     assert rows["rejecter"]["phi"] == earlier["rejecter"]["phi"]
     assert "best-of-N rows from" in (tmp_path / "b" / "results.md").read_text()
     # another seed gives always-accept other responses: that frontier is not this run's
-    other = run_bench(BenchConfig(**{**QUICK, "n": (), "seed": 5, "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny)
+    # (checked right after always-accept, before any other agent runs)
     with pytest.raises(ConfigError, match="frontier_from=.*another run's: always-accept "):
-        write_outputs(other, tmp_path / "c")
-    assert not (tmp_path / "c").exists()
+        run_bench(BenchConfig(**{**QUICK, "n": (), "seed": 5, "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny)
     with pytest.raises(ConfigError, match="frontier_from=.*cannot be read"):
         run_bench(BenchConfig(**{**QUICK, "frontier_from": str(tmp_path / "missing.csv")}), lm=tiny)

@@ -18,7 +18,7 @@ from agents.cli.flags import add_config_flags
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
 _SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
 DEMO_BETA = {"tilt": 0.2, "ppo": 0.05}  # --kl-coef when not given, per --recipe
-DEMO_DECISIONS = 8192
+DEMO_DECISIONS = 4096
 
 
 def _demo(args: argparse.Namespace) -> int:

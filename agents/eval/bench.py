@@ -68,8 +68,13 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
                     for name, agent, env_kw, tb in trained]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
-    evals = [eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax)
-             for name, agent, env_kw, tb, argmax in proxies]
+    evals = []
+    for name, agent, env_kw, tb, argmax in proxies:
+        evals.append(eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax))
+        if cfg.frontier_from and len(evals) == 1:  # always-accept first: a frontier of another run fails now, not at the end
+            from agents.eval.report import read_frontier, summarize
+
+            read_frontier(cfg.frontier_from, summarize(evals))
     for name, *_ in proxies[:2]:
         next(e for e in evals if e.name == name).kind = "baseline"
     evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick) if cfg.n else []
