@@ -160,6 +160,7 @@ class PowerProxy:
         if base is None:
             raise ConfigError(f"{type(agent).__name__} has no accept probability per observation (a recurrent policy?).")
         self._base = (lambda obs: np.full(len(obs), base)) if isinstance(base, float) else base
+        self.base_agent = agent  # what it wraps (its trainable parameters are the proxy's)
         self.power = float(power)
         self.observation_space = getattr(agent, "observation_space", None)
         self._rng = np.random.default_rng(seed)

@@ -44,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.recipe == "tilt":
         from agents.tilt import TiltConfig, check_tilt, train_tilt
 
-        cfg = TrainConfig(**common, learning_rate=args.learning_rate or 3e-3, batch_size=256)
+        cfg = TrainConfig(**common, learning_rate=args.learning_rate or 3e-3, batch_size=64)  # small batches: enough Adam steps on 4k decisions
         tilt = TiltConfig(tilt_epochs=args.tilt_epochs)
         check_tilt(cfg, tilt)  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
         what = (f"the tilt recipe: {args.decisions:,} decisions of the LLM's own sampler on {args.num_envs} envs, every candidate's "

@@ -28,7 +28,7 @@ MIN_DISTINCT_2 = 0.75
 MAX_PERPLEXITY_OVER_BON16 = 1.0
 TIMING_COLUMNS = ("wall_s_per_response", "train_wall_s")  # the only columns that differ between seeded runs
 PREFERRED_TAGS = ("rollout/ep_rew_mean", "rollout/reward_raw", "rollout/rejection_rate", "train/reward",
-                  "train/kl", "rollout/response_length", "train/loss")
+                  "train/kl", "rollout/response_length", "train/loss", "tilt/kl_per_position", "tilt/gain_per_position")
 
 
 def _ci(prefix: str, values: np.ndarray) -> dict[str, float]:
@@ -197,7 +197,8 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
         _bon_line(ax, bon, "kl", "best-of-N frontier (empirical KL)")
         ax.plot([r["kl_bound"] for r in bon], [r["reward"] for r in bon], "--", color="gray", label="best-of-N at the bound log N - (N-1)/N")
     _points(ax, [r for r in rows if r["kind"] not in ("best-of-n", "finetune")], "kl")
-    ax.set_xlabel("KL from the unsteered sampler (truncated pool), nats / response")
+    ax.set_xscale("symlog", linthresh=0.05, linscale=0.5)  # log above 0.05 nats, linear below: always-accept sits at 0
+    ax.set_xlabel("KL from the unsteered sampler (truncated pool), nats / response (log scale above 0.05)")
     ax.set_title("reward vs KL")
     if finetuned:  # fine-tuned KL is measured against the untruncated LLM: compare like with like
         right = axes[0][1]

@@ -37,7 +37,8 @@ def load_proxy(path: str, lm: FrozenLM, cfg: BenchConfig, tensorboard: str | Non
         if key in env and env[key] != value:
             notes.append(f"{path}: trained with {key}={env[key]!r}, evaluated with {key}={value!r} like every agent.")
     tb = tensorboard or _find_tensorboard(Path(path), checkpoint.meta.config.get("tensorboard_log"))
-    return f"{checkpoint.meta.algo} proxy ({Path(path).name})", checkpoint.model, env_kw, tb
+    trainer = "tilt" if checkpoint.meta.config.get("backend") == "tilt" else checkpoint.meta.algo  # a tilt proxy is PPO's actor, fitted otherwise
+    return f"{trainer} proxy ({Path(path).name})", checkpoint.model, env_kw, tb
 
 
 def _find_tensorboard(path: Path, logged: str | None) -> str | None:
@@ -48,6 +49,7 @@ def _find_tensorboard(path: Path, logged: str | None) -> str | None:
 
 
 def _param_count(agent: Any, lm: FrozenLM) -> int:
+    agent = getattr(agent, "base_agent", agent)  # a λ-power proxy trains nothing of its own: count the proxy it wraps
     if getattr(agent, "policy", None) is None:
         return 0
     from agents.policies import param_report
