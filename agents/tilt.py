@@ -86,6 +86,25 @@ class Positions(NamedTuple):
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def take(self, index: Any) -> Positions:
+        """The positions at ``index`` (a slice, or a tensor of indices)."""
+        return Positions(*[x[index] for x in self])
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(N, K) bool: real candidates, not padding."""
+        return self.logq > -1e3
+
+    def q(self) -> torch.Tensor:
+        """(N, K) float64 pool probabilities, renormalised (0 on padding)."""
+        q = self.logq.double().exp()
+        return q / q.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def observations(self, lm: Any) -> torch.Tensor:
+        """(N, K, 3H + 2) the ``prefix`` observation of every candidate, as the env builds it."""
+        return prefix_observation(lm, self.hidden.float(), self.tokens, self.logprob, self.logq)
+
 
 def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
     """Refuse settings the tilt backend cannot honour, naming the flag and the fix."""
@@ -197,21 +216,16 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
         prompts, responses = venv.prefixes()
         width = view.tokens.shape[1]
         rows = (view.size >= 2).nonzero().squeeze(1).tolist()  # a one-token pool is no decision
-        sizes = view.size.tolist()
-        tokens = view.tokens.tolist()
-        owners = [i for i in rows for _ in range(sizes[i])]
-        extended = [responses[i] + [tokens[i][k]] for i in rows for k in range(sizes[i])]
-        texts = venv.lm.tokenizer.batch_decode(extended, skip_special_tokens=True)  # what FrozenLM.decode gives, in one call
         if rows:
-            scores = np.asarray(score(venv.reward_fn, [prompts[i] for i in owners], texts), dtype=np.float64)
-            phi = torch.zeros(venv.num_envs, width, dtype=torch.float64)
-            pos = 0
-            for i in rows:
-                phi[i, : sizes[i]] = torch.as_tensor(scores[pos : pos + sizes[i]])
-                pos += sizes[i]
+            sizes, tokens = view.size.tolist(), view.tokens.tolist()
+            extended = [responses[i] + [tokens[i][k]] for i in rows for k in range(sizes[i])]  # row by row, pool order
+            texts = venv.lm.tokenizer.batch_decode(extended, skip_special_tokens=True)  # what FrozenLM.decode gives, in one call
+            scores = score(venv.reward_fn, [prompts[i] for i in rows for _ in range(sizes[i])], texts)
             index = torch.as_tensor(rows)
             q = view.q[index].double().cpu()
-            centred = (phi[index] - (q * phi[index]).sum(-1, keepdim=True)) * (q > 0)
+            phi = torch.zeros(len(rows), width, dtype=torch.float64)
+            phi[torch.arange(width) < view.size[index].cpu()[:, None]] = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+            centred = (phi - (q * phi).sum(-1, keepdim=True)) * (q > 0)
             obs = view.obs[index].cpu()
             parts["hidden"].append(obs[:, 0, :hidden_size].half())
             parts["tokens"].append(view.tokens[index].cpu())
@@ -281,10 +295,7 @@ def accept_probs(agent: Any, obs: torch.Tensor) -> torch.Tensor:
 def tilt_loss(agent: Any, lm: Any, batch: Positions, beta: float, *, grid_step: float = 0.2, max_rejections: int | None = None,
               order: str = "sample") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, KL per position (n,), E_π[Δ] per position (n,)) of a batch: ``KL(π‖q) − E_π[Δ]/β``, averaged."""
-    with torch.no_grad():
-        obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)  # (n, K, d)
-        q = batch.logq.double().exp()
-        q = q / q.sum(-1, keepdim=True)
+    obs, q = batch.observations(lm), batch.q()
     n, k, d = obs.shape
     a = accept_probs(agent, obs.reshape(n * k, d)).double().reshape(n, k).cpu().masked_fill(q == 0, 0.0)
     pi = steered_probs(q, a, max_rejections, order=order, step=grid_step)
@@ -300,11 +311,9 @@ def warm_start_loss(agent: Any, lm: Any, batch: Positions, beta: float) -> torch
     may come back (sampling with replacement: ``π ∝ q·a``). Fitting it first starts the exact objective
     near its optimum: from always-accept the exact objective's gradient vanishes (every ``a`` saturates at 1).
     """
-    with torch.no_grad():
-        obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)  # (n, K, d)
-        valid = batch.logq > -1e3
-        delta = batch.delta.double().masked_fill(~valid, -math.inf)
-        target = torch.exp(((delta - delta.max(-1, keepdim=True).values) / beta).clamp(max=0.0)).float()
+    obs, valid = batch.observations(lm), batch.valid
+    delta = batch.delta.double().masked_fill(~valid, -math.inf)
+    target = torch.exp(((delta - delta.max(-1, keepdim=True).values) / beta).clamp(max=0.0)).float()
     n, k, d = obs.shape
     a = accept_probs(agent, obs.reshape(n * k, d)).reshape(n, k).cpu().clamp(1e-7, 1 - 1e-7)
     bce = -(target * a.log() + (1 - target) * (1 - a).log())
@@ -326,9 +335,8 @@ def balance_norm(agent: Any, lm: Any, data: Positions, sample: int = 1024) -> li
 
     h = lm.hidden_size
     blocks = [slice(0, h), slice(h, 2 * h), slice(2 * h, 3 * h), slice(3 * h, 3 * h + 2)]
-    batch = Positions(*[x[:sample] for x in data])
-    obs = prefix_observation(lm, batch.hidden.float(), batch.tokens, batch.logprob, batch.logq)
-    obs = obs[batch.logq > -1e3]  # (m, d) the valid candidates
+    batch = data.take(slice(0, sample))
+    obs = batch.observations(lm)[batch.valid]  # (m, d) the valid candidates
     z = torch.nn.functional.layer_norm(obs, obs.shape[-1:])
     scales = [float(1.0 / z[:, b].std().clamp_min(1e-6)) for b in blocks]
     for module in agent.policy.modules():
@@ -350,37 +358,34 @@ def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: f
     gen = torch.Generator().manual_seed(seed)
     history: list[tuple[int, float]] = []
     bar = _bar((warmup_epochs + epochs) * len(data), "position", f"fit β={beta:g}", progress)
-    for epoch in range(warmup_epochs):
+
+    def epoch_of(loss_fn: Any) -> np.ndarray | None:
+        """One shuffled pass: an Adam step per minibatch; the sums of ``loss_fn``'s outputs, None if stopped."""
         perm = torch.randperm(len(data), generator=gen)
-        total = 0.0
+        sums = None
         for s in range(0, len(data), batch_size):
             if stop is not None and stop.received:
-                break
-            idx = perm[s : s + batch_size]
-            loss = warm_start_loss(agent, lm, Positions(*[x[idx] for x in data]), beta)
+                return None
+            batch = data.take(perm[s : s + batch_size])
+            loss, *extra = loss_fn(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            bar.update(len(idx))
+            step = np.array([float(loss.detach()) * len(batch), *[float(x.sum()) for x in extra]])
+            sums = step if sums is None else sums + step
+            bar.update(len(batch))
+        return sums
+
+    for epoch in range(warmup_epochs):
+        sums = epoch_of(lambda batch: (warm_start_loss(agent, lm, batch, beta),))
+        if sums is None:
+            break
         if logger is not None:
-            logger.record("tilt/warm_start_bce", total / len(data))
+            logger.record("tilt/warm_start_bce", sums[0] / len(data))
             logger.dump(epoch + 1)
     for epoch in range(epochs):
-        perm = torch.randperm(len(data), generator=gen)
-        sums = np.zeros(3)
-        for s in range(0, len(data), batch_size):
-            if stop is not None and stop.received:
-                break
-            idx = perm[s : s + batch_size]
-            loss, kl, gain = tilt_loss(agent, lm, Positions(*[x[idx] for x in data]), beta, grid_step=grid_step,
-                                       max_rejections=max_rejections, order=order)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sums += [float(loss.detach()) * len(idx), float(kl.sum()), float(gain.sum())]
-            bar.update(len(idx))
-        if stop is not None and stop.received:
+        sums = epoch_of(lambda batch: tilt_loss(agent, lm, batch, beta, grid_step=grid_step, max_rejections=max_rejections, order=order))
+        if sums is None:
             break
         loss_m, kl_m, gain_m = sums / len(data)
         history.append((epoch, kl_m))

@@ -49,6 +49,13 @@ def test_collect_records_every_candidates_reward_change(tiny):
     assert torch.allclose(data.hidden[0].float(), view.obs[0, 0, : tiny.hidden_size].cpu().half().float())
 
 
+def _agent_and_positions(tiny):
+    """A fresh PPO proxy over 6-token pools and 32 decisions collected with the length reward."""
+    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
+                        "reward": _length_reward}, 2)
+    return _build(_cfg(), env), collect(env.unwrapped, 32, seed=1)
+
+
 def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
     """``n`` copies of one position whose pool is the tiny model's two most likely first tokens."""
     venv = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=2, top_p=1.0,
@@ -93,11 +100,7 @@ def test_fit_reaches_the_tilt_q_exp_delta_over_beta(tiny, beta):
 
 
 def test_fit_kl_is_the_bench_exact_kl_of_the_same_accept_probabilities(tiny):
-    cfg = _cfg()
-    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
-                        "reward": _length_reward}, 2)
-    agent = _build(cfg, env)
-    data = collect(env.unwrapped, 32, seed=1)
+    agent, data = _agent_and_positions(tiny)
     fit(agent, tiny, data, beta=0.5, epochs=2, lr=1e-2, batch_size=16)
     _, kl, _ = tilt_loss(agent, tiny, data, 0.5)
     accept = accept_model(agent, deterministic=False)  # what `bench` uses for its exact KL
@@ -169,11 +172,7 @@ def test_cli_refuses_tilt_flags_on_another_backend(capsys):
 def test_balance_norm_gives_every_block_of_the_prefix_observation_unit_scale(tiny):
     from agents.tilt import balance_norm
 
-    cfg = _cfg()
-    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
-                        "reward": _length_reward}, 2)
-    agent = _build(cfg, env)
-    data = collect(env.unwrapped, 32, seed=1)
+    agent, data = _agent_and_positions(tiny)
     norm = agent.policy.features_extractor.net[0]
     scales = balance_norm(agent, tiny, data)
     assert scales[1] > 5 * scales[0]  # the tiny model's hidden states dwarf its embeddings
