@@ -7,9 +7,12 @@
 For each model and batch size, in one process and one run, side by side:
 
 * **bare**: ``model(input_ids=(B, 1), past_key_values=DynamicCache)`` with hidden states, the
-  one-token forward a decision needs, over a plain Hugging Face cache holding the env's mean context
-  (cropped back after each forward, so the context stays fixed). Its decisions/s is ``B / seconds
-  per forward``: one token per row per forward, nothing else.
+  one-token forward a decision needs, over a plain Hugging Face cache holding the env's current mean
+  context (cropped back after each forward, so the context stays fixed). Its decisions/s is
+  ``B / seconds per forward``: one token per row per forward, nothing else.
+* **side by side**: the timed env steps and the bare forwards alternate in ``--rounds`` blocks
+  (env block, then as many bare forwards at the env's mean context of that block), and each side's
+  time is summed over its blocks, so drift of the shared machine's speed lands on both sides.
 * **env**, in each engine mode, with a random proxy that rejects 30% of the candidates it is asked
   about: decisions/s counts real decisions only (a forced candidate offered with ``forced_steps`` is
   a step, not a decision), ``forwards/step`` the batched LLM calls per env step (prefills included),
@@ -48,7 +51,8 @@ class Args:
     models: list[str] = field(default_factory=lambda: ["tiny", "default"])  # which LLMs
     num_envs: list[int] = field(default_factory=lambda: [1, 8, 32])  # batch sizes
     modes: list[str] = field(default_factory=lambda: list(MODES))  # engine modes
-    steps: int = 60  # timed env steps per configuration
+    steps: int = 60  # timed env steps per configuration (as many bare forwards)
+    rounds: int = 4  # blocks the env steps and the bare forwards alternate in
     warmup: int = 10  # untimed env steps first
     max_new_tokens: int = 64  # response budget (the issue's 64-token responses)
     reject: float = 0.3  # the random proxy's rejection probability
@@ -75,7 +79,44 @@ def _venv(lm: FrozenLM, num_envs: int, max_new_tokens: int, **kwargs: Any) -> An
                         prompts="default-eval", max_new_tokens=max_new_tokens, reward=lambda p, r: [0.0] * len(r), **kwargs)
 
 
-def env_rate(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str, float]:
+class Bare:
+    """One-token forwards over a plain ``DynamicCache``; each block sets the context (columns per row) it runs at."""
+
+    @torch.no_grad()
+    def __init__(self, lm: FrozenLM, num_envs: int, max_context: int):
+        from transformers import DynamicCache
+
+        self.lm, self.num_envs = lm, num_envs
+        ids = torch.randint(100, 10_000, (num_envs, max_context), generator=torch.Generator().manual_seed(0)).to(lm.device)
+        self.cache = DynamicCache()
+        self.kwargs = lm.cache_kwargs(self.cache)
+        lm.model(input_ids=ids, use_cache=True, **{k: v for k, v in self.kwargs.items() if k != "logits_to_keep"})
+        self.full = [(layer.keys, layer.values) for layer in self.cache.layers]
+        self.token = torch.full((num_envs, 1), 42, device=lm.device)
+
+    def _crop(self, context: int) -> None:  # views of the prefilled columns: the next update concatenates, as generate's does
+        for layer, (keys, values) in zip(self.cache.layers, self.full):
+            layer.keys, layer.values = keys[:, :, :context], values[:, :, :context]
+
+    @torch.no_grad()
+    def seconds(self, context: int, forwards: int) -> float:
+        """Wall time of ``forwards`` one-token forwards at ``context`` columns (after one untimed forward)."""
+        context = max(1, min(context, self.full[0][0].shape[2]))
+        mask = torch.ones(self.num_envs, context + 1, dtype=torch.long, device=self.lm.device)
+        position = torch.full((self.num_envs, 1), context, device=self.lm.device)
+        for i in range(forwards + 1):
+            if i == 1:
+                _sync(self.lm)
+                start = time.perf_counter()
+            self._crop(context)
+            self.lm.model(input_ids=self.token, attention_mask=mask, position_ids=position, use_cache=True,
+                          output_hidden_states=True, **self.kwargs)
+        _sync(self.lm)
+        return time.perf_counter() - start
+
+
+def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str, float]:
+    """The env in ``mode`` and the bare forward, alternating in ``args.rounds`` blocks of ``args.steps / rounds`` steps."""
     venv = _venv(lm, num_envs, args.max_new_tokens, **MODES[mode])
     env = venv.unwrapped
     _, info = venv.reset(seed=0)
@@ -84,44 +125,29 @@ def env_rate(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str, fl
     for _ in range(args.warmup):
         _, _, _, _, info = venv.step(act())
     cache = env.cache
+    bare = Bare(lm, num_envs, max(cache.mask.shape[1], 8) + args.max_new_tokens)
     forwards, rows = cache.forwards, cache.row_forwards
-    decisions, context = 0, []
-    _sync(lm)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        decisions += int((~np.asarray(info["forced"])).sum())  # this step's candidates that are real decisions
-        _, _, _, _, info = venv.step(act())
-        context.append(float(cache.mask.sum(1).float().mean()))
-    _sync(lm)
-    elapsed = time.perf_counter() - start
-    out = {"decisions/s": decisions / elapsed, "steps/s": num_envs * args.steps / elapsed,
-           "forwards/step": (cache.forwards - forwards) / args.steps, "row-fwd/decision": (cache.row_forwards - rows) / decisions,
+    decisions, context, env_s, bare_s, bare_forwards = 0, [], 0.0, 0.0, 0
+    block = max(1, args.steps // args.rounds)
+    for _ in range(args.rounds):
+        block_context = []
+        _sync(lm)
+        start = time.perf_counter()
+        for _ in range(block):
+            decisions += int((~np.asarray(info["forced"])).sum())  # this step's candidates that are real decisions
+            _, _, _, _, info = venv.step(act())
+            block_context.append(float(cache.mask.sum(1).float().mean()))
+        _sync(lm)
+        env_s += time.perf_counter() - start
+        context += block_context
+        bare_s += bare.seconds(int(round(np.mean(block_context))), block)
+        bare_forwards += block
+    steps = block * args.rounds
+    out = {"decisions/s": decisions / env_s, "bare decisions/s": num_envs * bare_forwards / bare_s, "steps/s": num_envs * steps / env_s,
+           "forwards/step": (cache.forwards - forwards) / steps, "row-fwd/decision": (cache.row_forwards - rows) / decisions,
            "context": float(np.mean(context))}
     venv.close()
     return out
-
-
-@torch.no_grad()
-def bare_rate(lm: FrozenLM, num_envs: int, context: int, steps: int) -> float:
-    """Decisions/s of one-token forwards over a plain ``DynamicCache`` of ``context`` tokens per row."""
-    from transformers import DynamicCache
-
-    ids = torch.randint(100, 10_000, (num_envs, context), generator=torch.Generator().manual_seed(0)).to(lm.device)
-    cache = DynamicCache()
-    kwargs = lm.cache_kwargs(cache)
-    lm.model(input_ids=ids, use_cache=True, **{k: v for k, v in kwargs.items() if k != "logits_to_keep"})
-    token = torch.full((num_envs, 1), 42, device=lm.device)
-    mask = torch.ones(num_envs, context + 1, dtype=torch.long, device=lm.device)
-    position = torch.full((num_envs, 1), context, device=lm.device)
-    for i in range(steps + 3):
-        if i == 3:
-            _sync(lm)
-            start = time.perf_counter()
-        lm.model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, output_hidden_states=True, **kwargs)
-        for layer in cache.layers:  # back to ``context`` columns: the next update concatenates, as generate's does
-            layer.keys, layer.values = layer.keys[:, :, :context], layer.values[:, :, :context]
-    _sync(lm)
-    return num_envs * steps / (time.perf_counter() - start)
 
 
 def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
@@ -145,7 +171,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=Args().models, help="LLMs: 'tiny', 'default', hub ids or paths")
     parser.add_argument("--num-envs", nargs="+", type=int, default=Args().num_envs, help="batch sizes, e.g. --num-envs 1 8 32")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=Args().modes, help="engine modes")
-    for name in ("steps", "warmup", "max_new_tokens", "memory_steps", "threads"):
+    for name in ("steps", "rounds", "warmup", "max_new_tokens", "memory_steps", "threads"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(Args, name))
     parser.add_argument("--reject", type=float, default=Args.reject, help="the random proxy's rejection probability")
     parser.add_argument("--memory-model", default=Args.memory_model)
@@ -162,8 +188,8 @@ def main() -> None:
         lm = _load(name, device)
         for n in args.num_envs:
             for mode in args.modes:
-                r = env_rate(lm, n, mode, args)
-                bare = bare_rate(lm, n, int(round(r["context"])), args.steps)
+                r = side_by_side(lm, n, mode, args)
+                bare = r["bare decisions/s"]
                 print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
                       f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
     if args.memory_steps:

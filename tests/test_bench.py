@@ -1,5 +1,6 @@
 import csv
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -145,6 +146,58 @@ def test_truncation_log_ratio_is_exact_at_the_limits(tiny):
                                response_nll(tiny, prompts, greedy), rtol=1e-4)
     outside = [[int(ids[0]) + 1] if ids else [5] for ids in greedy]  # not the argmax: outside a one-token pool
     assert np.isinf(truncation_log_ratio(tiny, prompts, outside, top_k=1, top_p=1.0, temperature=1.0)).all()
+
+
+POOL = {"top_k": 6, "top_p": 0.9, "temperature": 1.5}  # pools of several tokens on the tiny models
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny_gpt2"])
+def test_sample_draws_each_token_from_its_pool(kind, request):
+    """The first token and, after the most frequent first token, the second follow the pool's renormalised probabilities."""
+    from collections import Counter
+
+    from scipy import stats
+
+    from agents.eval.metrics import sample
+    from proxy_env.engine import candidates as skam
+
+    lm, n = request.getfixturevalue(kind), 1500
+    prompt = lm.encode_prompt("Tell me about the weather.")
+    rows = sample(lm, ["Tell me about the weather."], n, max_new_tokens=2, seed=0, batch_size=1, **POOL).ids[0]
+
+    def pvalue(tokens: list[int], context: list[int]) -> float:
+        pool = skam.truncate(lm.forward_full(context).logits[-1:], **POOL)
+        q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logprob_trunc[0].exp()) if p > 0}
+        assert len(q) >= 3, "a pool of several tokens, or the test means little"
+        counts = Counter(tokens)
+        assert set(counts) <= set(q), f"tokens outside the pool: {set(counts) - set(q)}"
+        total = sum(q.values())  # 1 up to float32 rounding, which scipy's sum check would reject
+        return float(stats.chisquare([counts[t] for t in q], [q[t] / total * len(tokens) for t in q]).pvalue)
+
+    assert pvalue([r[0] for r in rows], prompt) > 1e-3
+    top = Counter(r[0] for r in rows).most_common(1)[0][0]
+    assert pvalue([r[1] for r in rows if r[0] == top], prompt + [top]) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny_gpt2"])
+def test_sample_statistics_equal_the_separate_passes(kind, request, monkeypatch):
+    """NLL and Σ log q/p from the sampling pass equal response_nll and truncation_log_ratio, EOS-cut responses included."""
+    from agents.eval.metrics import response_nll, sample, truncation_log_ratio
+    from proxy_env.engine.lm import FrozenLM
+
+    lm = request.getfixturevalue(kind)
+    prompts = ["Hello!", "Tell me about the weather.", "x"]
+    plain = sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL)
+    frequent = Counter(t for row in plain.ids for r in row for t in r[1:]).most_common(1)[0][0]
+    monkeypatch.setattr(FrozenLM, "eos_token_ids", property(lambda self: [frequent]))  # some responses now stop early
+    drawn = sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL)
+    flat = [r for row in drawn.ids for r in row]
+    lengths = [len(r) for r in flat]
+    assert min(lengths) < 10 and all(r.index(frequent) == len(r) - 1 for r in flat if frequent in r), lengths
+    each = [p for p in prompts for _ in range(4)]
+    np.testing.assert_allclose(drawn.nll.ravel(), response_nll(lm, each, flat), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(drawn.log_ratio.ravel(), truncation_log_ratio(lm, each, flat, **POOL), rtol=1e-4, atol=1e-4)
+    assert sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL).ids == drawn.ids  # same seed, same samples
 
 
 def test_best_of_n_has_a_kl_from_the_untruncated_llm(tiny):

@@ -57,8 +57,9 @@ def _demo(args: argparse.Namespace) -> int:
         what = (f"PPO (observation 'prefix', potential-based reward shaping, KL penalty β={beta:g}) for {args.decisions:,} decisions "
                 f"on {args.num_envs} envs")
     print(f"loading {args.model!r} (default: SmolLM2-135M-Instruct), VADER reward, chatterbot prompts...", flush=True)
+    start = time.perf_counter()
     lm = resolve_lm(args.model, None)
-    print(f"training with {what} ...", flush=True)
+    print(f"loaded in {time.perf_counter() - start:.0f} s; training with {what} ...", flush=True)
     start = time.perf_counter()
     result = train_tilt(cfg, tilt, model=lm) if args.recipe == "tilt" else train(cfg, model=lm)
     print(f"trained {result.model.num_timesteps:,} decisions in {time.perf_counter() - start:.0f} s; proxy "
@@ -83,10 +84,21 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
     reward_fn = resolve_reward("default")
     print(f"evaluating on {len(prompts)} held-out prompts (same prompts and seeds for every agent) ...", flush=True)
     tick = lambda n, stage: None  # noqa: E731
-    env_kw = {"observation": "prefix"}
-    base = eval_proxy(lm, "always-accept", AlwaysAccept(), {}, None, prompts, reward_fn, cfg, tick)
-    rows = [base, *eval_best_of_n(lm, prompts, reward_fn, cfg, tick),
-            eval_proxy(lm, f"{args.recipe} proxy (sampled actions)", proxy, env_kw, None, prompts, reward_fn, cfg, tick, deterministic=False)]
+
+    def timed(what: str, run: Any) -> Any:
+        start = time.perf_counter()
+        out = run()
+        print(f"  {what}: {time.perf_counter() - start:.0f} s", flush=True)
+        return out
+
+    base = timed("always-accept (generate, score, exact KL)",
+                 lambda: eval_proxy(lm, "always-accept", AlwaysAccept(), {}, None, prompts, reward_fn, cfg, tick))
+    bon = timed(f"best-of-2 and best-of-4 ({4 + cfg.bon_reference} samples per prompt, {cfg.bon_reference} of them the KL's reference)",
+                lambda: eval_best_of_n(lm, prompts, reward_fn, cfg, tick))
+    tuned = timed("the proxy (generate, score, exact KL)",
+                  lambda: eval_proxy(lm, f"{args.recipe} proxy (sampled actions)", proxy, {"observation": "prefix"}, None, prompts,
+                                     reward_fn, cfg, tick, deterministic=False))
+    rows = [base, *bon, tuned]
     print("\n| agent | reward [95% CI] | gain vs always-accept, paired [95% CI] | win rate | KL from the LLM's sampler (nats) |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -59,29 +60,78 @@ def bon_kl_empirical(best: np.ndarray, reference: np.ndarray, n: int) -> np.ndar
     return np.where(ties > 0, tied, continuous)
 
 
-@torch.no_grad()
+class Samples(NamedTuple):
+    """``n`` sampled responses per prompt and what the LLM said about them while sampling."""
+
+    ids: list[list[list[int]]]  # [prompt][sample] token ids, cut after the first EOS (kept)
+    nll: np.ndarray  # (P, n) summed NLL of each response at temperature 1, untruncated (as response_nll)
+    log_ratio: np.ndarray  # (P, n) Σ_t log q_t/p_t at the sampled tokens: pool against tempered LLM (as truncation_log_ratio)
+
+
 def sample_ids(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float,
                temperature: float, seed: int, batch_size: int) -> list[list[list[int]]]:
-    """``n`` sampled responses (token ids, cut after the first EOS, which is kept) per prompt.
+    """``n`` sampled responses (token ids, cut after the first EOS, which is kept) per prompt: :func:`sample` without its statistics."""
+    return sample(lm, prompts, n, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p, temperature=temperature,
+                  seed=seed, batch_size=batch_size).ids
 
-    Hugging Face's sampler with the environment's truncation (temperature, top-k, top-p), seeded
-    with ``seed`` inside a forked RNG, ``batch_size`` prompts (``batch_size * n`` rows) per call.
+
+@torch.no_grad()
+def sample(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float,
+           temperature: float, seed: int, batch_size: int) -> Samples:
+    """``n`` responses per prompt from the environment's sampler: the tempered LLM truncated to its pool.
+
+    Each token is drawn from :func:`proxy_env.engine.candidates.truncate`'s pool (the support of
+    Hugging Face's temperature/top-k/top-p warpers, ties included) with the pool's renormalised
+    probabilities, the distribution HF's ``generate(do_sample=True)`` draws from, seeded with ``seed``
+    inside a forked RNG. Cheaper than ``generate``: each prompt is prefilled once and its cache
+    repeated ``n`` times, and the draw is over the pool's few columns, not the whole vocabulary. The
+    logits of the sampled tokens also give each response's NLL and ``Σ log q/p``, so no second forward
+    is needed for them. ``batch_size`` prompts (``batch_size * n`` rows) per call.
     """
-    eos = set(lm.eos_token_ids)
-    out: list[list[list[int]]] = []
+    from transformers import DynamicCache
+
+    from proxy_env.engine.candidates import truncate
+
+    eos = torch.tensor(lm.eos_token_ids, device=lm.device)
+    ids_out: list[list[list[int]]] = []
+    nll = np.zeros((len(prompts), n))
+    log_ratio = np.zeros((len(prompts), n))
     with torch.random.fork_rng(devices=[lm.device.index or 0] if lm.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
-            ids, mask = lm.left_pad([lm.encode_prompt(p) for p in chunk])
-            rows = lm.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True, top_k=top_k,
-                top_p=top_p, temperature=temperature, num_return_sequences=n, eos_token_id=lm.eos_token_ids,
-                pad_token_id=int(lm.tokenizer.pad_token_id),
-            )[:, ids.shape[1] :].tolist()  # (len(chunk) * n, T), prompt-major
+            ids, mask = lm.left_pad([lm.encode_prompt(p) for p in chunk])  # (b, W)
+            cache = DynamicCache()
+            kwargs = lm.cache_kwargs(cache)
+            out = lm.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **kwargs)
+            cache.batch_repeat_interleave(n)  # (b * n) rows, prompt-major: one prefill per prompt
+            logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (R, V)
+            mask = mask.repeat_interleave(n, 0)
+            position = mask.sum(-1, keepdim=True)  # (R, 1) the next token's position id
+            alive = torch.ones(len(logits), dtype=torch.bool, device=lm.device)
+            sums = torch.zeros(2, len(logits), dtype=torch.float64, device=lm.device)  # nll, log q/p
+            tokens = []
+            for t in range(max_new_tokens):
+                pool = truncate(logits, top_k, top_p, temperature)
+                col = torch.multinomial(pool.logprob_trunc.exp(), 1)  # (R, 1)
+                token = pool.tokens.gather(1, col)  # (R, 1)
+                step_nll = torch.logsumexp(logits, -1) - logits.gather(1, token).squeeze(1)
+                step_ratio = (pool.logprob_trunc.gather(1, col) - pool.logprob.gather(1, col)).squeeze(1)
+                sums += torch.stack([step_nll, step_ratio]).double() * alive
+                tokens.append(token)
+                alive &= ~torch.isin(token.squeeze(1), eos)
+                if t == max_new_tokens - 1 or not bool(alive.any()):
+                    break
+                mask = torch.cat([mask, torch.ones_like(token)], 1)
+                out = lm.model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **kwargs)
+                logits, position = out.logits[:, -1].float(), position + 1
+            rows = torch.cat(tokens, 1).tolist()
+            sums = sums.cpu().numpy().reshape(2, len(chunk), n)
+            nll[start : start + len(chunk)], log_ratio[start : start + len(chunk)] = sums
+            eos_set = set(lm.eos_token_ids)
             for i in range(len(chunk)):
-                out.append([_cut(row, eos) for row in rows[i * n : (i + 1) * n]])
-    return out
+                ids_out.append([_cut(row, eos_set) for row in rows[i * n : (i + 1) * n]])
+    return Samples(ids_out, nll, log_ratio)
 
 
 def _cut(row: list[int], eos: set[int]) -> list[int]:

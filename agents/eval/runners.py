@@ -11,7 +11,7 @@ import numpy as np
 from agents.accept import accept_model
 from agents.eval.results import AgentEval, BenchConfig, Ticker, read_finetune_meta
 from agents.eval.kl import Trajectory, finetuned_trajectory, trajectory
-from agents.eval.metrics import bon_kl_bound, bon_kl_empirical, response_nll, sample_ids, truncation_log_ratio
+from agents.eval.metrics import bon_kl_bound, bon_kl_empirical, sample, sample_ids
 from proxy_env.errors import ConfigError
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.rewards import RewardFn, score
@@ -119,12 +119,16 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
     top, ref = max(cfg.n), cfg.bon_reference
     start = time.perf_counter()
     samples: list[list[list[int]]] = []
+    nlls, ratios = [], []
     step = max(1, 8 * cfg.batch_size // (top + ref))  # prompts per call: about 8 * batch_size rows
     for s in range(0, len(prompts), step):
         chunk = prompts[s : s + step]
-        samples += sample_ids(lm, chunk, top + ref, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + s,
-                              batch_size=step, **_pool_kwargs(cfg))
+        drawn = sample(lm, chunk, top + ref, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + s, batch_size=step, **_pool_kwargs(cfg))
+        samples += drawn.ids
+        nlls.append(drawn.nll)
+        ratios.append(drawn.log_ratio)
         tick(len(chunk), "best-of-N: sample")
+    nll_all, ratio_all = np.concatenate(nlls), np.concatenate(ratios)  # (P, S) from the sampling pass's own logits
     texts = [[lm.decode(x) for x in row] for row in samples]
     flat = score(reward_fn, [p for p, row in zip(prompts, texts) for _ in row], [t for row in texts for t in row])
     rewards = flat.reshape(len(prompts), top + ref)  # (P, S)
@@ -132,15 +136,15 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
     best = {n: rewards[:, :n].argmax(1) for n in cfg.n}  # ties: the first
     chosen = {n: [samples[i][int(best[n][i])] for i in range(len(prompts))] for n in cfg.n}
     out = []
+    rows = np.arange(len(prompts))
     for n in sorted(cfg.n):
-        nll = response_nll(lm, prompts, chosen[n], batch_size=cfg.batch_size)
-        r_best = rewards[np.arange(len(prompts)), best[n]]
+        r_best = rewards[rows, best[n]]
         forwards = np.array([sum(len(x) for x in row[:n]) for row in samples], dtype=float)
         kl = bon_kl_empirical(r_best, rewards[:, top:], n)
         # KL(π || p) = KL(π || q) + E_π[log q/p]: the same reference as the fine-tuned models' KL
-        kl_untruncated = kl + truncation_log_ratio(lm, prompts, chosen[n], batch_size=cfg.batch_size, **_pool_kwargs(cfg))
+        kl_untruncated = kl + ratio_all[rows, best[n]]
         out.append(AgentEval(
-            f"best-of-{n}", "best-of-n", r_best, chosen[n], np.zeros(len(prompts)), nll,
+            f"best-of-{n}", "best-of-n", r_best, chosen[n], np.zeros(len(prompts)), nll_all[rows, best[n]],
             kl, kl_untruncated, forwards, per_sample * n,
             kl_method="estimate: log (π/q)(y*) from the reward CDF", kl_bound=bon_kl_bound(n),
             texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
