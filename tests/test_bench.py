@@ -154,8 +154,6 @@ POOL = {"top_k": 6, "top_p": 0.9, "temperature": 1.5}  # pools of several tokens
 @pytest.mark.parametrize("kind", ["tiny", "tiny_gpt2"])
 def test_sample_draws_each_token_from_its_pool(kind, request):
     """The first token and, after the most frequent first token, the second follow the pool's renormalised probabilities."""
-    from collections import Counter
-
     from scipy import stats
 
     from agents.eval.metrics import sample

@@ -92,7 +92,8 @@ def sample(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int,
 
     from proxy_env.engine.candidates import truncate
 
-    eos = torch.tensor(lm.eos_token_ids, device=lm.device)
+    eos_set = set(lm.eos_token_ids)
+    eos = torch.tensor(sorted(eos_set), device=lm.device)
     ids_out: list[list[list[int]]] = []
     nll = np.zeros((len(prompts), n))
     log_ratio = np.zeros((len(prompts), n))
@@ -128,7 +129,6 @@ def sample(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int,
             rows = torch.cat(tokens, 1).tolist()
             sums = sums.cpu().numpy().reshape(2, len(chunk), n)
             nll[start : start + len(chunk)], log_ratio[start : start + len(chunk)] = sums
-            eos_set = set(lm.eos_token_ids)
             for i in range(len(chunk)):
                 ids_out.append([_cut(row, eos_set) for row in rows[i * n : (i + 1) * n]])
     return Samples(ids_out, nll, log_ratio)

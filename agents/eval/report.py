@@ -149,7 +149,7 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         "ties it, log((F̂^N - F̂⁻^N)/(F̂ - F̂⁻)) where some do (all tied: 0) (agents/eval/metrics.py). The bound "
         "log N - (N-1)/N is exact only for continuous rewards (ties, frequent with VADER, lower the true KL). Samples are nested (best-of-N uses "
         "the first N of one sampling pass); its s/response is apportioned by N. Its KL vs the untruncated LLM adds "
-        "Σ_t log q/p of the chosen response (q the pool, p the untruncated LLM; agents/eval/metrics.py truncation_log_ratio), "
+        "Σ_t log q/p of the chosen response (q the pool, p the untruncated LLM; taken while sampling, agents/eval/metrics.py sample; truncation_log_ratio recomputes it), "
         "since KL(π‖p) = KL(π‖q) + E_π[log q/p].",
         "",
         f"Machine: {result.machine}. Command: `{command}`. Benchmark wall time: {result.wall_s:.0f} s.",

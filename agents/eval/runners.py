@@ -149,7 +149,7 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
             kl_method="estimate: log (π/q)(y*) from the reward CDF", kl_bound=bon_kl_bound(n),
             texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
         ))
-    tick(len(prompts), "best-of-N: perplexity")
+    tick(len(prompts), "best-of-N: score and KL")
     return out
 
 
