@@ -18,6 +18,9 @@ For each model and batch size, in one process and one run, side by side:
   a step, not a decision), ``forwards/step`` the batched LLM calls per env step (prefills included),
   ``row-fwd/decision`` the rows fed through the LLM per decision.
 
+The row-scaling table times the bare forward over fewer rows of the largest batch: it bounds what a
+mode in which a rejection needs no forward can reach (a step forwards only the rows that accepted).
+
 The memory run steps one env for ``--memory-steps`` steps and reports the resident set size at step
 2,000 and at the end.
 """
@@ -150,6 +153,16 @@ def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str
     return out
 
 
+def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = 60, forwards: int = 10) -> list[tuple[int, float]]:
+    """Seconds per bare one-token forward of n of ``num_envs`` rows (n = 1, B/4, B/2, the accepting share, B).
+
+    The ceiling of a mode in which a rejection costs no forward: a step forwards only the rows that
+    accepted, so at best it makes ``B`` decisions in the time of a forward of ``(1 - reject)·B`` rows.
+    """
+    sizes = sorted({1, max(1, num_envs // 4), max(1, num_envs // 2), max(1, round((1 - reject) * num_envs)), num_envs})
+    return [(n, Bare(lm, n, context + 1).seconds(context, forwards) / forwards) for n in sizes]
+
+
 def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
     venv = _venv(lm, 8, 32, top_p=1.0)
     venv.reset(seed=0)
@@ -192,6 +205,17 @@ def main() -> None:
                 bare = r["bare decisions/s"]
                 print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
                       f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
+    for name in args.models:
+        big = max(args.num_envs)
+        times = row_scaling(_load(name, device), big, args.reject)
+        full = dict(times)[big]
+        print(f"\n{name} model, bare one-token forward of n of {big} rows at 60 columns of context:\n")
+        print("| rows | ms / forward | rows/s | time vs the full batch |\n|---|---|---|---|")
+        for n, t in times:
+            print(f"| {n} | {t * 1e3:.1f} | {n / t:,.1f} | {t / full:.2f} |")
+        accepting = max(1, round((1 - args.reject) * big))
+        print(f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
+              f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s", flush=True)
     if args.memory_steps:
         rss_2k, rss_end, len_2k, len_end = memory_run(_load(args.memory_model, device), args.memory_steps)
         print(f"\nmemory ({args.memory_model} model, 8 envs, top_p=1.0): RSS at step 2,000 = {rss_2k:.0f} MB, at step "

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 
-def _random_walk(lm, steps: int = 80, rows: int = 3, seed: int = 0, tol: float = 1e-4):
+def _random_walk(lm, steps: int = 80, rows: int = 3, seed: int = 0, tol: float = 1e-4, dense_fraction: float | None = None):
     """Random commits, discards, row resets and compactions; every output checked against a full forward."""
     g = torch.Generator().manual_seed(seed)
     cache = lm.new_cache(rows)
+    if dense_fraction is not None:
+        cache.dense_fraction = dense_fraction
     seqs = [lm.encode_prompt(p) for p in ["hello there", "What is your name, my friend?", "ok"]][:rows]
     out = cache.reset_rows(torch.ones(rows, dtype=torch.bool), seqs)
     seqs = [list(s) for s in seqs]
@@ -48,11 +50,19 @@ def _random_walk(lm, steps: int = 80, rows: int = 3, seed: int = 0, tol: float =
     return checked, cache, seqs
 
 
+@pytest.mark.parametrize("dense_fraction", [0.0, 1.0], ids=["masked-full-batch", "sub-batch"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"], ids=["llama-rope", "gpt2-absolute"])
-def test_cached_steps_match_full_forward(arch, tiny, tiny_gpt2):
+def test_cached_steps_match_full_forward(arch, dense_fraction, tiny, tiny_gpt2, monkeypatch):
+    """Both ways of stepping some of the rows: all rows with the inactive ones masked, or a gathered sub-batch."""
+    from proxy_env.engine.row_cache import RowCache
+
     lm = tiny if arch == "llama" else tiny_gpt2
-    checked, cache, seqs = _random_walk(lm)
+    subsets = []
+    step_subset = RowCache._step_subset
+    monkeypatch.setattr(RowCache, "_step_subset", lambda self, *a: subsets.append(1) or step_subset(self, *a))
+    checked, cache, seqs = _random_walk(lm, dense_fraction=dense_fraction)
     assert checked > 100
+    assert (len(subsets) > 20) if dense_fraction == 1.0 else not subsets
 
 
 @pytest.mark.slow
