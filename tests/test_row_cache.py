@@ -63,6 +63,27 @@ def test_cached_steps_match_full_forward(arch, dense_fraction, tiny, tiny_gpt2, 
     checked, cache, seqs = _random_walk(lm, dense_fraction=dense_fraction)
     assert checked > 100
     assert (len(subsets) > 20) if dense_fraction == 1.0 else not subsets
+    assert cache.prefix_tokens_reused > 0  # the walk's prefills reused the chat template's head
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"], ids=["llama-rope", "gpt2-absolute"])
+def test_prefill_reuses_the_template_head_only_where_every_prompt_starts_with_it(arch, tiny, tiny_gpt2):
+    lm = tiny if arch == "llama" else tiny_gpt2
+    head = lm.template_prefix()
+    assert len(head) > 10 and lm.tokenizer.decode(head).startswith("<|im_start|>system")
+    templated = [lm.encode_prompt(p) for p in ["hi", "What is your name, my friend and neighbour?"]]
+    raw = lm.tokenizer("just some words", add_special_tokens=False)["input_ids"]  # no template head
+    for prompts, reused in [(templated, 2 * len(head)), (templated[:1] + [raw], 0)]:
+        cache = lm.new_cache(2)
+        out = cache.reset_rows(torch.ones(2, dtype=torch.bool), prompts)
+        assert cache.prefix_tokens_reused == reused
+        for i, prompt in enumerate(prompts):
+            ref = lm.forward_full(prompt)
+            torch.testing.assert_close(out.hidden[i], ref.hidden[-1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(out.logits[i], ref.logits[-1], atol=1e-4, rtol=1e-4)
+        step = cache.step(torch.tensor([5, 6]), torch.ones(2, dtype=torch.bool))  # the next token attends to the reused head
+        for i, prompt in enumerate(prompts):
+            torch.testing.assert_close(step.logits[i], lm.forward_full(prompt + [5 + i]).logits[-1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow

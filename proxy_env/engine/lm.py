@@ -220,6 +220,18 @@ class FrozenLM:
         messages = [{"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def template_prefix(self) -> list[int]:
+        """The tokens every prompt starts with once formatted: the chat template's head (system turn, user tag).
+
+        Found as the common prefix of a few probe prompts' tokens; empty without a chat template.
+        A prompt whose tokens happen not to start with it (a merge across the boundary) is checked
+        by the caller, so this is a hint, never an assumption.
+        """
+        if not self.use_chat_template:
+            return []
+        probes = [self.encode_prompt(p) for p in ("a", "Z", "1 2", "?", "Hello there")]
+        return list(os.path.commonprefix(probes))
+
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer(self.format_prompt(prompt), add_special_tokens=not self.use_chat_template)["input_ids"]
         if not ids:

@@ -128,6 +128,8 @@ class RowCache:
         self.dense_fraction = 1.0 if torch.device(device).type == "cpu" else 0.5
         self.forwards = 0  # batched model calls made (full batch or sub-batch)
         self.row_forwards = 0  # rows fed through the model, summed over calls
+        self.prefix_tokens_reused = 0  # prompt tokens not fed at prefill: the shared prefix's keys/values were reused
+        self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # built at first use
 
     @property
     def mask(self) -> torch.Tensor:
@@ -168,10 +170,22 @@ class RowCache:
 
         index = rows.nonzero().squeeze(1)
         assert len(index) == len(prompts) > 0, "one prompt per selected row"
-        ids, pmask = self.lm.left_pad(prompts)  # (n, P)
-        width = ids.shape[1]
-        position_ids = (pmask.cumsum(-1) - 1).clamp(min=0)  # (n, P)
+        prefix, prefix_kv = self._shared_prefix()
+        k = len(prefix)
         fresh = DynamicCache()
+        if k and all(len(p) > k and p[:k] == prefix for p in prompts):
+            # Every prompt starts with the chat template's fixed head: its keys/values are computed once
+            # and reused, and only the rest of each prompt is fed (left-padded after the head, masked).
+            n = len(prompts)
+            ids, tail_mask = self.lm.left_pad([p[k:] for p in prompts])  # (n, P - k)
+            pmask = torch.cat([tail_mask.new_ones(n, k), tail_mask], 1)  # (n, P)
+            for i, (keys, values) in enumerate(prefix_kv):
+                fresh.update(keys.expand(n, -1, -1, -1).clone(), values.expand(n, -1, -1, -1).clone(), i)
+            self.prefix_tokens_reused += n * k
+        else:
+            ids, pmask = self.lm.left_pad(prompts)  # (n, P)
+        width = pmask.shape[1]
+        position_ids = (pmask.cumsum(-1) - 1).clamp(min=0)[:, width - ids.shape[1] :]  # (n, ids width)
         out = self._forward(ids, pmask, position_ids, fresh)
         if not self.layers:
             self._init_layers(fresh)
@@ -190,6 +204,25 @@ class RowCache:
         self.pos[index] = pmask.sum(-1)
         self.pending[index] = -1
         return out
+
+    def _shared_prefix(self) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The tokens every templated prompt starts with, and their keys/values per layer (batch 1).
+
+        Empty without a chat template. A causal LM's keys/values of a prefix depend on the prefix
+        alone, so reusing them is exact; :meth:`reset_rows` checks each prompt's tokens against it.
+        """
+        if self._prefix is None:
+            from transformers import DynamicCache
+
+            prefix = self.lm.template_prefix()
+            kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+            if prefix:
+                cache = DynamicCache()
+                ids = torch.tensor([prefix], dtype=torch.long, device=self.lm.device)
+                self.lm.model(input_ids=ids, use_cache=True, **self.lm.cache_kwargs(cache))
+                kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self._prefix = (prefix, kv)
+        return self._prefix
 
     def _init_layers(self, like: Any) -> None:
         for new in like.layers:
