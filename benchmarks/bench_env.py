@@ -153,7 +153,10 @@ def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str
     return out
 
 
-def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = 60, forwards: int = 10) -> list[tuple[int, float]]:
+ROW_SCALING_CONTEXT = 60  # columns per row in the row-scaling table (the env's mean context at 64-token responses)
+
+
+def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_SCALING_CONTEXT, forwards: int = 10) -> list[tuple[int, float]]:
     """Seconds per bare one-token forward of n of ``num_envs`` rows (n = 1, B/4, B/2, the accepting share, B).
 
     The ceiling of a mode in which a rejection costs no forward: a step forwards only the rows that
@@ -197,19 +200,20 @@ def main() -> None:
     print("| model | num_envs | mode | env decisions/s | bare decisions/s | env / bare | env steps/s | forwards/step "
           "| row-fwd/decision | mean context |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    loaded: dict[str, FrozenLM] = {}
     for name in args.models:
-        lm = _load(name, device)
+        lm = loaded[name] = _load(name, device)
         for n in args.num_envs:
             for mode in args.modes:
                 r = side_by_side(lm, n, mode, args)
                 bare = r["bare decisions/s"]
                 print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
                       f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
-    for name in args.models:
+    for name, lm in loaded.items():
         big = max(args.num_envs)
-        times = row_scaling(_load(name, device), big, args.reject)
+        times = row_scaling(lm, big, args.reject, context=ROW_SCALING_CONTEXT)
         full = dict(times)[big]
-        print(f"\n{name} model, bare one-token forward of n of {big} rows at 60 columns of context:\n")
+        print(f"\n{name} model, bare one-token forward of n of {big} rows at {ROW_SCALING_CONTEXT} columns of context:\n")
         print("| rows | ms / forward | rows/s | time vs the full batch |\n|---|---|---|---|")
         for n, t in times:
             print(f"| {n} | {t * 1e3:.1f} | {n / t:,.1f} | {t / full:.2f} |")
@@ -217,7 +221,8 @@ def main() -> None:
         print(f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
               f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s", flush=True)
     if args.memory_steps:
-        rss_2k, rss_end, len_2k, len_end = memory_run(_load(args.memory_model, device), args.memory_steps)
+        memory_lm = loaded.get(args.memory_model) or _load(args.memory_model, device)
+        rss_2k, rss_end, len_2k, len_end = memory_run(memory_lm, args.memory_steps)
         print(f"\nmemory ({args.memory_model} model, 8 envs, top_p=1.0): RSS at step 2,000 = {rss_2k:.0f} MB, at step "
               f"{args.memory_steps:,} = {rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}")
 

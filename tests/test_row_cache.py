@@ -73,7 +73,7 @@ def test_prefill_reuses_the_template_head_only_where_every_prompt_starts_with_it
     assert len(head) > 10 and lm.tokenizer.decode(head).startswith("<|im_start|>system")
     templated = [lm.encode_prompt(p) for p in ["hi", "What is your name, my friend and neighbour?"]]
     raw = lm.tokenizer("just some words", add_special_tokens=False)["input_ids"]  # no template head
-    for prompts, reused in [(templated, 2 * len(head)), (templated[:1] + [raw], 0)]:
+    for prompts, reused in [(templated, 2 * len(head)), (templated[:1] + [raw], 0), (templated[:1] + [head], 0)]:
         cache = lm.new_cache(2)
         out = cache.reset_rows(torch.ones(2, dtype=torch.bool), prompts)
         assert cache.prefix_tokens_reused == reused

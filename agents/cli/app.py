@@ -19,8 +19,7 @@ from agents.cli.flags import add_config_flags
 _SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
 DEMO_BETA = {"tilt": 0.2, "ppo": 0.05}  # --kl-coef when not given, per --recipe
 DEMO_DECISIONS = 4096
-# 12 passes over the 4,096 positions: with 6 the demo's gain was +0.137 [+0.010, +0.263] and, after a change of float
-# rounding in the prefill, +0.119 [-0.014, +0.251]; with 12, +0.277 [+0.154, +0.401] at 1.08 nats, 8 s more (BENCHMARKS.md).
+# Passes over the 4,096 positions: with 6 the proxy underfits and its gain's CI sat at zero; 12 cost seconds (BENCHMARKS.md).
 DEMO_TILT_EPOCHS = 12
 
 

@@ -77,19 +77,26 @@ def bon_frontier(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     return kl, np.array([base["reward"]] + [r["reward"] for r in bon])
 
 
+def phi(row: dict[str, Any], kl: np.ndarray, reward: np.ndarray) -> float:
+    """φ = (R - R_base) / (R_BoN(KL) - R_base) of ``row`` on the curve ``bon_frontier`` returns; NaN where undefined.
+
+    Undefined for best-of-N and fine-tuned rows, without a KL, beyond the curve's last KL, or where
+    the curve is not above always-accept at the row's KL.
+    """
+    if len(kl) < 2 or row["kind"] in ("best-of-n", "finetune") or math.isnan(row["kl"]) or row["kl"] > kl[-1]:
+        return math.nan
+    frontier = float(np.interp(max(row["kl"], 0.0), kl, reward))
+    return (row["reward"] - reward[0]) / (frontier - reward[0]) if frontier > reward[0] else math.nan
+
+
 def _frontier_scores(rows: list[dict[str, Any]]) -> None:
-    """φ = (R - R_base) / (R_BoN(KL) - R_base), best-of-N interpolated at the row's KL; and the collapse flag."""
+    """φ (:func:`phi`) of every row, and the collapse flag."""
     kl, reward = bon_frontier(rows)
     bon16 = next((r for r in rows if r["agent"] == "best-of-16"), None)
     ppl_cap = bon16["perplexity"] + MAX_PERPLEXITY_OVER_BON16 if bon16 is not None else math.inf
     for row in rows:
         row["collapsed"] = bool(row["distinct_2"] < MIN_DISTINCT_2 or row["perplexity"] > ppl_cap)
-        row["phi"] = math.nan
-        if len(kl) < 2 or row["kind"] in ("best-of-n", "finetune") or math.isnan(row["kl"]) or row["kl"] > kl[-1]:
-            continue
-        frontier = float(np.interp(max(row["kl"], 0.0), kl, reward))
-        if frontier > reward[0]:
-            row["phi"] = (row["reward"] - reward[0]) / (frontier - reward[0])
+        row["phi"] = phi(row, kl, reward)
 
 
 def _fmt(row: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -293,7 +300,7 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
             earlier = list(csv.DictReader(fh))
     except OSError as exc:
         raise ConfigError(f"frontier_from={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`.") from exc
-    parsed = [{k: _parse(k, v) for k, v in r.items()} for r in earlier]
+    parsed = [_parse_row(r) for r in earlier]
     old = next((r for r in parsed if r.get("agent") == "always-accept"), None)
     new = next((r for r in rows or [] if r["agent"] == "always-accept"), None)
     bon = [r for r in parsed if r.get("kind") == "best-of-n"]
@@ -304,6 +311,21 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
             raise ConfigError(f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs {new[key]} here "
                               "(different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead.")
     return bon
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` that ``proxy-rlhf bench`` wrote, numbers parsed."""
+    from proxy_env.errors import ConfigError
+
+    try:
+        with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
+            return [_parse_row(r) for r in csv.DictReader(fh)]
+    except OSError as exc:
+        raise ConfigError(f"results={str(path)!r} cannot be read ({exc}); pass the results.csv of a `proxy-rlhf bench` run.") from exc
+
+
+def _parse_row(row: dict[str, str]) -> dict[str, Any]:
+    return {k: _parse(k, v) for k, v in row.items()}
 
 
 def _parse(key: str, value: str) -> Any:

@@ -230,7 +230,12 @@ class FrozenLM:
         if not self.use_chat_template:
             return []
         probes = [self.encode_prompt(p) for p in ("a", "Z", "1 2", "?", "Hello there")]
-        return list(os.path.commonprefix(probes))
+        head: list[int] = []
+        for column in zip(*probes):
+            if len(set(column)) > 1:
+                break
+            head.append(column[0])
+        return head
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer(self.format_prompt(prompt), add_special_tokens=not self.use_chat_template)["input_ids"]

@@ -180,7 +180,7 @@ class RowCache:
             ids, tail_mask = self.lm.left_pad([p[k:] for p in prompts])  # (n, P - k)
             pmask = torch.cat([tail_mask.new_ones(n, k), tail_mask], 1)  # (n, P)
             for i, (keys, values) in enumerate(prefix_kv):
-                fresh.update(keys.expand(n, -1, -1, -1).clone(), values.expand(n, -1, -1, -1).clone(), i)
+                fresh.update(keys.expand(n, -1, -1, -1), values.expand(n, -1, -1, -1), i)  # update copies them
             self.prefix_tokens_reused += n * k
         else:
             ids, pmask = self.lm.left_pad(prompts)  # (n, P)
@@ -209,7 +209,10 @@ class RowCache:
         """The tokens every templated prompt starts with, and their keys/values per layer (batch 1).
 
         Empty without a chat template. A causal LM's keys/values of a prefix depend on the prefix
-        alone, so reusing them is exact; :meth:`reset_rows` checks each prompt's tokens against it.
+        alone, so reusing them is exact up to float rounding (a batch-1 forward rounds differently
+        from a batched one: outputs move in the last bits against a full prefill, and a seeded run
+        is not bit-identical to one before this reuse). :meth:`reset_rows` checks each prompt's
+        tokens against it. Its one forward counts in :attr:`forwards`.
         """
         if self._prefix is None:
             from transformers import DynamicCache
@@ -219,6 +222,8 @@ class RowCache:
             if prefix:
                 cache = DynamicCache()
                 ids = torch.tensor([prefix], dtype=torch.long, device=self.lm.device)
+                self.forwards += 1
+                self.row_forwards += 1
                 self.lm.model(input_ids=ids, use_cache=True, **self.lm.cache_kwargs(cache))
                 kv = [(layer.keys, layer.values) for layer in cache.layers]
             self._prefix = (prefix, kv)
