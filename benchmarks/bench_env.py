@@ -156,13 +156,18 @@ def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str
 ROW_SCALING_CONTEXT = 60  # columns per row in the row-scaling table (the env's mean context at 64-token responses)
 
 
+def _accepting(num_envs: int, reject: float) -> int:
+    """Rows of ``num_envs`` that accept at rejection rate ``reject`` (at least one)."""
+    return max(1, round((1 - reject) * num_envs))
+
+
 def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_SCALING_CONTEXT, forwards: int = 10) -> list[tuple[int, float]]:
     """Seconds per bare one-token forward of n of ``num_envs`` rows (n = 1, B/4, B/2, the accepting share, B).
 
     The ceiling of a mode in which a rejection costs no forward: a step forwards only the rows that
     accepted, so at best it makes ``B`` decisions in the time of a forward of ``(1 - reject)·B`` rows.
     """
-    sizes = sorted({1, max(1, num_envs // 4), max(1, num_envs // 2), max(1, round((1 - reject) * num_envs)), num_envs})
+    sizes = sorted({1, max(1, num_envs // 4), max(1, num_envs // 2), _accepting(num_envs, reject), num_envs})
     return [(n, Bare(lm, n, context + 1).seconds(context, forwards) / forwards) for n in sizes]
 
 
@@ -211,13 +216,13 @@ def main() -> None:
                       f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
     for name, lm in loaded.items():
         big = max(args.num_envs)
-        times = row_scaling(lm, big, args.reject, context=ROW_SCALING_CONTEXT)
+        times = row_scaling(lm, big, args.reject)
         full = dict(times)[big]
         print(f"\n{name} model, bare one-token forward of n of {big} rows at {ROW_SCALING_CONTEXT} columns of context:\n")
         print("| rows | ms / forward | rows/s | time vs the full batch |\n|---|---|---|---|")
         for n, t in times:
             print(f"| {n} | {t * 1e3:.1f} | {n / t:,.1f} | {t / full:.2f} |")
-        accepting = max(1, round((1 - args.reject) * big))
+        accepting = _accepting(big, args.reject)
         print(f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
               f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s", flush=True)
     if args.memory_steps:

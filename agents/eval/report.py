@@ -295,12 +295,7 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
     """
     from proxy_env.errors import ConfigError
 
-    try:
-        with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
-            earlier = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ConfigError(f"frontier_from={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`.") from exc
-    parsed = [_parse_row(r) for r in earlier]
+    parsed = read_rows(path, argument="frontier_from")
     old = next((r for r in parsed if r.get("agent") == "always-accept"), None)
     new = next((r for r in rows or [] if r["agent"] == "always-accept"), None)
     bon = [r for r in parsed if r.get("kind") == "best-of-n"]
@@ -313,19 +308,15 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
     return bon
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``results.csv`` that ``proxy-rlhf bench`` wrote, numbers parsed."""
+def read_rows(path: str | Path, argument: str = "results") -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` that ``proxy-rlhf bench`` wrote, numbers parsed; ``argument`` names it in errors."""
     from proxy_env.errors import ConfigError
 
     try:
         with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
-            return [_parse_row(r) for r in csv.DictReader(fh)]
+            return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(fh)]
     except OSError as exc:
-        raise ConfigError(f"results={str(path)!r} cannot be read ({exc}); pass the results.csv of a `proxy-rlhf bench` run.") from exc
-
-
-def _parse_row(row: dict[str, str]) -> dict[str, Any]:
-    return {k: _parse(k, v) for k, v in row.items()}
+        raise ConfigError(f"{argument}={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`.") from exc
 
 
 def _parse(key: str, value: str) -> Any:
