@@ -27,7 +27,11 @@ It runs in two phases:
 
 What it leaves out (its bias): the effect of a token on the rest of the response. ``Δ`` is the change of
 the score *now*; a word that makes later words less positive is not charged for them. β is the tilt's
-temperature: the KL per response falls as β grows.
+temperature: the KL per response falls as β grows. ``TiltConfig.tilt_future`` adds an estimate of that
+missing part: the reward change still to come after each candidate under the LLM's own sampler,
+``E_q[R − Φ(s + y)]``, regressed (ridge, linear in the candidate's observation) on the collected responses'
+final rewards (:func:`future_values`), so the fit tilts toward ``q·exp(Q_q/β)`` with ``Q_q(s, y) = E_q[R | s, y]``
+(the first-order value of controlled decoding) instead of the myopic ``q·exp(Δ/β)``.
 """
 
 from __future__ import annotations
@@ -48,13 +52,13 @@ from agents.policies import param_report
 from agents.saving.checkpoint import lock_save_dir, save_or_rescue
 from agents.train import TrainConfig, TrainResult, _build, _save, env_kwargs, make_sb3_env, resolve_lm
 from proxy_env.config import Action
-from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
+from proxy_env.engine.steering import kl_divergence, pool_embedding, prefix_observation, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import score
 
 # TrainConfig fields this backend does not use: (field, value that means "off")
 _UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("kl_target", None), ("save_freq", 0), ("time_limit_s", 0.0))
-DATA_VERSION = 1
+DATA_VERSION = 2  # 2: Positions.togo
 
 
 def _help(text: str) -> dict[str, str]:
@@ -72,6 +76,9 @@ class TiltConfig:
         "file caching the collected pools and reward changes (--backend tilt): reused when its settings match, written otherwise"))
     tilt_grid_step: float = field(default=0.2, metadata=_help(
         "quadrature step of the steered distribution during the fit (--backend tilt; the KL in bench is exact to 1e-6)"))
+    tilt_future: bool = field(default=False, metadata=_help(
+        "add to each candidate's reward change a ridge estimate of the change still to come after it, "
+        "E_q[R - Phi(s+y)], fitted on the collected responses (--backend tilt)"))
 
 
 class Positions(NamedTuple):
@@ -82,13 +89,16 @@ class Positions(NamedTuple):
     logprob: torch.Tensor  # (N, K) float32 tempered log-probabilities (-1e4 on padding)
     logq: torch.Tensor  # (N, K) float32 pool log-probabilities (-1e4 on padding)
     delta: torch.Tensor  # (N, K) float32 reward change of each candidate, centred under q (0 on padding)
+    # (N,) float32 R − Φ(s + y) of the candidate the sampler took (offer index 0): the reward change still to come
+    # after it in that response; NaN where the response did not end within the collection
+    togo: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
     def take(self, index: Any) -> Positions:
         """The positions at ``index`` (a slice, or a tensor of indices)."""
-        return Positions(*[x[index] for x in self])
+        return Positions(*[None if x is None else x[index] for x in self])
 
     @property
     def valid(self) -> torch.Tensor:
@@ -163,6 +173,15 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
             data = collect(env.unwrapped, cfg.total_timesteps, seed=cfg.seed, progress=cfg.progress_bar, stop=stop, logger=logger)
             if tilt.tilt_data and stop.received is None:
                 save_positions(tilt.tilt_data, key, data)
+        if tilt.tilt_future:
+            future, report = future_values(lm, data, seed=cfg.seed)
+            data = Positions(*data[:4], data.delta + future, data.togo)  # (not _replace: __len__ counts positions)
+            print(f"tilt future: held-out R² {report['r2_heldout']:.4f} (the position alone: {report['r2_position_only']:.4f}), "
+                  f"ridge {report['ridge']:g}, {report['positions']:.0f} positions", flush=True)
+            if logger is not None:
+                for name, value in report.items():
+                    logger.record(f"tilt/future_{name}", value)
+                logger.dump(0)
         balance_norm(agent, lm, data)
         history = [] if stop.received else fit(agent, lm, data, beta=cfg.kl_coef, epochs=tilt.tilt_epochs, warmup_epochs=tilt.tilt_warmup_epochs,
                                               lr=cfg.learning_rate or 3e-3, batch_size=cfg.batch_size or 256, seed=cfg.seed,
@@ -203,12 +222,16 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
 
     ``venv``: a :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` with ``observation="prefix"``.
     Each step scores, in one batched reward call, the response so far extended by each candidate of each
-    env's pool; ``Δ`` is centred under ``q`` (a per-position constant does not move the tilt).
+    env's pool; ``Δ`` is centred under ``q`` (a per-position constant does not move the tilt). When a
+    response ends, each of its positions gets ``togo = R − Φ(s + y)`` for the token the sampler took.
     """
     hidden_size = venv.lm.hidden_size
     venv.reset(seed=seed)
     accept = np.full(venv.num_envs, int(Action.ACCEPT))
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in Positions._fields}
+    taken_phi: list[float] = []  # Φ(s + y) of the token taken at each recorded position
+    togo: list[float] = []  # filled when the position's response ends
+    open_rows: list[list[int]] = [[] for _ in range(venv.num_envs)]  # recorded positions of each env's running response
     done, start = 0, time.perf_counter()
     bar = _bar(decisions, "decision", "collect", progress)
     while done < decisions and not (stop is not None and stop.received):
@@ -232,7 +255,15 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
             parts["logprob"].append(obs[:, :, -2].clone())  # clones: a view would keep every step's whole obs alive
             parts["logq"].append(obs[:, :, -1].clone())
             parts["delta"].append(centred.float())
-        venv.step(accept)
+            for j, i in enumerate(rows):  # under always-accept the candidate on offer first (index 0) is the one taken
+                open_rows[i].append(len(taken_phi))
+                taken_phi.append(float(phi[j, 0]))
+                togo.append(math.nan)
+        _, _, _, _, info = venv.step(accept)
+        for i, final in _finished(info):
+            for n in open_rows[i]:
+                togo[n] = final - taken_phi[n]
+            open_rows[i] = []
         done += venv.num_envs
         bar.update(venv.num_envs)
     bar.close()
@@ -243,7 +274,16 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
         raise ConfigError(f"total_timesteps={decisions}: no position with two or more candidates was collected; raise it.")
     width = max(t.shape[1] for t in parts["tokens"])
     pads = {"tokens": 0, "logprob": -1e4, "logq": -1e4, "delta": 0.0}
-    return Positions(*[torch.cat([_pad(t, width, pads[name]) if name in pads else t for t in parts[name]]) for name in Positions._fields])
+    fields = [torch.cat([_pad(t, width, pads[name]) if name in pads else t for t in parts[name]]) for name in Positions._fields[:-1]]
+    return Positions(*fields, torch.tensor(togo, dtype=torch.float32))
+
+
+def _finished(info: dict[str, Any]) -> list[tuple[int, float]]:
+    """(env, raw reward) of each response that ended this step, from a step's ``info`` (either autoreset mode)."""
+    end, mask = (info["final_info"], info["_final_info"]) if "final_info" in info else (info, info.get("_reward_raw"))
+    if mask is None:
+        return []
+    return [(int(i), float(end["reward_raw"][i])) for i in np.flatnonzero(mask)]
 
 
 def _pad(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
@@ -275,7 +315,7 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
     try:
         raw = torch.load(target, map_location="cpu", weights_only=True)
         stored = raw["key"]
-        data = Positions(*[raw[name] for name in Positions._fields])
+        data = Positions(*[raw[name] for name in Positions._fields[:-1]], raw.get("togo"))
     except Exception as exc:  # noqa: BLE001  any unreadable file: say which and how to fix, touch nothing
         raise ConfigError(f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
                           "pass a new path or delete it.") from exc
@@ -344,6 +384,66 @@ def balance_norm(agent: Any, lm: Any, data: Positions, sample: int = 1024) -> li
             for b, scale in zip(blocks, scales):
                 module.net[0].weight[b] = scale
     return scales
+
+
+RIDGE_GRID = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # ridge strengths tried (on standardised features) by future_values
+
+
+@torch.no_grad()
+def future_values(lm: Any, data: Positions, *, seed: int = 0, holdout: float = 0.2, chunk: int = 2048) -> tuple[torch.Tensor, dict[str, float]]:
+    """(N, K) centred estimate of ``E_q[R − Φ(s + y)]`` for every candidate, and a report of the regression.
+
+    A ridge regression of ``data.togo`` (the reward change that was still to come after the token the
+    LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its strength
+    chosen on a held-out ``holdout`` share of the positions, then refitted on all of them. Linear, so a
+    candidate's estimate is ``e·w_e + w_p log p + w_q log q`` plus what every candidate of the position
+    shares (``h``, ``ē``), which centring under ``q`` removes. The report holds the held-out R² of
+    this model and of the position-only model (``h``, ``ē``), the chosen strength and the positions used:
+    what the candidate adds beyond its position is the difference of the two R².
+    """
+    h = lm.hidden_size
+    if data.togo is None:
+        raise ConfigError("--tilt-future needs tilt data collected with the reward still to come (data version 2); pass a new --tilt-data path.")
+    rows = torch.isfinite(data.togo).nonzero().squeeze(1)
+    if len(rows) < 10:
+        raise ConfigError(f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps.")
+    part = data.take(rows)
+    x = torch.cat([prefix_observation(lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1],
+                                      pool_mean=pool_embedding(lm, b.tokens, b.logq))[:, 0]
+                   for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))]).double()
+    y = part.togo.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    z = (x - mean) / std
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(len(y) * holdout))
+    test, train = perm[:cut], perm[cut:]
+    position_only = torch.cat([torch.arange(h), torch.arange(2 * h, 3 * h)])
+
+    def solve(cols: torch.Tensor, idx: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = z[idx][:, cols], y[idx]
+        w = torch.linalg.solve(a.T @ a + lam * torch.eye(len(cols), dtype=a.dtype), a.T @ (b - b.mean()))
+        return w, b.mean()
+
+    def r2(cols: torch.Tensor) -> tuple[float, float]:
+        best = (-math.inf, RIDGE_GRID[0])
+        for lam in RIDGE_GRID:
+            w, b = solve(cols, train, lam)
+            resid = y[test] - b - z[test][:, cols] @ w
+            best = max(best, (float(1 - resid.pow(2).mean() / (y[test] - y[test].mean()).pow(2).mean()), lam))
+        return best
+
+    everything = torch.arange(x.shape[1])
+    r2_all, lam = r2(everything)
+    r2_position, _ = r2(position_only)
+    w, _ = solve(everything, torch.arange(len(y)), lam)
+    w = w / std  # back to the observation's own units
+    w_e, w_p, w_q = w[h : 2 * h], w[3 * h], w[3 * h + 1]
+    per_token = lm.model.get_input_embeddings().weight.double() @ w_e.to(lm.model.get_input_embeddings().weight.device).double()
+    g = per_token.cpu()[data.tokens] + w_p * data.logprob.double() + w_q * data.logq.double()
+    q = data.q()
+    g = torch.where(q > 0, g - (q * torch.where(q > 0, g, 0.0)).sum(-1, keepdim=True), 0.0)
+    report = {"r2_heldout": r2_all, "r2_position_only": r2_position, "ridge": lam, "positions": float(len(y))}
+    return g.float(), report
 
 
 def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: float, batch_size: int, seed: int = 0,

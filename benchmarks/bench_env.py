@@ -20,6 +20,9 @@ For each model and batch size, in one process and one run, side by side:
 
 The row-scaling table times the bare forward over fewer rows of the largest batch: it bounds what a
 mode in which a rejection needs no forward can reach (a step forwards only the rows that accepted).
+For each ``prefix`` mode at the largest batch, the MDP's ceiling follows from the rows that mode
+actually fed per step (accepted and forced candidates, and new episodes' prefills, each counted as one
+row): a step that cost no more than a bare forward of that many rows.
 
 The memory run steps one env for ``--memory-steps`` steps and reports the resident set size at step
 2,000 and at the end.
@@ -171,6 +174,24 @@ def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_S
     return [(n, Bare(lm, n, context + 1).seconds(context, forwards) / forwards) for n in sizes]
 
 
+def mdp_ceiling(lm: FrozenLM, r: dict[str, float], num_envs: int, full: float, context: int = ROW_SCALING_CONTEXT,
+                forwards: int = 10) -> tuple[float, float, float]:
+    """(decisions per step, rows fed per step, ceiling) of a measured run ``r`` of ``side_by_side``.
+
+    The ceiling is the env/bare ratio of a step that costs exactly a bare one-token forward of the
+    rows it fed (``full``: seconds of the bare forward of all ``num_envs`` rows; more rows than
+    ``num_envs``, from chained forwards, are charged ``full`` pro rata): forced steps are steps
+    without a decision and prefills are rows the bare forward never feeds, so they lower it.
+    """
+    decisions = r["decisions/s"] / r["steps/s"] * num_envs
+    rows = r["row-fwd/decision"] * decisions
+    if rows > num_envs:  # chained forwards: charged pro rata, which a forward of fewer rows never beats on a CPU
+        seconds = full * rows / num_envs
+    else:
+        seconds = Bare(lm, max(1, round(rows)), context + 1).seconds(context, forwards) / forwards
+    return decisions, rows, decisions / num_envs * full / seconds
+
+
 def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
     venv = _venv(lm, 8, 32, top_p=1.0)
     venv.reset(seed=0)
@@ -206,11 +227,12 @@ def main() -> None:
           "| row-fwd/decision | mean context |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     loaded: dict[str, FrozenLM] = {}
+    runs: dict[tuple[str, int, str], dict[str, float]] = {}
     for name in args.models:
         lm = loaded[name] = _load(name, device)
         for n in args.num_envs:
             for mode in args.modes:
-                r = side_by_side(lm, n, mode, args)
+                r = runs[name, n, mode] = side_by_side(lm, n, mode, args)
                 bare = r["bare decisions/s"]
                 print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
                       f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
@@ -225,6 +247,12 @@ def main() -> None:
         accepting = _accepting(big, args.reject)
         print(f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
               f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s", flush=True)
+        for mode in (m for m in args.modes if m.startswith("prefix")):
+            r = runs[name, big, mode]
+            decisions, rows, ceiling = mdp_ceiling(lm, r, big, full)
+            print(f"{mode} at {big} envs fed {rows:.1f} rows per step for {decisions:.1f} decisions: a step costing a bare "
+                  f"forward of those rows would reach {ceiling:.2f}x (measured: "
+                  f"{r['decisions/s'] / r['bare decisions/s']:.2f}x)", flush=True)
     if args.memory_steps:
         memory_lm = loaded.get(args.memory_model) or _load(args.memory_model, device)
         rss_2k, rss_end, len_2k, len_end = memory_run(memory_lm, args.memory_steps)

@@ -128,9 +128,17 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     def no_collect(*args, **kwargs):
         raise AssertionError("collected again")
 
+    fitted = []
+    real_fit = agents.tilt.fit
     monkeypatch.setattr(agents.tilt, "collect", no_collect)
+    monkeypatch.setattr(agents.tilt, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw))
     again = train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
     assert len(again.kl_history) == 1
+    # --tilt-future fits the same positions with Δ + the estimated reward to come
+    train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt"), tilt_future=True), model=tiny, reward=_length_reward)
+    base, future = fitted
+    assert torch.equal(future.tokens, base.tokens) and not torch.equal(future.delta, base.delta)
+    assert torch.allclose(future.delta, base.delta + agents.tilt.future_values(tiny, base)[0])
     with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
         train_tilt(_cfg(seed=1), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
 
@@ -182,3 +190,52 @@ def test_balance_norm_gives_every_block_of_the_prefix_observation_unit_scale(tin
     h = tiny.hidden_size
     for block in (slice(0, h), slice(h, 2 * h), slice(2 * h, 3 * h)):
         assert float(out[:, block].std()) == pytest.approx(1.0, rel=0.05)
+
+
+def test_collect_records_the_reward_still_to_come_after_the_taken_token(tiny):
+    kwargs = dict(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=4, observation="prefix", top_k=6, top_p=1.0,
+                  reward=_length_reward)
+    data = collect(ProxyRLHFVectorEnv(**kwargs), 10, seed=5)
+    # replay the same seeded sampler: togo = R − Φ(response up to the taken token), R = Φ(the whole response)
+    venv = ProxyRLHFVectorEnv(**kwargs)
+    venv.reset(seed=5)
+    expected, episode = [], []
+    for _ in range(10):
+        if int(venv.pool_observations().size[0]) >= 2:  # collect records only positions with a choice
+            _, response = venv.prefixes()
+            episode.append(response[0] + [int(venv.pool_observations().tokens[0, 0])])
+        _, _, terminated, truncated, info = venv.step(np.ones(1, dtype=np.int64))
+        if terminated[0] or truncated[0]:
+            final = info["final_info"]["reward_raw"][0]
+            expected += [final - len(tiny.decode(ids)) for ids in episode]
+            episode = []
+    expected += [math.nan] * len(episode)  # the response still running when the collection stops
+    assert len(data.togo) == len(expected) and len(expected) > len(episode) > 0
+    assert torch.allclose(data.togo, torch.tensor(expected, dtype=torch.float32), equal_nan=True)
+
+
+def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
+    # synthetic positions whose reward to come is linear in the taken candidate's embedding and log q, plus a term of
+    # the prefix alone: the estimate of every candidate is the candidate part, centred under q (the prefix part cancels)
+    from agents.tilt import future_values
+
+    gen = torch.Generator().manual_seed(0)
+    n, k, h = 3000, 4, tiny.hidden_size
+    tokens = torch.randint(1, tiny.vocab_size, (n, k), generator=gen)
+    logq = torch.log_softmax(torch.randn(n, k, generator=gen), -1)
+    logprob = logq - 0.1
+    hidden = torch.randn(n, h, generator=gen).half()
+    emb = tiny.model.get_input_embeddings().weight.detach().double()
+    v, u = torch.randn(h, generator=gen, dtype=torch.float64), torch.randn(h, generator=gen, dtype=torch.float64)
+    candidate = emb[tokens] @ v / emb.norm(dim=1).mean() + 0.3 * logq.double()  # (n, k)
+    togo = candidate[:, 0] + 0.5 * hidden.double() @ u / math.sqrt(h)
+    togo[:10] = math.nan  # responses that did not end: left out
+    data = Positions(hidden, tokens, logprob, logq, torch.zeros(n, k), togo.float())
+    g, report = future_values(tiny, data)
+    q = logq.double().exp()
+    want = candidate - (q * candidate).sum(-1, keepdim=True)
+    assert report["positions"] == n - 10 and report["r2_heldout"] > 0.99 > report["r2_position_only"] + 0.1
+    assert torch.allclose(g.double(), want, atol=0.05 * float(want.std()))
+    assert torch.allclose((q * g.double()).sum(-1), torch.zeros(n, dtype=torch.float64), atol=1e-4)
+    with pytest.raises(ConfigError, match="--tilt-future needs tilt data"):
+        future_values(tiny, Positions(*data[:5], None))
