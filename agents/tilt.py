@@ -176,8 +176,7 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
         if tilt.tilt_future:
             future, report = future_values(lm, data, seed=cfg.seed)
             data = Positions(*data[:4], data.delta + future, data.togo)  # (not _replace: __len__ counts positions)
-            print(f"tilt future: held-out R² {report['r2_heldout']:.4f} (the position alone: {report['r2_position_only']:.4f}), "
-                  f"ridge {report['ridge']:g}, {report['positions']:.0f} positions", flush=True)
+            print("tilt future: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()), flush=True)
             if logger is not None:
                 for name, value in report.items():
                     logger.record(f"tilt/future_{name}", value)
@@ -394,12 +393,15 @@ def future_values(lm: Any, data: Positions, *, seed: int = 0, holdout: float = 0
     """(N, K) centred estimate of ``E_q[R − Φ(s + y)]`` for every candidate, and a report of the regression.
 
     A ridge regression of ``data.togo`` (the reward change that was still to come after the token the
-    LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its strength
-    chosen on a held-out ``holdout`` share of the positions, then refitted on all of them. Linear, so a
-    candidate's estimate is ``e·w_e + w_p log p + w_q log q`` plus what every candidate of the position
-    shares (``h``, ``ē``), which centring under ``q`` removes. The report holds the held-out R² of
-    this model and of the position-only model (``h``, ``ē``), the chosen strength and the positions used:
-    what the candidate adds beyond its position is the difference of the two R².
+    LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its centred
+    reward change ``Δ`` and ``Δ·h`` (the share of a change that later words undo may depend on the
+    prefix), its strength chosen on a held-out ``holdout`` share of the positions, then refitted on all
+    of them. Four nested models are tried, the position alone (``h``, ``ē``), then with the candidate's
+    observation, with ``Δ``, with ``Δ·h``, and the one with the best held-out R² is used (the report's
+    ``model``: 0…3, with each one's R², the strength, the positions used and the mean and spread over
+    positions of the coefficient on ``Δ``). Linear, so a candidate's estimate is
+    ``e·w_e + w_p log p + w_q log q + Δ·(w_Δ + h·w_Δh)`` plus what every candidate of the position
+    shares (``h``, ``ē``), which centring under ``q`` removes.
     """
     h = lm.hidden_size
     if data.togo is None:
@@ -408,41 +410,49 @@ def future_values(lm: Any, data: Positions, *, seed: int = 0, holdout: float = 0
     if len(rows) < 10:
         raise ConfigError(f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps.")
     part = data.take(rows)
-    x = torch.cat([prefix_observation(lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1],
-                                      pool_mean=pool_embedding(lm, b.tokens, b.logq))[:, 0]
-                   for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))]).double()
+    obs = torch.cat([prefix_observation(lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1],
+                                        pool_mean=pool_embedding(lm, b.tokens, b.logq))[:, 0]
+                     for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))]).double()
+    d = part.delta[:, :1].double()
+    x = torch.cat([obs, d, d * part.hidden.double()], dim=1)  # (M, 3H + 2 | 1 | H)
     y = part.togo.double()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
     z = (x - mean) / std
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     cut = max(1, int(len(y) * holdout))
     test, train = perm[:cut], perm[cut:]
-    position_only = torch.cat([torch.arange(h), torch.arange(2 * h, 3 * h)])
-
-    def solve(cols: torch.Tensor, idx: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = z[idx][:, cols], y[idx]
-        w = torch.linalg.solve(a.T @ a + lam * torch.eye(len(cols), dtype=a.dtype), a.T @ (b - b.mean()))
-        return w, b.mean()
+    gram, rhs = z[train].T @ z[train], z[train].T @ (y[train] - y[train].mean())
 
     def r2(cols: torch.Tensor) -> tuple[float, float]:
-        best = (-math.inf, RIDGE_GRID[0])
+        """(best held-out R², its ridge strength) over RIDGE_GRID, from one eigendecomposition."""
+        evals, evecs = torch.linalg.eigh(gram[cols][:, cols])
+        proj, best = evecs.T @ rhs[cols], (-math.inf, RIDGE_GRID[0])
         for lam in RIDGE_GRID:
-            w, b = solve(cols, train, lam)
-            resid = y[test] - b - z[test][:, cols] @ w
+            resid = y[test] - y[train].mean() - z[test][:, cols] @ (evecs @ (proj / (evals + lam)))
             best = max(best, (float(1 - resid.pow(2).mean() / (y[test] - y[test].mean()).pow(2).mean()), lam))
         return best
 
-    everything = torch.arange(x.shape[1])
-    r2_all, lam = r2(everything)
-    r2_position, _ = r2(position_only)
-    w, _ = solve(everything, torch.arange(len(y)), lam)
-    w = w / std  # back to the observation's own units
-    w_e, w_p, w_q = w[h : 2 * h], w[3 * h], w[3 * h + 1]
-    per_token = lm.model.get_input_embeddings().weight.double() @ w_e.to(lm.model.get_input_embeddings().weight.device).double()
-    g = per_token.cpu()[data.tokens] + w_p * data.logprob.double() + w_q * data.logq.double()
+    span = lambda a, b: torch.arange(a, b)  # noqa: E731
+    position = torch.cat([span(0, h), span(2 * h, 3 * h)])
+    with_candidate = torch.cat([position, span(h, 2 * h), span(3 * h, 3 * h + 2)])
+    with_delta = torch.cat([with_candidate, span(3 * h + 2, 3 * h + 3)])
+    models = {"position_only": position, "with_candidate": with_candidate, "with_delta": with_delta, "with_delta_h": span(0, x.shape[1])}
+    scores = {name: r2(cols) for name, cols in models.items()}
+    chosen = max(scores, key=lambda name: scores[name][0])
+    cols, lam = models[chosen], scores[chosen][1]
+    w = torch.zeros(x.shape[1], dtype=z.dtype)  # the columns left out weigh 0
+    a = z[:, cols]
+    w[cols] = torch.linalg.solve(a.T @ a + lam * torch.eye(len(cols), dtype=z.dtype), a.T @ (y - y.mean()))
+    w = w / std  # observation units
+    w_e, w_p, w_q, w_d, w_dh = w[h : 2 * h], w[3 * h], w[3 * h + 1], w[3 * h + 2], w[3 * h + 3 :]
+    table = lm.model.get_input_embeddings().weight
+    per_token = (table.double() @ w_e.to(table.device)).cpu()
+    share = w_d + data.hidden.double() @ w_dh  # (N,) the change's coefficient at each position
+    g = per_token[data.tokens] + w_p * data.logprob.double() + w_q * data.logq.double() + share[:, None] * data.delta.double()
     q = data.q()
     g = torch.where(q > 0, g - (q * torch.where(q > 0, g, 0.0)).sum(-1, keepdim=True), 0.0)
-    report = {"r2_heldout": r2_all, "r2_position_only": r2_position, "ridge": lam, "positions": float(len(y))}
+    report = {**{f"r2_{name}": r for name, (r, _) in scores.items()}, "model": list(models).index(chosen), "ridge": lam,
+              "positions": float(len(y)), "delta_share_mean": float(share.mean()), "delta_share_std": float(share.std())}
     return g.float(), report
 
 

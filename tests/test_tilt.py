@@ -230,12 +230,21 @@ def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     candidate = emb[tokens] @ v / emb.norm(dim=1).mean() + 0.3 * logq.double()  # (n, k)
     togo = candidate[:, 0] + 0.5 * hidden.double() @ u / math.sqrt(h)
     togo[:10] = math.nan  # responses that did not end: left out
-    data = Positions(hidden, tokens, logprob, logq, torch.zeros(n, k), togo.float())
-    g, report = future_values(tiny, data)
     q = logq.double().exp()
+    delta = torch.randn(n, k, generator=gen, dtype=torch.float64)
+    delta = delta - (q * delta).sum(-1, keepdim=True)  # centred under q, as collect stores it
+    data = Positions(hidden, tokens, logprob, logq, delta.float(), togo.float())
+    g, report = future_values(tiny, data)
     want = candidate - (q * candidate).sum(-1, keepdim=True)
-    assert report["positions"] == n - 10 and report["r2_heldout"] > 0.99 > report["r2_position_only"] + 0.1
+    assert report["positions"] == n - 10 and report["r2_with_candidate"] > 0.99 > report["r2_position_only"] + 0.1
+    assert report["model"] >= 1  # a model that sees the candidate
     assert torch.allclose(g.double(), want, atol=0.05 * float(want.std()))
     assert torch.allclose((q * g.double()).sum(-1), torch.zeros(n, dtype=torch.float64), atol=1e-4)
+    # later words undo 40% of each change: the estimate is −0.4·Δ, found through the Δ columns only
+    undo = Positions(hidden, tokens, logprob, logq, delta.float(), (-0.4 * delta[:, 0] + 0.5 * hidden.double() @ u / math.sqrt(h)).float())
+    g, report = future_values(tiny, undo)
+    assert report["model"] >= 2 and report["r2_with_delta"] > 0.99 > report["r2_with_candidate"] + 0.1
+    assert abs(report["delta_share_mean"] + 0.4) < 0.02
+    assert torch.allclose(g.double(), -0.4 * delta, atol=0.02 * float(delta.std()))
     with pytest.raises(ConfigError, match="--tilt-future needs tilt data"):
         future_values(tiny, Positions(*data[:5], None))
