@@ -30,19 +30,18 @@ the score *now*; a word that makes later words less positive is not charged for 
 temperature: the KL per response falls as β grows. ``TiltConfig.tilt_future`` adds an estimate of that
 missing part: the reward change still to come after each candidate under the LLM's own sampler,
 ``E_q[R − Φ(s + y)]``, regressed (ridge, linear in the candidate's observation) on the collected responses'
-final rewards (:func:`future_values`), so the fit tilts toward ``q·exp(Q_q/β)`` with ``Q_q(s, y) = E_q[R | s, y]``
+final rewards (:func:`agents.tilt_future.future_values`), so the fit tilts toward ``q·exp(Q_q/β)`` with ``Q_q(s, y) = E_q[R | s, y]``
 (the first-order value of controlled decoding) instead of the myopic ``q·exp(Δ/β)``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,15 +49,15 @@ import torch
 from agents.interrupt import GracefulStop
 from agents.policies import param_report
 from agents.saving.checkpoint import lock_save_dir, save_or_rescue
+from agents.tilt_data import DATA_VERSION, Positions, load_positions, save_positions
 from agents.train import TrainConfig, TrainResult, _build, _save, env_kwargs, make_sb3_env, resolve_lm
 from proxy_env.config import Action
-from proxy_env.engine.steering import kl_divergence, pool_embedding, prefix_observation, steered_probs
+from proxy_env.engine.steering import kl_divergence, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import score
 
 # TrainConfig fields this backend does not use: (field, value that means "off")
 _UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("kl_target", None), ("save_freq", 0), ("time_limit_s", 0.0))
-DATA_VERSION = 2  # 2: Positions.togo
 
 
 def _help(text: str) -> dict[str, str]:
@@ -79,41 +78,6 @@ class TiltConfig:
     tilt_future: bool = field(default=False, metadata=_help(
         "add to each candidate's reward change a ridge estimate of the change still to come after it, "
         "E_q[R - Phi(s+y)], fitted on the collected responses (--backend tilt)"))
-
-
-class Positions(NamedTuple):
-    """The collected positions: what the proxy saw and what every candidate would have paid."""
-
-    hidden: torch.Tensor  # (N, H) float16 prefix hidden states
-    tokens: torch.Tensor  # (N, K) long pool, in offer order (padding: 0)
-    logprob: torch.Tensor  # (N, K) float32 tempered log-probabilities (-1e4 on padding)
-    logq: torch.Tensor  # (N, K) float32 pool log-probabilities (-1e4 on padding)
-    delta: torch.Tensor  # (N, K) float32 reward change of each candidate, centred under q (0 on padding)
-    # (N,) float32 R − Φ(s + y) of the candidate the sampler took (offer index 0): the reward change still to come
-    # after it in that response; NaN where the response did not end within the collection
-    togo: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def take(self, index: Any) -> Positions:
-        """The positions at ``index`` (a slice, or a tensor of indices)."""
-        return Positions(*[None if x is None else x[index] for x in self])
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """(N, K) bool: real candidates, not padding."""
-        return self.logq > -1e3
-
-    def q(self) -> torch.Tensor:
-        """(N, K) float64 pool probabilities, renormalised (0 on padding)."""
-        q = self.logq.double().exp()
-        return q / q.sum(-1, keepdim=True)
-
-    @torch.no_grad()
-    def observations(self, lm: Any) -> torch.Tensor:
-        """(N, K, 3H + 2) the ``prefix`` observation of every candidate, as the env builds it."""
-        return prefix_observation(lm, self.hidden.float(), self.tokens, self.logprob, self.logq)
 
 
 def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
@@ -174,6 +138,8 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
             if tilt.tilt_data and stop.received is None:
                 save_positions(tilt.tilt_data, key, data)
         if tilt.tilt_future:
+            from agents.tilt_future import future_values
+
             future, report = future_values(lm, data, seed=cfg.seed)
             data = Positions(*data[:4], data.delta + future, data.togo)  # (not _replace: __len__ counts positions)
             print("tilt future: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()), flush=True)
@@ -297,34 +263,6 @@ def _data_key(cfg: TrainConfig, lm: Any, reward: Any) -> dict[str, Any]:
             **{k: getattr(cfg, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")}}
 
 
-def save_positions(path: str | os.PathLike, key: dict[str, Any], data: Positions) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written cache."""
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    torch.save({"key": key, **data._asdict()}, tmp)
-    os.replace(tmp, target)
-
-
-def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | None:
-    """The cached positions at ``path`` if they were collected under ``key``; None if there is no file yet."""
-    target = Path(path).expanduser()
-    if not target.exists():
-        return None
-    try:
-        raw = torch.load(target, map_location="cpu", weights_only=True)
-        stored = raw["key"]
-        data = Positions(*[raw[name] for name in Positions._fields[:-1]], raw.get("togo"))
-    except Exception as exc:  # noqa: BLE001  any unreadable file: say which and how to fix, touch nothing
-        raise ConfigError(f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
-                          "pass a new path or delete it.") from exc
-    differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
-    if differ:
-        what = ", ".join(f"{k}: file {stored.get(k)!r} vs now {key.get(k)!r}" for k in differ)
-        raise ConfigError(f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings.")
-    return data
-
-
 # ---------------------------------------------------------------------------------------------- fit
 def accept_probs(agent: Any, obs: torch.Tensor) -> torch.Tensor:
     """The SB3 actor's P(accept) (N,) for observations (N, d), differentiable."""
@@ -383,77 +321,6 @@ def balance_norm(agent: Any, lm: Any, data: Positions, sample: int = 1024) -> li
             for b, scale in zip(blocks, scales):
                 module.net[0].weight[b] = scale
     return scales
-
-
-RIDGE_GRID = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # ridge strengths tried (on standardised features) by future_values
-
-
-@torch.no_grad()
-def future_values(lm: Any, data: Positions, *, seed: int = 0, holdout: float = 0.2, chunk: int = 2048) -> tuple[torch.Tensor, dict[str, float]]:
-    """(N, K) centred estimate of ``E_q[R − Φ(s + y)]`` for every candidate, and a report of the regression.
-
-    A ridge regression of ``data.togo`` (the reward change that was still to come after the token the
-    LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its centred
-    reward change ``Δ`` and ``Δ·h`` (the share of a change that later words undo may depend on the
-    prefix), its strength chosen on a held-out ``holdout`` share of the positions, then refitted on all
-    of them. Four nested models are tried, the position alone (``h``, ``ē``), then with the candidate's
-    observation, with ``Δ``, with ``Δ·h``, and the one with the best held-out R² is used (the report's
-    ``model``: 0…3, with each one's R², the strength, the positions used and the mean and spread over
-    positions of the coefficient on ``Δ``). Linear, so a candidate's estimate is
-    ``e·w_e + w_p log p + w_q log q + Δ·(w_Δ + h·w_Δh)`` plus what every candidate of the position
-    shares (``h``, ``ē``), which centring under ``q`` removes.
-    """
-    h = lm.hidden_size
-    if data.togo is None:
-        raise ConfigError("--tilt-future needs tilt data collected with the reward still to come (data version 2); pass a new --tilt-data path.")
-    rows = torch.isfinite(data.togo).nonzero().squeeze(1)
-    if len(rows) < 10:
-        raise ConfigError(f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps.")
-    part = data.take(rows)
-    obs = torch.cat([prefix_observation(lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1],
-                                        pool_mean=pool_embedding(lm, b.tokens, b.logq))[:, 0]
-                     for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))]).double()
-    d = part.delta[:, :1].double()
-    x = torch.cat([obs, d, d * part.hidden.double()], dim=1)  # (M, 3H + 2 | 1 | H)
-    y = part.togo.double()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
-    z = (x - mean) / std
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = max(1, int(len(y) * holdout))
-    test, train = perm[:cut], perm[cut:]
-    gram, rhs = z[train].T @ z[train], z[train].T @ (y[train] - y[train].mean())
-
-    def r2(cols: torch.Tensor) -> tuple[float, float]:
-        """(best held-out R², its ridge strength) over RIDGE_GRID, from one eigendecomposition."""
-        evals, evecs = torch.linalg.eigh(gram[cols][:, cols])
-        proj, best = evecs.T @ rhs[cols], (-math.inf, RIDGE_GRID[0])
-        for lam in RIDGE_GRID:
-            resid = y[test] - y[train].mean() - z[test][:, cols] @ (evecs @ (proj / (evals + lam)))
-            best = max(best, (float(1 - resid.pow(2).mean() / (y[test] - y[test].mean()).pow(2).mean()), lam))
-        return best
-
-    span = lambda a, b: torch.arange(a, b)  # noqa: E731
-    position = torch.cat([span(0, h), span(2 * h, 3 * h)])
-    with_candidate = torch.cat([position, span(h, 2 * h), span(3 * h, 3 * h + 2)])
-    with_delta = torch.cat([with_candidate, span(3 * h + 2, 3 * h + 3)])
-    models = {"position_only": position, "with_candidate": with_candidate, "with_delta": with_delta, "with_delta_h": span(0, x.shape[1])}
-    scores = {name: r2(cols) for name, cols in models.items()}
-    chosen = max(scores, key=lambda name: scores[name][0])
-    cols, lam = models[chosen], scores[chosen][1]
-    w = torch.zeros(x.shape[1], dtype=z.dtype)  # the columns left out weigh 0
-    a = z[:, cols]
-    w[cols] = torch.linalg.solve(a.T @ a + lam * torch.eye(len(cols), dtype=z.dtype), a.T @ (y - y.mean()))
-    w = w / std  # observation units
-    w_e, w_p, w_q, w_d, w_dh = w[h : 2 * h], w[3 * h], w[3 * h + 1], w[3 * h + 2], w[3 * h + 3 :]
-    table = lm.model.get_input_embeddings().weight
-    per_token = (table.double() @ w_e.to(table.device)).cpu()
-    share = w_d + data.hidden.double() @ w_dh  # (N,) the change's coefficient at each position
-    g = per_token[data.tokens] + w_p * data.logprob.double() + w_q * data.logq.double() + share[:, None] * data.delta.double()
-    q = data.q()
-    g = torch.where(q > 0, g - (q * torch.where(q > 0, g, 0.0)).sum(-1, keepdim=True), 0.0)
-    report = {**{f"r2_{name}": r for name, (r, _) in scores.items()}, "model": list(models).index(chosen), "ridge": lam,
-              "positions": float(len(y)), "delta_share_mean": float(share.mean()), "delta_share_std": float(share.std())}
-    return g.float(), report
 
 
 def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: float, batch_size: int, seed: int = 0,

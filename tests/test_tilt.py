@@ -124,6 +124,7 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     # the cached positions are reused: a second run with the same settings collects nothing
     import agents.tilt
+    import agents.tilt_future
 
     def no_collect(*args, **kwargs):
         raise AssertionError("collected again")
@@ -138,7 +139,7 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt"), tilt_future=True), model=tiny, reward=_length_reward)
     base, future = fitted
     assert torch.equal(future.tokens, base.tokens)  # (on this tiny data the position-only model may win: a zero correction)
-    assert torch.allclose(future.delta, base.delta + agents.tilt.future_values(tiny, base)[0])
+    assert torch.allclose(future.delta, base.delta + agents.tilt_future.future_values(tiny, base)[0])
     with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
         train_tilt(_cfg(seed=1), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
 
@@ -217,7 +218,7 @@ def test_collect_records_the_reward_still_to_come_after_the_taken_token(tiny):
 def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     # synthetic positions whose reward to come is linear in the taken candidate's embedding and log q, plus a term of
     # the prefix alone: the estimate of every candidate is the candidate part, centred under q (the prefix part cancels)
-    from agents.tilt import future_values
+    from agents.tilt_future import future_values
 
     gen = torch.Generator().manual_seed(0)
     n, k, h = 3000, 4, tiny.hidden_size

@@ -1,0 +1,77 @@
+"""The positions ``--backend tilt`` collects (:class:`Positions`) and their on-disk cache (``--tilt-data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from proxy_env.engine.steering import prefix_observation
+from proxy_env.errors import ConfigError
+
+DATA_VERSION = 2  # 2: Positions.togo
+
+
+class Positions(NamedTuple):
+    """The collected positions: what the proxy saw and what every candidate would have paid."""
+
+    hidden: torch.Tensor  # (N, H) float16 prefix hidden states
+    tokens: torch.Tensor  # (N, K) long pool, in offer order (padding: 0)
+    logprob: torch.Tensor  # (N, K) float32 tempered log-probabilities (-1e4 on padding)
+    logq: torch.Tensor  # (N, K) float32 pool log-probabilities (-1e4 on padding)
+    delta: torch.Tensor  # (N, K) float32 reward change of each candidate, centred under q (0 on padding)
+    # (N,) float32 R − Φ(s + y) of the candidate the sampler took (offer index 0): the reward change still to come
+    # after it in that response; NaN where the response did not end within the collection
+    togo: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def take(self, index: Any) -> Positions:
+        """The positions at ``index`` (a slice, or a tensor of indices)."""
+        return Positions(*[None if x is None else x[index] for x in self])
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(N, K) bool: real candidates, not padding."""
+        return self.logq > -1e3
+
+    def q(self) -> torch.Tensor:
+        """(N, K) float64 pool probabilities, renormalised (0 on padding)."""
+        q = self.logq.double().exp()
+        return q / q.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def observations(self, lm: Any) -> torch.Tensor:
+        """(N, K, 3H + 2) the ``prefix`` observation of every candidate, as the env builds it."""
+        return prefix_observation(lm, self.hidden.float(), self.tokens, self.logprob, self.logq)
+
+
+def save_positions(path: str | os.PathLike, key: dict[str, Any], data: Positions) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written cache."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    torch.save({"key": key, **data._asdict()}, tmp)
+    os.replace(tmp, target)
+
+
+def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | None:
+    """The cached positions at ``path`` if they were collected under ``key``; None if there is no file yet."""
+    target = Path(path).expanduser()
+    if not target.exists():
+        return None
+    try:
+        raw = torch.load(target, map_location="cpu", weights_only=True)
+        stored = raw["key"]
+        data = Positions(*[raw[name] for name in Positions._fields[:-1]], raw.get("togo"))
+    except Exception as exc:  # noqa: BLE001  any unreadable file: say which and how to fix, touch nothing
+        raise ConfigError(f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
+                          "pass a new path or delete it.") from exc
+    differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
+    if differ:
+        what = ", ".join(f"{k}: file {stored.get(k)!r} vs now {key.get(k)!r}" for k in differ)
+        raise ConfigError(f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings.")
+    return data
