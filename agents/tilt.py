@@ -141,7 +141,7 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
             from agents.tilt_future import future_values
 
             future, report = future_values(lm, data, seed=cfg.seed)
-            data = Positions(*data[:4], data.delta + future, data.togo)  # (not _replace: __len__ counts positions)
+            data = data.replace(delta=data.delta + future)
             print("tilt future: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()), flush=True)
             if logger is not None:
                 for name, value in report.items():

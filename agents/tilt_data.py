@@ -29,6 +29,10 @@ class Positions(NamedTuple):
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def replace(self, **changes: Any) -> Positions:
+        """These positions with some fields changed (NamedTuple's ``_replace`` fails: ``__len__`` counts positions)."""
+        return Positions(**{**self._asdict(), **changes})
+
     def take(self, index: Any) -> Positions:
         """The positions at ``index`` (a slice, or a tensor of indices)."""
         return Positions(*[None if x is None else x[index] for x in self])

@@ -17,8 +17,8 @@ RIDGE_GRID = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # ridge strengths tried (on s
 def future_values(lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, chunk: int = 2048) -> tuple[torch.Tensor, dict[str, float]]:
     """(N, K) centred estimate of ``E_q[R − Φ(s + y)]`` for every candidate, and a report of the regression.
 
-    ``data``: :class:`agents.tilt.Positions`. A ridge regression of ``data.togo`` (the reward change that was still to come after the token the
-    LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its centred
+    ``data``: :class:`agents.tilt_data.Positions`. A ridge regression of ``data.togo`` (the reward change
+    still to come after the token the LLM's sampler took) on that token's ``prefix`` observation ``[h, e, ē, log p, log q]``, its centred
     reward change ``Δ`` and ``Δ·h`` (the share of a change that later words undo may depend on the
     prefix), its strength chosen on a held-out ``holdout`` share of the positions, then refitted on all
     of them. Four nested models are tried, the position alone (``h``, ``ē``), then with the candidate's

@@ -248,4 +248,4 @@ def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     assert abs(report["delta_share_mean"] + 0.4) < 0.02
     assert torch.allclose(g.double(), -0.4 * delta, atol=0.02 * float(delta.std()))
     with pytest.raises(ConfigError, match="--tilt-future needs tilt data"):
-        future_values(tiny, Positions(*data[:5], None))
+        future_values(tiny, data.replace(togo=None))
