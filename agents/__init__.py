@@ -1,5 +1,1 @@
-"""Agents for proxy_env."""
-
-from proxy_env import _moved
-
-_moved.install()  # agents.bench & co. of the last layout, kept for one release
+"""Agents for proxy_env: training backends, baselines, evaluation, saving and the ``proxy-rlhf`` command."""

@@ -32,19 +32,23 @@ def accept_model(agent: Any, deterministic: bool = True) -> float | AcceptFn | N
     if policy is not None and hasattr(policy, "lstm_actor"):
         return None
     if policy is not None and hasattr(policy, "get_distribution"):
+
         def probs(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 tensor = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
                 p = policy.get_distribution(tensor).distribution.probs  # (N, 2)
             p = (p.argmax(-1) == 1).double() if deterministic else p[:, 1].double()
             return p.cpu().numpy()
+
         return probs
     # value-based agents (DQN, QR-DQN): greedy, or ε-greedy when sampling (SB3's predict(deterministic=False))
     eps = 0.0 if deterministic else float(getattr(agent, "exploration_rate", 0.0))
     if policy is not None and hasattr(policy, "q_net"):
+
         def greedy(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 q_values = policy.q_net(torch.as_tensor(obs, dtype=torch.float32, device=policy.device))  # (N, 2)
             return eps / 2 + (1 - eps) * (q_values.argmax(-1) == 1).double().cpu().numpy()
+
         return greedy
     return lambda obs: eps / 2 + (1 - eps) * (np.asarray(agent.predict(obs, deterministic=True)[0]).reshape(-1) == 1)

@@ -42,7 +42,9 @@ ALGOS: dict[str, AlgoSpec] = {
     "a2c": AlgoSpec("stable_baselines3", "A2C", "MlpPolicy", on_policy=True),
     "dqn": AlgoSpec("stable_baselines3", "DQN", "MlpPolicy", on_policy=False),
     "qrdqn": AlgoSpec("sb3_contrib", "QRDQN", "MlpPolicy", on_policy=False, pip="sb3-contrib"),
-    "recurrentppo": AlgoSpec("sb3_contrib", "RecurrentPPO", "MlpLstmPolicy", on_policy=True, recurrent=True, pip="sb3-contrib"),
+    "recurrentppo": AlgoSpec(
+        "sb3_contrib", "RecurrentPPO", "MlpLstmPolicy", on_policy=True, recurrent=True, pip="sb3-contrib"
+    ),
     "trpo": AlgoSpec("sb3_contrib", "TRPO", "MlpPolicy", on_policy=True, pip="sb3-contrib"),
 }
 
@@ -51,7 +53,9 @@ def get_algo(name: str) -> AlgoSpec:
     """The :class:`AlgoSpec` registered as ``name`` (case-insensitive); a did-you-mean error otherwise."""
     key = name.lower() if isinstance(name, str) else name
     if key not in ALGOS:
-        raise ConfigError(f"algo={name!r} is not a known algorithm; expected one of {list(ALGOS)}." + did_you_mean(name, ALGOS))
+        raise ConfigError(
+            f"algo={name!r} is not a known algorithm; expected one of {list(ALGOS)}." + did_you_mean(name, ALGOS)
+        )
     return ALGOS[key]
 
 
@@ -61,4 +65,6 @@ def algo_name(model: Any) -> str:
     for name, spec in ALGOS.items():
         if spec.cls == cls:
             return name
-    raise ConfigError(f"model of type {cls} is not a registered algorithm; expected one of {[s.cls for s in ALGOS.values()]}.")
+    raise ConfigError(
+        f"model of type {cls} is not a registered algorithm; expected one of {[s.cls for s in ALGOS.values()]}."
+    )

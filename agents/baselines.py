@@ -21,8 +21,8 @@ import torch
 
 from agents.accept import accept_model
 from proxy_env.config import Action
-from proxy_env.errors import ConfigError
 from proxy_env.engine.lm import FrozenLM
+from proxy_env.errors import ConfigError
 from proxy_env.rewards import RewardFn, score
 
 
@@ -42,8 +42,13 @@ class AlwaysAccept:
 
     constant_accept_prob = 1.0  # what :func:`agents.accept.accept_model` reads: P(accept) whatever the observation
 
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
         """Actions (n,) all ``Action.ACCEPT``; ``state`` is passed through."""
         n, single = _batch(observation)
         return _out(np.full(n, int(Action.ACCEPT), dtype=np.int64), single), state
@@ -69,8 +74,13 @@ class RandomReject:
         """P(accept) whatever the observation (read by :func:`agents.accept.accept_model`)."""
         return 1.0 - self.p
 
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
         """Actions (n,): ``REJECT`` with probability ``p``, else ``ACCEPT``."""
         n, single = _batch(observation)
         reject = self.rng.random(n) < self.p
@@ -128,8 +138,15 @@ def best_of_n(
             torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            texts = lm.generate(chunk, max_new_tokens=max_new_tokens, do_sample=True, num_return_sequences=n,
-                                top_k=top_k, top_p=top_p, temperature=temperature)  # len(chunk) * n, prompt-major
+            texts = lm.generate(
+                chunk,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                num_return_sequences=n,
+                top_k=top_k,
+                top_p=top_p,
+                temperature=temperature,
+            )  # len(chunk) * n, prompt-major
             repeated = [p for p in chunk for _ in range(n)]
             values = score(reward_fn, repeated, texts)
             for i, prompt in enumerate(chunk):
@@ -158,7 +175,9 @@ class PowerProxy:
             raise ConfigError(f"power={power!r} must be a float >= 0 (0: always accept, 1: the proxy as trained).")
         base = accept_model(agent, deterministic=False)
         if base is None:
-            raise ConfigError(f"{type(agent).__name__} has no accept probability per observation (a recurrent policy?).")
+            raise ConfigError(
+                f"{type(agent).__name__} has no accept probability per observation (a recurrent policy?)."
+            )
         self._base = (lambda obs: np.full(len(obs), base)) if isinstance(base, float) else base
         self.base_agent = agent  # what it wraps (its trainable parameters are the proxy's)
         self.power = float(power)
@@ -169,8 +188,13 @@ class PowerProxy:
         """P(accept) (n,) for observations (n, d)."""
         return np.clip(np.asarray(self._base(np.atleast_2d(obs)), dtype=np.float64), 0.0, 1.0) ** self.power
 
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
         """Actions (n,) drawn from :meth:`accept_prob` (``deterministic`` is ignored: this proxy samples)."""
         n, single = _batch(observation)
         accept = self._rng.random(n) < self.accept_prob(np.asarray(observation).reshape(n, -1))

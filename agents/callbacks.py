@@ -6,11 +6,10 @@ Everything here uses SB3's plug points only: callbacks read ``self.locals["infos
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import time
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -69,14 +68,18 @@ def evaluate(agent: Any, env: VecEnv, episodes: int, *, deterministic: bool = Tr
     """Mean return (``episode["r"]``), rejection rate and response length over ``episodes`` episodes."""
     infos = run_episodes(agent, env, episodes, deterministic=deterministic)
     mean = lambda key: float(np.mean([i[key] for i in infos]))  # noqa: E731
-    return EvalResult(float(np.mean([i["episode"]["r"] for i in infos])), mean("rejection_rate"), mean("response_length"), len(infos))
+    return EvalResult(
+        float(np.mean([i["episode"]["r"] for i in infos])), mean("rejection_rate"), mean("response_length"), len(infos)
+    )
 
 
 class EvalCallback(BaseCallback):
     """Every ``eval_freq`` environment steps, evaluate the proxy on ``env`` (held-out prompts) and log
     ``eval/mean_reward``, ``eval/rejection_rate``, ``eval/response_length``; results go to ``history``."""
 
-    def __init__(self, env: VecEnv, eval_freq: int, episodes: int, *, deterministic: bool = True, seed: int | None = 0) -> None:
+    def __init__(
+        self, env: VecEnv, eval_freq: int, episodes: int, *, deterministic: bool = True, seed: int | None = 0
+    ) -> None:
         super().__init__()
         self.env, self.eval_freq, self.episodes, self.deterministic = env, eval_freq, episodes, deterministic
         self.seed = seed

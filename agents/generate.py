@@ -21,8 +21,8 @@ import numpy as np
 
 import proxy_env
 from proxy_env.config import Action
-from proxy_env.errors import ConfigError
 from proxy_env.engine.lm import FrozenLM
+from proxy_env.errors import ConfigError
 from proxy_env.prompts import load_prompts
 
 # env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
@@ -59,8 +59,16 @@ class ProxyGenerator:
         **env_overrides: environment keyword arguments that replace those above (``max_new_tokens``...).
     """
 
-    def __init__(self, lm_or_env_kwargs: FrozenLM | dict[str, Any], proxy: Any, *, batch_size: int = 16,
-                 deterministic: bool = True, seed: int = 0, **env_overrides: Any) -> None:
+    def __init__(
+        self,
+        lm_or_env_kwargs: FrozenLM | dict[str, Any],
+        proxy: Any,
+        *,
+        batch_size: int = 16,
+        deterministic: bool = True,
+        seed: int = 0,
+        **env_overrides: Any,
+    ) -> None:
         kwargs = {"model": lm_or_env_kwargs} if isinstance(lm_or_env_kwargs, FrozenLM) else dict(lm_or_env_kwargs)
         kwargs.update(env_overrides)
         for key in _IGNORED:
@@ -72,8 +80,15 @@ class ProxyGenerator:
         self.proxy, self.batch_size, self.deterministic, self.seed = proxy, batch_size, deterministic, seed
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, model: FrozenLM | str | None = None, device: str = "auto",
-                        trust: bool = False, **kwargs: Any) -> ProxyGenerator:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        model: FrozenLM | str | None = None,
+        device: str = "auto",
+        trust: bool = False,
+        **kwargs: Any,
+    ) -> ProxyGenerator:
         """A generator over the proxy and environment settings of a checkpoint folder.
 
         Args:
@@ -105,8 +120,15 @@ class ProxyGenerator:
 
     def _make(self, prompts: list[str]) -> Any:
         kwargs = {**self.env_kwargs, "info_text": True}  # the responses are read from the episode-end infos
-        venv = gym.make_vec(proxy_env.ENV_ID, num_envs=len(prompts), vectorization_mode="vector_entry_point",
-                            model=self.lm, prompts=prompts, reward=_zero_reward, **kwargs)
+        venv = gym.make_vec(
+            proxy_env.ENV_ID,
+            num_envs=len(prompts),
+            vectorization_mode="vector_entry_point",
+            model=self.lm,
+            prompts=prompts,
+            reward=_zero_reward,
+            **kwargs,
+        )
         space = getattr(self.proxy, "observation_space", None)
         if space is not None and space.shape != venv.single_observation_space.shape:
             venv.close()
@@ -126,7 +148,9 @@ class ProxyGenerator:
             rejected: list[list[int]] = [[] for _ in range(m)]
             state, starts = None, np.ones(m, dtype=bool)
             while any(r is None for r in results):
-                actions, state = self.proxy.predict(obs, state=state, episode_start=starts, deterministic=self.deterministic)
+                actions, state = self.proxy.predict(
+                    obs, state=state, episode_start=starts, deterministic=self.deterministic
+                )
                 actions = np.asarray(actions).reshape(m).astype(np.int64)
                 for i in np.flatnonzero(actions == Action.REJECT):
                     if results[i] is None:
@@ -142,14 +166,23 @@ class ProxyGenerator:
 
 
 def _result(prompt: str, final: dict[str, Any], i: int, rejected: list[int]) -> Generation:
-    return Generation(prompt, str(final["response"][i]), [int(t) for t in final["response_ids"][i]],
-                      int(final["decisions"][i]), int(final["num_rejections"][i]), rejected, int(final["forced_commits"][i]))
+    return Generation(
+        prompt,
+        str(final["response"][i]),
+        [int(t) for t in final["response_ids"][i]],
+        int(final["decisions"][i]),
+        int(final["num_rejections"][i]),
+        rejected,
+        int(final["forced_commits"][i]),
+    )
 
 
 def _resolve_model(model: Any, device: str | None) -> FrozenLM:
     if isinstance(model, str) and model.startswith("<object"):
-        raise ConfigError(f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= "
-                          "(the same LLM; CLI: --model 'default', 'tiny', a hub id or a path).")
+        raise ConfigError(
+            f"model={model!r}: the checkpoint was trained on a model object, which is not saved; pass model= "
+            "(the same LLM; CLI: --model 'default', 'tiny', a hub id or a path)."
+        )
     from proxy_env.engine.models import as_frozen_lm
 
     return as_frozen_lm(model, device=device)

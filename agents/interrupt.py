@@ -47,8 +47,10 @@ class GracefulStop:
             signal.raise_signal(signum)
             return
         self.received = signal.Signals(signum).name
-        logger.warning("%s received: training stops after this step and saves its checkpoint (send it again to stop at once)",
-                       self.received)
+        logger.warning(
+            "%s received: training stops after this step and saves its checkpoint (send it again to stop at once)",
+            self.received,
+        )
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -36,7 +36,9 @@ class KLController:
         if not np.isfinite(beta) or beta < 0:
             raise ConfigError(f"kl_coef={beta!r} must be a finite float >= 0.")
         if target is not None and not (np.isfinite(target) and target > 0):
-            raise ConfigError(f"kl_target={target!r} must be a float > 0 (nats per response), or None for a fixed coefficient.")
+            raise ConfigError(
+                f"kl_target={target!r} must be a float > 0 (nats per response), or None for a fixed coefficient."
+            )
         if target is not None and beta == 0:
             raise ConfigError("kl_target needs kl_coef > 0 to start from (e.g. --kl-coef 0.1): β = 0 cannot be scaled.")
         if horizon < 1:
@@ -58,8 +60,10 @@ def policy_accept_fn(model: Any) -> Any:
 
     fn = accept_model(model, deterministic=False)
     if fn is None or isinstance(fn, float):
-        raise ConfigError(f"the KL penalty needs a policy whose accept probability is a function of the observation; "
-                          f"{type(model).__name__} has none (recurrent policies are not supported).")
+        raise ConfigError(
+            f"the KL penalty needs a policy whose accept probability is a function of the observation; "
+            f"{type(model).__name__} has none (recurrent policies are not supported)."
+        )
     return fn
 
 

@@ -29,10 +29,10 @@ from torch import nn
 from transformers import LogitsProcessor
 
 from agents.saving.folder import AcceptNet, ProxyFolder, ProxyFolderError, check_llm, load_proxy
-from proxy_env.engine import candidates as skam
 from proxy_env.config import prefix_dim
-from proxy_env.errors import ConfigError, ConfigTypeError, StateError
+from proxy_env.engine import candidates as skam
 from proxy_env.engine.steering import prefix_observation, steered_probs
+from proxy_env.errors import ConfigError, ConfigTypeError, StateError
 
 OBSERVATIONS = ("prefix", "candidate")
 # what generate must leave off: its warpers run *after* user processors (transformers 5.x) and would distort π
@@ -84,13 +84,22 @@ class ProxyLogitsProcessor(LogitsProcessor):
         check_fingerprint: refuse an LLM whose fingerprint differs from the one the proxy was trained on.
     """
 
-    def __init__(self, proxy: ProxyFolder | str | Path, model: Any, tokenizer: Any = None, *, deterministic: bool = False,
-                 check_fingerprint: bool = True) -> None:
+    def __init__(
+        self,
+        proxy: ProxyFolder | str | Path,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        deterministic: bool = False,
+        check_fingerprint: bool = True,
+    ) -> None:
         if hasattr(model, "tokenizer") and hasattr(model, "model") and not isinstance(model, nn.Module):  # a FrozenLM
             tokenizer = tokenizer if tokenizer is not None else model.tokenizer
             model = model.model
         if not isinstance(model, nn.Module) or not hasattr(model, "generate"):
-            raise ConfigTypeError(f"model must be a transformers PreTrainedModel or a FrozenLM, got {type(model).__name__}.")
+            raise ConfigTypeError(
+                f"model must be a transformers PreTrainedModel or a FrozenLM, got {type(model).__name__}."
+            )
         self.proxy = proxy if isinstance(proxy, ProxyFolder) else load_proxy(proxy, device=_device(model))
         if self.proxy.observation not in OBSERVATIONS:
             raise ConfigError(
@@ -99,15 +108,19 @@ class ProxyLogitsProcessor(LogitsProcessor):
             )
         if check_fingerprint:
             if tokenizer is None:
-                raise ConfigError("tokenizer= is required to check the LLM's fingerprint (or pass check_fingerprint=False).")
+                raise ConfigError(
+                    "tokenizer= is required to check the LLM's fingerprint (or pass check_fingerprint=False)."
+                )
             check_llm(self.proxy.llm, model, tokenizer, where=f"proxy folder {str(self.proxy.path)!r}")
         self.model, self.deterministic = model, bool(deterministic)
         self._view = SimpleNamespace(model=model)  # what prefix_observation reads (the input embeddings)
         self._check_dims()
         self._step: dict[str, Any] = {}
         self._inner = False  # True while the processor runs its own candidate forward
-        self._hooks = [model.register_forward_pre_hook(self._before, with_kwargs=True),
-                       model.register_forward_hook(self._after, with_kwargs=True)]
+        self._hooks = [
+            model.register_forward_pre_hook(self._before, with_kwargs=True),
+            model.register_forward_hook(self._after, with_kwargs=True),
+        ]
 
     # ----------------------------------------------------------------- use
     def generate_kwargs(self) -> dict[str, Any]:
@@ -127,7 +140,9 @@ class ProxyLogitsProcessor(LogitsProcessor):
         self.remove()
 
     # ----------------------------------------------------------------- hooks
-    def _before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    def _before(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         if self._inner:
             return None
         return args, {**kwargs, "output_hidden_states": True}
@@ -136,15 +151,21 @@ class ProxyLogitsProcessor(LogitsProcessor):
         if self._inner:
             return
         hidden = out.hidden_states[self.proxy.hidden_layer][:, -1].float()  # (B, H) at each row's last token
-        self._step = {"hidden": hidden, "cache": kwargs.get("cache", kwargs.get("past_key_values")),
-                      "mask": kwargs.get("attention_mask"), "positions": kwargs.get("position_ids")}
+        self._step = {
+            "hidden": hidden,
+            "cache": kwargs.get("cache", kwargs.get("past_key_values")),
+            "mask": kwargs.get("attention_mask"),
+            "positions": kwargs.get("position_ids"),
+        }
 
     # ----------------------------------------------------------------- the step
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """``scores`` (B, V) -> ``log π`` (B, V): ``-inf`` outside the pool."""
         if not self._hooks:
-            raise StateError("this ProxyLogitsProcessor was removed (remove() or a closed with-block); build a new one.")
+            raise StateError(
+                "this ProxyLogitsProcessor was removed (remove() or a closed with-block); build a new one."
+            )
         step, self._step = self._step, {}
         if not step or step["hidden"].shape[0] != scores.shape[0]:
             raise StateError(
@@ -153,7 +174,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
             )
         skam_cfg = self.proxy.skam
         pool = skam.truncate(scores, int(skam_cfg["top_k"]), float(skam_cfg["top_p"]), float(skam_cfg["temperature"]))
-        b, k = pool.tokens.shape
+        _b, k = pool.tokens.shape
         valid = torch.arange(k, device=scores.device)[None, :] < pool.size[:, None]  # (B, K)
         q = pool.logprob_trunc.double().exp()
         q = q / q.sum(-1, keepdim=True)
@@ -170,7 +191,9 @@ class ProxyLogitsProcessor(LogitsProcessor):
         """P(accept) (B, K) float64 of every pool candidate."""
         b, k = pool.tokens.shape
         if self.proxy.observation == "prefix":
-            obs = prefix_observation(self._view, step["hidden"], pool.tokens, pool.logprob, pool.logprob_trunc)  # (B, K, 3H + 2)
+            obs = prefix_observation(
+                self._view, step["hidden"], pool.tokens, pool.logprob, pool.logprob_trunc
+            )  # (B, K, 3H + 2)
         else:
             obs = self._candidate_hidden(pool.tokens, step)  # (B, K, H)
         net: AcceptNet = self.proxy.net
@@ -191,18 +214,33 @@ class ProxyLogitsProcessor(LogitsProcessor):
             mask = torch.ones(b, cache.get_seq_length(), dtype=torch.long, device=tokens.device)
         past = mask.shape[1]  # (B, L) covers the cache, the token just fed included
         if cache.get_seq_length() != past:
-            raise StateError(f"the cache holds {cache.get_seq_length()} positions but the attention mask {past}: not a plain generate step.")
+            raise StateError(
+                f"the cache holds {cache.get_seq_length()} positions but the attention mask {past}: not a plain generate step."
+            )
         dtype = next(self.model.parameters()).dtype
-        visible = torch.cat([mask.bool()[:, None, :].expand(b, k, past),
-                             torch.eye(k, dtype=torch.bool, device=mask.device)[None].expand(b, k, k)], dim=-1)  # (B, K, L + K)
-        attn = torch.zeros(b, 1, k, past + k, dtype=dtype, device=mask.device).masked_fill(~visible[:, None], torch.finfo(dtype).min)
+        visible = torch.cat(
+            [
+                mask.bool()[:, None, :].expand(b, k, past),
+                torch.eye(k, dtype=torch.bool, device=mask.device)[None].expand(b, k, k),
+            ],
+            dim=-1,
+        )  # (B, K, L + K)
+        attn = torch.zeros(b, 1, k, past + k, dtype=dtype, device=mask.device).masked_fill(
+            ~visible[:, None], torch.finfo(dtype).min
+        )
         last = step["positions"][:, -1] if step["positions"] is not None else mask.sum(-1) - 1  # (B,)
         saved = [(layer.keys, layer.values) for layer in layers]
         kwargs = _forward_kwargs(self.model, cache)
         self._inner = True
         try:
-            out = self.model(input_ids=tokens, attention_mask=attn, position_ids=(last + 1)[:, None].expand(b, k),
-                             output_hidden_states=True, use_cache=True, **kwargs)
+            out = self.model(
+                input_ids=tokens,
+                attention_mask=attn,
+                position_ids=(last + 1)[:, None].expand(b, k),
+                output_hidden_states=True,
+                use_cache=True,
+                **kwargs,
+            )
         finally:
             self._inner = False
             for layer, (keys, values) in zip(layers, saved):  # the candidates leave generate's cache as it was
@@ -234,7 +272,9 @@ def _forward_kwargs(model: nn.Module, cache: Any) -> dict[str, Any]:
     return kwargs
 
 
-def constant_proxy(accept: float, *, hidden_size: int, observation: str = "prefix", hidden_layer: int = -1, **skam_settings: Any) -> ProxyFolder:
+def constant_proxy(
+    accept: float, *, hidden_size: int, observation: str = "prefix", hidden_layer: int = -1, **skam_settings: Any
+) -> ProxyFolder:
     """A proxy that accepts every candidate with probability ``accept`` (no fingerprint): for tests and examples.
 
     ``skam_settings`` override the pool settings (``top_k``, ``top_p``, ``temperature``, ``max_rejections``, ``order``).

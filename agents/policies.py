@@ -37,7 +37,9 @@ class HiddenStateExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Box, features_dim: int = 64, activation: str = "tanh") -> None:
         if len(observation_space.shape) != 1:
-            raise ConfigError(f"HiddenStateExtractor needs flat observations (d,), got shape {observation_space.shape}.")
+            raise ConfigError(
+                f"HiddenStateExtractor needs flat observations (d,), got shape {observation_space.shape}."
+            )
         if activation not in ("tanh", "relu"):
             raise ConfigError(f"activation={activation!r} is not supported; expected 'tanh' or 'relu'.")
         super().__init__(observation_space, features_dim)

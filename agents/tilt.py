@@ -50,7 +50,7 @@ from agents.interrupt import GracefulStop
 from agents.policies import param_report
 from agents.saving.checkpoint import lock_save_dir, save_or_rescue
 from agents.tilt_data import DATA_VERSION, Positions, load_positions, save_positions
-from agents.train import TrainConfig, TrainResult, _build, _save, env_kwargs, make_sb3_env, resolve_lm
+from agents.train import TrainConfig, TrainResult, build_agent, env_kwargs, make_sb3_env, resolve_lm, save_agent
 from proxy_env.config import Action
 from proxy_env.engine.steering import kl_divergence, steered_probs
 from proxy_env.errors import ConfigError
@@ -68,30 +68,56 @@ def _help(text: str) -> dict[str, str]:
 class TiltConfig:
     """The fit of ``--backend tilt``; each field is a ``proxy-rlhf train`` flag."""
 
-    tilt_epochs: int = field(default=6, metadata=_help("passes of the exact objective over the collected positions (--backend tilt)"))
-    tilt_warmup_epochs: int = field(default=1, metadata=_help(
-        "passes fitting P(accept) to exp(min(0, (Δ − max Δ)/β)) first (--backend tilt): the exact objective stalls from always-accept"))
-    tilt_data: str | None = field(default=None, metadata=_help(
-        "file caching the collected pools and reward changes (--backend tilt): reused when its settings match, written otherwise"))
-    tilt_grid_step: float = field(default=0.2, metadata=_help(
-        "quadrature step of the steered distribution during the fit (--backend tilt; the KL in bench is exact to 1e-6)"))
-    tilt_future: bool = field(default=False, metadata=_help(
-        "add to each candidate's reward change a ridge estimate of the change still to come after it, "
-        "E_q[R - Phi(s+y)], fitted on the collected responses (--backend tilt)"))
+    tilt_epochs: int = field(
+        default=6, metadata=_help("passes of the exact objective over the collected positions (--backend tilt)")
+    )
+    tilt_warmup_epochs: int = field(
+        default=1,
+        metadata=_help(
+            "passes fitting P(accept) to exp(min(0, (Δ − max Δ)/β)) first (--backend tilt): the exact objective stalls from always-accept"
+        ),
+    )
+    tilt_data: str | None = field(
+        default=None,
+        metadata=_help(
+            "file caching the collected pools and reward changes (--backend tilt): reused when its settings match, written otherwise"
+        ),
+    )
+    tilt_grid_step: float = field(
+        default=0.2,
+        metadata=_help(
+            "quadrature step of the steered distribution during the fit (--backend tilt; the KL in bench is exact to 1e-6)"
+        ),
+    )
+    tilt_future: bool = field(
+        default=False,
+        metadata=_help(
+            "add to each candidate's reward change a ridge estimate of the change still to come after it, "
+            "E_q[R - Phi(s+y)], fitted on the collected responses (--backend tilt)"
+        ),
+    )
 
 
 def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
     """Refuse settings the tilt backend cannot honour, naming the flag and the fix."""
     cfg.validate()
     if not cfg.kl_coef > 0:
-        raise ConfigError(f"--kl-coef={cfg.kl_coef!r}: --backend tilt needs β > 0 (the tilt's temperature; 0.2 is a start).")
+        raise ConfigError(
+            f"--kl-coef={cfg.kl_coef!r}: --backend tilt needs β > 0 (the tilt's temperature; 0.2 is a start)."
+        )
     if cfg.observation != "prefix":
-        raise ConfigError(f"--observation={cfg.observation!r}: --backend tilt needs --observation prefix (every candidate's observation at once).")
+        raise ConfigError(
+            f"--observation={cfg.observation!r}: --backend tilt needs --observation prefix (every candidate's observation at once)."
+        )
     if cfg.algo.lower() not in ("ppo", "a2c", "trpo"):
-        raise ConfigError(f"--algo={cfg.algo!r}: --backend tilt fits an actor's accept probability: use ppo, a2c or trpo.")
+        raise ConfigError(
+            f"--algo={cfg.algo!r}: --backend tilt fits an actor's accept probability: use ppo, a2c or trpo."
+        )
     for name, off in _UNSUPPORTED:
         if getattr(cfg, name) != off:
-            raise ConfigError(f"--{name.replace('_', '-')}={getattr(cfg, name)!r} is not supported by --backend tilt; drop it.")
+            raise ConfigError(
+                f"--{name.replace('_', '-')}={getattr(cfg, name)!r} is not supported by --backend tilt; drop it."
+            )
     if not isinstance(tilt.tilt_epochs, int) or tilt.tilt_epochs < 1:
         raise ConfigError(f"--tilt-epochs={tilt.tilt_epochs!r} must be an integer >= 1.")
     if not isinstance(tilt.tilt_warmup_epochs, int) or tilt.tilt_warmup_epochs < 0:
@@ -100,7 +126,9 @@ def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
         raise ConfigError(f"--tilt-grid-step={tilt.tilt_grid_step!r} must be in (0, 1]; 0.2 is exact to ~1e-6.")
 
 
-def train_tilt(cfg: TrainConfig, tilt: TiltConfig | None = None, *, model: Any = None, reward: Any = None) -> TrainResult:
+def train_tilt(
+    cfg: TrainConfig, tilt: TiltConfig | None = None, *, model: Any = None, reward: Any = None
+) -> TrainResult:
     """Collect ``cfg.total_timesteps`` decisions of the LLM's sampler, then fit the proxy to the tilt of β = ``cfg.kl_coef``.
 
     Args:
@@ -129,12 +157,14 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
     kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
     env = make_sb3_env(kwargs, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
     try:
-        agent = _build(cfg, env)
+        agent = build_agent(cfg, env)
         logger = _tensorboard(agent, cfg)
         key = _data_key(cfg, lm, kwargs["reward"])
         data = load_positions(tilt.tilt_data, key) if tilt.tilt_data else None
         if data is None:
-            data = collect(env.unwrapped, cfg.total_timesteps, seed=cfg.seed, progress=cfg.progress_bar, stop=stop, logger=logger)
+            data = collect(
+                env.unwrapped, cfg.total_timesteps, seed=cfg.seed, progress=cfg.progress_bar, stop=stop, logger=logger
+            )
             if tilt.tilt_data and stop.received is None:
                 save_positions(tilt.tilt_data, key, data)
         if tilt.tilt_future:
@@ -148,15 +178,42 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
                     logger.record(f"tilt/future_{name}", value)
                 logger.dump(0)
         balance_norm(agent, lm, data)
-        history = [] if stop.received else fit(agent, lm, data, beta=cfg.kl_coef, epochs=tilt.tilt_epochs, warmup_epochs=tilt.tilt_warmup_epochs,
-                                              lr=cfg.learning_rate or 3e-3, batch_size=cfg.batch_size or 256, seed=cfg.seed,
-                                              grid_step=tilt.tilt_grid_step, max_rejections=cfg.max_rejections, order=cfg.order,
-                                              progress=cfg.progress_bar, stop=stop, logger=logger)
-        agent.num_timesteps = -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs  # whole steps of every env, as SB3 counts
+        history = (
+            []
+            if stop.received
+            else fit(
+                agent,
+                lm,
+                data,
+                beta=cfg.kl_coef,
+                epochs=tilt.tilt_epochs,
+                warmup_epochs=tilt.tilt_warmup_epochs,
+                lr=cfg.learning_rate or 3e-3,
+                batch_size=cfg.batch_size or 256,
+                seed=cfg.seed,
+                grid_step=tilt.tilt_grid_step,
+                max_rejections=cfg.max_rejections,
+                order=cfg.order,
+                progress=cfg.progress_bar,
+                stop=stop,
+                logger=logger,
+            )
+        )
+        agent.num_timesteps = (
+            -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs
+        )  # whole steps of every env, as SB3 counts
         recorded = model if model is not None and getattr(model, "name", None) != cfg.model else None
-        saved = {**env_kwargs(cfg), **({"model": recorded} if recorded is not None else {}), **({"reward": reward} if reward is not None else {})}
+        saved = {
+            **env_kwargs(cfg),
+            **({"model": recorded} if recorded is not None else {}),
+            **({"reward": reward} if reward is not None else {}),
+        }
         config = {**asdict(cfg), "backend": "tilt", **asdict(tilt)}
-        save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config, lm=lm) if cfg.save_dir else None
+        save = (
+            partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config, lm=lm)
+            if cfg.save_dir
+            else None
+        )
         path = save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
     finally:
         env.close()
@@ -181,8 +238,15 @@ def _bar(total: int, unit: str, desc: str, show: bool) -> Any:
 
 # ---------------------------------------------------------------------------------------------- collect
 @torch.no_grad()
-def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: bool = False, stop: GracefulStop | None = None,
-            logger: Any = None) -> Positions:
+def collect(
+    venv: Any,
+    decisions: int,
+    *,
+    seed: int | None = None,
+    progress: bool = False,
+    stop: GracefulStop | None = None,
+    logger: Any = None,
+) -> Positions:
     """Run the LLM's own sampler (always-accept) in ``venv`` for ``decisions`` decisions; every position's pool and Δ.
 
     ``venv``: a :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv` with ``observation="prefix"``.
@@ -207,12 +271,16 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
         if rows:
             sizes, tokens = view.size.tolist(), view.tokens.tolist()
             extended = [responses[i] + [tokens[i][k]] for i in rows for k in range(sizes[i])]  # row by row, pool order
-            texts = venv.lm.tokenizer.batch_decode(extended, skip_special_tokens=True)  # what FrozenLM.decode gives, in one call
+            texts = venv.lm.tokenizer.batch_decode(
+                extended, skip_special_tokens=True
+            )  # what FrozenLM.decode gives, in one call
             scores = score(venv.reward_fn, [prompts[i] for i in rows for _ in range(sizes[i])], texts)
             index = torch.as_tensor(rows)
             q = view.q[index].double().cpu()
             phi = torch.zeros(len(rows), width, dtype=torch.float64)
-            phi[torch.arange(width) < view.size[index].cpu()[:, None]] = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+            phi[torch.arange(width) < view.size[index].cpu()[:, None]] = torch.as_tensor(
+                np.asarray(scores, dtype=np.float64)
+            )
             centred = (phi - (q * phi).sum(-1, keepdim=True)) * (q > 0)
             obs = view.obs[index].cpu()
             parts["hidden"].append(obs[:, 0, :hidden_size].half())
@@ -236,10 +304,15 @@ def collect(venv: Any, decisions: int, *, seed: int | None = None, progress: boo
         logger.record("collect/decisions_per_s", done / max(time.perf_counter() - start, 1e-9))
         logger.dump(done)
     if not parts["tokens"]:
-        raise ConfigError(f"total_timesteps={decisions}: no position with two or more candidates was collected; raise it.")
+        raise ConfigError(
+            f"total_timesteps={decisions}: no position with two or more candidates was collected; raise it."
+        )
     width = max(t.shape[1] for t in parts["tokens"])
     pads = {"tokens": 0, "logprob": -1e4, "logq": -1e4, "delta": 0.0}
-    fields = [torch.cat([_pad(t, width, pads[name]) if name in pads else t for t in parts[name]]) for name in Positions._fields[:-1]]
+    fields = [
+        torch.cat([_pad(t, width, pads[name]) if name in pads else t for t in parts[name]])
+        for name in Positions._fields[:-1]
+    ]
     return Positions(*fields, torch.tensor(togo, dtype=torch.float32))
 
 
@@ -258,9 +331,16 @@ def _pad(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
 def _data_key(cfg: TrainConfig, lm: Any, reward: Any) -> dict[str, Any]:
     """What the collected positions depend on: a cache made under other settings is not reused."""
     reward_name = reward if isinstance(reward, str) else repr(reward)
-    return {"version": DATA_VERSION, "model": getattr(lm, "name", cfg.model), "reward": reward_name, "prompts": cfg.prompts,
-            "decisions": cfg.total_timesteps, "num_envs": cfg.num_envs, "seed": cfg.seed,
-            **{k: getattr(cfg, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")}}
+    return {
+        "version": DATA_VERSION,
+        "model": getattr(lm, "name", cfg.model),
+        "reward": reward_name,
+        "prompts": cfg.prompts,
+        "decisions": cfg.total_timesteps,
+        "num_envs": cfg.num_envs,
+        "seed": cfg.seed,
+        **{k: getattr(cfg, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -269,8 +349,16 @@ def accept_probs(agent: Any, obs: torch.Tensor) -> torch.Tensor:
     return agent.policy.get_distribution(obs.to(agent.policy.device)).distribution.probs[:, int(Action.ACCEPT)]
 
 
-def tilt_loss(agent: Any, lm: Any, batch: Positions, beta: float, *, grid_step: float = 0.2, max_rejections: int | None = None,
-              order: str = "sample") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tilt_loss(
+    agent: Any,
+    lm: Any,
+    batch: Positions,
+    beta: float,
+    *,
+    grid_step: float = 0.2,
+    max_rejections: int | None = None,
+    order: str = "sample",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, KL per position (n,), E_π[Δ] per position (n,)) of a batch: ``KL(π‖q) − E_π[Δ]/β``, averaged."""
     obs, q = batch.observations(lm), batch.q()
     n, k, d = obs.shape
@@ -323,9 +411,24 @@ def balance_norm(agent: Any, lm: Any, data: Positions, sample: int = 1024) -> li
     return scales
 
 
-def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: float, batch_size: int, seed: int = 0,
-        warmup_epochs: int = 1, grid_step: float = 0.2, max_rejections: int | None = None, order: str = "sample",
-        progress: bool = False, stop: GracefulStop | None = None, logger: Any = None) -> list[tuple[int, float]]:
+def fit(
+    agent: Any,
+    lm: Any,
+    data: Positions,
+    *,
+    beta: float,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    warmup_epochs: int = 1,
+    grid_step: float = 0.2,
+    max_rejections: int | None = None,
+    order: str = "sample",
+    progress: bool = False,
+    stop: GracefulStop | None = None,
+    logger: Any = None,
+) -> list[tuple[int, float]]:
     """Adam on the actor's weights: ``warmup_epochs`` passes of :func:`warm_start_loss`, then ``epochs`` of :func:`tilt_loss`.
 
     Returns ``(epoch, mean KL per position)`` for each epoch of the exact objective.
@@ -361,7 +464,11 @@ def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: f
             logger.record("tilt/warm_start_bce", sums[0] / len(data))
             logger.dump(epoch + 1)
     for epoch in range(epochs):
-        sums = epoch_of(lambda batch: tilt_loss(agent, lm, batch, beta, grid_step=grid_step, max_rejections=max_rejections, order=order))
+        sums = epoch_of(
+            lambda batch: tilt_loss(
+                agent, lm, batch, beta, grid_step=grid_step, max_rejections=max_rejections, order=order
+            )
+        )
         if sums is None:
             break
         loss_m, kl_m, gain_m = sums / len(data)
@@ -372,4 +479,3 @@ def fit(agent: Any, lm: Any, data: Positions, *, beta: float, epochs: int, lr: f
             logger.dump(warmup_epochs + epoch + 1)
     bar.close()
     return history
-

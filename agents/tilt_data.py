@@ -71,11 +71,15 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
         raw = torch.load(target, map_location="cpu", weights_only=True)
         stored = raw["key"]
         data = Positions(*[raw[name] for name in Positions._fields[:-1]], raw.get("togo"))
-    except Exception as exc:  # noqa: BLE001  any unreadable file: say which and how to fix, touch nothing
-        raise ConfigError(f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
-                          "pass a new path or delete it.") from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
+            "pass a new path or delete it."
+        ) from exc
     differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
     if differ:
         what = ", ".join(f"{k}: file {stored.get(k)!r} vs now {key.get(k)!r}" for k in differ)
-        raise ConfigError(f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings.")
+        raise ConfigError(
+            f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings."
+        )
     return data

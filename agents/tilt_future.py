@@ -14,7 +14,9 @@ RIDGE_GRID = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # ridge strengths tried (on s
 
 
 @torch.no_grad()
-def future_values(lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, chunk: int = 2048) -> tuple[torch.Tensor, dict[str, float]]:
+def future_values(
+    lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, chunk: int = 2048
+) -> tuple[torch.Tensor, dict[str, float]]:
     """(N, K) centred estimate of ``E_q[R − Φ(s + y)]`` for every candidate, and a report of the regression.
 
     ``data``: :class:`agents.tilt_data.Positions`. A ridge regression of ``data.togo`` (the reward change
@@ -30,14 +32,28 @@ def future_values(lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, ch
     """
     h = lm.hidden_size
     if data.togo is None:
-        raise ConfigError("--tilt-future needs tilt data collected with the reward still to come (data version 2); pass a new --tilt-data path.")
+        raise ConfigError(
+            "--tilt-future needs tilt data collected with the reward still to come (data version 2); pass a new --tilt-data path."
+        )
     rows = torch.isfinite(data.togo).nonzero().squeeze(1)
     if len(rows) < 10:
-        raise ConfigError(f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps.")
+        raise ConfigError(
+            f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps."
+        )
     part = data.take(rows)
-    obs = torch.cat([prefix_observation(lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1],
-                                        pool_mean=pool_embedding(lm, b.tokens, b.logq))[:, 0]
-                     for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))]).double()
+    obs = torch.cat(
+        [
+            prefix_observation(
+                lm,
+                b.hidden.float(),
+                b.tokens[:, :1],
+                b.logprob[:, :1],
+                b.logq[:, :1],
+                pool_mean=pool_embedding(lm, b.tokens, b.logq),
+            )[:, 0]
+            for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))
+        ]
+    ).double()
     d = part.delta[:, :1].double()
     x = torch.cat([obs, d, d * part.hidden.double()], dim=1)  # (M, 3H + 2 | 1 | H)
     y = part.togo.double()
@@ -61,7 +77,12 @@ def future_values(lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, ch
     position = torch.cat([span(0, h), span(2 * h, 3 * h)])
     with_candidate = torch.cat([position, span(h, 2 * h), span(3 * h, 3 * h + 2)])
     with_delta = torch.cat([with_candidate, span(3 * h + 2, 3 * h + 3)])
-    models = {"position_only": position, "with_candidate": with_candidate, "with_delta": with_delta, "with_delta_h": span(0, x.shape[1])}
+    models = {
+        "position_only": position,
+        "with_candidate": with_candidate,
+        "with_delta": with_delta,
+        "with_delta_h": span(0, x.shape[1]),
+    }
     scores = {name: r2(cols) for name, cols in models.items()}
     chosen = max(scores, key=lambda name: scores[name][0])
     cols, lam = models[chosen], scores[chosen][1]
@@ -73,9 +94,20 @@ def future_values(lm: Any, data: Any, *, seed: int = 0, holdout: float = 0.2, ch
     table = lm.model.get_input_embeddings().weight
     per_token = (table.double() @ w_e.to(table.device)).cpu()
     share = w_d + data.hidden.double() @ w_dh  # (N,) the change's coefficient at each position
-    g = per_token[data.tokens] + w_p * data.logprob.double() + w_q * data.logq.double() + share[:, None] * data.delta.double()
+    g = (
+        per_token[data.tokens]
+        + w_p * data.logprob.double()
+        + w_q * data.logq.double()
+        + share[:, None] * data.delta.double()
+    )
     q = data.q()
     g = torch.where(q > 0, g - (q * torch.where(q > 0, g, 0.0)).sum(-1, keepdim=True), 0.0)
-    report = {**{f"r2_{name}": r for name, (r, _) in scores.items()}, "model": list(models).index(chosen), "ridge": lam,
-              "positions": float(len(y)), "delta_share_mean": float(share.mean()), "delta_share_std": float(share.std())}
+    report = {
+        **{f"r2_{name}": r for name, (r, _) in scores.items()},
+        "model": list(models).index(chosen),
+        "ridge": lam,
+        "positions": float(len(y)),
+        "delta_share_mean": float(share.mean()),
+        "delta_share_std": float(share.std()),
+    }
     return g.float(), report

@@ -21,30 +21,67 @@ import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import proxy_env
-from proxy_env.errors import ConfigError
-from proxy_env.engine.lm import FrozenLM
-from proxy_env.engine.models import as_frozen_lm
-from proxy_env.adapters.sb3 import SB3VecEnv
-
 from agents.algos import get_algo
 from agents.callbacks import (
-    CheckpointCallback, EpisodeStatsCallback, EvalCallback, EvalResult, TimeLimitCallback, TqdmCallback,
-)
-from agents.saving.checkpoint import (
-    CheckpointError, check_lm, check_save_dir, load_checkpoint, lock_save_dir, periodic_save, plain, read_meta, save_checkpoint, save_or_rescue,
+    CheckpointCallback,
+    EpisodeStatsCallback,
+    EvalCallback,
+    EvalResult,
+    TimeLimitCallback,
+    TqdmCallback,
 )
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
 from agents.policies import ParamReport, init_accept_bias, param_report, proxy_policy_kwargs
+from agents.saving.checkpoint import (
+    CheckpointError,
+    check_lm,
+    check_save_dir,
+    load_checkpoint,
+    lock_save_dir,
+    periodic_save,
+    plain,
+    read_meta,
+    save_checkpoint,
+    save_or_rescue,
+)
+from proxy_env.adapters.sb3 import SB3VecEnv
+from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.models import as_frozen_lm
+from proxy_env.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "env_kwargs", "load_checkpoint", "make_sb3_env", "resolve_lm", "train"]
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainResult",
+    "env_kwargs",
+    "load_checkpoint",
+    "make_sb3_env",
+    "resolve_lm",
+    "train",
+]
 
 # TrainConfig fields that are keyword arguments of the environment, under the same name
-ENV_FIELDS = ("model", "reward", "prompts", "max_new_tokens", "top_k", "top_p", "temperature", "max_rejections",
-              "order", "observation", "hidden_layer", "reward_baseline", "reject_cost", "reward_normalize", "forced_steps",
-              "reward_shaping")
+ENV_FIELDS = (
+    "model",
+    "reward",
+    "prompts",
+    "max_new_tokens",
+    "top_k",
+    "top_p",
+    "temperature",
+    "max_rejections",
+    "order",
+    "observation",
+    "hidden_layer",
+    "reward_baseline",
+    "reject_cost",
+    "reward_normalize",
+    "forced_steps",
+    "reward_shaping",
+)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -56,61 +93,125 @@ class TrainConfig:
     """Everything ``train`` needs; each field is a ``proxy-rlhf train`` flag (``--field-name``)."""
 
     algo: str = field(default="ppo", metadata=_help("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
-    model: str = field(default="default", metadata=_help("frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id or a path"))
-    reward: str = field(default="default", metadata=_help(
-        "reward: 'default' (VADER positivity), 'pairwise' (LLM judge vs the unsteered response), an `rm train` folder, a reward-model id or path"))
-    prompts: str = field(default="default", metadata=_help("training prompts: 'default', a .txt/.jsonl file or a datasets folder"))
-    eval_prompts: str = field(default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)"))
+    model: str = field(
+        default="default",
+        metadata=_help("frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id or a path"),
+    )
+    reward: str = field(
+        default="default",
+        metadata=_help(
+            "reward: 'default' (VADER positivity), 'pairwise' (LLM judge vs the unsteered response), an `rm train` folder, a reward-model id or path"
+        ),
+    )
+    prompts: str = field(
+        default="default", metadata=_help("training prompts: 'default', a .txt/.jsonl file or a datasets folder")
+    )
+    eval_prompts: str = field(
+        default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)")
+    )
     max_new_tokens: int = field(default=48, metadata=_help("response budget in tokens"))
     top_k: int = field(default=50, metadata=_help("SKAM pool: top-k"))
     top_p: float = field(default=0.95, metadata=_help("SKAM pool: top-p"))
     temperature: float = field(default=1.0, metadata=_help("SKAM pool: temperature"))
-    max_rejections: int | None = field(default=None, metadata=_help("rejections allowed per position (None: pool size - 1)"))
+    max_rejections: int | None = field(
+        default=None, metadata=_help("rejections allowed per position (None: pool size - 1)")
+    )
     order: str = field(default="sample", metadata=_help("candidate order: 'sample' or 'greedy'"))
-    observation: str = field(default="candidate", metadata=_help(
-        "observation: 'candidate' (the candidate's hidden state), 'candidate_stats', or 'prefix' (the prefix's hidden state + "
-        "the candidate's embedding and log-probabilities: no LLM forward on a rejection; needed by --kl-coef)"))
+    observation: str = field(
+        default="candidate",
+        metadata=_help(
+            "observation: 'candidate' (the candidate's hidden state), 'candidate_stats', or 'prefix' (the prefix's hidden state + "
+            "the candidate's embedding and log-probabilities: no LLM forward on a rejection; needed by --kl-coef)"
+        ),
+    )
     hidden_layer: int = field(default=-1, metadata=_help("which hidden state the proxy sees (-1: last layer)"))
-    reward_baseline: float | str | None = field(default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'"))
+    reward_baseline: float | str | None = field(
+        default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'")
+    )
     reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
-    reward_normalize: bool = field(default=False, metadata=_help("standardise terminal rewards by their running mean and std"))
-    reward_shaping: bool = field(default=False, metadata=_help(
-        "potential-based shaping: pay the reward of the response so far as it changes (the return is unchanged)"))
-    forced_steps: bool = field(default=False, metadata=_help(
-        "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step"))
-    kl_coef: float = field(default=0.0, metadata=_help(
-        "β of the KL penalty: each committed token pays β·(log π − log q) under the proxy's current policy (needs --observation prefix)"))
-    kl_target: float | None = field(default=None, metadata=_help(
-        "adapt β toward this KL per response in nats (TRL's adaptive controller); None keeps --kl-coef fixed"))
-    kl_horizon: int = field(default=10_000, metadata=_help("decisions over which the adaptive controller moves β by at most a factor of 1.2"))
+    reward_normalize: bool = field(
+        default=False, metadata=_help("standardise terminal rewards by their running mean and std")
+    )
+    reward_shaping: bool = field(
+        default=False,
+        metadata=_help(
+            "potential-based shaping: pay the reward of the response so far as it changes (the return is unchanged)"
+        ),
+    )
+    forced_steps: bool = field(
+        default=False,
+        metadata=_help(
+            "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step"
+        ),
+    )
+    kl_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "β of the KL penalty: each committed token pays β·(log π − log q) under the proxy's current policy (needs --observation prefix)"
+        ),
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata=_help(
+            "adapt β toward this KL per response in nats (TRL's adaptive controller); None keeps --kl-coef fixed"
+        ),
+    )
+    kl_horizon: int = field(
+        default=10_000,
+        metadata=_help("decisions over which the adaptive controller moves β by at most a factor of 1.2"),
+    )
     num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
-    total_timesteps: int = field(default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)"))
+    total_timesteps: int = field(
+        default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)")
+    )
     seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))
     device: str = field(default="auto", metadata=_help("torch device of the proxy policy: 'auto', 'cpu', 'cuda'"))
     env_device: str | None = field(default=None, metadata=_help("device of the frozen LLM (None: CUDA when available)"))
     learning_rate: float | None = field(default=None, metadata=_help("learning rate (None: the algorithm's default)"))
-    n_steps: int | None = field(default=None, metadata=_help("on-policy rollout length per env (None: the algorithm's default)"))
+    n_steps: int | None = field(
+        default=None, metadata=_help("on-policy rollout length per env (None: the algorithm's default)")
+    )
     batch_size: int | None = field(default=None, metadata=_help("minibatch size (None: the algorithm's default)"))
-    gamma: float = field(default=1.0, metadata=_help("discount; 1.0 since episodes are short and the reward is terminal"))
+    gamma: float = field(
+        default=1.0, metadata=_help("discount; 1.0 since episodes are short and the reward is terminal")
+    )
     features_dim: int = field(default=64, metadata=_help("width of the proxy's projection of the hidden state"))
     hidden: tuple[int, ...] = field(default=(64,), metadata=_help("hidden layer widths of each policy/value head"))
-    bootstrap_truncated: bool = field(default=False, metadata=_help(
-        "bootstrap the value at the response budget; off by default since the reward model scores the truncated response and nothing follows"))
-    algo_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help("extra keyword arguments of the algorithm (CLI: JSON)"))
+    bootstrap_truncated: bool = field(
+        default=False,
+        metadata=_help(
+            "bootstrap the value at the response budget; off by default since the reward model scores the truncated response and nothing follows"
+        ),
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("extra keyword arguments of the algorithm (CLI: JSON)")
+    )
     tensorboard_log: str | None = field(default=None, metadata=_help("TensorBoard log folder (None: no logs)"))
     progress_bar: bool = field(default=False, metadata=_help("show a progress bar"))
     eval_freq: int = field(default=0, metadata=_help("evaluate on eval_prompts every this many steps (0: never)"))
     eval_episodes: int = field(default=16, metadata=_help("episodes per evaluation"))
-    save_dir: str | None = field(default=None, metadata=_help(
-        "checkpoint folder (model.safetensors + proxy_config.json), written at the end and on Ctrl-C/SIGTERM; "
-        "a folder holding anything but a checkpoint is refused"))
+    save_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "checkpoint folder (model.safetensors + proxy_config.json), written at the end and on Ctrl-C/SIGTERM; "
+            "a folder holding anything but a checkpoint is refused"
+        ),
+    )
     save_freq: int = field(default=0, metadata=_help("also checkpoint every this many steps (0: at the end only)"))
     resume: str | None = field(default=None, metadata=_help("continue training from this checkpoint folder"))
-    trust_checkpoint: bool = field(default=False, metadata=_help(
-        "allow --resume from an SB3 proxy.zip (format 1), whose loading unpickles Python objects and can run code"))
-    init_accept_prob: float | None = field(default=0.9, metadata=_help(
-        "actor-critic proxies start at this P(accept) (near the unsteered LLM); None keeps SB3's init"))
-    time_limit_s: float = field(default=0.0, metadata=_help("stop training after this many seconds of wall time (0: no limit)"))
+    trust_checkpoint: bool = field(
+        default=False,
+        metadata=_help(
+            "allow --resume from an SB3 proxy.zip (format 1), whose loading unpickles Python objects and can run code"
+        ),
+    )
+    init_accept_prob: float | None = field(
+        default=0.9,
+        metadata=_help("actor-critic proxies start at this P(accept) (near the unsteered LLM); None keeps SB3's init"),
+    )
+    time_limit_s: float = field(
+        default=0.0, metadata=_help("stop training after this many seconds of wall time (0: no limit)")
+    )
     verbose: int = field(default=0, metadata=_help("SB3 verbosity: 0, 1 (log tables) or 2"))
 
     def validate(self) -> None:
@@ -125,18 +226,28 @@ class TrainConfig:
         if self.save_freq and not self.save_dir:
             raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
         if self.kl_coef and self.observation != "prefix":
-            raise ConfigError(f"kl_coef={self.kl_coef} needs observation='prefix' (--observation prefix), got {self.observation!r}.")
+            raise ConfigError(
+                f"kl_coef={self.kl_coef} needs observation='prefix' (--observation prefix), got {self.observation!r}."
+            )
         KLController(self.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
-            raise ConfigError(f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir.")
+            raise ConfigError(
+                f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed={self.seed!r} must be an int in [0, 2**32) (SB3 seeds numpy's global RNG, which takes no more).")
+            raise ConfigError(
+                f"seed={self.seed!r} must be an int in [0, 2**32) (SB3 seeds numpy's global RNG, which takes no more)."
+            )
         _number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
         _number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0")
         if self.learning_rate is not None:
-            _number("learning_rate", self.learning_rate, lambda v: 0 < v <= 1,
-                    "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)")
+            _number(
+                "learning_rate",
+                self.learning_rate,
+                lambda v: 0 < v <= 1,
+                "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)",
+            )
         if self.device != "auto":
             from proxy_env.engine.lm import resolve_device
 
@@ -145,7 +256,9 @@ class TrainConfig:
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
         if self.init_accept_prob is not None:
-            _number("init_accept_prob", self.init_accept_prob, lambda v: 0 < v < 1, "in (0, 1) (or None to keep SB3's init)")
+            _number(
+                "init_accept_prob", self.init_accept_prob, lambda v: 0 < v < 1, "in (0, 1) (or None to keep SB3's init)"
+            )
         for name in ("n_steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -188,7 +301,9 @@ class TrainResult(NamedTuple):
     params: ParamReport  # proxy trainable params vs the LLM's
     evaluations: list[tuple[int, EvalResult]]  # (timestep, result) of each periodic evaluation
     kl_history: list[tuple[int, float, float]] = []  # with kl_coef: (timestep, β, mean KL per response) per rollout
-    interrupted: str | None = None  # "SIGINT"/"SIGTERM" when a signal stopped training early (the checkpoint was still saved)
+    interrupted: str | None = (
+        None  # "SIGINT"/"SIGTERM" when a signal stopped training early (the checkpoint was still saved)
+    )
 
 
 def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
@@ -201,7 +316,9 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {name: getattr(cfg, name) for name in ENV_FIELDS}
 
 
-def make_sb3_env(kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None, bootstrap_truncated: bool = True) -> SB3VecEnv:
+def make_sb3_env(
+    kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None, bootstrap_truncated: bool = True
+) -> SB3VecEnv:
     """A :class:`SB3VecEnv` over ``gym.make_vec(ENV_ID, num_envs, **kwargs)``; ``"tiny"`` models resolved."""
     kwargs = dict(kwargs)
     if kwargs.get("model") == "tiny":
@@ -222,12 +339,14 @@ def _algo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         out["batch_size"] = cfg.batch_size
     if cfg.n_steps is not None:
         if not spec.on_policy:
-            raise ConfigError(f"n_steps={cfg.n_steps} applies to on-policy algorithms only, not algo={cfg.algo!r}; leave it unset.")
+            raise ConfigError(
+                f"n_steps={cfg.n_steps} applies to on-policy algorithms only, not algo={cfg.algo!r}; leave it unset."
+            )
         out["n_steps"] = cfg.n_steps
     return {**out, **cfg.algo_kwargs}
 
 
-def _build(cfg: TrainConfig, env: SB3VecEnv) -> Any:
+def build_agent(cfg: TrainConfig, env: SB3VecEnv) -> Any:
     """A fresh agent, or the one in ``cfg.resume`` attached to ``env``."""
     if cfg.resume is not None:
         checkpoint = load_checkpoint(cfg.resume, env=env, device=cfg.device, trust=cfg.trust_checkpoint)
@@ -239,8 +358,14 @@ def _build(cfg: TrainConfig, env: SB3VecEnv) -> Any:
     _check_algo_kwargs(cls, cfg.algo, extra)
     try:
         agent = cls(
-            spec.policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=cfg.device,
-            tensorboard_log=cfg.tensorboard_log, verbose=cfg.verbose, **extra,
+            spec.policy,
+            env,
+            policy_kwargs=policy_kwargs,
+            seed=cfg.seed,
+            device=cfg.device,
+            tensorboard_log=cfg.tensorboard_log,
+            verbose=cfg.verbose,
+            **extra,
         )
     except (AssertionError, ValueError, TypeError) as exc:  # SB3 checks its hyper-parameters with asserts
         raise ConfigError(f"{cls.__name__} (algo={cfg.algo!r}) refused its hyper-parameters {extra}: {exc}") from exc
@@ -258,8 +383,11 @@ def _check_algo_kwargs(cls: Any, algo: str, kwargs: dict[str, Any]) -> None:
     known = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "policy", "env")]
     for key in kwargs:
         if key not in known:
-            raise ConfigError(f"algo_kwargs has {key!r}, which is not a keyword of {cls.__name__} (algo={algo!r})."
-                              + did_you_mean(key, known) + f" Its keywords: {known}.")
+            raise ConfigError(
+                f"algo_kwargs has {key!r}, which is not a keyword of {cls.__name__} (algo={algo!r})."
+                + did_you_mean(key, known)
+                + f" Its keywords: {known}."
+            )
 
 
 def _progress(cfg: TrainConfig) -> tuple[bool, list[BaseCallback]]:
@@ -289,8 +417,9 @@ def _check_resume(cfg: TrainConfig) -> None:
         load_checkpoint(cfg.resume, trust=False)  # raises the error that explains the risk and the flag
 
 
-def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None,
-          callbacks: list[BaseCallback] | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None, callbacks: list[BaseCallback] | None = None
+) -> TrainResult:
     """Train a proxy as configured by ``cfg``.
 
     Before anything is loaded the configuration, the resume checkpoint and the save folder are
@@ -320,44 +449,72 @@ def train(cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None
             lock.release()
 
 
-def _train(cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: list[BaseCallback], stop: GracefulStop) -> TrainResult:
+def _train(
+    cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: list[BaseCallback], stop: GracefulStop
+) -> TrainResult:
     lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
     kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
-    penalty = {"kl_coef": cfg.kl_coef} if cfg.kl_coef else {}  # training only: checkpoints and evaluation envs pay no KL
+    penalty = (
+        {"kl_coef": cfg.kl_coef} if cfg.kl_coef else {}
+    )  # training only: checkpoints and evaluation envs pay no KL
     env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
     evaluator = None
-    kl_callback = KLPenaltyCallback(KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon)) if cfg.kl_coef else None
+    kl_callback = (
+        KLPenaltyCallback(KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon))
+        if cfg.kl_coef
+        else None
+    )
     try:
         if cfg.resume is not None:
             check_lm(read_meta(cfg.resume), lm, cfg.resume)
         _check_rollout_memory(cfg, env)
-        agent = _build(cfg, env)
+        agent = build_agent(cfg, env)
         extra: list[BaseCallback] = [EpisodeStatsCallback(), StopOnSignalCallback(stop)]
         if kl_callback is not None:
             extra.append(kl_callback)
         if cfg.eval_freq > 0 and cfg.eval_prompts:
-            eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, bootstrap_truncated=cfg.bootstrap_truncated)
+            eval_env = make_sb3_env(
+                {**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, bootstrap_truncated=cfg.bootstrap_truncated
+            )
             evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
             extra.append(evaluator)
         # a model object loaded from cfg.model (the demo's) is recorded by that name, so the checkpoint loads on its own
         recorded = model if model is not None and getattr(model, "name", None) != cfg.model else None
-        saved = {**env_kwargs(cfg), **({"model": recorded} if recorded is not None else {}),
-                 **({"reward": reward} if reward is not None else {})}
-        save = partial(_save, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg), lm=lm) if cfg.save_dir else None
+        saved = {
+            **env_kwargs(cfg),
+            **({"model": recorded} if recorded is not None else {}),
+            **({"reward": reward} if reward is not None else {}),
+        }
+        save = (
+            partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg), lm=lm)
+            if cfg.save_dir
+            else None
+        )
         if save is not None and cfg.save_freq > 0:
             extra.append(CheckpointCallback(partial(periodic_save, save), cfg.save_freq))
         if cfg.time_limit_s > 0:
             extra.append(TimeLimitCallback(cfg.time_limit_s))
         progress_bar, bars = _progress(cfg)
-        agent.learn(cfg.total_timesteps, callback=CallbackList(extra + bars + callbacks),
-                    progress_bar=progress_bar, reset_num_timesteps=cfg.resume is None, tb_log_name=cfg.algo.lower())
+        agent.learn(
+            cfg.total_timesteps,
+            callback=CallbackList(extra + bars + callbacks),
+            progress_bar=progress_bar,
+            reset_num_timesteps=cfg.resume is None,
+            tb_log_name=cfg.algo.lower(),
+        )
         path = save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
     finally:
         env.close()
         if evaluator is not None:
             evaluator.env.close()
-    return TrainResult(agent, path, param_report(agent, lm.num_parameters), evaluator.history if evaluator else [],
-                       kl_callback.history if kl_callback is not None else [], stop.received)
+    return TrainResult(
+        agent,
+        path,
+        param_report(agent, lm.num_parameters),
+        evaluator.history if evaluator else [],
+        kl_callback.history if kl_callback is not None else [],
+        stop.received,
+    )
 
 
 def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
@@ -368,7 +525,9 @@ def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
     n_steps = cfg.n_steps or int(cfg.algo_kwargs.get("n_steps", 0) or 0)
     if not spec.on_policy or not n_steps:
         return
-    need = n_steps * cfg.num_envs * (int(env.observation_space.shape[0]) + 8) * 4  # float32 obs + a few scalars per step
+    need = (
+        n_steps * cfg.num_envs * (int(env.observation_space.shape[0]) + 8) * 4
+    )  # float32 obs + a few scalars per step
     free = available_bytes(None)
     if free is not None and need > free:
         raise ConfigError(
@@ -377,5 +536,7 @@ def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
         )
 
 
-def _save(agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None) -> Path:
+def save_agent(
+    agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None
+) -> Path:
     return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config, lm=lm)

@@ -50,8 +50,9 @@ def env_kwargs(lm) -> dict:
 
 
 def make(lm, n: int, mode: str = "same_step"):
-    return gym.make_vec(proxy_env.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode,
-                        **env_kwargs(lm))
+    return gym.make_vec(
+        proxy_env.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **env_kwargs(lm)
+    )
 
 
 def _timed(step: Callable[[np.ndarray], None], n: int, steps: int, warmup: int = 10) -> float:
@@ -118,8 +119,9 @@ def sb3_ppo(lm, args: Args) -> float:
 
     from proxy_env.adapters.sb3 import SB3VecEnv
 
-    model = PPO("MlpPolicy", SB3VecEnv(make(lm, args.num_envs)), n_steps=64, batch_size=128, n_epochs=4, seed=0,
-                device="cpu")
+    model = PPO(
+        "MlpPolicy", SB3VecEnv(make(lm, args.num_envs)), n_steps=64, batch_size=128, n_epochs=4, seed=0, device="cpu"
+    )
     model.learn(args.num_envs * 64)  # warm-up rollout and update
     start = time.perf_counter()
     model.learn(args.train_steps, reset_num_timesteps=False)
@@ -136,8 +138,13 @@ def skrl_rollout(lm, args: Args) -> float:
 
 def _skrl_mlp(env, out: int) -> torch.nn.Module:
     """SB3's MlpPolicy default network (64, 64, tanh), for a like-for-like training row."""
-    return torch.nn.Sequential(torch.nn.Linear(env.observation_space.shape[0], 64), torch.nn.Tanh(),
-                               torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, out))
+    return torch.nn.Sequential(
+        torch.nn.Linear(env.observation_space.shape[0], 64),
+        torch.nn.Tanh(),
+        torch.nn.Linear(64, 64),
+        torch.nn.Tanh(),
+        torch.nn.Linear(64, out),
+    )
 
 
 def skrl_ppo(lm, args: Args) -> float:
@@ -153,7 +160,9 @@ def skrl_ppo(lm, args: Args) -> float:
 
     class Policy(CategoricalMixin, Model):
         def __init__(self):
-            Model.__init__(self, observation_space=env.observation_space, action_space=env.action_space, device=env.device)
+            Model.__init__(
+                self, observation_space=env.observation_space, action_space=env.action_space, device=env.device
+            )
             CategoricalMixin.__init__(self)
             self.net = _skrl_mlp(env, self.num_actions)
 
@@ -162,7 +171,9 @@ def skrl_ppo(lm, args: Args) -> float:
 
     class Value(DeterministicMixin, Model):
         def __init__(self):
-            Model.__init__(self, observation_space=env.observation_space, action_space=env.action_space, device=env.device)
+            Model.__init__(
+                self, observation_space=env.observation_space, action_space=env.action_space, device=env.device
+            )
             DeterministicMixin.__init__(self)
             self.net = _skrl_mlp(env, 1)
 
@@ -170,13 +181,25 @@ def skrl_ppo(lm, args: Args) -> float:
             return self.net(inputs["observations"]), {}
 
     cfg = PPO_CFG(rollouts=64, learning_epochs=4, mini_batches=4)
-    cfg.experiment.directory, cfg.experiment.write_interval, cfg.experiment.checkpoint_interval = tempfile.mkdtemp(), 0, 0
-    agent = PPO(models={"policy": Policy(), "value": Value()}, observation_space=env.observation_space,
-                memory=RandomMemory(memory_size=64, num_envs=env.num_envs, device=env.device),
-                action_space=env.action_space, device=env.device, cfg=cfg)
+    cfg.experiment.directory, cfg.experiment.write_interval, cfg.experiment.checkpoint_interval = (
+        tempfile.mkdtemp(),
+        0,
+        0,
+    )
+    agent = PPO(
+        models={"policy": Policy(), "value": Value()},
+        observation_space=env.observation_space,
+        memory=RandomMemory(memory_size=64, num_envs=env.num_envs, device=env.device),
+        action_space=env.action_space,
+        device=env.device,
+        cfg=cfg,
+    )
     timesteps = args.train_steps // args.num_envs
-    trainer = SequentialTrainer(env=env, agents=agent, cfg={"timesteps": timesteps, "disable_progressbar": True,
-                                                             "close_environment_at_exit": False})
+    trainer = SequentialTrainer(
+        env=env,
+        agents=agent,
+        cfg={"timesteps": timesteps, "disable_progressbar": True, "close_environment_at_exit": False},
+    )
     start = time.perf_counter()
     trainer.train()
     return timesteps * args.num_envs / (time.perf_counter() - start)
@@ -213,18 +236,42 @@ def torchrl_gym_env(lm, args: Args) -> float:
 ROWS: list[tuple[str, str, str, str | None, Callable[[object, Args], float]]] = [
     ("bare env", "SAME_STEP", "venv.step, random actions", None, lambda lm, a: bare(lm, a, "same_step")),
     ("bare env", "NEXT_STEP", "venv.step, random actions", None, lambda lm, a: bare(lm, a, "next_step")),
-    ("bare env", "DISABLED", "venv.step + reset(reset_mask), random actions", None, lambda lm, a: bare(lm, a, "disabled")),
-    *[(f"Gymnasium {w}", "NEXT_STEP", "wrapped step, random actions", "array_api_compat" if w == "NumpyToTorch" else None,
-       gymnasium_wrapper(w))
-      for w in ("RecordEpisodeStatistics", "NormalizeObservation", "NormalizeReward", "NumpyToTorch", "DictInfoToList")],
+    (
+        "bare env",
+        "DISABLED",
+        "venv.step + reset(reset_mask), random actions",
+        None,
+        lambda lm, a: bare(lm, a, "disabled"),
+    ),
+    *[
+        (
+            f"Gymnasium {w}",
+            "NEXT_STEP",
+            "wrapped step, random actions",
+            "array_api_compat" if w == "NumpyToTorch" else None,
+            gymnasium_wrapper(w),
+        )
+        for w in (
+            "RecordEpisodeStatistics",
+            "NormalizeObservation",
+            "NormalizeReward",
+            "NumpyToTorch",
+            "DictInfoToList",
+        )
+    ],
     ("SB3 SB3VecEnv + VecNormalize", "SAME_STEP", "VecEnv.step, random actions", None, sb3_vecnormalize),
     ("SB3 make_vec_env (8 single envs)", "(single envs)", "DummyVecEnv.step, random actions", None, sb3_make_vec_env),
     ("SB3 PPO on SB3VecEnv", "SAME_STEP", "PPO.learn (MlpPolicy), updates included", None, sb3_ppo),
     ("skrl wrap_env", "SAME_STEP", "wrapper.step, random actions", "skrl", skrl_rollout),
     ("skrl PPO", "SAME_STEP", "SequentialTrainer.train (64-64 MLP), updates included", "skrl", skrl_ppo),
     ("TorchRL GymWrapper", "DISABLED", "env.rollout, random policy", "torchrl", torchrl_rollout),
-    ("TorchRL GymEnv(id, num_envs=8): 8 worker processes", "(single envs)", "env.rollout, random policy", "torchrl",
-     torchrl_gym_env),
+    (
+        "TorchRL GymEnv(id, num_envs=8): 8 worker processes",
+        "(single envs)",
+        "env.rollout, random policy",
+        "torchrl",
+        torchrl_gym_env,
+    ),
 ]
 
 
@@ -237,8 +284,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lm = tiny_lm()
     bare(lm, args, "same_step")  # warm-up: first forwards, allocator
-    print(f"CPU, {args.threads} torch thread(s); Python {platform.python_version()}, torch {torch.__version__}; "
-          f"tiny model, {args.num_envs} envs, {env_kwargs(lm)['max_new_tokens']}-token responses, top_k=5, top_p=1.0")
+    print(
+        f"CPU, {args.threads} torch thread(s); Python {platform.python_version()}, torch {torch.__version__}; "
+        f"tiny model, {args.num_envs} envs, {env_kwargs(lm)['max_new_tokens']}-token responses, top_k=5, top_p=1.0"
+    )
     rows = [row for row in ROWS if row[3] is None or importlib.util.find_spec(row[3]) is not None]
     runs: dict[int, list[float]] = {i: [] for i in range(len(rows))}
     for _ in range(args.repeats):

@@ -81,8 +81,16 @@ def _sync(lm: FrozenLM) -> None:
 
 
 def _venv(lm: FrozenLM, num_envs: int, max_new_tokens: int, **kwargs: Any) -> Any:
-    return gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", model=lm,
-                        prompts="default-eval", max_new_tokens=max_new_tokens, reward=lambda p, r: [0.0] * len(r), **kwargs)
+    return gym.make_vec(
+        proxy_env.ENV_ID,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        model=lm,
+        prompts="default-eval",
+        max_new_tokens=max_new_tokens,
+        reward=lambda p, r: [0.0] * len(r),
+        **kwargs,
+    )
 
 
 class Bare:
@@ -93,14 +101,18 @@ class Bare:
         from transformers import DynamicCache
 
         self.lm, self.num_envs = lm, num_envs
-        ids = torch.randint(100, 10_000, (num_envs, max_context), generator=torch.Generator().manual_seed(0)).to(lm.device)
+        ids = torch.randint(100, 10_000, (num_envs, max_context), generator=torch.Generator().manual_seed(0)).to(
+            lm.device
+        )
         self.cache = DynamicCache()
         self.kwargs = lm.cache_kwargs(self.cache)
         lm.model(input_ids=ids, use_cache=True, **{k: v for k, v in self.kwargs.items() if k != "logits_to_keep"})
         self.full = [(layer.keys, layer.values) for layer in self.cache.layers]
         self.token = torch.full((num_envs, 1), 42, device=lm.device)
 
-    def _crop(self, context: int) -> None:  # views of the prefilled columns: the next update concatenates, as generate's does
+    def _crop(
+        self, context: int
+    ) -> None:  # views of the prefilled columns: the next update concatenates, as generate's does
         for layer, (keys, values) in zip(self.cache.layers, self.full):
             layer.keys, layer.values = keys[:, :, :context], values[:, :, :context]
 
@@ -115,8 +127,14 @@ class Bare:
                 _sync(self.lm)
                 start = time.perf_counter()
             self._crop(context)
-            self.lm.model(input_ids=self.token, attention_mask=mask, position_ids=position, use_cache=True,
-                          output_hidden_states=True, **self.kwargs)
+            self.lm.model(
+                input_ids=self.token,
+                attention_mask=mask,
+                position_ids=position,
+                use_cache=True,
+                output_hidden_states=True,
+                **self.kwargs,
+            )
         _sync(self.lm)
         return time.perf_counter() - start
 
@@ -146,12 +164,17 @@ def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str
         _sync(lm)
         env_s += time.perf_counter() - start
         context += block_context
-        bare_s += bare.seconds(int(round(np.mean(block_context))), block)
+        bare_s += bare.seconds(round(np.mean(block_context)), block)
         bare_forwards += block
     steps = block * args.rounds
-    out = {"decisions/s": decisions / env_s, "bare decisions/s": num_envs * bare_forwards / bare_s, "steps/s": num_envs * steps / env_s,
-           "forwards/step": (cache.forwards - forwards) / steps, "row-fwd/decision": (cache.row_forwards - rows) / decisions,
-           "context": float(np.mean(context))}
+    out = {
+        "decisions/s": decisions / env_s,
+        "bare decisions/s": num_envs * bare_forwards / bare_s,
+        "steps/s": num_envs * steps / env_s,
+        "forwards/step": (cache.forwards - forwards) / steps,
+        "row-fwd/decision": (cache.row_forwards - rows) / decisions,
+        "context": float(np.mean(context)),
+    }
     venv.close()
     return out
 
@@ -164,7 +187,9 @@ def _accepting(num_envs: int, reject: float) -> int:
     return max(1, round((1 - reject) * num_envs))
 
 
-def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_SCALING_CONTEXT, forwards: int = 10) -> list[tuple[int, float]]:
+def row_scaling(
+    lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_SCALING_CONTEXT, forwards: int = 10
+) -> list[tuple[int, float]]:
     """Seconds per bare one-token forward of n of ``num_envs`` rows (n = 1, B/4, B/2, the accepting share, B).
 
     The ceiling of a mode in which a rejection costs no forward: a step forwards only the rows that
@@ -174,8 +199,14 @@ def row_scaling(lm: FrozenLM, num_envs: int, reject: float, context: int = ROW_S
     return [(n, Bare(lm, n, context + 1).seconds(context, forwards) / forwards) for n in sizes]
 
 
-def mdp_ceiling(lm: FrozenLM, r: dict[str, float], num_envs: int, full: float, context: int = ROW_SCALING_CONTEXT,
-                forwards: int = 10) -> tuple[float, float, float]:
+def mdp_ceiling(
+    lm: FrozenLM,
+    r: dict[str, float],
+    num_envs: int,
+    full: float,
+    context: int = ROW_SCALING_CONTEXT,
+    forwards: int = 10,
+) -> tuple[float, float, float]:
     """(decisions per step, rows fed per step, ceiling) of a measured run ``r`` of ``side_by_side``.
 
     The ceiling is the env/bare ratio of a step that costs exactly a bare one-token forward of the
@@ -211,7 +242,9 @@ def _load(name: str, device: str) -> FrozenLM:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=Args().models, help="LLMs: 'tiny', 'default', hub ids or paths")
-    parser.add_argument("--num-envs", nargs="+", type=int, default=Args().num_envs, help="batch sizes, e.g. --num-envs 1 8 32")
+    parser.add_argument(
+        "--num-envs", nargs="+", type=int, default=Args().num_envs, help="batch sizes, e.g. --num-envs 1 8 32"
+    )
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=Args().modes, help="engine modes")
     for name in ("steps", "rounds", "warmup", "max_new_tokens", "memory_steps", "threads"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(Args, name))
@@ -221,10 +254,14 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else f'CPU, {args.threads} torch threads'}; "
-          f"torch {torch.__version__}; {args.max_new_tokens}-token responses; random proxy rejecting {args.reject:.0%}")
-    print("| model | num_envs | mode | env decisions/s | bare decisions/s | env / bare | env steps/s | forwards/step "
-          "| row-fwd/decision | mean context |")
+    print(
+        f"device: {torch.cuda.get_device_name() if device == 'cuda' else f'CPU, {args.threads} torch threads'}; "
+        f"torch {torch.__version__}; {args.max_new_tokens}-token responses; random proxy rejecting {args.reject:.0%}"
+    )
+    print(
+        "| model | num_envs | mode | env decisions/s | bare decisions/s | env / bare | env steps/s | forwards/step "
+        "| row-fwd/decision | mean context |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     loaded: dict[str, FrozenLM] = {}
     runs: dict[tuple[str, int, str], dict[str, float]] = {}
@@ -234,30 +271,43 @@ def main() -> None:
             for mode in args.modes:
                 r = runs[name, n, mode] = side_by_side(lm, n, mode, args)
                 bare = r["bare decisions/s"]
-                print(f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
-                      f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |", flush=True)
+                print(
+                    f"| {name} | {n} | {mode} | {r['decisions/s']:,.1f} | {bare:,.1f} | {r['decisions/s'] / bare:.2f} | "
+                    f"{r['steps/s']:,.1f} | {r['forwards/step']:.2f} | {r['row-fwd/decision']:.2f} | {r['context']:.0f} |",
+                    flush=True,
+                )
     for name, lm in loaded.items():
         big = max(args.num_envs)
         times = row_scaling(lm, big, args.reject)
         full = dict(times)[big]
-        print(f"\n{name} model, bare one-token forward of n of {big} rows at {ROW_SCALING_CONTEXT} columns of context:\n")
+        print(
+            f"\n{name} model, bare one-token forward of n of {big} rows at {ROW_SCALING_CONTEXT} columns of context:\n"
+        )
         print("| rows | ms / forward | rows/s | time vs the full batch |\n|---|---|---|---|")
         for n, t in times:
             print(f"| {n} | {t * 1e3:.1f} | {n / t:,.1f} | {t / full:.2f} |")
         accepting = _accepting(big, args.reject)
-        print(f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
-              f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s", flush=True)
+        print(
+            f"\nceiling of a step that forwards only the {accepting} accepting rows of {big} (no prefills, no forced "
+            f"steps): {full / dict(times)[accepting]:.2f}x the bare forward's decisions/s",
+            flush=True,
+        )
         for mode in (m for m in args.modes if m.startswith("prefix")):
             r = runs[name, big, mode]
             decisions, rows, ceiling = mdp_ceiling(lm, r, big, full)
-            print(f"{mode} at {big} envs fed {rows:.1f} rows per step for {decisions:.1f} decisions: a step costing a bare "
-                  f"forward of those rows would reach {ceiling:.2f}x (measured: "
-                  f"{r['decisions/s'] / r['bare decisions/s']:.2f}x)", flush=True)
+            print(
+                f"{mode} at {big} envs fed {rows:.1f} rows per step for {decisions:.1f} decisions: a step costing a bare "
+                f"forward of those rows would reach {ceiling:.2f}x (measured: "
+                f"{r['decisions/s'] / r['bare decisions/s']:.2f}x)",
+                flush=True,
+            )
     if args.memory_steps:
         memory_lm = loaded.get(args.memory_model) or _load(args.memory_model, device)
         rss_2k, rss_end, len_2k, len_end = memory_run(memory_lm, args.memory_steps)
-        print(f"\nmemory ({args.memory_model} model, 8 envs, top_p=1.0): RSS at step 2,000 = {rss_2k:.0f} MB, at step "
-              f"{args.memory_steps:,} = {rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}")
+        print(
+            f"\nmemory ({args.memory_model} model, 8 envs, top_p=1.0): RSS at step 2,000 = {rss_2k:.0f} MB, at step "
+            f"{args.memory_steps:,} = {rss_end:.0f} MB ({(rss_end / rss_2k - 1) * 100:+.1f}%); cache columns {len_2k} -> {len_end}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,22 +34,53 @@ from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="default", help="LLM ('default', 'tiny': the random test model saved to OUT_DIR/tiny-model, or a folder)")
-    p.add_argument("--pairs", nargs="+", default=None, help="preference JSONL file(s) from `prefs build` (default: OUT_DIR/pairs.jsonl)")
-    p.add_argument("--build-pairs", action="store_true", help="build OUT_DIR/pairs.jsonl first (637 prompts x --pairs-per-prompt)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="LLM ('default', 'tiny': the random test model saved to OUT_DIR/tiny-model, or a folder)",
+    )
+    p.add_argument(
+        "--pairs",
+        nargs="+",
+        default=None,
+        help="preference JSONL file(s) from `prefs build` (default: OUT_DIR/pairs.jsonl)",
+    )
+    p.add_argument(
+        "--build-pairs", action="store_true", help="build OUT_DIR/pairs.jsonl first (637 prompts x --pairs-per-prompt)"
+    )
     p.add_argument("--pairs-per-prompt", type=int, default=4, help="--build-pairs: pairs per train prompt")
     p.add_argument("--num-prompts", type=int, default=0, help="--build-pairs: first N train prompts (0: all)")
-    p.add_argument("--ppl-quantile", type=float, default=0.5,
-                   help="DPO: keep pairs with both perplexities under this quantile (0.5: about as many pairs as 20 min of DPO sees)")
+    p.add_argument(
+        "--ppl-quantile",
+        type=float,
+        default=0.5,
+        help="DPO: keep pairs with both perplexities under this quantile (0.5: about as many pairs as 20 min of DPO sees)",
+    )
     p.add_argument("--dpo-betas", type=float, nargs="+", default=[0.1], help="DPO β, one run per arm and β")
     p.add_argument("--dpo-lr", type=float, default=5e-6, help="DPO learning rate")
-    p.add_argument("--annotator", default="default", help="online DPO: the reward that picks the winner ('default' = VADER, an rm folder)")
+    p.add_argument(
+        "--annotator",
+        default="default",
+        help="online DPO: the reward that picks the winner ('default' = VADER, an rm folder)",
+    )
     p.add_argument("--judge-model", default=None, help="online DPO: an LLM judge instead of --annotator")
     p.add_argument("--online-betas", type=float, nargs="+", default=[0.1], help="online DPO β, one run each")
     p.add_argument("--online-lr", type=float, default=5e-6, help="online DPO learning rate")
-    p.add_argument("--grpo-betas", type=float, nargs="+", default=[0.1, 0.5, 2.0], help="GRPO β, one run each (issue 5's 0.04 reward-hacked)")
+    p.add_argument(
+        "--grpo-betas",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.5, 2.0],
+        help="GRPO β, one run each (issue 5's 0.04 reward-hacked)",
+    )
     p.add_argument("--grpo-lr", type=float, default=2e-5, help="GRPO learning rate (issue 5's)")
-    p.add_argument("--methods", nargs="+", choices=["dpo", "online-dpo", "grpo"], default=["dpo", "online-dpo", "grpo"], help="which peers to run")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["dpo", "online-dpo", "grpo"],
+        default=["dpo", "online-dpo", "grpo"],
+        help="which peers to run",
+    )
     p.add_argument("--time-limit-s", type=float, default=1200.0, help="training wall time per run")
     p.add_argument("--max-steps", type=int, default=100_000, help="optimiser steps per run at most")
     p.add_argument("--max-new-tokens", type=int, default=32, help="response budget (training and bench)")
@@ -57,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-prompts", type=int, default=64, help="held-out prompts of the bench")
     p.add_argument("--bench-n", type=int, nargs="+", default=[2, 4, 8, 16], help="best-of-N sizes of the bench")
     p.add_argument("--skip-bench", action="store_true", help="train only")
-    p.add_argument("--out-dir", default="runs/finetune_peers", help="every model folder, pairs.jsonl and bench/ go here")
+    p.add_argument(
+        "--out-dir", default="runs/finetune_peers", help="every model folder, pairs.jsonl and bench/ go here"
+    )
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every command (the machine's free cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--overwrite", action="store_true", help="redo runs whose folder already holds finetune.json")
@@ -79,12 +112,42 @@ def _model(args: argparse.Namespace, out: Path) -> str:
     return str(folder)
 
 
-def _finetune(args: argparse.Namespace, model: str, out: Path, name: str, method: str, beta: float, lr: float,
-              batch: int, *extra: str) -> tuple[str, list[str]]:
-    return name, ["finetune", "--method", method, "--model", model, "--out", str(out / name), "--beta", f"{beta:g}",
-                  "--learning-rate", f"{lr:g}", "--batch-size", str(batch), "--max-new-tokens", str(args.max_new_tokens),
-                  "--time-limit-s", f"{args.time_limit_s:g}", "--max-steps", str(args.max_steps), "--seed", str(args.seed),
-                  *(["--overwrite"] if args.overwrite else []), *extra]
+def _finetune(
+    args: argparse.Namespace,
+    model: str,
+    out: Path,
+    name: str,
+    method: str,
+    beta: float,
+    lr: float,
+    batch: int,
+    *extra: str,
+) -> tuple[str, list[str]]:
+    return name, [
+        "finetune",
+        "--method",
+        method,
+        "--model",
+        model,
+        "--out",
+        str(out / name),
+        "--beta",
+        f"{beta:g}",
+        "--learning-rate",
+        f"{lr:g}",
+        "--batch-size",
+        str(batch),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--time-limit-s",
+        f"{args.time_limit_s:g}",
+        "--max-steps",
+        str(args.max_steps),
+        "--seed",
+        str(args.seed),
+        *(["--overwrite"] if args.overwrite else []),
+        *extra,
+    ]
 
 
 def plan(args: argparse.Namespace, model: str, out: Path) -> list[tuple[str, list[str]]]:
@@ -92,26 +155,75 @@ def plan(args: argparse.Namespace, model: str, out: Path) -> list[tuple[str, lis
     pairs = args.pairs or [str(out / "pairs.jsonl")]
     stages: list[tuple[str, list[str]]] = []
     if args.build_pairs:
-        stages.append(("pairs", ["prefs", "build", "--out", pairs[0], "--model", model, "--pairs-per-prompt", str(args.pairs_per_prompt),
-                                 "--num-prompts", str(args.num_prompts), "--max-new-tokens", str(args.max_new_tokens),
-                                 "--seed", str(args.seed)]))
+        stages.append(
+            (
+                "pairs",
+                [
+                    "prefs",
+                    "build",
+                    "--out",
+                    pairs[0],
+                    "--model",
+                    model,
+                    "--pairs-per-prompt",
+                    str(args.pairs_per_prompt),
+                    "--num-prompts",
+                    str(args.num_prompts),
+                    "--max-new-tokens",
+                    str(args.max_new_tokens),
+                    "--seed",
+                    str(args.seed),
+                ],
+            )
+        )
     q = f"{args.ppl_quantile:g}"
     for beta in args.dpo_betas if "dpo" in args.methods else []:
         common = ("--pairs", *pairs, "--ppl-quantile", q)
         stages.append(_finetune(args, model, out, f"dpo-ppl-q{q}-b{beta:g}", "dpo", beta, args.dpo_lr, 8, *common))
-        stages.append(_finetune(args, model, out, f"dpo-random-q{q}-b{beta:g}", "dpo", beta, args.dpo_lr, 8, *common, "--ppl-random"))
+        stages.append(
+            _finetune(
+                args, model, out, f"dpo-random-q{q}-b{beta:g}", "dpo", beta, args.dpo_lr, 8, *common, "--ppl-random"
+            )
+        )
     annotator = ("--judge-model", args.judge_model) if args.judge_model else ("--reward", args.annotator)
-    for beta in args.online_betas if "online-dpo" in args.methods else []:  # 4 prompts x 2 samples: 8 responses a step, as GRPO
-        stages.append(_finetune(args, model, out, f"online-dpo-b{beta:g}", "online-dpo", beta, args.online_lr, 4, *annotator))
+    for beta in (
+        args.online_betas if "online-dpo" in args.methods else []
+    ):  # 4 prompts x 2 samples: 8 responses a step, as GRPO
+        stages.append(
+            _finetune(args, model, out, f"online-dpo-b{beta:g}", "online-dpo", beta, args.online_lr, 4, *annotator)
+        )
     for beta in args.grpo_betas if "grpo" in args.methods else []:
-        stages.append(_finetune(args, model, out, f"grpo-b{beta:g}", "grpo", beta, args.grpo_lr, 8, "--num-generations", "4"))
+        stages.append(
+            _finetune(args, model, out, f"grpo-b{beta:g}", "grpo", beta, args.grpo_lr, 8, "--num-generations", "4")
+        )
     if not args.skip_bench:
         folders = [str(out / name) for name, argv in stages if argv[0] == "finetune"]
         proxies = ["--checkpoints", *args.checkpoints] if args.checkpoints else []
-        stages.append(("bench", ["bench", "--model", model, "--finetuned", *folders, *proxies,
-                                 "--num-prompts", str(args.bench_prompts), "--n", *map(str, args.bench_n),
-                                 "--max-new-tokens", str(args.max_new_tokens), "--batch-size", "32", "--seed", str(args.seed),
-                                 "--out", str(out / "bench")]))
+        stages.append(
+            (
+                "bench",
+                [
+                    "bench",
+                    "--model",
+                    model,
+                    "--finetuned",
+                    *folders,
+                    *proxies,
+                    "--num-prompts",
+                    str(args.bench_prompts),
+                    "--n",
+                    *map(str, args.bench_n),
+                    "--max-new-tokens",
+                    str(args.max_new_tokens),
+                    "--batch-size",
+                    "32",
+                    "--seed",
+                    str(args.seed),
+                    "--out",
+                    str(out / "bench"),
+                ],
+            )
+        )
     return stages
 
 

@@ -19,13 +19,25 @@ import torch
 import proxy_env
 from proxy_env.engine.host_reads import HostReads
 
-MODES = {"candidate": {}, "candidate+forced_steps": {"forced_steps": True}, "prefix": {"observation": "prefix"},
-         "prefix+forced_steps": {"observation": "prefix", "forced_steps": True}}
+MODES = {
+    "candidate": {},
+    "candidate+forced_steps": {"forced_steps": True},
+    "prefix": {"observation": "prefix"},
+    "prefix+forced_steps": {"observation": "prefix", "forced_steps": True},
+}
 
 
 def count(lm, num_envs: int, mode: str, steps: int) -> tuple[float, dict[str, float]]:
-    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", model=lm,
-                        prompts="default-eval", max_new_tokens=64, reward=lambda p, r: [0.0] * len(r), **MODES[mode])
+    venv = gym.make_vec(
+        proxy_env.ENV_ID,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        model=lm,
+        prompts="default-eval",
+        max_new_tokens=64,
+        reward=lambda p, r: [0.0] * len(r),
+        **MODES[mode],
+    )
     rng = np.random.default_rng(0)
     venv.reset(seed=0)
     for _ in range(10):
@@ -54,8 +66,12 @@ def main() -> None:
         for n in args.num_envs:
             for mode in MODES:
                 total, top = count(lm, n, mode, args.steps)
-                print(f"| {name} | {n} | {mode} | {total:.1f} | " + ", ".join(f"{k} {v:.1f}" for k, v in top.items()) + " |",
-                      flush=True)
+                print(
+                    f"| {name} | {n} | {mode} | {total:.1f} | "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in top.items())
+                    + " |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from proxy_env.config import prefix_dim
 from torch import nn
 
 from agents.logits_processor import ProxyLogitsProcessor
 from agents.saving.folder import AcceptNet, ProxyFolder, load_proxy, summary
+from proxy_env.config import prefix_dim
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.prompts import load_prompts
 
@@ -66,8 +65,14 @@ def _run(lm: FrozenLM, ids: torch.Tensor, mask: torch.Tensor, args: Args, **samp
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     with torch.no_grad():
-        lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                          pad_token_id=int(lm.tokenizer.pad_token_id), **sampling)
+        lm.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            pad_token_id=int(lm.tokenizer.pad_token_id),
+            **sampling,
+        )
     return time.perf_counter() - start
 
 
@@ -96,13 +101,18 @@ def main() -> None:
     else:
         proxies = {obs: random_proxy(lm.hidden_size, obs, args.seed) for obs in args.observations}
     prompts = load_prompts("default-eval")
-    print(f"device: CPU, {args.threads} torch threads; torch {torch.__version__}; model {args.model!r}; {args.new_tokens} new tokens "
-          f"per row; pool top_k={SKAM['top_k']} top_p={SKAM['top_p']}; best of {args.repeats}\n")
+    print(
+        f"device: CPU, {args.threads} torch threads; torch {torch.__version__}; model {args.model!r}; {args.new_tokens} new tokens "
+        f"per row; pool top_k={SKAM['top_k']} top_p={SKAM['top_p']}; best of {args.repeats}\n"
+    )
     print("| batch | mode | s per call | ms/token (step) | ms/row-token | vs plain |\n|---|---|---|---|---|---|")
     for b in args.batch_sizes:
         ids, mask = lm.left_pad([lm.encode_prompt(p) for p in prompts[:b]])
         rows: dict[str, Any] = {"plain": dict(do_sample=True, **SKAM)}
-        processors = {obs: ProxyLogitsProcessor(p, lm.model, lm.tokenizer, check_fingerprint=bool(args.proxy)) for obs, p in proxies.items()}
+        processors = {
+            obs: ProxyLogitsProcessor(p, lm.model, lm.tokenizer, check_fingerprint=bool(args.proxy))
+            for obs, p in proxies.items()
+        }
         rows.update({obs: proc.generate_kwargs() for obs, proc in processors.items()})
         best = {name: float("inf") for name in rows}
         _run(lm, ids, mask, Args(**{**vars(args), "new_tokens": 2}), **rows["plain"])  # warm-up
@@ -113,7 +123,9 @@ def main() -> None:
             proc.remove()
         for name, seconds in best.items():
             per_step = 1000 * seconds / args.new_tokens
-            print(f"| {b} | {name} | {seconds:.2f} | {per_step:.1f} | {per_step / b:.2f} | {seconds / best['plain']:.2f} |")
+            print(
+                f"| {b} | {name} | {seconds:.2f} | {per_step:.1f} | {per_step / b:.2f} | {seconds / best['plain']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,20 @@ class _Clock(BaseCallback):
 
 
 def _cfg(args: argparse.Namespace, save_dir: str | None, minutes: float, num_envs: int) -> TrainConfig:
-    return TrainConfig(model=args.model, max_new_tokens=args.max_new_tokens, num_envs=num_envs, total_timesteps=10**9,
-                       time_limit_s=60 * minutes, n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       seed=args.seed, eval_prompts="", save_dir=save_dir, tensorboard_log=f"{save_dir}-tb" if save_dir else None)
+    return TrainConfig(
+        model=args.model,
+        max_new_tokens=args.max_new_tokens,
+        num_envs=num_envs,
+        total_timesteps=10**9,
+        time_limit_s=60 * minutes,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        eval_prompts="",
+        save_dir=save_dir,
+        tensorboard_log=f"{save_dir}-tb" if save_dir else None,
+    )
 
 
 def run_sb3(args: argparse.Namespace, save_dir: str) -> dict:
@@ -51,8 +62,12 @@ def run_sb3(args: argparse.Namespace, save_dir: str) -> dict:
     result = train(_cfg(args, save_dir, args.minutes, args.num_envs), callbacks=[clock])
     end = time.perf_counter()
     steps = result.model.num_timesteps
-    return {"name": f"SB3 PPO, 1 process, {args.num_envs} envs, {args.sb3_threads} threads", "steps": steps,
-            "dps": steps / (end - clock.start), "wall": end - start}
+    return {
+        "name": f"SB3 PPO, 1 process, {args.num_envs} envs, {args.sb3_threads} threads",
+        "steps": steps,
+        "dps": steps / (end - clock.start),
+        "wall": end - start,
+    }
 
 
 def run_rllib(args: argparse.Namespace, save_dir: str | None, runners: int, minutes: float) -> dict:
@@ -66,15 +81,23 @@ def run_rllib(args: argparse.Namespace, save_dir: str | None, runners: int, minu
     result = train_rllib(_cfg(args, save_dir, minutes, args.num_envs_per_runner), rl, on_iteration=hook)
     end = time.perf_counter()
     steps = result.model.num_timesteps
-    return {"name": f"RLlib PPO, {runners} runner(s) x {args.num_envs_per_runner} envs, 1 thread each", "steps": steps,
-            "dps": steps / (end - marks["start"]), "wall": end - start}
+    return {
+        "name": f"RLlib PPO, {runners} runner(s) x {args.num_envs_per_runner} envs, 1 thread each",
+        "steps": steps,
+        "dps": steps / (end - marks["start"]),
+        "wall": end - start,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="frozen LLM ('default' or 'tiny' for a smoke run)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each of the SB3 and RLlib proxies")
-    parser.add_argument("--scaling-minutes", type=float, default=3.0, help="budget of each of the 1- and 2-runner runs (0: skip)")
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="training budget of each of the SB3 and RLlib proxies"
+    )
+    parser.add_argument(
+        "--scaling-minutes", type=float, default=3.0, help="budget of each of the 1- and 2-runner runs (0: skip)"
+    )
     parser.add_argument("--runners", type=int, default=2, help="RLlib env runners of the compared proxy")
     parser.add_argument("--num-envs-per-runner", type=int, default=8, help="envs of each RLlib runner")
     parser.add_argument("--num-envs", type=int, default=16, help="envs of the SB3 run (default: 2 runners x 8)")
@@ -85,15 +108,23 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate")
     parser.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts of the comparison")
     parser.add_argument("--seed", type=int, default=0, help="seed")
-    parser.add_argument("--out", default="runs/bench_rllib", help="output folder (checkpoints, TensorBoard logs, results.md)")
+    parser.add_argument(
+        "--out", default="runs/bench_rllib", help="output folder (checkpoints, TensorBoard logs, results.md)"
+    )
     parser.add_argument("--skip-compare", action="store_true", help="only the scaling runs")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"model {args.model!r}, {args.max_new_tokens} tokens, n_steps {args.n_steps}, minibatch {args.batch_size}, "
-             f"lr {args.learning_rate}, seed {args.seed}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs", ""]
+    lines = [
+        f"model {args.model!r}, {args.max_new_tokens} tokens, n_steps {args.n_steps}, minibatch {args.batch_size}, "
+        f"lr {args.learning_rate}, seed {args.seed}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs",
+        "",
+    ]
     if not args.skip_compare:
-        runs = [run_sb3(args, str(out / "sb3_ppo")), run_rllib(args, str(out / "rllib_ppo"), args.runners, args.minutes)]
+        runs = [
+            run_sb3(args, str(out / "sb3_ppo")),
+            run_rllib(args, str(out / "rllib_ppo"), args.runners, args.minutes),
+        ]
         lines += ["| training run | decisions | decisions/s | wall s (all) |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['steps']:,} | {r['dps']:.1f} | {r['wall']:.0f} |" for r in runs]
         lines += ["", _bench(args, out), ""]
@@ -110,9 +141,17 @@ def _bench(args: argparse.Namespace, out: Path) -> str:
     """Reward and exact KL of both checkpoints (and always-accept) on the same held-out prompts and seeds."""
     from agents.eval.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(model=args.model, checkpoints=(str(out / "sb3_ppo"), str(out / "rllib_ppo")), num_prompts=args.eval_prompts,
-                      n=(2, 4), bon_reference=4, max_new_tokens=args.max_new_tokens, proxy_actions=("sample",), seed=args.seed,
-                      out=str(out / "bench"))
+    cfg = BenchConfig(
+        model=args.model,
+        checkpoints=(str(out / "sb3_ppo"), str(out / "rllib_ppo")),
+        num_prompts=args.eval_prompts,
+        n=(2, 4),
+        bon_reference=4,
+        max_new_tokens=args.max_new_tokens,
+        proxy_actions=("sample",),
+        seed=args.seed,
+        out=str(out / "bench"),
+    )
     res = run_bench(cfg)
     rows = ["| agent | reward (mean) | KL from the LLM (nats, mean) | KL method |", "|---|---|---|---|"]
     for agent in res.agents:

@@ -36,30 +36,54 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=0, help="held-out prompts (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--out", default="runs/bench_ppo", help="checkpoint folder")
-    parser.add_argument("--reward", default="default", help="training reward: 'default' (VADER) or a reward-model folder")
+    parser.add_argument(
+        "--reward", default="default", help="training reward: 'default' (VADER) or a reward-model folder"
+    )
     parser.add_argument("--eval-reward", default="default", help="reward the held-out comparison is scored with")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     lm = resolve_lm("default", None)
-    cfg = TrainConfig(reward=args.reward, max_new_tokens=args.max_new_tokens, num_envs=args.num_envs, total_timesteps=10**9,
-                      time_limit_s=args.minutes * 60, seed=args.seed, n_steps=64, batch_size=256,
-                      learning_rate=args.learning_rate, algo_kwargs={"n_epochs": 4, "ent_coef": 0.01},
-                      eval_prompts="", save_dir=args.out, tensorboard_log=f"{args.out}-tb")
+    cfg = TrainConfig(
+        reward=args.reward,
+        max_new_tokens=args.max_new_tokens,
+        num_envs=args.num_envs,
+        total_timesteps=10**9,
+        time_limit_s=args.minutes * 60,
+        seed=args.seed,
+        n_steps=64,
+        batch_size=256,
+        learning_rate=args.learning_rate,
+        algo_kwargs={"n_epochs": 4, "ent_coef": 0.01},
+        eval_prompts="",
+        save_dir=args.out,
+        tensorboard_log=f"{args.out}-tb",
+    )
     start = time.perf_counter()
     result = train(cfg, model=lm)
     wall = time.perf_counter() - start
     steps = result.model.num_timesteps
     prompts = load_prompts("default-eval")
     prompts = prompts[: args.eval_prompts] if args.eval_prompts else prompts
-    results = run_agents(lm, {"always-accept (LLM)": AlwaysAccept(), "PPO proxy": result.model}, prompts,
-                         resolve_reward(args.eval_reward), seed=args.seed, batch_size=32, max_new_tokens=args.max_new_tokens)
+    results = run_agents(
+        lm,
+        {"always-accept (LLM)": AlwaysAccept(), "PPO proxy": result.model},
+        prompts,
+        resolve_reward(args.eval_reward),
+        seed=args.seed,
+        batch_size=32,
+        max_new_tokens=args.max_new_tokens,
+    )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     print(f"device: {device}; torch {torch.__version__}")
-    print(f"training: {steps:,} decisions in {wall:.0f} s = {steps / wall:.1f} decisions/s ({args.num_envs} envs, "
-          f"max_new_tokens={args.max_new_tokens}, lr={args.learning_rate})")
-    print(f"proxy: {result.params.proxy:,} trainable parameters = {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}")
+    print(
+        f"training: {steps:,} decisions in {wall:.0f} s = {steps / wall:.1f} decisions/s ({args.num_envs} envs, "
+        f"max_new_tokens={args.max_new_tokens}, lr={args.learning_rate})"
+    )
+    print(
+        f"proxy: {result.params.proxy:,} trainable parameters = {100 * result.params.ratio:.3f}% of the LLM's {result.params.llm:,}"
+    )
     print(f"training reward: {args.reward}; evaluation reward: {args.eval_reward}; held-out prompts: {len(prompts)}\n")
     print(table(results, reference="always-accept (LLM)"))
 

@@ -38,8 +38,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 torch.set_num_threads(1)
 
@@ -50,8 +50,28 @@ from proxy_env.errors import ProxyEnvError  # noqa: E402
 
 ROOT = Path(tempfile.mkdtemp(prefix="probes-"))
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather."]
-TRAIN = ["train", "--model", "tiny", "--total-timesteps", "64", "--num-envs", "2", "--n-steps", "32", "--batch-size", "64",
-         "--max-new-tokens", "4", "--eval-prompts", "", "--no-progress-bar", "--device", "cpu", "--prompts", "default"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny",
+    "--total-timesteps",
+    "64",
+    "--num-envs",
+    "2",
+    "--n-steps",
+    "32",
+    "--batch-size",
+    "64",
+    "--max-new-tokens",
+    "4",
+    "--eval-prompts",
+    "",
+    "--no-progress-bar",
+    "--device",
+    "cpu",
+    "--prompts",
+    "default",
+]
 PROBES: list[tuple[str, str, Callable[[], str]]] = []
 _TINY: dict[str, Any] = {}
 
@@ -107,8 +127,10 @@ def expect_error(call: Callable[[], Any], keyword: str, *, keep: tuple[Path, dic
         call()
         result, note = "silent", "no error"
     except ProxyEnvError as exc:
-        result, note = ("clear", str(exc)) if keyword.lower() in str(exc).lower() else ("unclear", f"no {keyword!r}: {exc}")
-    except Exception as exc:  # noqa: BLE001
+        result, note = (
+            ("clear", str(exc)) if keyword.lower() in str(exc).lower() else ("unclear", f"no {keyword!r}: {exc}")
+        )
+    except Exception as exc:
         result, note = "unclear", f"{type(exc).__name__}: {exc}"
     if keep is not None and user_files(keep[0]) != keep[1]:
         return "data lost", note
@@ -118,7 +140,7 @@ def expect_error(call: Callable[[], Any], keyword: str, *, keep: tuple[Path, dic
 def expect_ok(call: Callable[[], Any], check: Callable[[Any], bool] = lambda value: True) -> str:
     try:
         value = call()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise Outcome("unclear", f"{type(exc).__name__}: {exc}") from exc
     raise Outcome("ok" if check(value) else "silent", "" if check(value) else f"check failed: {value!r}"[:200])
 
@@ -135,8 +157,9 @@ def cli(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def expect_cli_error(argv: list[str], keyword: str, *, keep: tuple[Path, dict[str, bytes]] | None = None,
-                     marker: Path | None = None) -> str:
+def expect_cli_error(
+    argv: list[str], keyword: str, *, keep: tuple[Path, dict[str, bytes]] | None = None, marker: Path | None = None
+) -> str:
     code, err = cli(*argv)
     errors = [line for line in err.splitlines() if "error:" in line]  # progress bars and log lines aside
     if keep is not None and user_files(keep[0]) != keep[1]:
@@ -159,8 +182,18 @@ def venv(num_envs: int = 2, **kwargs: Any):
 def train_cfg(**kwargs: Any):
     from agents.train import TrainConfig
 
-    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=2, total_timesteps=64, n_steps=32, batch_size=64,
-                seed=0, device="cpu", eval_freq=0)
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        num_envs=2,
+        total_timesteps=64,
+        n_steps=32,
+        batch_size=64,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+    )
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -187,9 +220,14 @@ def sb3_checkpoint(name: str, marker: Path | None = None) -> Path:
     from agents.saving.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
     path = ROOT / name
-    save_checkpoint(load_checkpoint(checkpoint(), device="cpu").model, path, env_kwargs=read_meta(checkpoint()).env_kwargs,
-                    format="sb3")
+    save_checkpoint(
+        load_checkpoint(checkpoint(), device="cpu").model,
+        path,
+        env_kwargs=read_meta(checkpoint()).env_kwargs,
+        format="sb3",
+    )
     if marker is not None:
+
         class Payload:
             def __reduce__(self):
                 return (open, (str(marker), "w"))
@@ -197,7 +235,10 @@ def sb3_checkpoint(name: str, marker: Path | None = None) -> Path:
         with zipfile.ZipFile(path / "proxy.zip") as zf:
             members = {n: zf.read(n) for n in zf.namelist()}
         data = json.loads(members["data"])
-        data["evil"] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode()}
+        data["evil"] = {
+            ":type:": "<class 'object'>",
+            ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode(),
+        }
         members["data"] = json.dumps(data).encode()
         with zipfile.ZipFile(path / "proxy.zip", "w") as zf:
             for n, blob in members.items():
@@ -234,7 +275,9 @@ def _():
     (target / "model.safetensors").write_bytes(b"theirs")
     keep = (target, user_files(target))
     model = load_checkpoint(checkpoint(), device="cpu").model
-    return expect_error(lambda: save_checkpoint(model, target, env_kwargs={"model": "tiny"}), "did not write", keep=keep)
+    return expect_error(
+        lambda: save_checkpoint(model, target, env_kwargs={"model": "tiny"}), "did not write", keep=keep
+    )
 
 
 @probe("1 folders", "save_checkpoint over an existing checkpoint (ours: replaced)")
@@ -243,9 +286,12 @@ def _():
 
     target = copy_checkpoint("p-over")
     model = load_checkpoint(target, device="cpu").model
-    return expect_ok(lambda: save_checkpoint(model, target, env_kwargs={"model": "tiny"}, seed=7),
-                     lambda path: read_meta(path).seed == 7 and not any(p.name.startswith(".") for p in ROOT.iterdir()
-                                                                         if "p-over" in p.name))
+    return expect_ok(
+        lambda: save_checkpoint(model, target, env_kwargs={"model": "tiny"}, seed=7),
+        lambda path: (
+            read_meta(path).seed == 7 and not any(p.name.startswith(".") for p in ROOT.iterdir() if "p-over" in p.name)
+        ),
+    )
 
 
 @probe("1 folders", "train --save-dir on an empty existing folder")
@@ -253,7 +299,9 @@ def _():
     from agents.saving.checkpoint import read_meta
 
     target = folder("p-empty")
-    return expect_ok(lambda: cli(*TRAIN, "--save-dir", str(target)), lambda r: r[0] == 0 and read_meta(target).num_timesteps >= 64)
+    return expect_ok(
+        lambda: cli(*TRAIN, "--save-dir", str(target)), lambda r: r[0] == 0 and read_meta(target).num_timesteps >= 64
+    )
 
 
 @probe("1 folders", "train --save-dir on a git repository")
@@ -276,7 +324,9 @@ def _():
 @probe("1 folders", "rm train --out on a user folder")
 def _():
     keep = thesis("p-rm")
-    return expect_cli_error(["rm", "train", "--pairs", str(ROOT / "none.jsonl"), "--out", str(keep[0])], "did not write", keep=keep)
+    return expect_cli_error(
+        ["rm", "train", "--pairs", str(ROOT / "none.jsonl"), "--out", str(keep[0])], "did not write", keep=keep
+    )
 
 
 @probe("1 folders", "train --save-dir through a symbolic link to a user folder")
@@ -327,7 +377,9 @@ def _():
 def _():
     marker = ROOT / "pwned-2"
     path = sb3_checkpoint("p-poison-2", marker)
-    return expect_cli_error(["generate", "--checkpoint", str(path), "Hi", "--max-new-tokens", "2"], "--trust-checkpoint", marker=marker)
+    return expect_cli_error(
+        ["generate", "--checkpoint", str(path), "Hi", "--max-new-tokens", "2"], "--trust-checkpoint", marker=marker
+    )
 
 
 @probe("2 pickles", "train --resume poisoned")
@@ -341,8 +393,11 @@ def _():
 def _():
     marker = ROOT / "pwned-4"
     path = sb3_checkpoint("p-poison-4", marker)
-    return expect_cli_error(["bench", "--quick", "--checkpoints", str(path), "--out", str(ROOT / "p-bench")], "--trust-checkpoint",
-                            marker=marker)
+    return expect_cli_error(
+        ["bench", "--quick", "--checkpoints", str(path), "--out", str(ROOT / "p-bench")],
+        "--trust-checkpoint",
+        marker=marker,
+    )
 
 
 @probe("2 pickles", "proxy_config.json naming a class outside the allow-list")
@@ -374,7 +429,7 @@ def _():
         load_checkpoint(path, device="cpu")
     except ProxyEnvError as exc:
         raise Outcome("silent" if marker.exists() else "clear", str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise Outcome("silent" if marker.exists() else "unclear", f"{type(exc).__name__}: {exc}") from exc
     raise Outcome("silent" if marker.exists() else "ok", "")
 
@@ -391,8 +446,10 @@ def _():
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     logging.getLogger("agents.saving.checkpoint").addHandler(handler)
     try:
-        return expect_ok(lambda: load_checkpoint(path, device="cpu", trust=True),
-                         lambda ck: ck.model is not None and any("arbitrary code" in r for r in records))
+        return expect_ok(
+            lambda: load_checkpoint(path, device="cpu", trust=True),
+            lambda ck: ck.model is not None and any("arbitrary code" in r for r in records),
+        )
     finally:
         logging.getLogger("agents.saving.checkpoint").removeHandler(handler)
 
@@ -403,13 +460,17 @@ def _():
 
     from agents.saving.checkpoint import load_checkpoint
 
-    saved = {(pickle, "loads"): pickle.loads, (pickle, "load"): pickle.load, (cloudpickle, "loads"): cloudpickle.loads,
-             (torch, "load"): torch.load}
+    saved = {
+        (pickle, "loads"): pickle.loads,
+        (pickle, "load"): pickle.load,
+        (cloudpickle, "loads"): cloudpickle.loads,
+        (torch, "load"): torch.load,
+    }
 
     def refuse(*args, **kwargs):
         raise RuntimeError("unpickling")
 
-    for (module, name) in saved:
+    for module, name in saved:
         setattr(module, name, refuse)
     try:
         return expect_ok(lambda: load_checkpoint(checkpoint(), device="cpu"))
@@ -435,8 +496,11 @@ class Flaky:
 
 
 def recovers(reward: Any, keyword: str, *, single: bool = False, base: type = Exception) -> str:
-    env = gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=3, reward=reward) if single else venv(2, reward=reward,
-                                                                                                                       max_new_tokens=3)
+    env = (
+        gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=3, reward=reward)
+        if single
+        else venv(2, reward=reward, max_new_tokens=3)
+    )
     env.reset(seed=0)
     action = 1 if single else np.ones(2, dtype=np.int64)
     message = None
@@ -455,7 +519,7 @@ def recovers(reward: Any, keyword: str, *, single: bool = False, base: type = Ex
     except ProxyEnvError as exc:
         if "reset()" not in str(exc):
             raise Outcome("unclear", str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise Outcome("unclear", f"after the failure: {type(exc).__name__}: {exc}") from exc
     env.reset(seed=1)
     for _ in range(10):
@@ -521,8 +585,10 @@ def _():
             return True
 
     target = ROOT / "p-sigint"
-    return expect_ok(lambda: train(train_cfg(save_dir=str(target), total_timesteps=10_000), reward=zero, callbacks=[Kill()]),
-                     lambda r: r.interrupted == "SIGINT" and read_meta(target).num_timesteps == r.model.num_timesteps < 10_000)
+    return expect_ok(
+        lambda: train(train_cfg(save_dir=str(target), total_timesteps=10_000), reward=zero, callbacks=[Kill()]),
+        lambda r: r.interrupted == "SIGINT" and read_meta(target).num_timesteps == r.model.num_timesteps < 10_000,
+    )
 
 
 @probe("4 saves", "kill (SIGTERM) of proxy-rlhf train in a subprocess")
@@ -531,8 +597,12 @@ def _():
 
     target = ROOT / "p-sigterm"
     argv = [*TRAIN[:4], "1000000", *TRAIN[5:], "--save-dir", str(target)]
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", *argv], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (ROOT / ".p-sigterm.lock").exists():  # the run has started
         time.sleep(0.2)
@@ -543,7 +613,9 @@ def _():
         saved = read_meta(target).num_timesteps > 0
     except ProxyEnvError:
         saved = False
-    raise Outcome("ok" if proc.returncode == 143 and saved else "silent", f"exit {proc.returncode}, saved={saved}: {err[-200:]}")
+    raise Outcome(
+        "ok" if proc.returncode == 143 and saved else "silent", f"exit {proc.returncode}, saved={saved}: {err[-200:]}"
+    )
 
 
 @probe("4 saves", "--save-dir afile/sub (under a file)")
@@ -577,6 +649,7 @@ def _():
 
 # ====================================================================== 5. demo budget (--decisions)
 for _budget in ("0", "-1", "nan", "inf"):
+
     def _demo_probe(budget=_budget):
         return expect_cli_error(["demo", "--model", "tiny", "--decisions", budget], "--decisions")
 
@@ -599,9 +672,13 @@ def _():
     second = subprocess.run(argv, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
     first.communicate(timeout=600)
     ok_first = first.returncode == 0 and read_meta(target).num_timesteps >= 3000
-    clear = second.returncode == 2 and "being written by another run" in second.stderr and "Traceback" not in second.stderr
-    raise Outcome("clear" if clear and ok_first else "unclear", f"first {first.returncode}, second {second.returncode}: "
-                  f"{second.stderr.strip()[-200:]}")
+    clear = (
+        second.returncode == 2 and "being written by another run" in second.stderr and "Traceback" not in second.stderr
+    )
+    raise Outcome(
+        "clear" if clear and ok_first else "unclear",
+        f"first {first.returncode}, second {second.returncode}: {second.stderr.strip()[-200:]}",
+    )
 
 
 @probe("6 locks", "train while this process holds the folder's lock")
@@ -665,6 +742,7 @@ def _():
 
 # ====================================================================== 8. budgets
 for _tokens in (10**9, 10**12):
+
     def _tokens_probe(tokens=_tokens):
         start = time.perf_counter()
         result = expect_error(lambda: venv(1, max_new_tokens=tokens), "max_new_tokens")
@@ -695,27 +773,35 @@ def _():
 
 @probe("8 budgets", "generate --max-new-tokens 0")
 def _():
-    return expect_cli_error(["generate", "--checkpoint", str(checkpoint()), "Hi", "--max-new-tokens", "0"], "--max-new-tokens")
+    return expect_cli_error(
+        ["generate", "--checkpoint", str(checkpoint()), "Hi", "--max-new-tokens", "0"], "--max-new-tokens"
+    )
 
 
 @probe("8 budgets", "generate --max-new-tokens 100000")
 def _():
-    return expect_cli_error(["generate", "--checkpoint", str(checkpoint()), "Hi", "--max-new-tokens", "100000"], "max_new_tokens")
+    return expect_cli_error(
+        ["generate", "--checkpoint", str(checkpoint()), "Hi", "--max-new-tokens", "100000"], "max_new_tokens"
+    )
 
 
 # ====================================================================== 9. seeds
 @probe("9 seeds", "vector reset(seed=np.int64(3))")
 def _():
     env = venv(2)
-    return expect_ok(lambda: (env.reset(seed=np.int64(3))[0], env.reset(seed=3)[0]), lambda pair: bool(np.array_equal(*pair)))
+    return expect_ok(
+        lambda: (env.reset(seed=np.int64(3))[0], env.reset(seed=3)[0]), lambda pair: bool(np.array_equal(*pair))
+    )
 
 
 @probe("9 seeds", "vector reset(seed=2**63-1)")
 def _():
     env = venv(2)
     single = gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=4)
-    return expect_ok(lambda: (env.reset(seed=2**63 - 1)[1]["token_id"], single.reset(seed=2**63)[1]["token_id"]),
-                     lambda pair: int(pair[0][1]) == int(pair[1]))
+    return expect_ok(
+        lambda: (env.reset(seed=2**63 - 1)[1]["token_id"], single.reset(seed=2**63)[1]["token_id"]),
+        lambda pair: int(pair[0][1]) == int(pair[1]),
+    )
 
 
 @probe("9 seeds", "vector reset(seed='abc')")
@@ -949,8 +1035,24 @@ def _():
 @probe("11 other", "demo checkpoint then generate without --model")
 def _():
     out = ROOT / "p-demo"
-    code, err = cli("demo", "--model", "tiny", "--decisions", "64", "--no-progress-bar", "--num-envs", "2", "--max-new-tokens", "4",
-                    "--eval-prompts", "2", "--show", "0", "--out", str(out))
+    code, err = cli(
+        "demo",
+        "--model",
+        "tiny",
+        "--decisions",
+        "64",
+        "--no-progress-bar",
+        "--num-envs",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--eval-prompts",
+        "2",
+        "--show",
+        "0",
+        "--out",
+        str(out),
+    )
     if code != 0:
         raise Outcome("unclear", err[-300:])
     return expect_ok(lambda: cli("generate", "--checkpoint", str(out), "Hi there"), lambda r: r[0] == 0)
@@ -958,7 +1060,9 @@ def _():
 
 @probe("11 other", "generate with an LLM of another fingerprint")
 def _():
-    return expect_cli_error(["generate", "--checkpoint", str(checkpoint()), "Hi", "--model", str(ROOT / "p-hf-ok")], "fingerprint")
+    return expect_cli_error(
+        ["generate", "--checkpoint", str(checkpoint()), "Hi", "--model", str(ROOT / "p-hf-ok")], "fingerprint"
+    )
 
 
 @probe("11 other", "--debug shows the traceback")
@@ -998,13 +1102,25 @@ def _():
 
 
 # ====================================================================== 12. more hostile arguments (written after the fixes, unseen)
-for _flags, _keyword in [(["--device", "tpu"], "device"), (["--env-device", "cuda:7"], "device"), (["--total-timesteps", "0"], "total_timesteps"),
-                         (["--top-p", "0"], "top_p"), (["--temperature", "0"], "temperature"), (["--observation", "hidden"], "observation"),
-                         (["--reward", str(Path(tempfile.gettempdir()) / "no-such-rm")], "no-such-rm"), (["--reward-baseline", "abc"], "reward_baseline"),
-                         (["--hidden-layer", "99"], "hidden_layer"), (["--algo", "sac"], "algo"),
-                         (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"), (["--algo-kwargs", '{"n_epochs": -1}'], "n_epochs"),
-                         (["--learning-rate", "1e12"], "learning_rate"), (["--tensorboard-log", "/proc/no-such/tb"], "/proc/no-such"),
-                         (["--save-dir", str(Path(tempfile.gettempdir()) / ("x" * 300))], "too long"), (["--eval-episodes", "0"], "eval_episodes")]:
+for _flags, _keyword in [
+    (["--device", "tpu"], "device"),
+    (["--env-device", "cuda:7"], "device"),
+    (["--total-timesteps", "0"], "total_timesteps"),
+    (["--top-p", "0"], "top_p"),
+    (["--temperature", "0"], "temperature"),
+    (["--observation", "hidden"], "observation"),
+    (["--reward", str(Path(tempfile.gettempdir()) / "no-such-rm")], "no-such-rm"),
+    (["--reward-baseline", "abc"], "reward_baseline"),
+    (["--hidden-layer", "99"], "hidden_layer"),
+    (["--algo", "sac"], "algo"),
+    (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"),
+    (["--algo-kwargs", '{"n_epochs": -1}'], "n_epochs"),
+    (["--learning-rate", "1e12"], "learning_rate"),
+    (["--tensorboard-log", "/proc/no-such/tb"], "/proc/no-such"),
+    (["--save-dir", str(Path(tempfile.gettempdir()) / ("x" * 300))], "too long"),
+    (["--eval-episodes", "0"], "eval_episodes"),
+]:
+
     def _flag_probe(flags=_flags, keyword=_keyword):
         return expect_cli_error([*TRAIN, *flags], keyword)
 
@@ -1099,17 +1215,24 @@ def main() -> int:
             result, note = fn(), ""
         except Outcome as outcome:
             result, note = outcome.result, outcome.note
-        except Exception as exc:  # noqa: BLE001  a probe that crashed is itself a finding
+        except Exception as exc:
             result, note = "unclear", "probe crashed: " + "".join(traceback.format_exception_only(exc)).strip()
         rows.append((category, name, result, " ".join(str(note).split())[:160], time.perf_counter() - t0))
-        print(f"{result:>9}  {category:<12} {name}  ({time.perf_counter() - t0:.1f} s)  {rows[-1][3][:100]}", flush=True)
+        print(
+            f"{result:>9}  {category:<12} {name}  ({time.perf_counter() - t0:.1f} s)  {rows[-1][3][:100]}", flush=True
+        )
     counts = Counter(r[2] for r in rows)
     order = ("clear", "unclear", "silent", "ok", "data lost")
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in order)
     print(f"\n{len(rows)} probes in {time.perf_counter() - start:.0f} s: {summary}")
     if args.out:
-        lines = ["# Reliability probes (issue 20)\n", f"`python benchmarks/probe_reliability.py` on the tiny model, CPU, 1 thread: "
-                 f"**{len(rows)} probes: {summary}**.\n", "| category | probe | result | message |", "|---|---|---|---|"]
+        lines = [
+            "# Reliability probes (issue 20)\n",
+            f"`python benchmarks/probe_reliability.py` on the tiny model, CPU, 1 thread: "
+            f"**{len(rows)} probes: {summary}**.\n",
+            "| category | probe | result | message |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {c} | {n} | {r} | {m.replace('|', '/')} |" for c, n, r, m, _ in rows]
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.rmtree(ROOT, ignore_errors=True)

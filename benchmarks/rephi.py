@@ -41,12 +41,16 @@ def main() -> None:
         rows = read_rows(path)
         base = next((r for r in rows if r["agent"] == "always-accept"), None)
         if base is None:
-            raise ConfigError(f"results={path!r} holds no always-accept row; pass the results.csv of a `proxy-rlhf bench` run.")
+            raise ConfigError(
+                f"results={path!r} holds no always-accept row; pass the results.csv of a `proxy-rlhf bench` run."
+            )
         kl, reward = bon_frontier([base, *read_frontier(args.frontier, rows)])
         name = "/".join(Path(path).parts[-2:])
         for row in rows:
             if row["agent"] != "always-accept" and row["kind"] != "best-of-n":
-                print(f"| {name} | {row['agent']} | {row['reward']:.3f} | {row['kl']:.3f} | {_fmt(row['phi'])} | {_fmt(phi(row, kl, reward))} |")
+                print(
+                    f"| {name} | {row['agent']} | {row['reward']:.3f} | {row['kl']:.3f} | {_fmt(row['phi'])} | {_fmt(phi(row, kl, reward))} |"
+                )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,21 @@ from agents.train import TrainConfig, env_kwargs, make_sb3_env, resolve_lm, trai
 
 tiny = "--tiny" in sys.argv or os.environ.get("PROXY_RLHF_TINY") == "1"
 steps = 128 if tiny else 50_000
-common = dict(model="tiny" if tiny else "default", num_envs=4 if tiny else 32, max_new_tokens=8 if tiny else 48,
-              total_timesteps=steps, seed=0)
+common = dict(
+    model="tiny" if tiny else "default",
+    num_envs=4 if tiny else 32,
+    max_new_tokens=8 if tiny else 48,
+    total_timesteps=steps,
+    seed=0,
+)
 # small budgets need each family's update schedule scaled down: rollouts per env, or replay warm-up and target syncs
 on_policy = dict(n_steps=16 if tiny else 256, batch_size=32 if tiny else 512)
 off_policy = dict(algo_kwargs=dict(learning_starts=steps // 8, target_update_interval=steps // 16, train_freq=4))
 
 lm = resolve_lm(common["model"])  # one frozen LLM shared by every run
-eval_env = make_sb3_env({**env_kwargs(TrainConfig(**common)), "model": lm, "prompts": "default-eval"}, common["num_envs"])
+eval_env = make_sb3_env(
+    {**env_kwargs(TrainConfig(**common)), "model": lm, "prompts": "default-eval"}, common["num_envs"]
+)
 episodes = 8 if tiny else 128
 
 

@@ -23,10 +23,20 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from feedback.records import PreferencePair
+from feedback.rm import (
+    BTRewardModel,
+    RMTrainConfig,
+    balance_by_length,
+    bt_loss,
+    fit_input_stats,
+    head_outputs,
+    make_head,
+    pearson,
+    split_by_prompt,
+)
 from proxy_env.errors import ConfigError
 from proxy_env.rewards.encoders import Encoder, per_token
-from feedback.records import PreferencePair
-from feedback.rm import BTRewardModel, RMTrainConfig, balance_by_length, bt_loss, fit_input_stats, head_outputs, make_head, pearson, split_by_prompt
 
 
 class TrainedRM(NamedTuple):
@@ -50,8 +60,15 @@ def embed_pairs(pairs: Sequence[PreferencePair], encoder: Encoder) -> tuple[torc
     return emb, chosen, rejected
 
 
-def _epoch(head: torch.nn.Module, opt: torch.optim.Optimizer, emb: torch.Tensor, c: torch.Tensor, r: torch.Tensor,
-           batch_size: int, gen: torch.Generator) -> float:
+def _epoch(
+    head: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    emb: torch.Tensor,
+    c: torch.Tensor,
+    r: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+) -> float:
     head.train()
     total = 0.0
     for batch in torch.randperm(len(c), generator=gen).split(batch_size):
@@ -68,7 +85,9 @@ def _eval_loss(head: torch.nn.Module, emb: torch.Tensor, c: torch.Tensor, r: tor
     return float(bt_loss(head_outputs(head.eval(), emb[c]), head_outputs(head, emb[r]))) if len(c) else float("nan")
 
 
-def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: RMTrainConfig | None = None) -> TrainedRM:
+def train_reward_model(
+    pairs: Sequence[PreferencePair], encoder: Encoder, cfg: RMTrainConfig | None = None
+) -> TrainedRM:
     """Fit a Bradley–Terry head on ``pairs`` over the frozen ``encoder``; report held-out figures.
 
     Metrics: pairs per split, test accuracy (``r_c > r_r``) overall and on pairs whose source margin
@@ -82,14 +101,21 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     if len(pairs) < 2:
         raise ConfigError(f"{len(pairs)} preference pairs after filtering; the reward model needs at least 2.")
     emb, c, r = embed_pairs(pairs, encoder)
-    train_i, val_i, test_i = (torch.tensor(ix, dtype=torch.long) for ix in split_by_prompt(pairs, cfg.test_fraction, cfg.val_fraction, cfg.seed))
+    train_i, val_i, test_i = (
+        torch.tensor(ix, dtype=torch.long)
+        for ix in split_by_prompt(pairs, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    )
     if len(train_i) == 0:
-        raise ConfigError(f"no training pairs left after holding out test_fraction={cfg.test_fraction}, val_fraction={cfg.val_fraction}.")
+        raise ConfigError(
+            f"no training pairs left after holding out test_fraction={cfg.test_fraction}, val_fraction={cfg.val_fraction}."
+        )
     embed_s = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG untouched
         torch.manual_seed(cfg.seed)
         head = make_head(encoder.dim, cfg.hidden, tokens=per_token(encoder))  # built on the CPU
-    fit_input_stats(head, emb[torch.cat([c[train_i], r[train_i]]).unique()])  # input statistics of the training responses
+    fit_input_stats(
+        head, emb[torch.cat([c[train_i], r[train_i]]).unique()]
+    )  # input statistics of the training responses
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     stop_i = val_i if len(val_i) else train_i  # early stopping on validation prompts (train when none)
@@ -106,15 +132,29 @@ def train_reward_model(pairs: Sequence[PreferencePair], encoder: Encoder, cfg: R
     head.eval()
     raw = head_outputs(head, emb)  # (U,)
     used = torch.cat([c[train_i], r[train_i]]).unique()
-    mean, std = (float(raw[used].mean()), float(raw[used].std().clamp(min=1e-6))) if cfg.normalize and len(used) > 1 else (0.0, 1.0)
+    mean, std = (
+        (float(raw[used].mean()), float(raw[used].std().clamp(min=1e-6)))
+        if cfg.normalize and len(used) > 1
+        else (0.0, 1.0)
+    )
     metrics = _metrics(pairs, raw, c, r, train_i, val_i, test_i, cfg)
     metrics.update(epochs=len(history), embed_seconds=embed_s, seconds=time.perf_counter() - start)
-    model = BTRewardModel(encoder, head, hidden=cfg.hidden, mean=mean, std=std, metrics=metrics, train_config=asdict(cfg))
+    model = BTRewardModel(
+        encoder, head, hidden=cfg.hidden, mean=mean, std=std, metrics=metrics, train_config=asdict(cfg)
+    )
     return TrainedRM(model, metrics, history)
 
 
-def _metrics(pairs: Sequence[PreferencePair], raw: torch.Tensor, c: torch.Tensor, r: torch.Tensor, train_i: torch.Tensor,
-             val_i: torch.Tensor, test_i: torch.Tensor, cfg: RMTrainConfig) -> dict[str, Any]:
+def _metrics(
+    pairs: Sequence[PreferencePair],
+    raw: torch.Tensor,
+    c: torch.Tensor,
+    r: torch.Tensor,
+    train_i: torch.Tensor,
+    val_i: torch.Tensor,
+    test_i: torch.Tensor,
+    cfg: RMTrainConfig,
+) -> dict[str, Any]:
     ix = test_i if len(test_i) else train_i  # with no test split, the figures are on training pairs (flagged)
     diff = (raw[c[ix]] - raw[r[ix]]).numpy()
     margins = np.array([pairs[i].margin if pairs[i].margin is not None else np.nan for i in ix.tolist()])
@@ -126,10 +166,15 @@ def _metrics(pairs: Sequence[PreferencePair], raw: torch.Tensor, c: torch.Tensor
         return float((diff[mask] > 0).mean()) if mask.any() else None
 
     return {
-        "pairs": len(pairs), "train_pairs": len(train_i), "val_pairs": len(val_i), "test_pairs": len(test_i),
+        "pairs": len(pairs),
+        "train_pairs": len(train_i),
+        "val_pairs": len(val_i),
+        "test_pairs": len(test_i),
         "evaluated_on": "test" if len(test_i) else "train",
         "test_accuracy": acc(np.ones(len(diff), dtype=bool)),
-        "margin_threshold": cfg.margin_threshold, "test_pairs_margin": int(strong.sum()), "test_accuracy_margin": acc(strong),
+        "margin_threshold": cfg.margin_threshold,
+        "test_pairs_margin": int(strong.sum()),
+        "test_accuracy_margin": acc(strong),
         "test_loss": float(np.logaddexp(0.0, -diff).mean()) if len(diff) else None,
         "length_correlation": _nan_none(pearson([float(v) for _, v in texts], [len(t.split()) for t, _ in texts])),
         "chosen_longer_rate": float(np.mean(longer)) if longer else None,

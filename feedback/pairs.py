@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from proxy_env.errors import ConfigError
 from feedback.perplexity import filter_by_perplexity, perplexities
 from feedback.records import PreferencePair
 from feedback.sources import FeedbackSource, human_pairs, to_pairs
+from proxy_env.errors import ConfigError
 
 
 @dataclass
@@ -54,8 +54,18 @@ class Samples(NamedTuple):
     ppl: list[list[float]]  # (prompts, n)
 
 
-def sample_responses(lm: Any, prompts: Sequence[str], *, n: int = 2, max_new_tokens: int = 32, top_k: int = 50,
-                     top_p: float = 0.95, temperature: float = 1.0, batch_size: int = 32, seed: int = 0) -> Samples:
+def sample_responses(
+    lm: Any,
+    prompts: Sequence[str],
+    *,
+    n: int = 2,
+    max_new_tokens: int = 32,
+    top_k: int = 50,
+    top_p: float = 0.95,
+    temperature: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Samples:
     """``n`` sampled responses per prompt from the frozen LLM, batched and seeded (same seed, same texts).
 
     Sampling runs on the env's per-row KV cache and SKAM pool (what an always-accept proxy samples;
@@ -71,16 +81,33 @@ def sample_responses(lm: Any, prompts: Sequence[str], *, n: int = 2, max_new_tok
     for b, start in enumerate(range(0, len(prompts), per_batch)):
         chunk = list(prompts[start : start + per_batch])
         generator = torch.Generator().manual_seed(seed * 1_000_003 + b)  # each batch is reproducible on its own
-        rows, ppl = _generate(lm, chunk, n, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
-                              temperature=temperature, generator=generator)  # prompt-major (len(chunk) * n,)
+        rows, ppl = _generate(
+            lm,
+            chunk,
+            n,
+            max_new_tokens=max_new_tokens,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            generator=generator,
+        )  # prompt-major (len(chunk) * n,)
         texts.extend(rows[i * n : (i + 1) * n] for i in range(len(chunk)))
         ppls.extend(ppl[i * n : (i + 1) * n] for i in range(len(chunk)))
     return Samples(texts, ppls)
 
 
 @torch.no_grad()
-def _generate(lm: Any, prompts: list[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float, temperature: float,
-              generator: torch.Generator) -> tuple[list[str], list[float]]:
+def _generate(
+    lm: Any,
+    prompts: list[str],
+    n: int,
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    generator: torch.Generator,
+) -> tuple[list[str], list[float]]:
     """``n`` samples per prompt through the env's own per-row KV-cache engine and SKAM pool, with perplexities.
 
     Sampling from ``truncate(logits, top_k, top_p, temperature)`` is what an always-accept proxy does,
@@ -134,9 +161,19 @@ def _none(value: float) -> float | None:
 
 
 def build_preferences(
-    lm: Any, prompts: Sequence[str], source: FeedbackSource, *, pairs_per_prompt: int = 1, max_new_tokens: int = 32,
-    top_k: int = 50, top_p: float = 0.95, temperature: float = 1.0, batch_size: int = 32, seed: int = 0,
-    ppl_quantile: float | None = None, max_ppl: float | None = None,
+    lm: Any,
+    prompts: Sequence[str],
+    source: FeedbackSource,
+    *,
+    pairs_per_prompt: int = 1,
+    max_new_tokens: int = 32,
+    top_k: int = 50,
+    top_p: float = 0.95,
+    temperature: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    ppl_quantile: float | None = None,
+    max_ppl: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
     """Sample ``2 * pairs_per_prompt`` responses per prompt, label each pair with ``source``, keep a perplexity band.
@@ -157,8 +194,17 @@ def build_preferences(
     for start in range(0, len(prompts), chunk):
         part = list(prompts[start : start + chunk])
         t0 = time.perf_counter()
-        groups = sample_responses(lm, part, n=2 * pairs_per_prompt, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
-                                  temperature=temperature, batch_size=batch_size, seed=seed + start)
+        groups = sample_responses(
+            lm,
+            part,
+            n=2 * pairs_per_prompt,
+            max_new_tokens=max_new_tokens,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            batch_size=batch_size,
+            seed=seed + start,
+        )
         t1 = time.perf_counter()
         ppl = {(p, t): v for p, ts, vs in zip(part, groups.texts, groups.ppl) for t, v in zip(ts, vs)}
         rows = [(p, g[2 * j], g[2 * j + 1]) for p, g in zip(part, groups.texts) for j in range(pairs_per_prompt)]
@@ -169,8 +215,10 @@ def build_preferences(
             ps, firsts, seconds_ = (list(col) for col in zip(*distinct))
             labelled, ties, failures = to_pairs(ps, firsts, seconds_, source.label(ps, firsts, seconds_), source.name)
             summary.ties, summary.parse_failures = summary.ties + ties, summary.parse_failures + failures
-            pairs.extend(replace(p, ppl_chosen=_none(ppl[(p.prompt, p.chosen)]), ppl_rejected=_none(ppl[(p.prompt, p.rejected)]))
-                         for p in labelled)
+            pairs.extend(
+                replace(p, ppl_chosen=_none(ppl[(p.prompt, p.chosen)]), ppl_rejected=_none(ppl[(p.prompt, p.rejected)]))
+                for p in labelled
+            )
             seconds["label"] += time.perf_counter() - t1
         seconds["sample"] += t1 - t0
         if progress is not None:
@@ -183,8 +231,14 @@ def build_preferences(
     return _finish(pairs, summary, seconds, ppl_quantile, max_ppl)
 
 
-def import_human(path: str | Path, lm: Any = None, *, ppl_quantile: float | None = None, max_ppl: float | None = None,
-                 ppl_batch_size: int = 8) -> BuildResult:
+def import_human(
+    path: str | Path,
+    lm: Any = None,
+    *,
+    ppl_quantile: float | None = None,
+    max_ppl: float | None = None,
+    ppl_batch_size: int = 8,
+) -> BuildResult:
     """Human labels from a JSONL file, with perplexities measured under ``lm`` when one is given."""
     pairs = human_pairs(path)
     summary = BuildSummary(source="human", sampled=len(pairs))
@@ -196,8 +250,13 @@ def import_human(path: str | Path, lm: Any = None, *, ppl_quantile: float | None
     return _finish(pairs, summary, seconds, ppl_quantile, max_ppl)
 
 
-def _finish(pairs: list[PreferencePair], summary: BuildSummary, seconds: dict[str, float],
-            ppl_quantile: float | None, max_ppl: float | None) -> BuildResult:
+def _finish(
+    pairs: list[PreferencePair],
+    summary: BuildSummary,
+    seconds: dict[str, float],
+    ppl_quantile: float | None,
+    max_ppl: float | None,
+) -> BuildResult:
     filtered = filter_by_perplexity(pairs, quantile=ppl_quantile, max_ppl=max_ppl)
     if ppl_quantile is not None or max_ppl is not None:
         summary.ppl_threshold, summary.ppl_dropped = filtered.threshold, filtered.dropped

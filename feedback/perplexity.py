@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from proxy_env.errors import ConfigError
 from feedback.records import PreferencePair
+from proxy_env.errors import ConfigError
 
 
 @torch.no_grad()
@@ -85,7 +85,9 @@ def filter_by_perplexity(
         return PerplexityFilter(list(pairs), math.inf, 0)
     values = np.array([v for p in pairs for v in (p.ppl_chosen, p.ppl_rejected) if v is not None and math.isfinite(v)])
     if len(values) == 0:
-        raise ConfigError("no pair has perplexities recorded; build the pairs with an LLM (ppl_chosen/ppl_rejected) first.")
+        raise ConfigError(
+            "no pair has perplexities recorded; build the pairs with an LLM (ppl_chosen/ppl_rejected) first."
+        )
     cut = math.inf if max_ppl is None else float(max_ppl)
     if quantile is not None:
         cut = min(cut, float(np.quantile(values, quantile)))

@@ -56,7 +56,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}); each line must be one JSON object.") from exc
+                raise DataError(
+                    f"{path}, line {number}: not valid JSON ({exc.msg}); each line must be one JSON object."
+                ) from exc
             if not isinstance(record, dict):
                 raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
             yield number, record

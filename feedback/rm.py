@@ -18,9 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from proxy_env.errors import ConfigError
-from proxy_env.rewards.learned import BTRewardModel, TokenMeanHead, head_outputs, is_reward_model_dir, load_reward_model, make_head, read_config
 from feedback.records import PreferencePair
+from proxy_env.errors import ConfigError
+from proxy_env.rewards.learned import (
+    BTRewardModel,
+    TokenMeanHead,
+    head_outputs,
+    is_reward_model_dir,
+    load_reward_model,
+    make_head,
+    read_config,
+)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -39,10 +47,16 @@ class RMTrainConfig:
     patience: int = field(default=20, metadata=_help("stop after this many epochs without a better validation loss"))
     test_fraction: float = field(default=0.2, metadata=_help("share of prompts held out for the reported figures"))
     val_fraction: float = field(default=0.1, metadata=_help("share of prompts held out for early stopping"))
-    margin_threshold: float = field(default=0.3, metadata=_help("also report test accuracy on pairs with margin >= this"))
+    margin_threshold: float = field(
+        default=0.3, metadata=_help("also report test accuracy on pairs with margin >= this")
+    )
     normalize: bool = field(default=True, metadata=_help("standardise rewards by the training responses' mean and std"))
-    balance_length: bool = field(default=False, metadata=_help("balance pairs whose chosen response is longer/shorter, per length bucket"))
-    length_bucket_words: int = field(default=4, metadata=_help("width in words of a length-difference bucket (balance_length)"))
+    balance_length: bool = field(
+        default=False, metadata=_help("balance pairs whose chosen response is longer/shorter, per length bucket")
+    )
+    length_bucket_words: int = field(
+        default=4, metadata=_help("width in words of a length-difference bucket (balance_length)")
+    )
     seed: int = field(default=0, metadata=_help("seed of the split, the init and the batches"))
 
     def validate(self) -> None:
@@ -57,8 +71,12 @@ class RMTrainConfig:
             raise ConfigError(f"learning_rate={self.learning_rate!r} must be a finite number > 0 (e.g. 1e-3).")
         if not _number(self.weight_decay) or not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0 (0: no decay).")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
-            raise ConfigError(f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction} must be in [0, 1) with a sum < 1.")
+        if not (
+            0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ConfigError(
+                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction} must be in [0, 1) with a sum < 1."
+            )
 
 
 def _number(value: Any) -> bool:
@@ -78,7 +96,9 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def split_by_prompt(pairs: Sequence[PreferencePair], test_fraction: float, val_fraction: float, seed: int) -> tuple[list[int], list[int], list[int]]:
+def split_by_prompt(
+    pairs: Sequence[PreferencePair], test_fraction: float, val_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
     """Indices of (train, val, test) pairs; all pairs of one prompt land in the same part."""
     prompts = sorted({p.prompt for p in pairs})
     rng = np.random.default_rng(seed)
@@ -120,5 +140,18 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-__all__ = ["BTRewardModel", "RMTrainConfig", "TokenMeanHead", "balance_by_length", "bt_loss", "fit_input_stats", "head_outputs", "is_reward_model_dir",
-           "load_reward_model", "make_head", "pearson", "read_config", "split_by_prompt"]
+__all__ = [
+    "BTRewardModel",
+    "RMTrainConfig",
+    "TokenMeanHead",
+    "balance_by_length",
+    "bt_loss",
+    "fit_input_stats",
+    "head_outputs",
+    "is_reward_model_dir",
+    "load_reward_model",
+    "make_head",
+    "pearson",
+    "read_config",
+    "split_by_prompt",
+]

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from proxy_env.errors import ConfigError
 from feedback.records import PreferencePair, load_pairs
+from proxy_env.errors import ConfigError
 from proxy_env.rewards import RewardFn, reward_name, score
 from proxy_env.rewards.judge import LLMJudge, Preference  # Preference: re-exported, the label every source returns
 
@@ -46,7 +46,9 @@ class RewardFeedback:
 
     def label(self, prompts: list[str], first: list[str], second: list[str]) -> list[Preference]:
         if not len(prompts) == len(first) == len(second):
-            raise ConfigError(f"label() got {len(prompts)} prompts, {len(first)} and {len(second)} responses; they must match.")
+            raise ConfigError(
+                f"label() got {len(prompts)} prompts, {len(first)} and {len(second)} responses; they must match."
+            )
         values = score(self.reward_fn, list(prompts) * 2, list(first) + list(second))
         r1, r2 = values[: len(first)], values[len(first) :]
         out = []
@@ -61,8 +63,9 @@ def human_pairs(path: str | Path) -> list[PreferencePair]:
     return load_pairs(path, default_source="human")
 
 
-def to_pairs(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], labels: Sequence[Preference],
-             source: str) -> tuple[list[PreferencePair], int, int]:
+def to_pairs(
+    prompts: Sequence[str], first: Sequence[str], second: Sequence[str], labels: Sequence[Preference], source: str
+) -> tuple[list[PreferencePair], int, int]:
     """Labelled pairs as records; returns (pairs, ties dropped, failures dropped)."""
     pairs, ties, failures = [], 0, 0
     for prompt, a, b, pref in zip(prompts, first, second, labels):
@@ -85,9 +88,17 @@ def judge_agreement(judge: LLMJudge, pairs: Sequence[PreferencePair], margin_thr
     these pairs alone).
     """
     labels = judge.label([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
-    decided = [(bool(label.first_wins), p.margin is not None and p.margin >= margin_threshold)
-               for label, p in zip(labels, pairs) if label.first_wins is not None]
+    decided = [
+        (bool(label.first_wins), p.margin is not None and p.margin >= margin_threshold)
+        for label, p in zip(labels, pairs)
+        if label.first_wins is not None
+    ]
     strong = [agree for agree, is_strong in decided if is_strong]
-    return {"agreement": sum(a for a, _ in decided) / len(decided) if decided else None, "decided": len(decided),
-            "agreement_margin": sum(strong) / len(strong) if strong else None, "pairs_margin": len(strong),
-            "parse_failure_rate": judge.stats.parse_failure_rate, "position1_rate": judge.stats.position1_rate}
+    return {
+        "agreement": sum(a for a, _ in decided) / len(decided) if decided else None,
+        "decided": len(decided),
+        "agreement_margin": sum(strong) / len(strong) if strong else None,
+        "pairs_margin": len(strong),
+        "parse_failure_rate": judge.stats.parse_failure_rate,
+        "position1_rate": judge.stats.position1_rate,
+    }

@@ -7,7 +7,6 @@ True
 
 from __future__ import annotations
 
-from proxy_env import _moved
 from proxy_env.config import Action, EnvConfig
 from proxy_env.errors import ProxyEnvError
 
@@ -47,4 +46,3 @@ def register_envs() -> None:
 
 
 register_envs()
-_moved.install()  # the old module paths of the last layout, kept for one release (proxy_env/_moved.py)

@@ -189,7 +189,11 @@ def default_model_dir() -> Path:
 def is_default_model_dir(path: str | Path) -> bool:
     """True when ``path`` is the default model's folder in the cache (ours to rebuild)."""
     path = Path(path).expanduser().resolve()
-    return path.name == "model" and path.parent.name.startswith(f"{DEFAULT_NAME}-") and path.parent.parent == cache_dir().resolve()
+    return (
+        path.name == "model"
+        and path.parent.name.startswith(f"{DEFAULT_NAME}-")
+        and path.parent.parent == cache_dir().resolve()
+    )
 
 
 def rebuild_default_model() -> Path:

@@ -59,15 +59,25 @@ class EnvConfig:
         if not _real(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p={self.top_p!r} must be a float in (0, 1]; 1.0 disables nucleus truncation.")
         if not _real(self.temperature) or not self.temperature > 0.0:
-            raise ConfigError(f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding.")
+            raise ConfigError(
+                f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding."
+            )
         if not _real(self.reject_cost) or self.reject_cost < 0.0:
-            raise ConfigError(f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection).")
+            raise ConfigError(
+                f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection)."
+            )
         if not isinstance(self.reward_normalize, bool):
-            raise ConfigTypeError(f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation).")
+            raise ConfigTypeError(
+                f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation)."
+            )
         if not isinstance(self.forced_steps, bool):
-            raise ConfigTypeError(f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored).")
+            raise ConfigTypeError(
+                f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored)."
+            )
         if not isinstance(self.reward_shaping, bool):
-            raise ConfigTypeError(f"reward_shaping={self.reward_shaping!r} must be a bool (True: potential-based shaping by the reward so far).")
+            raise ConfigTypeError(
+                f"reward_shaping={self.reward_shaping!r} must be a bool (True: potential-based shaping by the reward so far)."
+            )
         if not _real(self.kl_coef) or self.kl_coef < 0.0:
             raise ConfigError(f"kl_coef={self.kl_coef!r} must be a finite float >= 0 (0 disables the KL penalty).")
         check_choice("order", self.order, ORDERS)
@@ -125,7 +135,9 @@ def check_info_text(info_text: object) -> bool:
 
 def check_actions(actions: object, num_envs: int) -> np.ndarray:
     """``step``'s actions as an int64 array (num_envs,) of 0/1; (num_envs, 1) and tensors are accepted."""
-    array = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)  # a torch tensor, on any device
+    array = np.asarray(
+        actions.detach().cpu() if hasattr(actions, "detach") else actions
+    )  # a torch tensor, on any device
     if array.shape == (num_envs, 1):
         array = array[:, 0]
     if array.shape != (num_envs,):
@@ -144,5 +156,7 @@ def check_autoreset_mode_arg(mode: AutoresetMode | str) -> AutoresetMode:
     names = {m.name.lower(): m for m in AutoresetMode} | {m.value: m for m in AutoresetMode}
     if isinstance(mode, str) and mode.lower() in names:
         return names[mode.lower()]
-    raise ConfigError(f"autoreset_mode={mode!r} is not valid; expected one of {[m.name for m in AutoresetMode]}." + did_you_mean(mode, names))
-
+    raise ConfigError(
+        f"autoreset_mode={mode!r} is not valid; expected one of {[m.name for m in AutoresetMode]}."
+        + did_you_mean(mode, names)
+    )

@@ -31,7 +31,9 @@ class ProxyRLHFEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         kwargs.pop("autoreset_mode", None)
-        self.vector_env = ProxyRLHFVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs)
+        self.vector_env = ProxyRLHFVectorEnv(
+            1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs
+        )
         self.render_mode = self.vector_env.render_mode  # None when the mode is not supported (ignored, with a warning)
         self.observation_space = self.vector_env.single_observation_space
         self.action_space = self.vector_env.single_action_space
@@ -40,7 +42,9 @@ class ProxyRLHFEnv(gym.Env):
     def lm(self) -> Any:
         return self.vector_env.lm
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         seed = single_seed(seed)  # numpy ints accepted; anything else refused naming the argument
         super().reset(seed=seed)
         obs, info = self.vector_env.reset(seed=None if seed is None else [seed], options=options)

@@ -71,25 +71,35 @@ def check_output_dir(path: str | Path, *, arg: str, markers: Iterable[str], name
     path = Path(path).expanduser()
     shown = f"{arg}={str(path)!r}"
     if path.is_symlink():
-        raise OutputPathError(f"{shown} is a symbolic link; pass the folder it points to ({os.path.realpath(path)!r}) or a new folder.")
+        raise OutputPathError(
+            f"{shown} is a symbolic link; pass the folder it points to ({os.path.realpath(path)!r}) or a new folder."
+        )
     for parent in [path, *path.parents]:
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == path else f"lies under {str(parent)!r}, which is a file"
             raise OutputPathError(f"{shown} {what}; pass a folder (it will hold the output files).")
     resolved, cwd = path.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
-        raise OutputPathError(f"{shown} is the current or home folder (or holds it); pass a new subfolder, e.g. {arg}=runs/proxy.")
+        raise OutputPathError(
+            f"{shown} is the current or home folder (or holds it); pass a new subfolder, e.g. {arg}=runs/proxy."
+        )
     if path.is_dir():
         foreign = foreign_entries(path, markers, names)
         if foreign:
-            raise OutputPathError(f"{shown} holds {_describe(foreign)}: writing there would replace the folder and delete "
-                                  f"{'it' if len(foreign) == 1 else 'them'}. Pass a new or empty folder, or one written by proxy-rlhf.")
+            raise OutputPathError(
+                f"{shown} holds {_describe(foreign)}: writing there would replace the folder and delete "
+                f"{'it' if len(foreign) == 1 else 'them'}. Pass a new or empty folder, or one written by proxy-rlhf."
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputPathError(f"{shown}: cannot create its parent folder ({exc.strerror}); pass a folder you can write.") from exc
+        raise OutputPathError(
+            f"{shown}: cannot create its parent folder ({exc.strerror}); pass a folder you can write."
+        ) from exc
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{shown}: its parent folder {str(path.parent)!r} is not writable; pass a folder you can write.")
+        raise OutputPathError(
+            f"{shown}: its parent folder {str(path.parent)!r} is not writable; pass a folder you can write."
+        )
     return path
 
 
@@ -108,7 +118,9 @@ def replace_dir(tmp: Path, target: Path, *, markers: Iterable[str], names: Itera
         names = [p.name for p in tmp.iterdir()] if names is None else names
         foreign = foreign_entries(target, markers, names) if target.is_dir() else [target.name]
         if foreign:
-            raise OutputPathError(f"{str(target)!r} holds {_describe(foreign)}; it was not replaced. Pass a new or empty folder.")
+            raise OutputPathError(
+                f"{str(target)!r} holds {_describe(foreign)}; it was not replaced. Pass a new or empty folder."
+            )
         old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         os.rename(target, old)
     try:

@@ -63,7 +63,9 @@ def check_shared_lm(lm: Any, *, device: Any, dtype: Any) -> None:
 
     if device is not None:
         wanted = resolve_device(device)
-        same = wanted.type == lm.device.type and (wanted.index is None or lm.device.index is None or wanted.index == lm.device.index)
+        same = wanted.type == lm.device.type and (
+            wanted.index is None or lm.device.index is None or wanted.index == lm.device.index
+        )
         if not same:
             raise ConfigError(
                 f"device={str(device)!r} was passed with a FrozenLM on {lm.device}; a FrozenLM is used as it is (shared, "

@@ -24,8 +24,10 @@ _MIN_CHARS, _MAX_CHARS = 4, 200
 def _corpus_dir() -> Path:
     spec = importlib.util.find_spec("chatterbot_corpus")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("prompts='default' needs the package 'chatterbot-corpus': pip install chatterbot-corpus==1.3.3")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "english"
+        raise ConfigError(
+            "prompts='default' needs the package 'chatterbot-corpus': pip install chatterbot-corpus==1.3.3"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "english"
 
 
 def _is_eval(text: str) -> bool:
@@ -77,7 +79,9 @@ def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str
         if not items:
             raise ConfigError("prompts=[] is empty; pass at least one prompt or 'default'.")
         return items
-    raise ConfigTypeError(f"prompts must be 'default', 'default-eval', a list of strings or a path, got {type(prompts).__name__}.")
+    raise ConfigTypeError(
+        f"prompts must be 'default', 'default-eval', a list of strings or a path, got {type(prompts).__name__}."
+    )
 
 
 def _load_path(path: Path, column: str) -> list[str]:
@@ -92,12 +96,16 @@ def _load_path(path: Path, column: str) -> list[str]:
         try:
             data = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError) as exc:
-            raise DataError(f"prompts={str(path)!r} is a folder but not a saved datasets folder ({exc}); pass a .txt/.jsonl "
-                            "file or a folder written by Dataset.save_to_disk.") from exc
+            raise DataError(
+                f"prompts={str(path)!r} is a folder but not a saved datasets folder ({exc}); pass a .txt/.jsonl "
+                "file or a folder written by Dataset.save_to_disk."
+            ) from exc
         if isinstance(data, datasets.DatasetDict):
             data = data["train"] if "train" in data else data[next(iter(data))]
         if column not in data.column_names:
-            raise DataError(f"dataset {str(path)!r} has no column {column!r}; columns: {data.column_names}. Pass column=.")
+            raise DataError(
+                f"dataset {str(path)!r} has no column {column!r}; columns: {data.column_names}. Pass column=."
+            )
         return load_prompts([str(x) for x in data[column]])
     if path.suffix == ".jsonl":
         out = []
@@ -120,5 +128,7 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"prompts={str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); pass a .txt file with one "
-                        "prompt per line or a .jsonl file.") from exc
+        raise DataError(
+            f"prompts={str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); pass a .txt file with one "
+            "prompt per line or a .jsonl file."
+        ) from exc

@@ -8,12 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import gymnasium as gym  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import gymnasium as gym
+import pytest
+import torch
 
-import proxy_env  # noqa: E402
-from proxy_env.engine.tiny import tiny_lm  # noqa: E402
+import proxy_env
+from proxy_env.engine.tiny import tiny_lm
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 

@@ -8,8 +8,8 @@ import torch
 
 from agents.baselines import AlwaysAccept, RandomReject, best_of_n
 from agents.callbacks import evaluate, run_episodes
-from proxy_env.errors import ConfigError, RewardError
 from proxy_env.adapters.sb3 import SB3VecEnv
+from proxy_env.errors import ConfigError, RewardError
 from tests.conftest import PROMPTS
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from agents.eval.bench import BenchConfig, run_bench
-from agents.eval.report import COLUMNS, TIMING_COLUMNS, write_outputs
 from agents.eval.metrics import bon_kl_empirical, distinct_n
+from agents.eval.report import COLUMNS, TIMING_COLUMNS, write_outputs
 from proxy_env.errors import ConfigError
 
 QUICK = dict(quick=True, n=(2,), bon_reference=2, max_new_tokens=4, num_prompts=3)
@@ -51,7 +51,9 @@ def test_bench_table_is_finite_and_deterministic(tiny, tmp_path):
             assert math.isfinite(float(r[key])), (r["agent"], key)
     by = {r["agent"]: r for r in rows}
     assert abs(float(by["always-accept"]["kl"])) < 1e-9 and float(by["picky"]["kl"]) > 0
-    assert float(by["picky"]["rejection_rate"]) > 0 and float(by["best-of-2"]["kl_bound"]) == pytest.approx(np.log(2) - 0.5)
+    assert float(by["picky"]["rejection_rate"]) > 0 and float(by["best-of-2"]["kl_bound"]) == pytest.approx(
+        np.log(2) - 0.5
+    )
     strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
     assert strip(results[0]) == strip(results[1])
 
@@ -61,8 +63,8 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
 
     from stable_baselines3 import PPO
 
-    from agents.saving.checkpoint import save_checkpoint
     from agents.policies import proxy_policy_kwargs
+    from agents.saving.checkpoint import save_checkpoint
     from agents.train import make_sb3_env
 
     folder = tmp_path / "ft"
@@ -70,7 +72,14 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
     tiny.tokenizer.save_pretrained(folder)
     (folder / "finetune.json").write_text(json.dumps({"wall_s": 12.5}))
     env_kwargs = {"model": tiny, "prompts": ["Hi"], "max_new_tokens": 4}
-    agent = PPO("MlpPolicy", make_sb3_env(env_kwargs, 1, seed=0), policy_kwargs=proxy_policy_kwargs(), device="cpu", n_steps=8, batch_size=8)
+    agent = PPO(
+        "MlpPolicy",
+        make_sb3_env(env_kwargs, 1, seed=0),
+        policy_kwargs=proxy_policy_kwargs(),
+        device="cpu",
+        n_steps=8,
+        batch_size=8,
+    )
     ckpt = save_checkpoint(agent, tmp_path / "ppo", env_kwargs=env_kwargs, seed=0)
     tb = tmp_path / "ppo-tb"
     from torch.utils.tensorboard import SummaryWriter
@@ -78,8 +87,10 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
     with SummaryWriter(str(tb / "ppo_1")) as writer:
         for step in range(3):
             writer.add_scalar("rollout/ep_rew_mean", 0.1 * step, step)
-    res = run_bench(BenchConfig(**QUICK, finetuned=(str(folder),), checkpoints=(str(ckpt),),
-                                proxy_actions=("argmax", "sample")), lm=tiny)
+    res = run_bench(
+        BenchConfig(**QUICK, finetuned=(str(folder),), checkpoints=(str(ckpt),), proxy_actions=("argmax", "sample")),
+        lm=tiny,
+    )
     by = {a.name: a for a in res.agents}
     ft, proxy, sampled = by["fine-tuned (ft)"], by["ppo proxy (ppo) [argmax]"], by["ppo proxy (ppo) [sample]"]
     # a fresh PPO policy accepts with probability ~0.5, so its sampled-action KL is finite and positive
@@ -89,8 +100,10 @@ def test_finetuned_folder_and_checkpoint(tiny, tmp_path):
     # always-accept's KL from the untruncated LLM is along the same tokens
     from agents.eval.kl import trajectory
 
-    same = [trajectory(tiny, tiny.encode_prompt(p), ids, 1.0, top_k=50, top_p=0.95, temperature=1.0).kl_untruncated
-            for p, ids in zip(res.prompts, ft.token_ids)]
+    same = [
+        trajectory(tiny, tiny.encode_prompt(p), ids, 1.0, top_k=50, top_p=0.95, temperature=1.0).kl_untruncated
+        for p, ids in zip(res.prompts, ft.token_ids)
+    ]
     np.testing.assert_allclose(ft.kl, same, atol=1e-4)
     assert 0 < proxy.trainable_params < tiny.num_parameters and np.isfinite(proxy.kl).all()
     assert proxy.tensorboard_dir == str(tb)
@@ -117,17 +130,30 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
     def row(agent, kind, kl, reward, d2=0.8, ppl=6.0):
         return {"agent": agent, "kind": kind, "kl": kl, "reward": reward, "distinct_2": d2, "perplexity": ppl}
 
-    rows = [row("always-accept", "baseline", 0.0, 0.2), row("best-of-2", "best-of-n", 0.2, 0.4),
-            row("best-of-4", "best-of-n", 0.6, 0.5), row("best-of-16", "best-of-n", 1.8, 0.8, ppl=6.5),
-            row("proxy", "proxy", 0.4, 0.4), row("hacked", "proxy", 1.0, 0.9, d2=0.3), row("far", "proxy", 5.0, 0.9)]
+    rows = [
+        row("always-accept", "baseline", 0.0, 0.2),
+        row("best-of-2", "best-of-n", 0.2, 0.4),
+        row("best-of-4", "best-of-n", 0.6, 0.5),
+        row("best-of-16", "best-of-n", 1.8, 0.8, ppl=6.5),
+        row("proxy", "proxy", 0.4, 0.4),
+        row("hacked", "proxy", 1.0, 0.9, d2=0.3),
+        row("far", "proxy", 5.0, 0.9),
+    ]
     _frontier_scores(rows)
     phi = {r["agent"]: r["phi"] for r in rows}
     assert phi["proxy"] == pytest.approx(0.2 / 0.25)  # best-of-N at KL 0.4: 0.45
     assert phi["hacked"] == pytest.approx(0.7 / (0.5 + 0.3 * 0.4 / 1.2 - 0.2))
     assert np.isnan(phi["far"]) and np.isnan(phi["best-of-2"])  # beyond the frontier's range; the frontier itself
     collapsed = {r["agent"]: r["collapsed"] for r in rows}
-    assert collapsed == {"always-accept": False, "best-of-2": False, "best-of-4": False, "best-of-16": False,
-                         "proxy": False, "hacked": True, "far": False}
+    assert collapsed == {
+        "always-accept": False,
+        "best-of-2": False,
+        "best-of-4": False,
+        "best-of-16": False,
+        "proxy": False,
+        "hacked": True,
+        "far": False,
+    }
     rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
     _frontier_scores(rows)
     assert rows[4]["collapsed"]
@@ -139,11 +165,26 @@ def test_truncation_log_ratio_is_exact_at_the_limits(tiny):
 
     prompts = ["Hello!", "Tell me about the weather."]
     vocab = tiny.vocab_size  # top-k over the whole vocabulary and top_p=1: nothing is truncated
-    sampled = [row[0] for row in sample_ids(tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=vocab, top_p=1.0, temperature=1.0, batch_size=2)]
-    np.testing.assert_allclose(truncation_log_ratio(tiny, prompts, sampled, top_k=vocab, top_p=1.0, temperature=1.0), 0.0, atol=1e-4)
-    greedy = [row[0] for row in sample_ids(tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=1, top_p=1.0, temperature=1.0, batch_size=2)]
-    np.testing.assert_allclose(truncation_log_ratio(tiny, prompts, greedy, top_k=1, top_p=1.0, temperature=1.0),
-                               response_nll(tiny, prompts, greedy), rtol=1e-4)
+    sampled = [
+        row[0]
+        for row in sample_ids(
+            tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=vocab, top_p=1.0, temperature=1.0, batch_size=2
+        )
+    ]
+    np.testing.assert_allclose(
+        truncation_log_ratio(tiny, prompts, sampled, top_k=vocab, top_p=1.0, temperature=1.0), 0.0, atol=1e-4
+    )
+    greedy = [
+        row[0]
+        for row in sample_ids(
+            tiny, prompts, 1, max_new_tokens=6, seed=0, top_k=1, top_p=1.0, temperature=1.0, batch_size=2
+        )
+    ]
+    np.testing.assert_allclose(
+        truncation_log_ratio(tiny, prompts, greedy, top_k=1, top_p=1.0, temperature=1.0),
+        response_nll(tiny, prompts, greedy),
+        rtol=1e-4,
+    )
     outside = [[int(ids[0]) + 1] if ids else [5] for ids in greedy]  # not the argmax: outside a one-token pool
     assert np.isinf(truncation_log_ratio(tiny, prompts, outside, top_k=1, top_p=1.0, temperature=1.0)).all()
 
@@ -194,8 +235,12 @@ def test_sample_statistics_equal_the_separate_passes(kind, request, monkeypatch)
     assert min(lengths) < 10 and all(r.index(frequent) == len(r) - 1 for r in flat if frequent in r), lengths
     each = [p for p in prompts for _ in range(4)]
     np.testing.assert_allclose(drawn.nll.ravel(), response_nll(lm, each, flat), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(drawn.log_ratio.ravel(), truncation_log_ratio(lm, each, flat, **POOL), rtol=1e-4, atol=1e-4)
-    assert sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL).ids == drawn.ids  # same seed, same samples
+    np.testing.assert_allclose(
+        drawn.log_ratio.ravel(), truncation_log_ratio(lm, each, flat, **POOL), rtol=1e-4, atol=1e-4
+    )
+    assert (
+        sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL).ids == drawn.ids
+    )  # same seed, same samples
 
 
 def test_best_of_n_has_a_kl_from_the_untruncated_llm(tiny):
@@ -213,11 +258,25 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
     from agents.eval.report import _curves
 
     def row(curve, point, kl, reward):
-        return {"agent": f"fine-tuned ({point})", "kind": "finetune", "curve": curve, "point": point, "kl": kl,
-                "kl_lo": kl - 0.1, "kl_hi": kl + 0.1, "reward": reward, "reward_lo": reward - 0.05, "reward_hi": reward + 0.05}
+        return {
+            "agent": f"fine-tuned ({point})",
+            "kind": "finetune",
+            "curve": curve,
+            "point": point,
+            "kl": kl,
+            "kl_lo": kl - 0.1,
+            "kl_hi": kl + 0.1,
+            "reward": reward,
+            "reward_lo": reward - 0.05,
+            "reward_hi": reward + 0.05,
+        }
 
-    rows = [row("grpo", "β=0.5", 8.0, 0.5), row("grpo", "β=0.1", 20.0, 0.8), row("dpo (ppl ≤ q0.75)", "β=0.1", 6.0, 0.4),
-            row("grpo", "β=2", 6.0, 0.3)]
+    rows = [
+        row("grpo", "β=0.5", 8.0, 0.5),
+        row("grpo", "β=0.1", 20.0, 0.8),
+        row("dpo (ppl ≤ q0.75)", "β=0.1", 6.0, 0.4),
+        row("grpo", "β=2", 6.0, 0.3),
+    ]
     fig, ax = plt.subplots()
     _curves(ax, rows)
     assert ax.get_legend_handles_labels()[1] == ["grpo", "dpo (ppl ≤ q0.75)"]
@@ -228,12 +287,19 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
 
 
 def test_frontier_from_an_earlier_run_joins_the_table_and_is_checked(tiny, tmp_path):
-    first = run_bench(BenchConfig(**{**QUICK, "n": (2, 4), "bon_reference": 2}), lm=tiny, extra_agents={"rejecter": RejectFirstDimPositive()})
+    first = run_bench(
+        BenchConfig(**{**QUICK, "n": (2, 4), "bon_reference": 2}),
+        lm=tiny,
+        extra_agents={"rejecter": RejectFirstDimPositive()},
+    )
     write_outputs(first, tmp_path / "a")
     earlier = {r["agent"]: r for r in _rows(tmp_path / "a" / "results.csv")}
     # the same prompts and seed, no best-of-N of its own: the earlier frontier gives φ
-    again = run_bench(BenchConfig(**{**QUICK, "n": (), "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny,
-                      extra_agents={"rejecter": RejectFirstDimPositive()})
+    again = run_bench(
+        BenchConfig(**{**QUICK, "n": (), "frontier_from": str(tmp_path / "a" / "results.csv")}),
+        lm=tiny,
+        extra_agents={"rejecter": RejectFirstDimPositive()},
+    )
     assert not any(a.kind == "best-of-n" for a in again.agents)
     write_outputs(again, tmp_path / "b")
     rows = {r["agent"]: r for r in _rows(tmp_path / "b" / "results.csv")}
@@ -243,6 +309,8 @@ def test_frontier_from_an_earlier_run_joins_the_table_and_is_checked(tiny, tmp_p
     # another seed gives always-accept other responses: that frontier is not this run's
     # (checked right after always-accept, before any other agent runs)
     with pytest.raises(ConfigError, match="frontier_from=.*another run's: always-accept "):
-        run_bench(BenchConfig(**{**QUICK, "n": (), "seed": 5, "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny)
+        run_bench(
+            BenchConfig(**{**QUICK, "n": (), "seed": 5, "frontier_from": str(tmp_path / "a" / "results.csv")}), lm=tiny
+        )
     with pytest.raises(ConfigError, match="frontier_from=.*cannot be read"):
         run_bench(BenchConfig(**{**QUICK, "frontier_from": str(tmp_path / "missing.csv")}), lm=tiny)

@@ -59,8 +59,9 @@ def test_truncation_is_the_support_of_hf_samplers(logits_name):
             ambiguous = top_p < 1.0 and bool(((ascending - threshold).abs() <= 1e-6 * ascending + 1e-9).any())
             if not ambiguous:
                 assert set(ours) == support[b], case
-                torch.testing.assert_close(pool.logprob_trunc[b, :size].exp(), ref_probs[b, pool.tokens[b, :size]],
-                                           atol=1e-6, rtol=1e-4)
+                torch.testing.assert_close(
+                    pool.logprob_trunc[b, :size].exp(), ref_probs[b, pool.tokens[b, :size]], atol=1e-6, rtol=1e-4
+                )
             elif top_p < 1.0:  # the rule: dropped mass <= 1 - top_p < dropped mass + the least kept token's
                 dropped = sum(p for t, p in probs.items() if t not in ours)
                 least = min(probs[t] for t in ours)
@@ -94,7 +95,12 @@ def test_ties_follow_hf_order():
     # stable at this size), even though the pool's own order of equal scores is by ascending id
     pool = skam.truncate(torch.zeros(1, 4), 4, 0.5, 1.0)
     assert pool.tokens[0, : int(pool.size[0])].tolist() == [2, 3]
-    assert skam.truncate(torch.zeros(1, 4), 4, 1.0, 1.0).tokens[0].tolist() == [0, 1, 2, 3]  # ties as argmax orders them
+    assert skam.truncate(torch.zeros(1, 4), 4, 1.0, 1.0).tokens[0].tolist() == [
+        0,
+        1,
+        2,
+        3,
+    ]  # ties as argmax orders them
     # top-k keeps every token tied with the k-th score: 3 tokens for top_k=2
     pool = skam.truncate(torch.tensor([[5.0, 3.0, 3.0, 1.0]]), 2, 1.0, 1.0)
     assert sorted(pool.tokens[0, : int(pool.size[0])].tolist()) == [0, 1, 2]
@@ -103,13 +109,19 @@ def test_ties_follow_hf_order():
 def test_pool_width_covers_long_ties():
     pool = skam.truncate(torch.zeros(2, 300), 10, 1.0, 1.0)  # 300 tokens tie with the 10th
     assert pool.size.tolist() == [300, 300] and pool.tokens.shape == (2, 300)
-    assert skam.pad(pool, 310).tokens.shape == (2, 310) and torch.isinf(skam.pad(pool, 310).logprob_trunc[:, 300:]).all()
+    assert (
+        skam.pad(pool, 310).tokens.shape == (2, 310) and torch.isinf(skam.pad(pool, 310).logprob_trunc[:, 300:]).all()
+    )
 
 
 def test_gumbel_order_samples_without_replacement():
     probs = torch.tensor([0.5, 0.3, 0.2])
-    pool = skam.Pool(torch.tensor([[7, 8, 9]]).repeat(4000, 1), probs.log().repeat(4000, 1), probs.log().repeat(4000, 1),
-                     torch.full((4000,), 3))
+    pool = skam.Pool(
+        torch.tensor([[7, 8, 9]]).repeat(4000, 1),
+        probs.log().repeat(4000, 1),
+        probs.log().repeat(4000, 1),
+        torch.full((4000,), 3),
+    )
     seeds = torch.arange(4000)
     noise = skam.gumbel(seeds, torch.zeros(4000, dtype=torch.long), torch.zeros(4000, dtype=torch.long), pool.tokens)
     ordered = skam.order(pool, noise)

@@ -97,8 +97,19 @@ def _random_actions(steps: int, n: int = 4) -> np.ndarray:
 _OLD_STATS = tuple(int(v) for v in gym.__version__.split(".")[:2]) < (1, 4)
 
 
-@pytest.mark.parametrize("mode", ["next_step", pytest.param("same_step", marks=pytest.mark.skipif(
-    _OLD_STATS, reason=f"gymnasium {gym.__version__}'s RecordEpisodeStatistics handles SAME_STEP from 1.4 on"))])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "next_step",
+        pytest.param(
+            "same_step",
+            marks=pytest.mark.skipif(
+                _OLD_STATS,
+                reason=f"gymnasium {gym.__version__}'s RecordEpisodeStatistics handles SAME_STEP from 1.4 on",
+            ),
+        ),
+    ],
+)
 def test_record_episode_statistics(gym_venv, mode):
     from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
@@ -207,14 +218,18 @@ def test_sb3_make_vec_env(tiny):
 
     with warnings.catch_warnings(record=True) as caught:  # make_vec_env passes render_mode="rgb_array"
         warnings.simplefilter("always")
-        venv = make_vec_env(proxy_env.ENV_ID, n_envs=2, seed=0,
-                            env_kwargs=dict(model=tiny, prompts=PROMPTS, max_new_tokens=3, reward=_length_reward))
+        venv = make_vec_env(
+            proxy_env.ENV_ID,
+            n_envs=2,
+            seed=0,
+            env_kwargs=dict(model=tiny, prompts=PROMPTS, max_new_tokens=3, reward=_length_reward),
+        )
     assert any("render_mode='rgb_array' is not supported" in str(w.message) for w in caught)
     assert venv.render_mode is None and venv.num_envs == 2
     venv.reset()
     episodes = 0
     for actions in _random_actions(12, 2):
-        obs, rewards, dones, infos = venv.step(actions)
+        obs, _rewards, dones, infos = venv.step(actions)
         assert obs.shape == (2, tiny.hidden_size) and obs.dtype == np.float32
         episodes += sum("episode" in infos[i] for i in np.flatnonzero(dones))  # from SB3's Monitor
     assert episodes >= 2
@@ -227,8 +242,9 @@ def test_sb3_vecnormalize_ppo_evaluate_policy(make_venv, tiny):
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = VecNormalize(SB3VecEnv(make_venv(8, **BANDIT, reward=_bandit_reward(tiny))), gamma=0.0)
-    model = PPO("MlpPolicy", env, n_steps=16, batch_size=64, n_epochs=4, learning_rate=3e-3, gamma=0.0, seed=0,
-                device="cpu")
+    model = PPO(
+        "MlpPolicy", env, n_steps=16, batch_size=64, n_epochs=4, learning_rate=3e-3, gamma=0.0, seed=0, device="cpu"
+    )
     before = _policy_params(model.policy)
     model.learn(1024)
     assert _changed(before, model.policy) and env.obs_rms.count > 1024
@@ -243,7 +259,9 @@ def _skrl_models(env):
 
     class Policy(CategoricalMixin, Model):
         def __init__(self):
-            Model.__init__(self, observation_space=env.observation_space, action_space=env.action_space, device=env.device)
+            Model.__init__(
+                self, observation_space=env.observation_space, action_space=env.action_space, device=env.device
+            )
             CategoricalMixin.__init__(self)
             self.net = torch.nn.Linear(self.num_observations, self.num_actions)
 
@@ -252,7 +270,9 @@ def _skrl_models(env):
 
     class Value(DeterministicMixin, Model):
         def __init__(self):
-            Model.__init__(self, observation_space=env.observation_space, action_space=env.action_space, device=env.device)
+            Model.__init__(
+                self, observation_space=env.observation_space, action_space=env.action_space, device=env.device
+            )
             DeterministicMixin.__init__(self)
             self.net = torch.nn.Linear(self.num_observations, 1)
 
@@ -274,16 +294,31 @@ def test_skrl_ppo_learns(make_venv, tiny, tmp_path):
     venv = make_venv(8, **BANDIT, reward=_bandit_reward(tiny))  # SAME_STEP, the default
     env = wrap_env(venv, wrapper="gymnasium", verbose=False)
     models = _skrl_models(env)
-    cfg = PPO_CFG(rollouts=16, learning_epochs=4, mini_batches=2, learning_rate=3e-3, discount_factor=0.0,
-                  observation_preprocessor=RunningStandardScaler,
-                  observation_preprocessor_kwargs={"size": env.observation_space, "device": env.device})
+    cfg = PPO_CFG(
+        rollouts=16,
+        learning_epochs=4,
+        mini_batches=2,
+        learning_rate=3e-3,
+        discount_factor=0.0,
+        observation_preprocessor=RunningStandardScaler,
+        observation_preprocessor_kwargs={"size": env.observation_space, "device": env.device},
+    )
     cfg.experiment.directory, cfg.experiment.write_interval, cfg.experiment.checkpoint_interval = str(tmp_path), 0, 0
-    agent = PPO(models=models, memory=RandomMemory(memory_size=16, num_envs=env.num_envs, device=env.device),
-                observation_space=env.observation_space, action_space=env.action_space, device=env.device, cfg=cfg)
+    agent = PPO(
+        models=models,
+        memory=RandomMemory(memory_size=16, num_envs=env.num_envs, device=env.device),
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        device=env.device,
+        cfg=cfg,
+    )
     before = _policy_params(models["policy"])
     # headless=False: skrl's default, whose render step calls env.call("render")
-    trainer = SequentialTrainer(env=env, agents=agent, cfg={"timesteps": 160, "headless": False,
-                                                             "disable_progressbar": True, "close_environment_at_exit": False})
+    trainer = SequentialTrainer(
+        env=env,
+        agents=agent,
+        cfg={"timesteps": 160, "headless": False, "disable_progressbar": True, "close_environment_at_exit": False},
+    )
     trainer.train()
     assert _changed(before, models["policy"])
 

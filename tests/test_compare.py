@@ -15,8 +15,15 @@ def test_mean_ci():
 
 def test_run_agents_is_paired_and_tabulated(tiny):
     reward = lambda p, r: [float(len(x)) for x in r]  # noqa: E731
-    results = run_agents(tiny, {"a": AlwaysAccept(), "b": AlwaysAccept(), "r": RandomReject(0.5, seed=0)}, PROMPTS,
-                         reward, seed=0, max_new_tokens=4, top_p=1.0)
+    results = run_agents(
+        tiny,
+        {"a": AlwaysAccept(), "b": AlwaysAccept(), "r": RandomReject(0.5, seed=0)},
+        PROMPTS,
+        reward,
+        seed=0,
+        max_new_tokens=4,
+        top_p=1.0,
+    )
     a, b, r = results
     np.testing.assert_array_equal(a.rewards, b.rewards)  # same seeds, same agent: identical responses
     assert a.rejection_rate == 0.0 and 0.2 < r.rejection_rate < 0.8
@@ -41,12 +48,37 @@ def test_accept_bias_init(tiny):
         init_accept_bias(agent, 1.0)
 
 
-@pytest.mark.parametrize(("recipe", "trained"), [("tilt", 64), ("ppo", 128)])  # PPO rounds up to whole rollouts of 64 steps
+@pytest.mark.parametrize(
+    ("recipe", "trained"), [("tilt", 64), ("ppo", 128)]
+)  # PPO rounds up to whole rollouts of 64 steps
 def test_demo_at_tiny_scale(capsys, recipe, trained):
     from agents.cli import main
 
-    assert main(["demo", "--model", "tiny", "--recipe", recipe, "--decisions", "64", "--num-envs", "2", "--max-new-tokens", "4",
-                 "--eval-prompts", "4", "--show", "1", "--no-progress-bar", "--out", str(__import__("tempfile").mkdtemp())]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                "tiny",
+                "--recipe",
+                recipe,
+                "--decisions",
+                "64",
+                "--num-envs",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--eval-prompts",
+                "4",
+                "--show",
+                "1",
+                "--no-progress-bar",
+                "--out",
+                str(__import__("tempfile").mkdtemp()),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for row in ("| always-accept |", "| best-of-2 |", "| best-of-4 |", f"| {recipe} proxy (sampled actions) |"):
         assert row in out

@@ -79,8 +79,16 @@ def _linear_accept(dim: int, seed: int = 0):
 
 def test_kl_paid_is_the_exact_kl_of_agents_kl(make_venv, tiny):
     n = 16
-    venv = make_venv(n, observation="prefix", kl_coef=0.5, max_new_tokens=6, top_k=8, top_p=0.95,
-                     reward=lambda p, r: [1.0] * len(r), info_text=True)
+    venv = make_venv(
+        n,
+        observation="prefix",
+        kl_coef=0.5,
+        max_new_tokens=6,
+        top_k=8,
+        top_p=0.95,
+        reward=lambda p, r: [1.0] * len(r),
+        info_text=True,
+    )
     accept = _linear_accept(venv.unwrapped.single_observation_space.shape[0])
     venv.unwrapped.set_accept_fn(accept)
     obs, _ = venv.reset(seed=4)
@@ -92,8 +100,16 @@ def test_kl_paid_is_the_exact_kl_of_agents_kl(make_venv, tiny):
         returns += reward
         for i in np.flatnonzero(term | trunc):
             final = info["final_info"]
-            ref = trajectory(tiny, tiny.encode_prompt(final["prompt"][i]), list(final["response_ids"][i]), accept,
-                             top_k=8, top_p=0.95, temperature=1.0, observation="prefix")
+            ref = trajectory(
+                tiny,
+                tiny.encode_prompt(final["prompt"][i]),
+                list(final["response_ids"][i]),
+                accept,
+                top_k=8,
+                top_p=0.95,
+                temperature=1.0,
+                observation="prefix",
+            )
             assert final["kl_exact_paid"][i] == pytest.approx(ref.kl, abs=1e-6, rel=1e-5)
             assert returns[i] == pytest.approx(1.0 - 0.5 * final["kl_paid"][i], abs=1e-6)  # reward - β Σ log π/q
             returns[i] = 0.0
@@ -156,8 +172,15 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
 def test_reward_shaping_keeps_each_episode_return(make_venv, observation):
     # Φ = number of characters so far: shaped steps pay the growth, the last one pays the rest
     reward = lambda p, r: [float(len(x)) for x in r]  # noqa: E731
-    venv = make_venv(4, observation=observation, max_new_tokens=6, reward=reward, reward_shaping=True, reject_cost=0.01,
-                     info_text=True)
+    venv = make_venv(
+        4,
+        observation=observation,
+        max_new_tokens=6,
+        reward=reward,
+        reward_shaping=True,
+        reject_cost=0.01,
+        info_text=True,
+    )
     venv.reset(seed=3)
     returns, paid_before_end, done = np.zeros(4), np.zeros(4), 0
     rng = np.random.default_rng(0)
@@ -167,7 +190,9 @@ def test_reward_shaping_keeps_each_episode_return(make_venv, observation):
         for i in range(4):
             if term[i] or trunc[i]:
                 final = info["final_info"]
-                assert returns[i] == pytest.approx(len(final["response"][i]) - 0.01 * final["num_rejections"][i], abs=1e-6)
+                assert returns[i] == pytest.approx(
+                    len(final["response"][i]) - 0.01 * final["num_rejections"][i], abs=1e-6
+                )
                 paid_before_end[i] += abs(returns[i] - r[i]) > 0
                 returns[i] = 0.0
                 done += 1

@@ -45,6 +45,6 @@ def test_default_make_works_offline():
     assert obs.shape == (576,)
     done = False
     while not done:
-        obs, reward, term, trunc, info = env.step(proxy_env.Action.ACCEPT)
+        obs, _reward, term, trunc, info = env.step(proxy_env.Action.ACCEPT)
         done = term or trunc
     assert -1.0 <= info["reward_raw"] <= 1.0 and info["prompt"] in proxy_env.prompts.load_prompts("default")

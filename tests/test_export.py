@@ -13,11 +13,11 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.saving.checkpoint import CheckpointError, save_checkpoint
-from agents.cli import main
-from agents.saving.export import UPLOAD_FILES, export, hub_files, push_to_hub
 from agents.accept import accept_model
+from agents.cli import main
 from agents.policies import count_trainable, proxy_policy_kwargs
+from agents.saving.checkpoint import CheckpointError, save_checkpoint
+from agents.saving.export import UPLOAD_FILES, export, hub_files, push_to_hub
 from agents.saving.folder import ProxyFolderError, load_proxy
 from proxy_env.errors import ProxyEnvError
 from tests.conftest import PROMPTS
@@ -30,8 +30,14 @@ def _agent(algo: str, dim: int):
 
     torch.manual_seed(0)
     cls = get_algo(algo).load_class()
-    agent = cls("MlpPolicy", None, policy_kwargs=proxy_policy_kwargs(algo), _init_setup_model=False, seed=0, device="cpu")
-    agent.observation_space, agent.action_space, agent.n_envs = spaces.Box(-np.inf, np.inf, (dim,), np.float32), spaces.Discrete(2), 1
+    agent = cls(
+        "MlpPolicy", None, policy_kwargs=proxy_policy_kwargs(algo), _init_setup_model=False, seed=0, device="cpu"
+    )
+    agent.observation_space, agent.action_space, agent.n_envs = (
+        spaces.Box(-np.inf, np.inf, (dim,), np.float32),
+        spaces.Discrete(2),
+        1,
+    )
     agent._setup_model()
     with torch.no_grad():
         for p in agent.policy.parameters():
@@ -45,8 +51,22 @@ def trained(tiny, tmp_path_factory):
     from agents.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("run") / "ppo"
-    cfg = TrainConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=4, total_timesteps=64, n_steps=16, batch_size=32,
-                      seed=0, device="cpu", eval_freq=0, observation="prefix", top_k=5, top_p=1.0, save_dir=str(folder))
+    cfg = TrainConfig(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        num_envs=4,
+        total_timesteps=64,
+        n_steps=16,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+        observation="prefix",
+        top_k=5,
+        top_p=1.0,
+        save_dir=str(folder),
+    )
     result = train(cfg)  # the model by name, as the CLI does: the folder records "tiny"
     return result.model, folder
 
@@ -78,21 +98,33 @@ def test_config_records_what_a_user_needs(trained, tiny):
 def test_export_writes_the_card_and_keeps_the_fingerprint(trained, tmp_path):
     _, folder = trained
     bench = tmp_path / "results.csv"
-    bench.write_text("agent,kind,reward,reward_lo,reward_hi,win_rate,kl,rejection_rate,distinct_2,perplexity\n"
-                     "always-accept,baseline,0.224,0.118,0.330,0.5,0,0,0.83,7.4\nproxy ppo (sample),proxy,0.272,0.177,0.368,0.46,0.143,0.1,0.8,7.9\n")
+    bench.write_text(
+        "agent,kind,reward,reward_lo,reward_hi,win_rate,kl,rejection_rate,distinct_2,perplexity\n"
+        "always-accept,baseline,0.224,0.118,0.330,0.5,0,0,0.83,7.4\nproxy ppo (sample),proxy,0.272,0.177,0.368,0.46,0.143,0.1,0.8,7.9\n"
+    )
     out = export(folder, tmp_path / "hub", bench=bench)
     assert sorted(p.name for p in out.iterdir()) == sorted(UPLOAD_FILES)
     card = (out / "README.md").read_text()
     source = json.loads((folder / "proxy_config.json").read_text())
     exported = json.loads((out / "proxy_config.json").read_text())
     assert exported["llm"] == source["llm"] and exported["num_timesteps"] == source["num_timesteps"]
-    for text in ("library_name: proxy-rlhf", "`tiny`", source["llm"]["fingerprint"]["config_hash"], "VADER positivity",
-                 "| proxy ppo (sample) | +0.272 [+0.177, +0.368] | 0.46 | 0.143", "ProxyLogitsProcessor", "`prefix`", "top_k=5"):
+    for text in (
+        "library_name: proxy-rlhf",
+        "`tiny`",
+        source["llm"]["fingerprint"]["config_hash"],
+        "VADER positivity",
+        "| proxy ppo (sample) | +0.272 [+0.177, +0.368] | 0.46 | 0.143",
+        "ProxyLogitsProcessor",
+        "`prefix`",
+        "top_k=5",
+    ):
         assert text in card, text
     torch.testing.assert_close(load_proxy(out).net.state_dict(), load_proxy(folder).net.state_dict())
     from agents.generate import ProxyGenerator
 
-    (generation,) = ProxyGenerator.from_checkpoint(out, max_new_tokens=2).generate(["Hello!"])  # generate/bench load it too
+    (generation,) = ProxyGenerator.from_checkpoint(out, max_new_tokens=2).generate(
+        ["Hello!"]
+    )  # generate/bench load it too
     assert 1 <= len(generation.token_ids) <= 2
 
 
@@ -106,9 +138,13 @@ def test_export_of_sb3_zips_needs_trust(tiny, tmp_path):
     agent.save(tmp_path / "bare.zip")
     with pytest.raises(CheckpointError, match="unpickles Python objects"):
         export(tmp_path / "bare.zip", tmp_path / "b")
-    out = export(tmp_path / "bare.zip", tmp_path / "b", trust=True, env_kwargs=ENV)  # the name 'tiny' is loaded for the fingerprint
+    out = export(
+        tmp_path / "bare.zip", tmp_path / "b", trust=True, env_kwargs=ENV
+    )  # the name 'tiny' is loaded for the fingerprint
     proxy = load_proxy(out)
-    assert proxy.observation == "prefix" and proxy.skam["top_k"] == 5 and proxy.llm["fingerprint"]["vocab_size"] == 49152
+    assert (
+        proxy.observation == "prefix" and proxy.skam["top_k"] == 5 and proxy.llm["fingerprint"]["vocab_size"] == 49152
+    )
 
 
 def test_cli_export_and_one_line_errors(trained, tmp_path, capsys):
@@ -140,8 +176,14 @@ assert rows.shape == (2, ids.shape[1] + 4), rows.shape
 assert "stable_baselines3" not in sys.modules and "sb3_contrib" not in sys.modules, "SB3 was imported"
 print("steered", rows[:, ids.shape[1]:].tolist())
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "steered" in done.stdout
 
@@ -179,7 +221,12 @@ def test_push_to_hub_uploads_exactly_the_folder(trained, tmp_path, monkeypatch):
     files = push_to_hub(out, "me/proxy", api=api, private=True)
     assert files == sorted(UPLOAD_FILES) == hub_files(out)
     (create, repo), (upload, kwargs) = api.calls
-    assert create == "create_repo" and repo == {"repo_id": "me/proxy", "repo_type": "model", "private": True, "exist_ok": True}
+    assert create == "create_repo" and repo == {
+        "repo_id": "me/proxy",
+        "repo_type": "model",
+        "private": True,
+        "exist_ok": True,
+    }
     assert upload == "upload_folder" and kwargs["folder_path"] == str(out) and kwargs["allow_patterns"] == files
     import huggingface_hub
 

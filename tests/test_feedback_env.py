@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, ConfigTypeError
-from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.rewards import RunningMeanStd, resolve_reward
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
@@ -19,7 +19,11 @@ def test_running_mean_std_matches_numpy():
     assert stats.std == 1.0  # nothing to scale by yet
     for chunk in np.array_split(values, 7):
         stats.update(chunk)
-    assert stats.count == 257 and stats.mean == pytest.approx(values.mean()) and stats.std == pytest.approx(values.std(ddof=1))
+    assert (
+        stats.count == 257
+        and stats.mean == pytest.approx(values.mean())
+        and stats.std == pytest.approx(values.std(ddof=1))
+    )
 
 
 def test_reward_normalize_validated():

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from proxy_env.errors import ConfigError
 from feedback.perplexity import filter_by_perplexity, perplexities
 from feedback.records import PreferencePair
+from proxy_env.errors import ConfigError
 
 
 def _reference(lm, prompt, response):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from proxy_env.errors import DataError
 from feedback.records import PreferencePair, load_pairs, write_jsonl
 from feedback.sources import human_pairs
+from proxy_env.errors import DataError
 
 
 def _write(path, lines):
@@ -17,23 +17,36 @@ def _write(path, lines):
 
 
 def test_both_layouts_parse(tmp_path):
-    path = _write(tmp_path / "h.jsonl", [
-        json.dumps({"prompt": "p", "chosen": "good", "rejected": "bad", "margin": 0.5}),
-        "",
-        json.dumps({"prompt": "q", "response_1": "a", "response_2": "b", "preferred": 2}),
-    ])
+    path = _write(
+        tmp_path / "h.jsonl",
+        [
+            json.dumps({"prompt": "p", "chosen": "good", "rejected": "bad", "margin": 0.5}),
+            "",
+            json.dumps({"prompt": "q", "response_1": "a", "response_2": "b", "preferred": 2}),
+        ],
+    )
     pairs = human_pairs(path)
     assert pairs == [PreferencePair("p", "good", "bad", "human", 0.5), PreferencePair("q", "b", "a", "human")]
 
 
-@pytest.mark.parametrize(("line", "match"), [
-    ("{not json", r"line 2: not valid JSON"),
-    ("[1, 2]", r"line 2: expected a JSON object"),
-    (json.dumps({"prompt": "p", "chosen": "c"}), r"line 2: field 'rejected' must be a string, got missing"),
-    (json.dumps({"prompt": "p", "response_1": "a", "response_2": "b", "preferred": 3}), r"line 2: field 'preferred' must be 1 or 2"),
-    (json.dumps({"prompt": "p", "answer": "a"}), r"line 2: a preference record needs"),
-    (json.dumps({"prompt": "p", "chosen": "c", "rejected": "r", "margin": "big"}), r"line 2: field 'margin' must be a number"),
-], ids=["bad-json", "not-object", "missing-field", "bad-preferred", "unknown-layout", "bad-margin"])
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("{not json", r"line 2: not valid JSON"),
+        ("[1, 2]", r"line 2: expected a JSON object"),
+        (json.dumps({"prompt": "p", "chosen": "c"}), r"line 2: field 'rejected' must be a string, got missing"),
+        (
+            json.dumps({"prompt": "p", "response_1": "a", "response_2": "b", "preferred": 3}),
+            r"line 2: field 'preferred' must be 1 or 2",
+        ),
+        (json.dumps({"prompt": "p", "answer": "a"}), r"line 2: a preference record needs"),
+        (
+            json.dumps({"prompt": "p", "chosen": "c", "rejected": "r", "margin": "big"}),
+            r"line 2: field 'margin' must be a number",
+        ),
+    ],
+    ids=["bad-json", "not-object", "missing-field", "bad-preferred", "unknown-layout", "bad-margin"],
+)
 def test_malformed_line_is_named(tmp_path, line, match):
     path = _write(tmp_path / "bad.jsonl", [json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}), line])
     with pytest.raises(DataError, match=match) as info:

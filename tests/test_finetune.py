@@ -12,8 +12,9 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-from agents.finetune import FinetuneConfig, add_subcommands, finetune, reward_function  # noqa: E402
-from proxy_env.errors import ConfigError, MissingDependencyError, ModelNotFoundError, RewardError  # noqa: E402
+from agents.cli.finetune import add_subcommands
+from agents.finetune import FinetuneConfig, finetune, reward_function
+from proxy_env.errors import ConfigError, MissingDependencyError, ModelNotFoundError, RewardError
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
@@ -24,8 +25,17 @@ def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
 
 def small(tiny_dir, out, **overrides) -> FinetuneConfig:
     # prompts: a list is accepted by load_prompts (the CLI passes a name or a path)
-    values = dict(model=str(tiny_dir), prompts=PROMPTS, out=str(out), max_new_tokens=6, num_generations=2,
-                  batch_size=4, learning_rate=1e-3, max_steps=2, seed=0)
+    values = dict(
+        model=str(tiny_dir),
+        prompts=PROMPTS,
+        out=str(out),
+        max_new_tokens=6,
+        num_generations=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_steps=2,
+        seed=0,
+    )
     return FinetuneConfig(**{**values, **overrides})
 
 
@@ -75,22 +85,28 @@ def test_reward_sees_raw_prompts_and_text_responses(trained):
 
 def test_prompt_format_matches_the_env(tiny):
     """TRL tokenizes a conversational prompt with the chat template as FrozenLM.encode_prompt does."""
-    from agents.finetune import _dataset
+    from agents.finetune.common import prompt_dataset
 
-    rows = list(_dataset(PROMPTS, tiny.tokenizer)["prompt"])
-    ids = tiny.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    rows = list(prompt_dataset(PROMPTS, tiny.tokenizer)["prompt"])
+    ids = tiny.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     assert [list(i) for i in ids] == [tiny.encode_prompt(p) for p in PROMPTS]
 
     class NoTemplate:
         chat_template = None
 
-    assert list(_dataset(PROMPTS, NoTemplate())["prompt"]) == PROMPTS
+    assert list(prompt_dataset(PROMPTS, NoTemplate())["prompt"]) == PROMPTS
 
 
-@pytest.mark.parametrize("prompts, completions", [
-    (["Hi"], ["Good!"]),
-    ([[{"role": "user", "content": "Hi"}]], [[{"role": "assistant", "content": "Good!"}]]),
-], ids=["plain", "conversational"])
+@pytest.mark.parametrize(
+    "prompts, completions",
+    [
+        (["Hi"], ["Good!"]),
+        ([[{"role": "user", "content": "Hi"}]], [[{"role": "assistant", "content": "Good!"}]]),
+    ],
+    ids=["plain", "conversational"],
+)
 def test_reward_function_unwraps(prompts, completions):
     calls = []
 
@@ -98,7 +114,9 @@ def test_reward_function_unwraps(prompts, completions):
         calls.append((p, r))
         return [1.5] * len(r)
 
-    assert reward_function(fn)(prompts=prompts, completions=completions, completion_ids=[[1]], trainer_state=None) == [1.5]
+    assert reward_function(fn)(prompts=prompts, completions=completions, completion_ids=[[1]], trainer_state=None) == [
+        1.5
+    ]
     assert calls == [(["Hi"], ["Good!"])]
     with pytest.raises(RewardError, match="one float per response"):
         reward_function(lambda p, r: [])(prompts=prompts, completions=completions)
@@ -110,11 +128,15 @@ def test_time_limit_stops_training_and_overwrite(tiny_dir, tmp_path):
     (out / "stale.txt").write_text("old")
     with pytest.raises(ConfigError, match="already exists"):
         small(tiny_dir, out).validate()
-    with pytest.raises(ConfigError, match=r"did not write \(stale.txt\)"):  # --overwrite replaces a fine-tuned model only
+    with pytest.raises(
+        ConfigError, match=r"did not write \(stale.txt\)"
+    ):  # --overwrite replaces a fine-tuned model only
         small(tiny_dir, out, overwrite=True).validate()
     (out / "finetune.json").write_text("{}")  # now it is one (an earlier run's)
-    result = finetune(small(tiny_dir, out, max_steps=50, time_limit_s=1e-6, overwrite=True, tensorboard=False, beta=0.0),
-                      reward=length_reward)
+    result = finetune(
+        small(tiny_dir, out, max_steps=50, time_limit_s=1e-6, overwrite=True, tensorboard=False, beta=0.0),
+        reward=length_reward,
+    )
     assert result.steps == 1
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file() and not (out / "tensorboard").exists()
     assert result.kl_last is None  # beta=0: TRL loads no reference model
@@ -153,18 +175,22 @@ def test_failed_final_rename_keeps_the_old_model(tiny_dir, tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["ft"]  # neither the staging folder nor a hidden .old is left
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("num_generations", 1, "num_generations=1 must be an int >= 2"),
-    ("batch_size", 6, "not a multiple of num_generations=4"),
-    ("learning_rate", 0.0, "learning_rate=0.0 must be a number > 0"),
-    ("top_p", 1.5, r"top_p=1.5 must be a number in \(0, 1\]"),
-    ("beta", -0.1, "beta=-0.1 must be a number >= 0"),
-    ("max_steps", 0, "max_steps=0 must be an int >= 1"),
-    ("time_limit_s", float("nan"), "time_limit_s=nan"),
-    ("device", "gpu", "Did you mean 'cpu'"),
-    ("lr_scheduler", "cosin", "Did you mean 'cosine'"),
-    ("out", "", "out='' is empty"),
-], ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("num_generations", 1, "num_generations=1 must be an int >= 2"),
+        ("batch_size", 6, "not a multiple of num_generations=4"),
+        ("learning_rate", 0.0, "learning_rate=0.0 must be a number > 0"),
+        ("top_p", 1.5, r"top_p=1.5 must be a number in \(0, 1\]"),
+        ("beta", -0.1, "beta=-0.1 must be a number >= 0"),
+        ("max_steps", 0, "max_steps=0 must be an int >= 1"),
+        ("time_limit_s", float("nan"), "time_limit_s=nan"),
+        ("device", "gpu", "Did you mean 'cpu'"),
+        ("lr_scheduler", "cosin", "Did you mean 'cosine'"),
+        ("out", "", "out='' is empty"),
+    ],
+    ids=lambda v: str(v)[:20],
+)
 def test_validation(tmp_path, field, value, match):
     cfg = FinetuneConfig(**{"out": str(tmp_path / "ft"), field: value})
     with pytest.raises(ConfigError, match=match):
@@ -186,9 +212,26 @@ def test_missing_trl_names_the_extra(monkeypatch, tmp_path):
 def test_cli_flags(tiny_dir, tmp_path, capsys, monkeypatch):
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["finetune", "--model", str(tiny_dir), "--out", str(tmp_path / "ft"), "--max-steps", "1",
-                              "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "4", "--no-tensorboard",
-                              "--learning-rate", "1e-4"])
+    args = parser.parse_args(
+        [
+            "finetune",
+            "--model",
+            str(tiny_dir),
+            "--out",
+            str(tmp_path / "ft"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--num-generations",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--no-tensorboard",
+            "--learning-rate",
+            "1e-4",
+        ]
+    )
     assert args.batch_size == 2 and args.tensorboard is False and args.learning_rate == pytest.approx(1e-4)
     monkeypatch.setattr("proxy_env.prompts.load_prompts", lambda name: PROMPTS)
     monkeypatch.setattr("proxy_env.rewards.resolve_reward", lambda name: length_reward)
@@ -201,7 +244,8 @@ def test_cli_flags(tiny_dir, tmp_path, capsys, monkeypatch):
 def test_real_model_two_steps(tmp_path):
     """Two GRPO steps on SmolLM2-135M-Instruct with VADER: the default path end to end (~1 min on 2 cores)."""
     torch.set_num_threads(2)
-    result = finetune(FinetuneConfig(out=str(tmp_path / "ft"), max_steps=2, max_new_tokens=8, batch_size=4,
-                                     num_generations=2))
+    result = finetune(
+        FinetuneConfig(out=str(tmp_path / "ft"), max_steps=2, max_new_tokens=8, batch_size=4, num_generations=2)
+    )
     assert result.steps == 2 and result.trainable_params > 100_000_000
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["reward"] == "vader"

@@ -11,17 +11,19 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-from agents.finetune import FinetuneConfig, finetune, select_pairs  # noqa: E402
-from proxy_env.errors import ConfigError, DataError  # noqa: E402
-from feedback.records import PreferencePair  # noqa: E402
+from agents.finetune import FinetuneConfig, finetune, select_pairs
+from feedback.records import PreferencePair
+from proxy_env.errors import ConfigError, DataError
 
 # (ppl_chosen, ppl_rejected) per pair; the 0.5 quantile of all 16 values is 5.25: pairs 0, 2 and 7 lie under it
 PPL = [(2.0, 3.0), (9.0, 1.0), (4.0, 5.0), (6.0, 7.0), (3.0, 12.0), (5.5, 6.0), (8.0, 8.5), (1.5, 2.5)]
 
 
 def pairs_with(ppl: list[tuple[float | None, float | None]]) -> list[PreferencePair]:
-    return [PreferencePair(f"Prompt {i}?", f"Lovely, thank you {i}!", f"Awful {i}.", "reward:vader", 0.5, c, r)
-            for i, (c, r) in enumerate(ppl)]
+    return [
+        PreferencePair(f"Prompt {i}?", f"Lovely, thank you {i}!", f"Awful {i}.", "reward:vader", 0.5, c, r)
+        for i, (c, r) in enumerate(ppl)
+    ]
 
 
 def write_pairs(path, pairs: list[PreferencePair]):
@@ -31,8 +33,17 @@ def write_pairs(path, pairs: list[PreferencePair]):
 
 def small(tiny_dir, tmp_path, **overrides) -> FinetuneConfig:
     pairs = write_pairs(tmp_path / "pairs.jsonl", pairs_with(PPL))
-    values = dict(method="dpo", model=str(tiny_dir), pairs=(str(pairs),), out=str(tmp_path / "dpo"), batch_size=2,
-                  learning_rate=1e-3, max_steps=2, seed=0, tensorboard=False)
+    values = dict(
+        method="dpo",
+        model=str(tiny_dir),
+        pairs=(str(pairs),),
+        out=str(tmp_path / "dpo"),
+        batch_size=2,
+        learning_rate=1e-3,
+        max_steps=2,
+        seed=0,
+        tensorboard=False,
+    )
     return FinetuneConfig(**{**values, **overrides})
 
 
@@ -59,8 +70,12 @@ def test_random_arm_has_the_same_count_and_is_seeded():
     assert all(len(d.pairs) == len(filtered.pairs) == 3 and d.selection == "random" for d in draws)
     assert select_pairs(pairs, quantile=0.5, random_same_count=True, seed=0).pairs == draws[0].pairs  # reproducible
     assert all(set(map(id, d.pairs)) <= set(map(id, pairs)) for d in draws)
-    assert all([pairs.index(p) for p in d.pairs] == sorted(pairs.index(p) for p in d.pairs) for d in draws)  # file order
-    assert len({tuple(pairs.index(p) for p in d.pairs) for d in draws}) > 1, "different seeds should draw different pairs"
+    assert all(
+        [pairs.index(p) for p in d.pairs] == sorted(pairs.index(p) for p in d.pairs) for d in draws
+    )  # file order
+    assert len({tuple(pairs.index(p) for p in d.pairs) for d in draws}) > 1, (
+        "different seeds should draw different pairs"
+    )
     assert select_pairs(pairs).pairs == pairs and select_pairs(pairs).selection == "all"
 
 
@@ -96,35 +111,52 @@ def test_random_arm_records_the_same_count(tiny_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad pairs files
-@pytest.mark.parametrize("lines, match", [
-    (['{"prompt": "a", "chosen": "b", "rejected": "c"}', '{"prompt": "a", "chosen": "b"', ''],
-     r"pairs.jsonl, line 2: not valid JSON"),
-    (['{"prompt": "a", "chosen": "b", "rejected": "c"}', '', '{"prompt": "a", "chosen": 3, "rejected": "c"}'],
-     r"pairs.jsonl, line 3: field 'chosen' must be a string, got int 3"),
-    (['{"prompt": "a", "winner": "b"}'], r"pairs.jsonl, line 1: a preference record needs 'prompt', 'chosen' and 'rejected'"),
-    (['["a", "b"]'], r"pairs.jsonl, line 1: expected a JSON object, got list"),
-    (['', '   '], r"pairs.jsonl: holds no preference records"),
-], ids=["bad-json", "wrong-type", "missing-keys", "not-an-object", "empty"])
+@pytest.mark.parametrize(
+    "lines, match",
+    [
+        (
+            ['{"prompt": "a", "chosen": "b", "rejected": "c"}', '{"prompt": "a", "chosen": "b"', ""],
+            r"pairs.jsonl, line 2: not valid JSON",
+        ),
+        (
+            ['{"prompt": "a", "chosen": "b", "rejected": "c"}', "", '{"prompt": "a", "chosen": 3, "rejected": "c"}'],
+            r"pairs.jsonl, line 3: field 'chosen' must be a string, got int 3",
+        ),
+        (
+            ['{"prompt": "a", "winner": "b"}'],
+            r"pairs.jsonl, line 1: a preference record needs 'prompt', 'chosen' and 'rejected'",
+        ),
+        (['["a", "b"]'], r"pairs.jsonl, line 1: expected a JSON object, got list"),
+        (["", "   "], r"pairs.jsonl: holds no preference records"),
+    ],
+    ids=["bad-json", "wrong-type", "missing-keys", "not-an-object", "empty"],
+)
 def test_malformed_or_empty_pairs_file_names_file_and_line(tmp_path, lines, match):
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = FinetuneConfig(method="dpo", model=str(tmp_path / "no-model-here"), pairs=(str(path),), out=str(tmp_path / "dpo"))
+    cfg = FinetuneConfig(
+        method="dpo", model=str(tmp_path / "no-model-here"), pairs=(str(path),), out=str(tmp_path / "dpo")
+    )
     with pytest.raises(DataError, match=match):  # raised before the (missing) model is looked up
         finetune(cfg)
     assert not (tmp_path / "dpo").exists()
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (dict(pairs=()), r"method='dpo' needs pairs: pass --pairs FILE.jsonl"),
-    (dict(pairs=("missing.jsonl",)), r"pairs: 'missing.jsonl' is not a file"),
-    (dict(pairs="p.jsonl"), r"pairs='p.jsonl' must be a tuple of JSONL files"),
-    (dict(ppl_quantile=0.0), r"ppl_quantile=0.0 must be a number in \(0, 1\]"),
-    (dict(ppl_random=True), r"ppl_random=True draws as many random pairs as --ppl-quantile keeps"),
-    (dict(judge_model="x"), r"judge_model applies to method='online-dpo' only"),
-    (dict(beta=0.0), r"beta=0.0 must be a number > 0"),
-    (dict(method="grpo", pairs=(), ppl_quantile=0.5), r"ppl_quantile applies to method='dpo' only"),
-    (dict(method="ddpo"), r"Did you mean 'dpo'"),
-], ids=lambda v: str(v)[:24])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(pairs=()), r"method='dpo' needs pairs: pass --pairs FILE.jsonl"),
+        (dict(pairs=("missing.jsonl",)), r"pairs: 'missing.jsonl' is not a file"),
+        (dict(pairs="p.jsonl"), r"pairs='p.jsonl' must be a tuple of JSONL files"),
+        (dict(ppl_quantile=0.0), r"ppl_quantile=0.0 must be a number in \(0, 1\]"),
+        (dict(ppl_random=True), r"ppl_random=True draws as many random pairs as --ppl-quantile keeps"),
+        (dict(judge_model="x"), r"judge_model applies to method='online-dpo' only"),
+        (dict(beta=0.0), r"beta=0.0 must be a number > 0"),
+        (dict(method="grpo", pairs=(), ppl_quantile=0.5), r"ppl_quantile applies to method='dpo' only"),
+        (dict(method="ddpo"), r"Did you mean 'dpo'"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
 def test_validation(tmp_path, overrides, match):
     pairs = write_pairs(tmp_path / "pairs.jsonl", pairs_with(PPL))
     values = dict(method="dpo", pairs=(str(pairs),), out=str(tmp_path / "dpo"))
@@ -141,9 +173,28 @@ def test_cli_takes_several_pairs_files(tiny_dir, tmp_path, capsys):
     second = write_pairs(tmp_path / "b.jsonl", pairs_with(PPL[4:]))
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["finetune", "--method", "dpo", "--model", str(tiny_dir), "--pairs", str(first), str(second),
-                              "--ppl-quantile", "0.5", "--ppl-random", "--out", str(tmp_path / "dpo"), "--max-steps", "1",
-                              "--batch-size", "2", "--no-tensorboard"])
+    args = parser.parse_args(
+        [
+            "finetune",
+            "--method",
+            "dpo",
+            "--model",
+            str(tiny_dir),
+            "--pairs",
+            str(first),
+            str(second),
+            "--ppl-quantile",
+            "0.5",
+            "--ppl-random",
+            "--out",
+            str(tmp_path / "dpo"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-tensorboard",
+        ]
+    )
     assert args.pairs == [str(first), str(second)] and args.ppl_random is True and args.beta is None
     assert args.func(args) == 0
     printed = capsys.readouterr().out

@@ -10,23 +10,36 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-from agents.finetune import FinetuneConfig, finetune, pairwise_reward  # noqa: E402
-from proxy_env.errors import ConfigError, StateError  # noqa: E402
-from feedback.sources import Preference  # noqa: E402
+from agents.finetune import FinetuneConfig, finetune, pairwise_reward
+from feedback.sources import Preference
+from proxy_env.errors import ConfigError, StateError
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
 def small(tiny_dir, out, **overrides) -> FinetuneConfig:
-    values = dict(method="online-dpo", model=str(tiny_dir), prompts=PROMPTS, out=str(out), max_new_tokens=6, batch_size=2,
-                  learning_rate=1e-3, max_steps=2, seed=0, tensorboard=False)
+    values = dict(
+        method="online-dpo",
+        model=str(tiny_dir),
+        prompts=PROMPTS,
+        out=str(out),
+        max_new_tokens=6,
+        batch_size=2,
+        learning_rate=1e-3,
+        max_steps=2,
+        seed=0,
+        tensorboard=False,
+    )
     return FinetuneConfig(**{**values, **overrides})
 
 
 def changed_fraction(tiny_dir, out) -> float:
     from transformers import AutoModelForCausalLM
 
-    before, after = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict(), AutoModelForCausalLM.from_pretrained(out).state_dict()
+    before, after = (
+        AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict(),
+        AutoModelForCausalLM.from_pretrained(out).state_dict(),
+    )
     return sum(not torch.equal(p, before[name]) for name, p in after.items()) / len(before)
 
 
@@ -42,7 +55,9 @@ def test_reward_annotator_trains_two_steps(tiny_dir, tmp_path):
     assert {p for p, _ in seen} <= set(PROMPTS) and all("<|im_start|>" not in r for _, r in seen)
     assert changed_fraction(tiny_dir, result.output_dir) >= 0.5
     meta = json.loads((result.output_dir / "finetune.json").read_text())
-    assert meta["method"] == "online-dpo" and meta["reward"] == "length" and meta["config"]["beta"] == pytest.approx(0.1)
+    assert (
+        meta["method"] == "online-dpo" and meta["reward"] == "length" and meta["config"]["beta"] == pytest.approx(0.1)
+    )
     assert (meta["curve"], meta["point"]) == ("online-dpo (length)", "β=0.1")
     assert result.reward_last is not None and result.kl_last is not None  # objective/scores, objective/kl
 
@@ -76,7 +91,14 @@ def test_pairwise_annotator_maps_verdicts_onto_trl_rows():
     annotate = pairwise_reward(source)
     prompts = [[{"role": "user", "content": p}] for p in ("a", "b", "c")] * 2  # TRL: 2 * batch
     completions = [[{"role": "assistant", "content": t}] for t in ("a1", "b1", "c1", "a2", "b2", "c2")]
-    assert annotate(prompts=prompts, completions=completions, completion_ids=[], trainer_state=None) == [1.0, 0.0, 0.5, 0.0, 1.0, 0.5]
+    assert annotate(prompts=prompts, completions=completions, completion_ids=[], trainer_state=None) == [
+        1.0,
+        0.0,
+        0.5,
+        0.0,
+        1.0,
+        0.5,
+    ]
     assert source.calls == [(["a", "b", "c"], ["a1", "b1", "c1"], ["a2", "b2", "c2"])]
     assert annotate.stats.to_json() == {"pairs": 3, "first_wins": 1, "ties": 1, "tie_rate": pytest.approx(1 / 3)}
     with pytest.raises(StateError, match="not two copies of one batch"):

@@ -56,8 +56,17 @@ def test_single_prompt_string(tiny):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "proxy"
-    cfg = TrainConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=4, total_timesteps=64, n_steps=16,
-                      batch_size=32, device="cpu", save_dir=str(path))
+    cfg = TrainConfig(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        num_envs=4,
+        total_timesteps=64,
+        n_steps=16,
+        batch_size=32,
+        device="cpu",
+        save_dir=str(path),
+    )
     train(cfg, reward=_zero)
     return path
 
@@ -77,8 +86,16 @@ def test_observation_mismatch_is_explained(checkpoint):
 
 
 def test_model_object_checkpoint_needs_model(tmp_path, tiny):
-    cfg = TrainConfig(prompts=PROMPTS, max_new_tokens=2, num_envs=2, total_timesteps=32, n_steps=16, batch_size=32,
-                      device="cpu", save_dir=str(tmp_path / "p"))
+    cfg = TrainConfig(
+        prompts=PROMPTS,
+        max_new_tokens=2,
+        num_envs=2,
+        total_timesteps=32,
+        n_steps=16,
+        batch_size=32,
+        device="cpu",
+        save_dir=str(tmp_path / "p"),
+    )
     train(cfg, model=tiny, reward=_zero)
     with pytest.raises(ConfigError, match="trained on a model object.*pass model="):
         ProxyGenerator.from_checkpoint(tmp_path / "p", device="cpu")
@@ -87,16 +104,46 @@ def test_model_object_checkpoint_needs_model(tmp_path, tiny):
 
 # ---------------------------------------------------------------------------------- CLI
 def test_cli_generate(checkpoint, capsys):
-    assert main(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--max-new-tokens", "3", "Hello!", "Hi!"]) == 0
+    assert (
+        main(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--max-new-tokens", "3", "Hello!", "Hi!"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("PROMPT: ") == 2 and "PROMPT: Hi!" in out and "rejections=" in out
 
 
 def test_cli_train_then_resume(tmp_path, capsys):
-    flags = ["train", "--model", "tiny", "--reward", "default", "--prompts", str(_prompt_file(tmp_path)),
-             "--max-new-tokens", "3", "--num-envs", "2", "--total-timesteps", "32", "--n-steps", "16",
-             "--batch-size", "32", "--device", "cpu", "--hidden", "32", "32", "--reward-baseline", "0.5",
-             "--algo-kwargs", '{"n_epochs": 2}', "--no-progress-bar", "--save-dir", str(tmp_path / "ck")]
+    flags = [
+        "train",
+        "--model",
+        "tiny",
+        "--reward",
+        "default",
+        "--prompts",
+        str(_prompt_file(tmp_path)),
+        "--max-new-tokens",
+        "3",
+        "--num-envs",
+        "2",
+        "--total-timesteps",
+        "32",
+        "--n-steps",
+        "16",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--hidden",
+        "32",
+        "32",
+        "--reward-baseline",
+        "0.5",
+        "--algo-kwargs",
+        '{"n_epochs": 2}',
+        "--no-progress-bar",
+        "--save-dir",
+        str(tmp_path / "ck"),
+    ]
     assert main(flags) == 0
     out = capsys.readouterr().out
     assert "trainable params" in out and f"checkpoint: {tmp_path / 'ck'}" in out

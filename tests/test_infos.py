@@ -73,7 +73,9 @@ def test_info_text_adds_the_same_text_as_before(make_venv, tiny):
         if (term | trunc).any():
             ended_any = True
             final = info_t["final_info"]
-            assert set(final) - set(info_p["final_info"]) == set(TEXT_STEP_KEYS + TEXT_END_KEYS) | {f"_{k}" for k in TEXT_END_KEYS}
+            assert set(final) - set(info_p["final_info"]) == set(TEXT_STEP_KEYS + TEXT_END_KEYS) | {
+                f"_{k}" for k in TEXT_END_KEYS
+            }
             for i in np.flatnonzero(term | trunc):
                 ids = final["response_ids"][i]
                 assert final["response_length"][i] == len(ids) and final["response"][i] == tiny.decode(ids)

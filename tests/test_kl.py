@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.eval.kl import (brute_force_probs, kl_divergence, rank_dependent_probs, steered_probs, trajectory)
+from agents.eval.kl import brute_force_probs, kl_divergence, rank_dependent_probs, steered_probs, trajectory
 
 
 def _pool(g: torch.Generator, k: int, size: int) -> torch.Tensor:
@@ -28,14 +28,21 @@ def test_greedy_order_and_rank_dependent_monte_carlo():
     g = torch.Generator().manual_seed(2)
     q = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
     a = torch.tensor([0.0, 0.5, 1.0, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(steered_probs(q[None], a[None], order="greedy")[0], torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        steered_probs(q[None], a[None], order="greedy")[0], torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64)
+    )
     table = torch.rand(4, 4, generator=g, dtype=torch.float64)
     mc = rank_dependent_probs(q[None], table[None], 2, samples=40000, generator=g)[0]
     torch.testing.assert_close(mc, brute_force_probs(q, table, 2), atol=0.01, rtol=0)
 
 
 def test_always_accept_is_q_and_rejecting_the_top_moves_away():
-    q = torch.softmax(torch.randn(16, 40, generator=torch.Generator().manual_seed(3)) * 3, -1).double().sort(-1, descending=True).values
+    q = (
+        torch.softmax(torch.randn(16, 40, generator=torch.Generator().manual_seed(3)) * 3, -1)
+        .double()
+        .sort(-1, descending=True)
+        .values
+    )
     ones = torch.ones_like(q)
     assert float(kl_divergence(steered_probs(q, ones), q).abs().max()) < 1e-9
     reject_top = ones.clone()
@@ -64,8 +71,16 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
     from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
 
     top_k, top_p = 6, 1.0  # wide pools: most positions need a decision on the tiny model
-    venv = ProxyRLHFVectorEnv(1, model=tiny, prompts=["Tell me a story"], max_new_tokens=8, top_k=top_k, top_p=top_p,
-                              reward=lambda prompts, responses: [0.0] * len(responses), info_text=True)
+    venv = ProxyRLHFVectorEnv(
+        1,
+        model=tiny,
+        prompts=["Tell me a story"],
+        max_new_tokens=8,
+        top_k=top_k,
+        top_p=top_p,
+        reward=lambda prompts, responses: [0.0] * len(responses),
+        info_text=True,
+    )
     obs, info = venv.reset(seed=3)
     seen, rng, done = [], np.random.default_rng(0), False
     while not done:
@@ -74,13 +89,22 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
         done = bool(terminated[0] or truncated[0])
     response = [int(t) for t in info["final_info"]["response_ids"][0]]
     recorded = []
-    trajectory(tiny, tiny.encode_prompt("Tell me a story"), response, lambda o: recorded.append(o) or np.full(len(o), 0.5),
-               top_k=top_k, top_p=top_p, temperature=1.0)
+    trajectory(
+        tiny,
+        tiny.encode_prompt("Tell me a story"),
+        response,
+        lambda o: recorded.append(o) or np.full(len(o), 0.5),
+        top_k=top_k,
+        top_p=top_p,
+        temperature=1.0,
+    )
     logits = tiny.forward_full(tiny.encode_prompt("Tell me a story") + response).logits
     from proxy_env.engine import candidates as skam
 
     pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, W): top_k + tie margin
-    table = recorded[0].reshape(len(response), pools.shape[1], -1)  # (T, W, H) in the pool's descending-probability order
+    table = recorded[0].reshape(
+        len(response), pools.shape[1], -1
+    )  # (T, W, H) in the pool's descending-probability order
     assert len(seen) >= 3
     for position, token, observation in seen:
         k = int((pools[position] == token).nonzero()[0, 0])

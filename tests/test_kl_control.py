@@ -24,8 +24,22 @@ def test_adaptive_controller_moves_beta_to_its_target():
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=6, num_envs=4, total_timesteps=128, n_steps=16, batch_size=32,
-                seed=0, device="cpu", eval_freq=0, observation="prefix", top_k=6, top_p=1.0, init_accept_prob=0.5)
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=6,
+        num_envs=4,
+        total_timesteps=128,
+        n_steps=16,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+        observation="prefix",
+        top_k=6,
+        top_p=1.0,
+        init_accept_prob=0.5,
+    )
     return TrainConfig(**{**base, **kwargs})
 
 

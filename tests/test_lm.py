@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from proxy_env.engine.lm import FrozenLM, resolve_device, resolve_dtype
 from proxy_env.errors import ConfigError, ModelNotFoundError
-from proxy_env.engine.lm import FrozenLM, resolve_dtype, resolve_device
 
 
 def test_errors_name_the_argument():
@@ -49,11 +49,15 @@ def test_default_model_is_smollm2(real_lm):
     assert real_lm.eos_token_ids == [2]
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"device_map": "autoo"}, "device_map='autoo'.*Did you mean 'auto'"),
-    ({"device_map": {"model": "disk"}}, "no disk offload"),
-    ({"device_map": "auto", "device": "cpu"}, "pass one"),
-], ids=["typo", "disk", "both"])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"device_map": "autoo"}, "device_map='autoo'.*Did you mean 'auto'"),
+        ({"device_map": {"model": "disk"}}, "no disk offload"),
+        ({"device_map": "auto", "device": "cpu"}, "pass one"),
+    ],
+    ids=["typo", "disk", "both"],
+)
 def test_device_map_errors(tiny, kw, match):
     with pytest.raises(ConfigError, match=match):
         FrozenLM(tiny.model, tiny.tokenizer, **kw)

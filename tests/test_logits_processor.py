@@ -13,16 +13,16 @@ import torch
 from gymnasium import spaces
 from scipy import stats
 
-from agents.saving.checkpoint import save_checkpoint
-from agents.generate import ProxyGenerator
 from agents.accept import accept_model
+from agents.generate import ProxyGenerator
 from agents.logits_processor import ProxyLogitsProcessor, constant_proxy
 from agents.policies import proxy_policy_kwargs
+from agents.saving.checkpoint import save_checkpoint
 from agents.saving.folder import load_proxy
 from proxy_env.engine import candidates as skam
-from proxy_env.errors import ProxyEnvError
 from proxy_env.engine.steering import prefix_observation, steered_probs
 from proxy_env.engine.tiny import tiny_word_lm
+from proxy_env.errors import ProxyEnvError
 
 PROMPTS = ["w5 w17 w33", "w8 w1 w99 w100 w7 w3 w250"]  # different lengths: generate left-pads the batch
 SKAM = {"top_k": 8, "top_p": 0.9, "temperature": 0.9}
@@ -44,8 +44,14 @@ def _ppo(dim: int, hidden: int | None = None):
     from stable_baselines3 import PPO
 
     torch.manual_seed(0)
-    agent = PPO("MlpPolicy", None, policy_kwargs=proxy_policy_kwargs("ppo"), _init_setup_model=False, seed=0, device="cpu")
-    agent.observation_space, agent.action_space, agent.n_envs = spaces.Box(-np.inf, np.inf, (dim,), np.float32), spaces.Discrete(2), 1
+    agent = PPO(
+        "MlpPolicy", None, policy_kwargs=proxy_policy_kwargs("ppo"), _init_setup_model=False, seed=0, device="cpu"
+    )
+    agent.observation_space, agent.action_space, agent.n_envs = (
+        spaces.Box(-np.inf, np.inf, (dim,), np.float32),
+        spaces.Discrete(2),
+        1,
+    )
     agent._setup_model()
     with torch.no_grad():
         agent.policy.action_net.weight.normal_(0, 3.0)
@@ -60,8 +66,12 @@ def _ppo(dim: int, hidden: int | None = None):
 @pytest.fixture(scope="module")
 def prefix_proxy(lm, tmp_path_factory):
     agent = _ppo(3 * lm.hidden_size + 2, lm.hidden_size)
-    folder = save_checkpoint(agent, tmp_path_factory.mktemp("proxy") / "prefix", lm=lm,
-                             env_kwargs={"model": "tiny-word", "observation": "prefix", "max_new_tokens": 2, **SKAM})
+    folder = save_checkpoint(
+        agent,
+        tmp_path_factory.mktemp("proxy") / "prefix",
+        lm=lm,
+        env_kwargs={"model": "tiny-word", "observation": "prefix", "max_new_tokens": 2, **SKAM},
+    )
     return agent, folder
 
 
@@ -95,9 +105,15 @@ def _exact_pairs(lm, agent, ids: list[int]) -> dict[tuple[int, int | None], floa
 def _generate(lm, processor, prompts: list[str], seed: int, max_new_tokens: int = 2) -> torch.Tensor:
     ids, mask = lm.left_pad([lm.encode_prompt(p) for p in prompts])
     torch.manual_seed(seed)
-    out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=2,
-                            eos_token_id=lm.eos_token_ids, **processor.generate_kwargs())
-    return out[:, ids.shape[1]:]  # (B, T)
+    out = lm.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=2,
+        eos_token_id=lm.eos_token_ids,
+        **processor.generate_kwargs(),
+    )
+    return out[:, ids.shape[1] :]  # (B, T)
 
 
 def _pairs(rows, eos: set[int]) -> list[tuple[int, int | None]]:
@@ -124,7 +140,9 @@ def test_generate_first_and_second_tokens_match_exact_pi_and_the_env(lm, prefix_
         rows = _generate(lm, processor, [p for p in PROMPTS for _ in range(N)], seed=0)
     finally:
         processor.remove()
-    env = ProxyGenerator(lm, agent, batch_size=2 * N, deterministic=False, seed=0, observation="prefix", max_new_tokens=2, **SKAM)
+    env = ProxyGenerator(
+        lm, agent, batch_size=2 * N, deterministic=False, seed=0, observation="prefix", max_new_tokens=2, **SKAM
+    )
     torch.manual_seed(0)  # SB3 samples the proxy's actions from torch's generator
     env_rows = [g.token_ids for g in env.generate([p for p in PROMPTS for _ in range(N)])]
     for i, prompt in enumerate(PROMPTS):
@@ -142,7 +160,10 @@ def test_generate_first_and_second_tokens_match_exact_pi_and_the_env(lm, prefix_
         cells = sorted(set(_pairs(ours, eos)) | set(_pairs(theirs, eos)), key=str)
         a, b = Counter(_pairs(ours, eos)), Counter(_pairs(theirs, eos))
         keep = [c for c in cells if a[c] + b[c] >= 10]
-        table = [[a[c] for c in keep] + [N - sum(a[c] for c in keep)], [b[c] for c in keep] + [N - sum(b[c] for c in keep)]]
+        table = [
+            [a[c] for c in keep] + [N - sum(a[c] for c in keep)],
+            [b[c] for c in keep] + [N - sum(b[c] for c in keep)],
+        ]
         assert stats.chi2_contingency(np.array(table) + 1e-9 * (np.array(table) == 0)).pvalue > P_MIN  # generate ~ env
 
 
@@ -152,8 +173,15 @@ def test_always_accept_is_hf_sampler_token_for_token(lm):
         steered = _generate(lm, processor, PROMPTS * 100, seed=3, max_new_tokens=4)
     ids, mask = lm.left_pad([lm.encode_prompt(p) for p in PROMPTS * 100])
     torch.manual_seed(3)
-    plain = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, pad_token_id=2, eos_token_id=lm.eos_token_ids,
-                              do_sample=True, **SKAM)[:, ids.shape[1]:]
+    plain = lm.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=4,
+        pad_token_id=2,
+        eos_token_id=lm.eos_token_ids,
+        do_sample=True,
+        **SKAM,
+    )[:, ids.shape[1] :]
     assert torch.equal(steered, plain)
     assert len({tuple(r.tolist()) for r in plain}) > 20  # sampled, not greedy
 
@@ -173,8 +201,12 @@ def test_scores_softmax_is_pi_and_minus_inf_outside_the_pool(lm, prefix_proxy):
 
 def test_candidate_observation_costs_a_pool_forward_and_matches_exact_pi(lm, tmp_path):
     agent = _ppo(lm.hidden_size)
-    folder = save_checkpoint(agent, tmp_path / "cand", lm=lm, env_kwargs={"model": "tiny-word", "observation": "candidate",
-                                                                          "max_rejections": 2, **SKAM})
+    folder = save_checkpoint(
+        agent,
+        tmp_path / "cand",
+        lm=lm,
+        env_kwargs={"model": "tiny-word", "observation": "candidate", "max_rejections": 2, **SKAM},
+    )
     with ProxyLogitsProcessor(folder, lm) as processor:
         assert processor.proxy.skam["max_rejections"] == 2
         rows = _generate(lm, processor, [p for p in PROMPTS for _ in range(N // 2)], seed=1, max_new_tokens=1)

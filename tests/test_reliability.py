@@ -23,18 +23,43 @@ import pytest
 import torch
 
 import proxy_env
-from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from agents.cli import main
+from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from agents.train import TrainConfig, train
 from proxy_env.errors import (
-    ConfigError, ConfigTypeError, DataError, FolderInUseError, OutputPathError, ProxyEnvError, RewardError, StateError,
+    ConfigError,
+    ConfigTypeError,
+    DataError,
+    FolderInUseError,
+    OutputPathError,
+    ProxyEnvError,
+    RewardError,
+    StateError,
 )
 from proxy_env.folders import FolderLock
 from proxy_env.rewards import RunningMeanStd
 from tests.conftest import PROMPTS
 
-TRAIN = ["train", "--model", "tiny", "--total-timesteps", "64", "--num-envs", "2", "--n-steps", "32", "--batch-size", "64",
-         "--max-new-tokens", "4", "--eval-prompts", "", "--no-progress-bar", "--device", "cpu"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny",
+    "--total-timesteps",
+    "64",
+    "--num-envs",
+    "2",
+    "--n-steps",
+    "32",
+    "--batch-size",
+    "64",
+    "--max-new-tokens",
+    "4",
+    "--eval-prompts",
+    "",
+    "--no-progress-bar",
+    "--device",
+    "cpu",
+]
 
 
 def _zero(prompts, responses):
@@ -42,8 +67,18 @@ def _zero(prompts, responses):
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=2, total_timesteps=64, n_steps=32,
-                batch_size=64, seed=0, device="cpu", eval_freq=0)
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        num_envs=2,
+        total_timesteps=64,
+        n_steps=32,
+        batch_size=64,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+    )
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -81,7 +116,9 @@ def _thesis(tmp_path: Path) -> Path:
 def test_save_dir_holding_user_files_is_refused_before_training(tmp_path, monkeypatch):
     docs = _thesis(tmp_path)
     _no_model(monkeypatch)
-    with pytest.raises(OutputPathError, match=r"save_dir=.*mydocs.*holds 1 entry that proxy-rlhf did not write \(thesis\)"):
+    with pytest.raises(
+        OutputPathError, match=r"save_dir=.*mydocs.*holds 1 entry that proxy-rlhf did not write \(thesis\)"
+    ):
         train(_cfg(save_dir=str(docs)), reward=_zero)
     assert (docs / "thesis" / "ch1.tex").read_text() == "x"
 
@@ -104,7 +141,9 @@ def test_save_checkpoint_never_empties_a_foreign_folder(saved, tmp_path):
     (tmp_path / "lone" / "model.safetensors").write_bytes(b"someone's model")  # our file name, but no marker: not ours
     with pytest.raises(OutputPathError, match="did not write"):
         save_checkpoint(model, tmp_path / "lone", env_kwargs={"model": "tiny"})
-    assert (docs / "thesis" / "ch1.tex").is_file() and (tmp_path / "lone" / "model.safetensors").read_bytes() == b"someone's model"
+    assert (docs / "thesis" / "ch1.tex").is_file() and (
+        tmp_path / "lone" / "model.safetensors"
+    ).read_bytes() == b"someone's model"
 
 
 def test_file_dropped_into_save_dir_during_training_is_kept_and_the_proxy_saved_beside(tmp_path):
@@ -179,7 +218,9 @@ def _poisoned_sb3_checkpoint(saved: Path, folder: Path, marker: Path) -> Path:
 def test_sb3_zip_runs_no_code_without_trust_and_warns_with_it(saved, tmp_path, caplog):
     marker = tmp_path / "pwned"
     path = _poisoned_sb3_checkpoint(saved, tmp_path, marker)
-    with pytest.raises(CheckpointError, match="unpickles Python objects, which can run arbitrary code.*trust=True.*--trust-checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="unpickles Python objects, which can run arbitrary code.*trust=True.*--trust-checkpoint"
+    ):
         load_checkpoint(path, device="cpu")
     assert not marker.exists()
     with caplog.at_level(logging.WARNING, logger="agents.saving.checkpoint"):
@@ -197,7 +238,11 @@ def test_default_format_loads_without_unpickling_anything(saved, monkeypatch):
     for module, name in ((pickle, "loads"), (pickle, "load"), (cloudpickle, "loads"), (torch, "load")):
         monkeypatch.setattr(module, name, refuse)
     checkpoint = load_checkpoint(saved, device="cpu")
-    assert sorted(p.name for p in saved.iterdir()) == ["model.safetensors", "optimizer.safetensors", "proxy_config.json"]
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "proxy_config.json",
+    ]
     assert checkpoint.meta.format_version == 2 and checkpoint.meta.llm["fingerprint"]["vocab_size"] == 49152
 
 
@@ -206,7 +251,9 @@ def test_round_trip_keeps_weights_optimizer_and_counters(saved):
     for a, b in zip(first.policy.state_dict().values(), second.policy.state_dict().values()):
         assert torch.equal(a, b)
     state = first.policy.optimizer.state_dict()["state"]
-    assert state and all(torch.equal(v, second.policy.optimizer.state_dict()["state"][k][n]) for k in state for n, v in state[k].items())
+    assert state and all(
+        torch.equal(v, second.policy.optimizer.state_dict()["state"][k][n]) for k in state for n, v in state[k].items()
+    )
     assert first.num_timesteps == read_meta(saved).num_timesteps >= 64
 
 
@@ -214,14 +261,21 @@ def test_round_trip_keeps_weights_optimizer_and_counters(saved):
 def test_every_algorithm_round_trips_in_the_pickle_free_format(algo, tmp_path, tiny):
     from agents.train import make_sb3_env
 
-    extra = {"n_steps": 8} if algo != "dqn" else {"n_steps": None, "batch_size": 8, "algo_kwargs": {"learning_starts": 0}}
-    result = train(_cfg(algo=algo, total_timesteps=16, **{"batch_size": None, **extra}, save_dir=str(tmp_path / algo)),
-                   model=tiny, reward=_zero)
+    extra = (
+        {"n_steps": 8} if algo != "dqn" else {"n_steps": None, "batch_size": 8, "algo_kwargs": {"learning_starts": 0}}
+    )
+    result = train(
+        _cfg(algo=algo, total_timesteps=16, **{"batch_size": None, **extra}, save_dir=str(tmp_path / algo)),
+        model=tiny,
+        reward=_zero,
+    )
     loaded = load_checkpoint(result.checkpoint, device="cpu").model
     obs = np.random.default_rng(0).normal(0, 3, (8, tiny.hidden_size)).astype(np.float32)
     starts = np.ones(8, dtype=bool)
-    np.testing.assert_array_equal(result.model.predict(obs, episode_start=starts, deterministic=True)[0],
-                                  loaded.predict(obs, episode_start=starts, deterministic=True)[0])
+    np.testing.assert_array_equal(
+        result.model.predict(obs, episode_start=starts, deterministic=True)[0],
+        loaded.predict(obs, episode_start=starts, deterministic=True)[0],
+    )
     env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 4, "reward": _zero}, 2)
     resumed = load_checkpoint(result.checkpoint, env=env, device="cpu").model  # attachable to continue training
     resumed.learn(8, reset_num_timesteps=False)
@@ -230,13 +284,20 @@ def test_every_algorithm_round_trips_in_the_pickle_free_format(algo, tmp_path, t
 
 def test_cli_needs_trust_flag_for_sb3_zip(saved, tmp_path, capsys):
     path = tmp_path / "old"
-    save_checkpoint(load_checkpoint(saved, device="cpu").model, path, env_kwargs=read_meta(saved).env_kwargs, format="sb3")
+    save_checkpoint(
+        load_checkpoint(saved, device="cpu").model, path, env_kwargs=read_meta(saved).env_kwargs, format="sb3"
+    )
     code, err = _cli(capsys, "generate", "--checkpoint", str(path), "Hi!", "--max-new-tokens", "2")
     assert code == 2 and "--trust-checkpoint" in err and "Traceback" not in err
-    assert _cli(capsys, "generate", "--checkpoint", str(path), "Hi!", "--max-new-tokens", "2", "--trust-checkpoint")[0] == 0
+    assert (
+        _cli(capsys, "generate", "--checkpoint", str(path), "Hi!", "--max-new-tokens", "2", "--trust-checkpoint")[0]
+        == 0
+    )
     code, err = _cli(capsys, *TRAIN, "--resume", str(path))
     assert code == 2 and "--trust-checkpoint" in err
-    assert _cli(capsys, *TRAIN, "--resume", str(path), "--trust-checkpoint", "--save-dir", str(tmp_path / "new"))[0] == 0
+    assert (
+        _cli(capsys, *TRAIN, "--resume", str(path), "--trust-checkpoint", "--save-dir", str(tmp_path / "new"))[0] == 0
+    )
     assert read_meta(tmp_path / "new").format_version == 2  # saving again writes the pickle-free format
 
 
@@ -268,7 +329,9 @@ def _run_until_error(venv, n):
 def test_reward_failure_says_reset_and_the_env_recovers(make_venv, nan):
     venv = make_venv(2, reward=Flaky(bad=1, nan=nan), max_new_tokens=3)
     venv.reset(seed=0)
-    with pytest.raises(RewardError, match=r"(raised ValueError: reward server timed out|returned nan).*usable again after reset\(\)"):
+    with pytest.raises(
+        RewardError, match=r"(raised ValueError: reward server timed out|returned nan).*usable again after reset\(\)"
+    ):
         _run_until_error(venv, 2)
     with pytest.raises(StateError, match=r"last step\(\) failed.*call reset\(\) before step\(\)"):
         venv.step(np.ones(2, dtype=np.int64))
@@ -326,8 +389,11 @@ def test_cli_sigterm_saves_and_exits_143(tmp_path, capsys, monkeypatch):
     assert read_meta(tmp_path / "run").num_timesteps < 100_000
 
 
-@pytest.mark.parametrize("where, match", [("afile/sub", "lies under .*afile.*which is a file"), (".", "current or home folder"),
-                                          ("afile", "is a file")], ids=["under-file", "cwd", "file"])
+@pytest.mark.parametrize(
+    "where, match",
+    [("afile/sub", "lies under .*afile.*which is a file"), (".", "current or home folder"), ("afile", "is a file")],
+    ids=["under-file", "cwd", "file"],
+)
 def test_save_path_checked_before_training(tmp_path, monkeypatch, where, match):
     (tmp_path / "afile").write_text("x")
     monkeypatch.chdir(tmp_path)
@@ -349,14 +415,21 @@ def test_demo_budget_must_be_positive(capsys, decisions, monkeypatch):
 def test_second_run_on_a_locked_save_dir_fails_at_once(tmp_path, monkeypatch):
     target = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from proxy_env.folders import FolderLock; "
-         f"FolderLock({str(target)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from proxy_env.folders import FolderLock; "
+            f"FolderLock({str(target)!r}).acquire(); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
         _no_model(monkeypatch)
-        with pytest.raises(FolderInUseError, match=rf"save_dir=.*run.* is being written by another run \(pid {holder.pid}"):
+        with pytest.raises(
+            FolderInUseError, match=rf"save_dir=.*run.* is being written by another run \(pid {holder.pid}"
+        ):
             train(_cfg(save_dir=str(target)), reward=_zero)
     finally:
         holder.kill()
@@ -409,7 +482,9 @@ def test_max_new_tokens_beyond_the_models_positions(make_venv, tokens):
     import time
 
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=rf"max_new_tokens={tokens} does not fit the 1024 positions.*pass max_new_tokens <= \d+"):
+    with pytest.raises(
+        ConfigError, match=rf"max_new_tokens={tokens} does not fit the 1024 positions.*pass max_new_tokens <= \d+"
+    ):
         make_venv(1, max_new_tokens=tokens)
     assert time.perf_counter() - start < 5  # refused before allocating anything
 
@@ -423,7 +498,9 @@ def test_memory_estimate_before_allocating(make_venv, monkeypatch):
     from proxy_env import guards
 
     monkeypatch.setattr(guards, "available_bytes", lambda device: 1 << 20)
-    with pytest.raises(ConfigError, match=r"num_envs=64 x max_new_tokens=900 need ~.* GiB.*lower max_new_tokens or num_envs"):
+    with pytest.raises(
+        ConfigError, match=r"num_envs=64 x max_new_tokens=900 need ~.* GiB.*lower max_new_tokens or num_envs"
+    ):
         make_venv(64, max_new_tokens=900)
 
 
@@ -457,9 +534,14 @@ def test_numpy_and_huge_seeds_on_the_vector_env(make_venv, make_env):
 
 @pytest.mark.parametrize(
     "seed, error, match",
-    [("abc", ConfigTypeError, "seed='abc' must be None, a non-negative int"), (-1, ConfigError, "seed=-1 must be >= 0"),
-     (1.5, ConfigTypeError, "seed=1.5"), (True, ConfigTypeError, "seed=True"), ([1, 2, 3], ConfigError, "3 values for num_envs=2"),
-     ([1, "x"], ConfigTypeError, r"seed\[1\]='x'")],
+    [
+        ("abc", ConfigTypeError, "seed='abc' must be None, a non-negative int"),
+        (-1, ConfigError, "seed=-1 must be >= 0"),
+        (1.5, ConfigTypeError, "seed=1.5"),
+        (True, ConfigTypeError, "seed=True"),
+        ([1, 2, 3], ConfigError, "3 values for num_envs=2"),
+        ([1, "x"], ConfigTypeError, r"seed\[1\]='x'"),
+    ],
     ids=["str", "negative", "float", "bool", "length", "list-entry"],
 )
 def test_bad_seeds_are_refused_clearly(make_venv, seed, error, match):
@@ -522,7 +604,9 @@ def fake_default_cache(tmp_path, monkeypatch):
         AutoTokenizer.from_pretrained(real_tokenizer).save_pretrained(tmp)
 
     monkeypatch.setenv(assets.CACHE_ENV_VAR, str(tmp_path / "cache"))
-    monkeypatch.setattr(assets, "_default_root", lambda: (Path("unused.gguf"), tmp_path / "cache" / f"{assets.DEFAULT_NAME}-0123"))
+    monkeypatch.setattr(
+        assets, "_default_root", lambda: (Path("unused.gguf"), tmp_path / "cache" / f"{assets.DEFAULT_NAME}-0123")
+    )
     monkeypatch.setattr(assets, "default_tokenizer_dir", lambda: real_tokenizer)
     monkeypatch.setattr(assets, "_convert_default_model", convert)
     return builds
@@ -555,7 +639,9 @@ def test_default_model_cache_that_stays_broken_names_the_fix(fake_default_cache,
         (tmp / "config.json").write_text("{}")
 
     monkeypatch.setattr(assets, "_convert_default_model", broken)
-    with pytest.raises(DataError, match=r"model='default': the cached folder .* still fails to load after a rebuild.*delete it"):
+    with pytest.raises(
+        DataError, match=r"model='default': the cached folder .* still fails to load after a rebuild.*delete it"
+    ):
         FrozenLM("default", device="cpu")
 
 
@@ -568,8 +654,26 @@ def test_device_and_dtype_with_a_frozenlm_object(make_venv):
 
 def test_demo_checkpoint_generates_without_model_flag(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--model", "tiny", "--decisions", "64", "--num-envs", "2", "--max-new-tokens", "4",
-                 "--eval-prompts", "2", "--show", "0", "--no-progress-bar", "--out", str(out)])
+    code = main(
+        [
+            "demo",
+            "--model",
+            "tiny",
+            "--decisions",
+            "64",
+            "--num-envs",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--eval-prompts",
+            "2",
+            "--show",
+            "0",
+            "--no-progress-bar",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and read_meta(out).env_kwargs["model"] == "tiny"
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(out), "Hello there!"]) == 0
@@ -579,18 +683,22 @@ def test_demo_checkpoint_generates_without_model_flag(tmp_path, capsys):
 def test_checkpoint_refuses_an_llm_with_another_fingerprint(saved, tiny_gpt2):
     from agents.generate import ProxyGenerator
 
-    with pytest.raises(CheckpointError, match=r"trained on the LLM 'tiny'.*model_type 'llama' vs 'gpt2'.*--model 'tiny'"):
+    with pytest.raises(
+        CheckpointError, match=r"trained on the LLM 'tiny'.*model_type 'llama' vs 'gpt2'.*--model 'tiny'"
+    ):
         ProxyGenerator.from_checkpoint(saved, model=tiny_gpt2, device="cpu")
 
 
 # ------------------------------------------------------------------ the CLI: one line, exit 2, --debug for the traceback
 @pytest.mark.parametrize(
     "argv, needle",
-    [(["generate", "--checkpoint", "/nonexistent/ck", "Hi"], "is not a folder"),
-     (["train", "--model", "tiny", "--num-envs", "0"], "num_envs=0 must be an int >= 1"),
-     (["train", "--model", "tiny", "--seed", "-3"], "seed=-3"),
-     (["demo", "--model", "tiny", "--decisions", "-1"], "--decisions=-1"),
-     (["train", "--model", "tiny", "--time-limit-s", "nan"], "time_limit_s=nan")],
+    [
+        (["generate", "--checkpoint", "/nonexistent/ck", "Hi"], "is not a folder"),
+        (["train", "--model", "tiny", "--num-envs", "0"], "num_envs=0 must be an int >= 1"),
+        (["train", "--model", "tiny", "--seed", "-3"], "seed=-3"),
+        (["demo", "--model", "tiny", "--decisions", "-1"], "--decisions=-1"),
+        (["train", "--model", "tiny", "--time-limit-s", "nan"], "time_limit_s=nan"),
+    ],
     ids=["missing-checkpoint", "num-envs", "seed", "decisions", "nan-time"],
 )
 def test_cli_errors_are_one_line_with_exit_2(capsys, argv, needle):
@@ -600,14 +708,22 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, argv, needle):
 
 @pytest.mark.parametrize(
     "flags, needle",
-    [(["--device", "tpu"], "device='tpu'"), (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"),
-     (["--algo-kwargs", '{"n_epochs": -1}'], "algo_kwargs['n_epochs']=-1 must be an int >= 1"),
-     (["--algo-kwargs", '{"n_epoch": 4}'], "Did you mean 'n_epochs'"), (["--learning-rate", "1e12"], "learning_rate=1000000000000.0"),
-     (["--algo-kwargs", "{broken"], "argument --algo-kwargs: invalid JSON object value")],
+    [
+        (["--device", "tpu"], "device='tpu'"),
+        (["--algo-kwargs", '{"batch_size": 1}'], "batch_size"),
+        (["--algo-kwargs", '{"n_epochs": -1}'], "algo_kwargs['n_epochs']=-1 must be an int >= 1"),
+        (["--algo-kwargs", '{"n_epoch": 4}'], "Did you mean 'n_epochs'"),
+        (["--learning-rate", "1e12"], "learning_rate=1000000000000.0"),
+        (["--algo-kwargs", "{broken"], "argument --algo-kwargs: invalid JSON object value"),
+    ],
     ids=["device", "sb3-assert", "n-epochs", "unknown-kwarg", "learning-rate", "argparse"],
 )
 def test_cli_bad_hyperparameters_are_one_line(capsys, flags, needle):
-    code, err = _cli(capsys, *TRAIN, *flags) if flags[0] != "--algo-kwargs" or "broken" not in flags[1] else _argparse(capsys, flags)
+    code, err = (
+        _cli(capsys, *TRAIN, *flags)
+        if flags[0] != "--algo-kwargs" or "broken" not in flags[1]
+        else _argparse(capsys, flags)
+    )
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
 
 
@@ -644,7 +760,10 @@ def test_cli_os_errors_are_one_line(capsys, tmp_path):
     code, err = _cli(capsys, "generate", "--checkpoint", str(tmp_path), "Hi")
     assert code == 2 and "has no proxy_config.json" in err and err.count("\n") == 1
     code, line = _explain(PermissionError(13, "Permission denied", "/srv/runs"))
-    assert code == 2 and line == "Permission denied: '/srv/runs'; check that the path exists and that you may read or write it."
+    assert (
+        code == 2
+        and line == "Permission denied: '/srv/runs'; check that the path exists and that you may read or write it."
+    )
 
 
 def test_env_still_registered():

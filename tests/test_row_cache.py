@@ -4,7 +4,9 @@ import pytest
 import torch
 
 
-def _random_walk(lm, steps: int = 80, rows: int = 3, seed: int = 0, tol: float = 1e-4, dense_fraction: float | None = None):
+def _random_walk(
+    lm, steps: int = 80, rows: int = 3, seed: int = 0, tol: float = 1e-4, dense_fraction: float | None = None
+):
     """Random commits, discards, row resets and compactions; every output checked against a full forward."""
     g = torch.Generator().manual_seed(seed)
     cache = lm.new_cache(rows)
@@ -60,7 +62,7 @@ def test_cached_steps_match_full_forward(arch, dense_fraction, tiny, tiny_gpt2, 
     subsets = []
     step_subset = RowCache._step_subset
     monkeypatch.setattr(RowCache, "_step_subset", lambda self, *a: subsets.append(1) or step_subset(self, *a))
-    checked, cache, seqs = _random_walk(lm, dense_fraction=dense_fraction)
+    checked, cache, _seqs = _random_walk(lm, dense_fraction=dense_fraction)
     assert checked > 100
     assert (len(subsets) > 20) if dense_fraction == 1.0 else not subsets
     assert cache.prefix_tokens_reused > 0  # the walk's prefills reused the chat template's head
@@ -81,9 +83,13 @@ def test_prefill_reuses_the_template_head_only_where_every_prompt_starts_with_it
             ref = lm.forward_full(prompt)
             torch.testing.assert_close(out.hidden[i], ref.hidden[-1], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(out.logits[i], ref.logits[-1], atol=1e-4, rtol=1e-4)
-        step = cache.step(torch.tensor([5, 6]), torch.ones(2, dtype=torch.bool))  # the next token attends to the reused head
+        step = cache.step(
+            torch.tensor([5, 6]), torch.ones(2, dtype=torch.bool)
+        )  # the next token attends to the reused head
         for i, prompt in enumerate(prompts):
-            torch.testing.assert_close(step.logits[i], lm.forward_full(prompt + [5 + i]).logits[-1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                step.logits[i], lm.forward_full(prompt + [5 + i]).logits[-1], atol=1e-4, rtol=1e-4
+            )
 
 
 @pytest.mark.slow
@@ -114,8 +120,14 @@ def test_cache_stays_bounded(tiny):
 
 
 # every module of the tiny Llama named, as a model spread over GPUs would be (here all on the CPU)
-TINY_DEVICE_MAP = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", "model.norm": "cpu",
-                   "model.rotary_emb": "cpu", "lm_head": "cpu"}
+TINY_DEVICE_MAP = {
+    "model.embed_tokens": "cpu",
+    "model.layers.0": "cpu",
+    "model.layers.1": "cpu",
+    "model.norm": "cpu",
+    "model.rotary_emb": "cpu",
+    "lm_head": "cpu",
+}
 
 
 def test_device_map_cache_keeps_each_layer_on_its_device_and_matches(tiny):

@@ -9,8 +9,8 @@ import torch
 
 from agents.algos import ALGOS, get_algo
 from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
-from proxy_env.errors import AutoresetModeError, ConfigError, ConfigTypeError
 from proxy_env.adapters.sb3 import SB3VecEnv, episode_infos
+from proxy_env.errors import AutoresetModeError, ConfigError, ConfigTypeError
 
 
 def _const_reward(prompts, responses):
@@ -79,8 +79,11 @@ def test_time_limit_truncated_follows_truncation(sb3_env):
     for bootstrap in (True, False):
         env = sb3_env(4, max_new_tokens=2)
         env.bootstrap_truncated = bootstrap
-        flags = [info["TimeLimit.truncated"] for *_, infos in _rollout(env, 12, np.random.default_rng(1))
-                 for info in episode_infos(infos)]
+        flags = [
+            info["TimeLimit.truncated"]
+            for *_, infos in _rollout(env, 12, np.random.default_rng(1))
+            for info in episode_infos(infos)
+        ]
         assert flags and any(flags) == bootstrap
 
 
@@ -116,9 +119,13 @@ def test_render_ansi_per_env(sb3_env):
 
 @pytest.mark.parametrize("mode", ["next_step", "disabled"])
 def test_rejects_wrong_autoreset_mode(make_venv, mode):
-    with pytest.raises(AutoresetModeError, match=(
-        rf"autoreset_mode={mode.upper()}, but SB3VecEnv needs autoreset_mode=SAME_STEP: .*"
-        r"Make the env with autoreset_mode='same_step'")):
+    with pytest.raises(
+        AutoresetModeError,
+        match=(
+            rf"autoreset_mode={mode.upper()}, but SB3VecEnv needs autoreset_mode=SAME_STEP: .*"
+            r"Make the env with autoreset_mode='same_step'"
+        ),
+    ):
         SB3VecEnv(make_venv(2, autoreset_mode=mode))
 
 
@@ -150,8 +157,15 @@ def test_algorithm_trains_on_adapter(sb3_env, algo):
     """At least two gradient updates run and the proxy's parameters change."""
     spec = get_algo(algo)
     env = sb3_env(4, max_new_tokens=4)
-    model = spec.load_class()(spec.policy, env, policy_kwargs=proxy_policy_kwargs(algo), seed=0, device="cpu",
-                              learning_rate=1e-2, **ALGO_KWARGS[algo])
+    model = spec.load_class()(
+        spec.policy,
+        env,
+        policy_kwargs=proxy_policy_kwargs(algo),
+        seed=0,
+        device="cpu",
+        learning_rate=1e-2,
+        **ALGO_KWARGS[algo],
+    )
     assert any(isinstance(m, HiddenStateExtractor) for m in model.policy.modules())
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     steps = 2 * (ALGO_KWARGS[algo].get("n_steps", 0) * env.num_envs) or 64

@@ -9,8 +9,18 @@ import torch
 from agents.accept import accept_model
 from agents.cli.app import main
 from agents.saving.checkpoint import load_checkpoint
-from agents.tilt import Positions, TiltConfig, check_tilt, collect, fit, load_positions, save_positions, tilt_loss, train_tilt
-from agents.train import TrainConfig, _build, make_sb3_env
+from agents.tilt import (
+    Positions,
+    TiltConfig,
+    check_tilt,
+    collect,
+    fit,
+    load_positions,
+    save_positions,
+    tilt_loss,
+    train_tilt,
+)
+from agents.train import TrainConfig, build_agent, make_sb3_env
 from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
@@ -18,8 +28,21 @@ from tests.conftest import PROMPTS
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=6, num_envs=4, total_timesteps=64, seed=0, device="cpu", eval_freq=0,
-                eval_prompts="", observation="prefix", top_k=6, top_p=1.0, kl_coef=0.5)
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=6,
+        num_envs=4,
+        total_timesteps=64,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+        eval_prompts="",
+        observation="prefix",
+        top_k=6,
+        top_p=1.0,
+        kl_coef=0.5,
+    )
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -28,12 +51,22 @@ def _length_reward(prompts, responses):
 
 
 def test_collect_records_every_candidates_reward_change(tiny):
-    venv = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=6, top_p=1.0,
-                              reward=_length_reward)
+    venv = ProxyRLHFVectorEnv(
+        num_envs=1,
+        model=tiny,
+        prompts=PROMPTS[:1],
+        max_new_tokens=6,
+        observation="prefix",
+        top_k=6,
+        top_p=1.0,
+        reward=_length_reward,
+    )
     data = collect(venv, 6, seed=3)
     assert len(data) >= 1
     # the first position extends the empty response: Δ_k = len(decode([y_k])) − E_q[len], the same pool the env offers
-    fresh = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=6, top_p=1.0)
+    fresh = ProxyRLHFVectorEnv(
+        num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=6, top_p=1.0
+    )
     fresh.reset(seed=3)
     view = fresh.pool_observations()
     n = int(view.size[0])
@@ -45,21 +78,43 @@ def test_collect_records_every_candidates_reward_change(tiny):
     assert torch.all(data.delta[0, n:] == 0)
     # centred under q at every position, and the stored hidden state is the observation's h
     qs = data.logq.double().exp()
-    assert torch.allclose((qs / qs.sum(-1, keepdim=True) * data.delta.double()).sum(-1), torch.zeros(len(data), dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(
+        (qs / qs.sum(-1, keepdim=True) * data.delta.double()).sum(-1),
+        torch.zeros(len(data), dtype=torch.float64),
+        atol=1e-4,
+    )
     assert torch.allclose(data.hidden[0].float(), view.obs[0, 0, : tiny.hidden_size].cpu().half().float())
 
 
 def _agent_and_positions(tiny):
     """A fresh PPO proxy over 6-token pools and 32 decisions collected with the length reward."""
-    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 6, "top_p": 1.0,
-                        "reward": _length_reward}, 2)
-    return _build(_cfg(), env), collect(env.unwrapped, 32, seed=1)
+    env = make_sb3_env(
+        {
+            "model": tiny,
+            "prompts": PROMPTS,
+            "max_new_tokens": 6,
+            "observation": "prefix",
+            "top_k": 6,
+            "top_p": 1.0,
+            "reward": _length_reward,
+        },
+        2,
+    )
+    return build_agent(_cfg(), env), collect(env.unwrapped, 32, seed=1)
 
 
 def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
     """``n`` copies of one position whose pool is the tiny model's two most likely first tokens."""
-    venv = ProxyRLHFVectorEnv(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=6, observation="prefix", top_k=2, top_p=1.0,
-                              temperature=4.0)  # a flat pool: the tilt moves it far
+    venv = ProxyRLHFVectorEnv(
+        num_envs=1,
+        model=tiny,
+        prompts=PROMPTS[:1],
+        max_new_tokens=6,
+        observation="prefix",
+        top_k=2,
+        top_p=1.0,
+        temperature=4.0,
+    )  # a flat pool: the tilt moves it far
     venv.reset(seed=0)
     view = venv.pool_observations()
     assert int(view.size[0]) == 2
@@ -67,8 +122,13 @@ def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
     rep = lambda x: x[None, :2].expand(n, 2, *x.shape[1:]).clone()  # noqa: E731  (the two valid columns)
     # a small prefix state: the tiny model's hidden states (norm ~80) would drown the candidates' features in the LayerNorm
     hidden = 0.01 * torch.randn(1, tiny.hidden_size, generator=torch.Generator().manual_seed(0))
-    return Positions(hidden.half().expand(n, -1).clone(), rep(view.tokens[0].cpu()), rep(obs[:, -2]),
-                     rep(obs[:, -1]), rep(torch.tensor(delta, dtype=torch.float32)))
+    return Positions(
+        hidden.half().expand(n, -1).clone(),
+        rep(view.tokens[0].cpu()),
+        rep(obs[:, -2]),
+        rep(obs[:, -1]),
+        rep(torch.tensor(delta, dtype=torch.float32)),
+    )
 
 
 @pytest.mark.parametrize("beta", [0.5, 2.0])
@@ -76,8 +136,10 @@ def test_fit_reaches_the_tilt_q_exp_delta_over_beta(tiny, beta):
     # Δ chosen so that the tilt q·exp(Δ/β) is uniform over two candidates whatever β: reached by accepting each
     # with the same probability, which the proxy can learn from its bias alone (tiny models give weak token features)
     cfg = _cfg(kl_coef=beta, top_k=2)
-    env = make_sb3_env({"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 2, "top_p": 1.0}, 1)
-    agent = _build(cfg, env)
+    env = make_sb3_env(
+        {"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 2, "top_p": 1.0}, 1
+    )
+    agent = build_agent(cfg, env)
     probe = _two_token_positions(tiny, 1, (0.0, 0.0))
     q = probe.logq[0].double().exp()
     q = q / q.sum()
@@ -115,12 +177,16 @@ def test_fit_kl_is_the_bench_exact_kl_of_the_same_accept_probabilities(tiny):
 
 def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_path, monkeypatch):
     cfg = _cfg(save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"))
-    result = train_tilt(cfg, TiltConfig(tilt_epochs=2, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+    result = train_tilt(
+        cfg, TiltConfig(tilt_epochs=2, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward
+    )
     assert result.model.num_timesteps == 64 and len(result.kl_history) == 2 and result.interrupted is None
     loaded = load_checkpoint(result.checkpoint)
     assert loaded.meta.config["backend"] == "tilt" and loaded.meta.env_kwargs["observation"] == "prefix"
     obs = np.random.default_rng(0).normal(size=(5, loaded.model.observation_space.shape[0])).astype(np.float32)
-    np.testing.assert_allclose(accept_model(loaded.model, False)(obs), accept_model(result.model, False)(obs), atol=1e-6)
+    np.testing.assert_allclose(
+        accept_model(loaded.model, False)(obs), accept_model(result.model, False)(obs), atol=1e-6
+    )
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     # the cached positions are reused: a second run with the same settings collects nothing
     import agents.tilt
@@ -132,20 +198,42 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     fitted = []
     real_fit = agents.tilt.fit
     monkeypatch.setattr(agents.tilt, "collect", no_collect)
-    monkeypatch.setattr(agents.tilt, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw))
-    again = train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+    monkeypatch.setattr(
+        agents.tilt, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw)
+    )
+    again = train_tilt(
+        _cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward
+    )
     assert len(again.kl_history) == 1
     # --tilt-future fits the same positions with Δ + the estimated reward to come
-    train_tilt(_cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt"), tilt_future=True), model=tiny, reward=_length_reward)
+    train_tilt(
+        _cfg(),
+        TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt"), tilt_future=True),
+        model=tiny,
+        reward=_length_reward,
+    )
     base, future = fitted
-    assert torch.equal(future.tokens, base.tokens)  # (on this tiny data the position-only model may win: a zero correction)
+    assert torch.equal(
+        future.tokens, base.tokens
+    )  # (on this tiny data the position-only model may win: a zero correction)
     assert torch.allclose(future.delta, base.delta + agents.tilt_future.future_values(tiny, base)[0])
     with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
-        train_tilt(_cfg(seed=1), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward)
+        train_tilt(
+            _cfg(seed=1),
+            TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")),
+            model=tiny,
+            reward=_length_reward,
+        )
 
 
 def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
-    data = Positions(torch.zeros(2, 4).half(), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+    data = Positions(
+        torch.zeros(2, 4).half(),
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.zeros(2, 3),
+        torch.zeros(2, 3),
+        torch.zeros(2, 3),
+    )
     path = tmp_path / "d.pt"
     save_positions(path, {"model": "a", "seed": 0}, data)
     assert [p.name for p in tmp_path.iterdir()] == ["d.pt"]  # no temporary file left behind
@@ -160,12 +248,15 @@ def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
     assert bad.read_bytes() == b"not a torch file"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"kl_coef": 0.0}, "--kl-coef=0.0.*β > 0"),
-    ({"observation": "candidate"}, "needs observation='prefix'"),
-    ({"algo": "dqn"}, "--algo='dqn'.*ppo, a2c or trpo"),
-    ({"kl_target": 1.0}, "--kl-target=1.0 is not supported by --backend tilt"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kl_coef": 0.0}, "--kl-coef=0.0.*β > 0"),
+        ({"observation": "candidate"}, "needs observation='prefix'"),
+        ({"algo": "dqn"}, "--algo='dqn'.*ppo, a2c or trpo"),
+        ({"kl_target": 1.0}, "--kl-target=1.0 is not supported by --backend tilt"),
+    ],
+)
 def test_settings_the_backend_cannot_honour_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         check_tilt(_cfg(**change), TiltConfig())
@@ -194,8 +285,16 @@ def test_balance_norm_gives_every_block_of_the_prefix_observation_unit_scale(tin
 
 
 def test_collect_records_the_reward_still_to_come_after_the_taken_token(tiny):
-    kwargs = dict(num_envs=1, model=tiny, prompts=PROMPTS[:1], max_new_tokens=4, observation="prefix", top_k=6, top_p=1.0,
-                  reward=_length_reward)
+    kwargs = dict(
+        num_envs=1,
+        model=tiny,
+        prompts=PROMPTS[:1],
+        max_new_tokens=4,
+        observation="prefix",
+        top_k=6,
+        top_p=1.0,
+        reward=_length_reward,
+    )
     data = collect(ProxyRLHFVectorEnv(**kwargs), 10, seed=5)
     # replay the same seeded sampler: togo = R − Φ(response up to the taken token), R = Φ(the whole response)
     venv = ProxyRLHFVectorEnv(**kwargs)
@@ -242,7 +341,14 @@ def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     assert torch.allclose(g.double(), want, atol=0.05 * float(want.std()))
     assert torch.allclose((q * g.double()).sum(-1), torch.zeros(n, dtype=torch.float64), atol=1e-4)
     # later words undo 40% of each change: the estimate is −0.4·Δ, found through the Δ columns only
-    undo = Positions(hidden, tokens, logprob, logq, delta.float(), (-0.4 * delta[:, 0] + 0.5 * hidden.double() @ u / math.sqrt(h)).float())
+    undo = Positions(
+        hidden,
+        tokens,
+        logprob,
+        logq,
+        delta.float(),
+        (-0.4 * delta[:, 0] + 0.5 * hidden.double() @ u / math.sqrt(h)).float(),
+    )
     g, report = future_values(tiny, undo)
     assert report["model"] >= 2 and report["r2_with_delta"] > 0.99 > report["r2_with_candidate"] + 0.1
     assert abs(report["delta_share_mean"] + 0.4) < 0.02

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.saving import checkpoint as ckpt
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import run_episodes
+from agents.saving import checkpoint as ckpt
 from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta
 from agents.train import TrainConfig, make_sb3_env, train
 from proxy_env.errors import ConfigError
@@ -23,8 +23,18 @@ def _zero(prompts, responses):
 
 
 def _tiny_cfg(**kwargs) -> TrainConfig:
-    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=4, num_envs=4, total_timesteps=64, n_steps=16,
-                batch_size=32, seed=0, device="cpu", eval_freq=0)
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        num_envs=4,
+        total_timesteps=64,
+        n_steps=16,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+    )
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -53,7 +63,9 @@ def _score(agent, env) -> tuple[float, float]:
     """(mean return, mean banned-token count) over 64 held episodes."""
     env.seed(123)
     infos = run_episodes(agent, env, 64)
-    return float(np.mean([i["episode"]["r"] for i in infos])), float(np.mean([i["response_ids"].count(BANNED) for i in infos]))
+    return float(np.mean([i["episode"]["r"] for i in infos])), float(
+        np.mean([i["response_ids"].count(BANNED) for i in infos])
+    )
 
 
 def test_ppo_learns_to_reject_a_banned_token(tiny):
@@ -64,8 +76,19 @@ def test_ppo_learns_to_reject_a_banned_token(tiny):
     assert accept_return < -5 and accept_banned > 5, "the task must be hard for the frozen LLM alone"
     assert reject_return < -1.5
 
-    cfg = TrainConfig(algo="ppo", **TASK, num_envs=8, total_timesteps=BUDGET, n_steps=64, batch_size=128,
-                      learning_rate=3e-3, algo_kwargs={"n_epochs": 4}, seed=0, device="cpu", eval_freq=0)
+    cfg = TrainConfig(
+        algo="ppo",
+        **TASK,
+        num_envs=8,
+        total_timesteps=BUDGET,
+        n_steps=64,
+        batch_size=128,
+        learning_rate=3e-3,
+        algo_kwargs={"n_epochs": 4},
+        seed=0,
+        device="cpu",
+        eval_freq=0,
+    )
     result = train(cfg, model=tiny, reward=reward)
     ppo_return, ppo_banned = _score(result.model, env)
     assert ppo_return > THRESHOLD, (ppo_return, ppo_banned)
@@ -170,10 +193,20 @@ def _edit_config(**changes):
         (_weights_of_another_policy, "model.safetensors does not match the policy"),
         (_edit_config(format_version=99), r"format_version=99.*reads format_version=\[1, 2\] only"),
         (_edit_config(algo="ppo9000"), "algo='ppo9000'"),
-        (_edit_config(policy_kwargs={"features_extractor_class": {"class": "Popen"}}), "names class 'Popen', which is not one"),
+        (
+            _edit_config(policy_kwargs={"features_extractor_class": {"class": "Popen"}}),
+            "names class 'Popen', which is not one",
+        ),
     ],
-    ids=["config-missing", "config-unparseable", "weights-truncated", "weights-mismatch", "wrong-version", "unknown-algo",
-         "class-not-allowed"],
+    ids=[
+        "config-missing",
+        "config-unparseable",
+        "weights-truncated",
+        "weights-mismatch",
+        "wrong-version",
+        "unknown-algo",
+        "class-not-allowed",
+    ],
 )
 def test_corrupted_checkpoint_raises_clear_error(saved, tmp_path, corrupt, match):
     import shutil
@@ -189,7 +222,9 @@ def test_corrupted_checkpoint_raises_clear_error(saved, tmp_path, corrupt, match
 def saved_sb3(tmp_path_factory, saved) -> Path:
     """The same proxy in format 1 (SB3's pickled proxy.zip + meta.json)."""
     path = tmp_path_factory.mktemp("ckpt1") / "proxy"
-    ckpt.save_checkpoint(load_checkpoint(saved, device="cpu").model, path, env_kwargs={"model": "tiny"}, seed=0, format="sb3")
+    ckpt.save_checkpoint(
+        load_checkpoint(saved, device="cpu").model, path, env_kwargs={"model": "tiny"}, seed=0, format="sb3"
+    )
     return path
 
 
@@ -206,7 +241,10 @@ def _corrupt_zip_contents(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "corrupt, match",
-    [(_corrupt_zip, "proxy.zip is missing or not a zip archive"), (_corrupt_zip_contents, "proxy.zip could not be loaded as ppo")],
+    [
+        (_corrupt_zip, "proxy.zip is missing or not a zip archive"),
+        (_corrupt_zip_contents, "proxy.zip could not be loaded as ppo"),
+    ],
     ids=["zip-garbage", "zip-bad-contents"],
 )
 def test_corrupted_sb3_checkpoint_raises_clear_error(saved_sb3, tmp_path, corrupt, match):
@@ -248,8 +286,11 @@ def test_unknown_algo_suggests_closest():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_envs": 0}, "num_envs=0 must be an int >= 1"), ({"save_freq": 10}, "save_freq=10 needs save_dir"),
-     ({"algo": "dqn", "n_steps": 8, "batch_size": None}, "n_steps=8 applies to on-policy algorithms only")],
+    [
+        ({"num_envs": 0}, "num_envs=0 must be an int >= 1"),
+        ({"save_freq": 10}, "save_freq=10 needs save_dir"),
+        ({"algo": "dqn", "n_steps": 8, "batch_size": None}, "n_steps=8 applies to on-policy algorithms only"),
+    ],
     ids=["num-envs", "save-freq", "n-steps-off-policy"],
 )
 def test_bad_config_raises(kwargs, match):
@@ -261,16 +302,29 @@ def test_bad_config_raises(kwargs, match):
 def test_tensorboard_eval_and_periodic_checkpoints(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = _tiny_cfg(tensorboard_log=str(tmp_path / "tb"), eval_freq=64, eval_episodes=4, eval_prompts="default-eval",
-                    total_timesteps=128, save_dir=str(tmp_path / "ck"), save_freq=64, progress_bar=True)
+    cfg = _tiny_cfg(
+        tensorboard_log=str(tmp_path / "tb"),
+        eval_freq=64,
+        eval_episodes=4,
+        eval_prompts="default-eval",
+        total_timesteps=128,
+        save_dir=str(tmp_path / "ck"),
+        save_freq=64,
+        progress_bar=True,
+    )
     result = train(cfg, reward=_zero)
     assert [step for step, _ in result.evaluations] == [64, 128]
     assert result.evaluations[0][1].episodes == 4
     runs = list((tmp_path / "tb").iterdir())
     assert len(runs) == 1
     tags = EventAccumulator(str(runs[0])).Reload().Tags()["scalars"]
-    for tag in ("rollout/rejection_rate", "rollout/response_length", "rollout/ep_rew_mean", "eval/mean_reward",
-                "eval/rejection_rate"):
+    for tag in (
+        "rollout/rejection_rate",
+        "rollout/response_length",
+        "rollout/ep_rew_mean",
+        "eval/mean_reward",
+        "eval/rejection_rate",
+    ):
         assert tag in tags, tags
     assert read_meta(tmp_path / "ck").config["eval_freq"] == 64
 

@@ -39,7 +39,16 @@ def test_batched_env_equals_single_envs(make_venv, make_env, mode):
         obs, reward, term, trunc, info = venv.step(actions)
         for i in range(n):
             if term[i] or trunc[i]:
-                vec_log[i].append(("step", info["final_obs"][i], reward[i], term[i], trunc[i], tuple(info["final_info"]["response_ids"][i])))
+                vec_log[i].append(
+                    (
+                        "step",
+                        info["final_obs"][i],
+                        reward[i],
+                        term[i],
+                        trunc[i],
+                        tuple(info["final_info"]["response_ids"][i]),
+                    )
+                )
                 vec_log[i].append(("reset", obs[i]))
             else:
                 vec_log[i].append(("step", obs[i], reward[i], term[i], trunc[i], None))
@@ -69,7 +78,9 @@ def test_batched_env_equals_single_envs(make_venv, make_env, mode):
 def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
     # first response token under always-accept vs the LLM's truncated distribution
     n, top_k, temperature = 64, 5, 1.5
-    venv = make_venv(n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode, info_text=True)
+    venv = make_venv(
+        n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode, info_text=True
+    )
     venv.reset(seed=3)
     counts: dict[int, int] = {}
     while sum(counts.values()) < 3000:
@@ -95,22 +106,30 @@ def test_greedy_order_always_accept_is_greedy_decoding(make_env, tiny):
         _, _, term, trunc, info = env.step(Action.ACCEPT)
         done = term or trunc
     ids = torch.tensor([tiny.encode_prompt("Tell me a story.")])
-    ref = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=10,
-                              eos_token_id=tiny.eos_token_ids, pad_token_id=2)
-    assert info["response_ids"] == ref[0, ids.shape[1]:].tolist()
+    ref = tiny.model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=10,
+        eos_token_id=tiny.eos_token_ids,
+        pad_token_id=2,
+    )
+    assert info["response_ids"] == ref[0, ids.shape[1] :].tolist()
 
 
 @pytest.mark.parametrize("max_rejections", [None, 2], ids=["cap-pool-size", "cap-2"])
 def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
     top_k = 4
-    env = make_env(prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections, info_text=True)
-    obs, info = env.reset(seed=5)
+    env = make_env(
+        prompts=["Hello!"], top_k=top_k, top_p=1.0, max_new_tokens=6, max_rejections=max_rejections, info_text=True
+    )
+    _obs, info = env.reset(seed=5)
     offered: dict[int, list[int]] = {}
     done = False
     while not done:
         offered.setdefault(info["position"], []).append(info["token_id"])
         assert info["rejections"] == len(offered[info["position"]]) - 1
-        _, reward, term, trunc, info = env.step(Action.REJECT)
+        _, _reward, term, trunc, info = env.step(Action.REJECT)
         done = term or trunc
     response = info["response_ids"]
     prefix = tiny.encode_prompt("Hello!")
@@ -181,8 +200,14 @@ def test_reward_components(make_venv):
 
 
 def test_reference_baseline(make_venv, tiny):
-    venv = make_venv(2, prompts=["Hello!"], max_new_tokens=3, reward=lambda p, r: [float(len(x)) for x in r], reward_baseline="reference",
-                     info_text=True)
+    venv = make_venv(
+        2,
+        prompts=["Hello!"],
+        max_new_tokens=3,
+        reward=lambda p, r: [float(len(x)) for x in r],
+        reward_baseline="reference",
+        info_text=True,
+    )
     venv.reset(seed=0)
     for _ in range(20):
         _, reward, term, trunc, info = venv.step(np.ones(2, dtype=np.int64))

@@ -35,13 +35,20 @@ def _json_object(text: str) -> dict[str, Any]:
 _json_object.__name__ = "JSON object"  # argparse names the converter in its error message
 
 _CONVERTERS: dict[str, Any] = {
-    "str": str, "int": int, "float": float,
-    "str | None": _optional(str), "int | None": _optional(int), "float | None": _optional(float),
-    "float | str | None": _number_or_text, "dict[str, Any]": _json_object,
+    "str": str,
+    "int": int,
+    "float": float,
+    "str | None": _optional(str),
+    "int | None": _optional(int),
+    "float | None": _optional(float),
+    "float | str | None": _number_or_text,
+    "dict[str, Any]": _json_object,
 }
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, defaults: dict[str, Any] | None = None) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_cls: type, *, defaults: dict[str, Any] | None = None
+) -> None:
     """One flag per dataclass field of ``config_cls`` (``--field-name``), with its help text and default.
 
     Used by ``train`` (:class:`agents.train.TrainConfig`), ``rm train`` and ``finetune``; ``defaults``
@@ -56,9 +63,18 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, defau
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple[int"):
-            parser.add_argument(flag, type=int, nargs="+", default=list(default), metavar="N", help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                flag, type=int, nargs="+", default=list(default), metavar="N", help=f"{help_text} (default: {default})"
+            )
         elif f.type.startswith("tuple[str"):
-            parser.add_argument(flag, nargs="+", default=list(default), metavar=f.name.upper().rstrip("S"),
-                                help=f"{help_text} (default: {list(default)})")
+            parser.add_argument(
+                flag,
+                nargs="+",
+                default=list(default),
+                metavar=f.name.upper().rstrip("S"),
+                help=f"{help_text} (default: {list(default)})",
+            )
         else:
-            parser.add_argument(flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})")
+            parser.add_argument(
+                flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})"
+            )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
 from agents.eval.results import BenchConfig, BenchResult, Progress, Ticker, machine_description
 from proxy_env.errors import ConfigError
 
 
-def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, lm: Any = None,
-              progress: Progress | None = None) -> BenchResult:
+def run_bench(
+    cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, lm: Any = None, progress: Progress | None = None
+) -> BenchResult:
     """Evaluate every agent of ``cfg`` (plus ``extra_agents``, objects with ``predict``) on the same prompts.
 
     Args:
@@ -46,8 +46,10 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
     start = time.perf_counter()
     prompts = load_prompts(cfg.prompts)
     if cfg.num_prompts is not None and cfg.num_prompts > len(prompts):
-        raise ConfigError(f"num_prompts={cfg.num_prompts} but prompts={cfg.prompts!r} holds {len(prompts)}; "
-                          f"pass --num-prompts {len(prompts)} or fewer (or omit it for all).")
+        raise ConfigError(
+            f"num_prompts={cfg.num_prompts} but prompts={cfg.prompts!r} holds {len(prompts)}; "
+            f"pass --num-prompts {len(prompts)} or fewer (or omit it for all)."
+        )
     prompts = prompts[: cfg.num_prompts]
     lm = as_frozen_lm(cfg.model if lm is None else lm, device=cfg.device)
     reward_fn = resolve_reward(cfg.reward, device=lm.device)
@@ -57,21 +59,27 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
         ("always-accept", AlwaysAccept(), {}, None, True),
         (f"random-reject p={cfg.random_reject_p:g}", RandomReject(cfg.random_reject_p, seed=cfg.seed), {}, None, True),
     ]
-    trained = [load_proxy(path, lm, cfg, cfg.tensorboard[i] if i < len(cfg.tensorboard) else None, notes)
-               for i, path in enumerate(cfg.checkpoints)]
+    trained = [
+        load_proxy(path, lm, cfg, cfg.tensorboard[i] if i < len(cfg.tensorboard) else None, notes)
+        for i, path in enumerate(cfg.checkpoints)
+    ]
     trained += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
     for mode in cfg.proxy_actions:
         suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
         proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
     for power in cfg.accept_powers:
-        proxies += [(f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
-                    for name, agent, env_kw, tb in trained]
+        proxies += [
+            (f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
+            for name, agent, env_kw, tb in trained
+        ]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
     evals = []
     for name, agent, env_kw, tb, argmax in proxies:
         evals.append(eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax))
-        if cfg.frontier_from and len(evals) == 1:  # always-accept first: a frontier of another run fails now, not at the end
+        if (
+            cfg.frontier_from and len(evals) == 1
+        ):  # always-accept first: a frontier of another run fails now, not at the end
             from agents.eval.report import read_frontier, summarize
 
             read_frontier(cfg.frontier_from, summarize(evals))
@@ -79,10 +87,10 @@ def run_bench(cfg: BenchConfig, *, extra_agents: dict[str, Any] | None = None, l
         next(e for e in evals if e.name == name).kind = "baseline"
     evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick) if cfg.n else []
     if cfg.frontier_from:
-        notes.append(f"best-of-N rows from {cfg.frontier_from} (an earlier run on the same prompts and seed; "
-                     "always-accept's rewards matched): their s/response are that run's.")
+        notes.append(
+            f"best-of-N rows from {cfg.frontier_from} (an earlier run on the same prompts and seed; "
+            "always-accept's rewards matched): their s/response are that run's."
+        )
     for path in cfg.finetuned:
         evals.append(eval_finetuned(lm, path, prompts, reward_fn, cfg, tick))
     return BenchResult(cfg, evals, prompts, time.perf_counter() - start, machine_description(lm), notes)
-
-

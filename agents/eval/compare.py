@@ -50,8 +50,16 @@ def paired_gain(rewards: np.ndarray, base: np.ndarray) -> tuple[float, float, fl
     return d, lo, hi, float(np.mean(rewards > base) + 0.5 * np.mean(rewards == base))
 
 
-def run_agents(lm: FrozenLM, agents: dict[str, Any], prompts: Sequence[str], reward_fn: RewardFn, *, seed: int = 0,
-               batch_size: int = 32, **env_kwargs: Any) -> list[AgentResult]:
+def run_agents(
+    lm: FrozenLM,
+    agents: dict[str, Any],
+    prompts: Sequence[str],
+    reward_fn: RewardFn,
+    *,
+    seed: int = 0,
+    batch_size: int = 32,
+    **env_kwargs: Any,
+) -> list[AgentResult]:
     """Generate with each agent on ``prompts`` (same seeds) and score every response."""
     results = []
     for name, agent in agents.items():
@@ -65,14 +73,18 @@ def run_agents(lm: FrozenLM, agents: dict[str, Any], prompts: Sequence[str], rew
 def table(results: list[AgentResult], reference: str | None = None) -> str:
     """A Markdown table: reward with 95% CI, paired difference to ``reference``, rejection rate, length."""
     base = next((r for r in results if r.name == reference), None)
-    lines = ["| agent | mean reward [95% CI] | vs reference [95% CI] | win rate | rejection rate | tokens | s/response |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| agent | mean reward [95% CI] | vs reference [95% CI] | win rate | rejection rate | tokens | s/response |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         m, lo, hi = mean_ci(r.rewards)
         diff = win = "—"
         if base is not None and r is not base:
             d, dlo, dhi, w = paired_gain(r.rewards, base.rewards)
             diff, win = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]", f"{w:.2f}"
-        lines.append(f"| {r.name} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {diff} | {win} | {r.rejection_rate:.3f} | "
-                     f"{r.mean_length:.1f} | {r.seconds / len(r.rewards):.2f} |")
+        lines.append(
+            f"| {r.name} | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | {diff} | {win} | {r.rejection_rate:.3f} | "
+            f"{r.mean_length:.1f} | {r.seconds / len(r.rewards):.2f} |"
+        )
     return "\n".join(lines)

@@ -54,11 +54,17 @@ import torch
 from agents.accept import AcceptFn, accept_model  # noqa: F401  (re-exported)
 from proxy_env.engine import candidates as skam
 from proxy_env.engine.lm import FrozenLM
-from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs  # noqa: F401  (re-exported)
+from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 
 
-def rank_dependent_probs(q: torch.Tensor, accept: torch.Tensor, max_rejections: int | None = None, *,
-                         samples: int = 1024, generator: torch.Generator | None = None) -> torch.Tensor:
+def rank_dependent_probs(
+    q: torch.Tensor,
+    accept: torch.Tensor,
+    max_rejections: int | None = None,
+    *,
+    samples: int = 1024,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Monte Carlo ``π`` (B, K) for a proxy whose accept probability depends on the offer rank.
 
     Args:
@@ -127,10 +133,23 @@ def _pools(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -
 
 
 @torch.no_grad()
-def trajectory(lm: FrozenLM, prompt_ids: list[int], response_ids: list[int], accept: float | AcceptFn | None, *,
-               top_k: int, top_p: float, temperature: float, max_rejections: int | None = None, order: str = "sample",
-               observation: str = "candidate", hidden_layer: int = -1, step: float = 0.2, mc_samples: int = 1024,
-               seed: int = 0) -> Trajectory:
+def trajectory(
+    lm: FrozenLM,
+    prompt_ids: list[int],
+    response_ids: list[int],
+    accept: float | AcceptFn | None,
+    *,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    max_rejections: int | None = None,
+    order: str = "sample",
+    observation: str = "candidate",
+    hidden_layer: int = -1,
+    step: float = 0.2,
+    mc_samples: int = 1024,
+    seed: int = 0,
+) -> Trajectory:
     """KL of a proxy's steered sampler from the unsteered one along its own response, and the response's NLL.
 
     One forward of prompt + response gives every position's pool (as the env computes it) and the
@@ -189,16 +208,23 @@ def _candidate_hidden(lm: FrozenLM, cache: Any, pool: skam.Pool, p_len: int, hid
     cols = torch.arange(length + n, device=lm.device)[None, :]
     visible = (cols < context) | (cols == length + torch.arange(n, device=lm.device)[:, None])  # (N, L+N)
     mask[0, 0] = mask[0, 0].masked_fill(visible, 0.0)
-    out = lm.model(input_ids=pool.tokens[pos_idx, cand_idx][None, :], attention_mask=mask,
-                   position_ids=context.T, output_hidden_states=True, use_cache=True, **lm.cache_kwargs(cache))
+    out = lm.model(
+        input_ids=pool.tokens[pos_idx, cand_idx][None, :],
+        attention_mask=mask,
+        position_ids=context.T,
+        output_hidden_states=True,
+        use_cache=True,
+        **lm.cache_kwargs(cache),
+    )
     hidden = out.hidden_states[hidden_layer][0].float()  # (N, H)
     full = hidden.new_zeros(t_len, k, hidden.shape[-1])
     full[pos_idx, cand_idx] = hidden
     return full
 
 
-def _accept_table(accept: float | AcceptFn, hidden: torch.Tensor, pool: skam.Pool, top_k: int,
-                  rank_dependent: bool) -> torch.Tensor:
+def _accept_table(
+    accept: float | AcceptFn, hidden: torch.Tensor, pool: skam.Pool, top_k: int, rank_dependent: bool
+) -> torch.Tensor:
     """P(accept) (T, K), or (T, K, K) by offer rank for ``candidate_stats`` observations."""
     t_len, k, h = hidden.shape
     if isinstance(accept, float):
@@ -207,15 +233,25 @@ def _accept_table(accept: float | AcceptFn, hidden: torch.Tensor, pool: skam.Poo
         return torch.as_tensor(accept(hidden.reshape(-1, h).cpu().numpy()), dtype=torch.float64).reshape(t_len, k)
     table = torch.zeros(t_len, k, k, dtype=torch.float64)
     for r in range(k):  # the observation's last entry is the offer rank / top_k
-        stats = torch.stack([pool.logprob, pool.logprob_trunc, torch.full_like(pool.logprob, r / top_k)], -1).clamp(min=-1e4)
+        stats = torch.stack([pool.logprob, pool.logprob_trunc, torch.full_like(pool.logprob, r / top_k)], -1).clamp(
+            min=-1e4
+        )
         obs = torch.cat([hidden, stats.to(hidden)], -1).reshape(t_len * k, h + 3)
         table[:, :, r] = torch.as_tensor(accept(obs.cpu().numpy()), dtype=torch.float64).reshape(t_len, k)
     return table
 
 
 @torch.no_grad()
-def finetuned_trajectory(tuned: FrozenLM, frozen: FrozenLM, prompt_ids: list[int], response_ids: list[int], *,
-                         top_k: int, top_p: float, temperature: float) -> Trajectory:
+def finetuned_trajectory(
+    tuned: FrozenLM,
+    frozen: FrozenLM,
+    prompt_ids: list[int],
+    response_ids: list[int],
+    *,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+) -> Trajectory:
     """KL of a fine-tuned model's sampler (its own truncated pool) from the frozen LLM, along its response.
 
     ``KL(π_ft || q)`` is infinite whenever the fine-tuned pool holds a token outside the frozen
@@ -227,7 +263,9 @@ def finetuned_trajectory(tuned: FrozenLM, frozen: FrozenLM, prompt_ids: list[int
     p_len, t_len = len(prompt_ids), len(response_ids)
     window = slice(p_len - 1, p_len - 1 + t_len)
     frozen_logits = frozen.model(input_ids=seq, use_cache=False).logits[0, window].float()  # (T, V)
-    tuned_logits = tuned.model(input_ids=seq.to(tuned.device), use_cache=False).logits[0, window].float().to(frozen.device)
+    tuned_logits = (
+        tuned.model(input_ids=seq.to(tuned.device), use_cache=False).logits[0, window].float().to(frozen.device)
+    )
     nll = -float(torch.log_softmax(frozen_logits, -1).gather(-1, seq[0, p_len:, None]).sum())
     pool, pi = _pools(tuned_logits, top_k, top_p, temperature)
     log_p = torch.log_softmax(frozen_logits / temperature, -1).gather(-1, pool.tokens).double()  # (T, K)

@@ -65,19 +65,50 @@ class Samples(NamedTuple):
 
     ids: list[list[list[int]]]  # [prompt][sample] token ids, cut after the first EOS (kept)
     nll: np.ndarray  # (P, n) summed NLL of each response at temperature 1, untruncated (as response_nll)
-    log_ratio: np.ndarray  # (P, n) Σ_t log q_t/p_t at the sampled tokens: pool against tempered LLM (as truncation_log_ratio)
+    log_ratio: (
+        np.ndarray
+    )  # (P, n) Σ_t log q_t/p_t at the sampled tokens: pool against tempered LLM (as truncation_log_ratio)
 
 
-def sample_ids(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float,
-               temperature: float, seed: int, batch_size: int) -> list[list[list[int]]]:
+def sample_ids(
+    lm: FrozenLM,
+    prompts: Sequence[str],
+    n: int,
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> list[list[list[int]]]:
     """``n`` sampled responses (token ids, cut after the first EOS, which is kept) per prompt: :func:`sample` without its statistics."""
-    return sample(lm, prompts, n, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p, temperature=temperature,
-                  seed=seed, batch_size=batch_size).ids
+    return sample(
+        lm,
+        prompts,
+        n,
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+    ).ids
 
 
 @torch.no_grad()
-def sample(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int, top_k: int, top_p: float,
-           temperature: float, seed: int, batch_size: int) -> Samples:
+def sample(
+    lm: FrozenLM,
+    prompts: Sequence[str],
+    n: int,
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> Samples:
     """``n`` responses per prompt from the environment's sampler: the tempered LLM truncated to its pool.
 
     Each token is drawn from :func:`proxy_env.engine.candidates.truncate`'s pool (the support of
@@ -104,7 +135,13 @@ def sample(lm: FrozenLM, prompts: Sequence[str], n: int, *, max_new_tokens: int,
             ids, mask = lm.left_pad([lm.encode_prompt(p) for p in chunk])  # (b, W)
             cache = DynamicCache()
             kwargs = lm.cache_kwargs(cache)
-            out = lm.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **kwargs)
+            out = lm.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True,
+                **kwargs,
+            )
             cache.batch_repeat_interleave(n)  # (b * n) rows, prompt-major: one prefill per prompt
             logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (R, V)
             mask = mask.repeat_interleave(n, 0)
@@ -142,8 +179,9 @@ def _cut(row: list[int], eos: set[int]) -> list[int]:
 
 
 @torch.no_grad()
-def response_nll(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *,
-                 batch_size: int = 16) -> np.ndarray:
+def response_nll(
+    lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *, batch_size: int = 16
+) -> np.ndarray:
     """Summed negative log-likelihood (P,) of each response's tokens under ``lm`` at temperature 1, untruncated.
 
     ``exp(nll / len)`` is the response's perplexity under the frozen LLM.
@@ -162,8 +200,16 @@ def response_nll(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Seque
 
 
 @torch.no_grad()
-def truncation_log_ratio(lm: FrozenLM, prompts: Sequence[str], responses: Sequence[Sequence[int]], *, top_k: int,
-                         top_p: float, temperature: float, batch_size: int = 16) -> np.ndarray:
+def truncation_log_ratio(
+    lm: FrozenLM,
+    prompts: Sequence[str],
+    responses: Sequence[Sequence[int]],
+    *,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    batch_size: int = 16,
+) -> np.ndarray:
     """``Σ_t log q_t(y_t) / p_t(y_t)`` (P,) along each response: the truncated pool ``q`` against the tempered, untruncated LLM ``p``.
 
     For a sampler that only draws inside the pool (best-of-N), ``KL(π || p) = KL(π || q) + E_π[log q/p]``,
@@ -185,6 +231,8 @@ def truncation_log_ratio(lm: FrozenLM, prompts: Sequence[str], responses: Sequen
                 continue
             pool = skam.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
             match = pool.tokens == fwd.ids[row, width - t :, None]  # (t, K): the response token's pool column
-            ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(-1)  # (t,)
+            ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(
+                -1
+            )  # (t,)
             out[i] = float(ratio.double().sum()) if bool(match.any(-1).all()) else math.inf
     return out

@@ -17,18 +17,58 @@ if TYPE_CHECKING:
 
 # the CSV's columns; "_lo"/"_hi" are the bounds of a 95% CI (normal approximation, agents.eval.compare.mean_ci)
 COLUMNS = [
-    "agent", "kind", "prompts", "reward", "reward_lo", "reward_hi", "win_rate", "win_rate_lo", "win_rate_hi",
-    "rejection_rate", "rejection_rate_lo", "rejection_rate_hi", "length", "length_lo", "length_hi",
-    "distinct_1", "distinct_2", "perplexity", "perplexity_lo", "perplexity_hi", "kl", "kl_lo", "kl_hi",
-    "kl_method", "kl_bound", "kl_untruncated", "kl_untruncated_lo", "kl_untruncated_hi", "forwards_per_response",
-    "wall_s_per_response", "trainable_params", "train_wall_s", "phi", "collapsed", "curve", "point",
+    "agent",
+    "kind",
+    "prompts",
+    "reward",
+    "reward_lo",
+    "reward_hi",
+    "win_rate",
+    "win_rate_lo",
+    "win_rate_hi",
+    "rejection_rate",
+    "rejection_rate_lo",
+    "rejection_rate_hi",
+    "length",
+    "length_lo",
+    "length_hi",
+    "distinct_1",
+    "distinct_2",
+    "perplexity",
+    "perplexity_lo",
+    "perplexity_hi",
+    "kl",
+    "kl_lo",
+    "kl_hi",
+    "kl_method",
+    "kl_bound",
+    "kl_untruncated",
+    "kl_untruncated_lo",
+    "kl_untruncated_hi",
+    "forwards_per_response",
+    "wall_s_per_response",
+    "trainable_params",
+    "train_wall_s",
+    "phi",
+    "collapsed",
+    "curve",
+    "point",
 ]
 # text quality below which a response set counts as reward hacking, not alignment, whatever its reward
 MIN_DISTINCT_2 = 0.75
 MAX_PERPLEXITY_OVER_BON16 = 1.0
 TIMING_COLUMNS = ("wall_s_per_response", "train_wall_s")  # the only columns that differ between seeded runs
-PREFERRED_TAGS = ("rollout/ep_rew_mean", "rollout/reward_raw", "rollout/rejection_rate", "train/reward",
-                  "train/kl", "rollout/response_length", "train/loss", "tilt/kl_per_position", "tilt/gain_per_position")
+PREFERRED_TAGS = (
+    "rollout/ep_rew_mean",
+    "rollout/reward_raw",
+    "rollout/rejection_rate",
+    "train/reward",
+    "train/kl",
+    "rollout/response_length",
+    "train/loss",
+    "tilt/kl_per_position",
+    "tilt/gain_per_position",
+)
 
 
 def _ci(prefix: str, values: np.ndarray) -> dict[str, float]:
@@ -44,19 +84,30 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
     base = next((a for a in agents if a.name == reference), None)
     rows = []
     for a in agents:
-        wins = (np.where(a.rewards > base.rewards, 1.0, np.where(a.rewards == base.rewards, 0.5, 0.0))
-                if base is not None else np.full(len(a.rewards), np.nan))
+        wins = (
+            np.where(a.rewards > base.rewards, 1.0, np.where(a.rewards == base.rewards, 0.5, 0.0))
+            if base is not None
+            else np.full(len(a.rewards), np.nan)
+        )
         lengths = np.array([len(x) for x in a.token_ids], dtype=float)
         ppl = np.exp(a.nll / np.maximum(lengths, 1))
         row: dict[str, Any] = {"agent": a.name, "kind": a.kind, "prompts": len(a.rewards)}
-        row.update(_ci("reward", a.rewards) | _ci("win_rate", wins) | _ci("rejection_rate", a.rejection_rates)
-                   | _ci("length", lengths))
+        row.update(
+            _ci("reward", a.rewards)
+            | _ci("win_rate", wins)
+            | _ci("rejection_rate", a.rejection_rates)
+            | _ci("length", lengths)
+        )
         row.update(distinct_1=distinct_n(a.token_ids, 1), distinct_2=distinct_n(a.token_ids, 2))
         row.update(_ci("perplexity", ppl) | _ci("kl", a.kl))
         row.update(kl_method=a.kl_method, kl_bound=a.kl_bound)
         row.update(_ci("kl_untruncated", a.kl_untruncated))
-        row.update(forwards_per_response=float(np.mean(a.forwards)), wall_s_per_response=a.wall_s / len(a.rewards),
-                   trainable_params=int(a.trainable_params), train_wall_s=a.train_wall_s)
+        row.update(
+            forwards_per_response=float(np.mean(a.forwards)),
+            wall_s_per_response=a.wall_s / len(a.rewards),
+            trainable_params=int(a.trainable_params),
+            train_wall_s=a.train_wall_s,
+        )
         row.update(curve=a.curve or "", point=a.point or "")
         rows.append(row)
     _frontier_scores(rows)
@@ -202,7 +253,13 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
     bon = sorted((r for r in rows if r["kind"] == "best-of-n"), key=lambda r: r["kl_bound"])
     if bon:
         _bon_line(ax, bon, "kl", "best-of-N frontier (empirical KL)")
-        ax.plot([r["kl_bound"] for r in bon], [r["reward"] for r in bon], "--", color="gray", label="best-of-N at the bound log N - (N-1)/N")
+        ax.plot(
+            [r["kl_bound"] for r in bon],
+            [r["reward"] for r in bon],
+            "--",
+            color="gray",
+            label="best-of-N at the bound log N - (N-1)/N",
+        )
     _points(ax, [r for r in rows if r["kind"] not in ("best-of-n", "finetune")], "kl")
     ax.set_xscale("symlog", linthresh=0.05, linscale=0.5)  # log above 0.05 nats, linear below: always-accept sits at 0
     ax.set_xlabel("KL from the unsteered sampler (truncated pool), nats / response (log scale above 0.05)")
@@ -227,18 +284,43 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
 def _points(ax: Any, rows: list[dict[str, Any]], key: str) -> None:
     """One point with reward and KL error bars per row; ``key`` is ``kl`` or ``kl_untruncated``."""
     for r in rows:
-        x = r["kl"] if r["kind"] == "finetune" else r[key]  # a fine-tuned row's ``kl`` is already vs the untruncated LLM
-        lo, hi = (r["kl_lo"], r["kl_hi"]) if r["kind"] == "finetune" or key == "kl" else (r[f"{key}_lo"], r[f"{key}_hi"])
+        x = (
+            r["kl"] if r["kind"] == "finetune" else r[key]
+        )  # a fine-tuned row's ``kl`` is already vs the untruncated LLM
+        lo, hi = (
+            (r["kl_lo"], r["kl_hi"]) if r["kind"] == "finetune" or key == "kl" else (r[f"{key}_lo"], r[f"{key}_hi"])
+        )
         if math.isnan(x):
             continue
-        ax.errorbar([x], [r["reward"]], yerr=_yerr([r]), xerr=[[x - lo], [hi - x]],
-                    fmt="s" if r["kind"] == "finetune" else "o", capsize=3, label=r["agent"])
+        ax.errorbar(
+            [x],
+            [r["reward"]],
+            yerr=_yerr([r]),
+            xerr=[[x - lo], [hi - x]],
+            fmt="s" if r["kind"] == "finetune" else "o",
+            capsize=3,
+            label=r["agent"],
+        )
 
 
 def _bon_line(ax: Any, bon: list[dict[str, Any]], key: str, label: str) -> None:
-    ax.errorbar([r[key] for r in bon], [r["reward"] for r in bon], yerr=_yerr(bon), fmt="-o", color="black", label=label, capsize=3)
+    ax.errorbar(
+        [r[key] for r in bon],
+        [r["reward"] for r in bon],
+        yerr=_yerr(bon),
+        fmt="-o",
+        color="black",
+        label=label,
+        capsize=3,
+    )
     for r in bon:
-        ax.annotate(r["agent"].replace("best-of-", "N="), (r[key], r["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.annotate(
+            r["agent"].replace("best-of-", "N="),
+            (r[key], r["reward"]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
 
 
 def _curves(ax: Any, rows: list[dict[str, Any]]) -> None:
@@ -248,10 +330,19 @@ def _curves(ax: Any, rows: list[dict[str, Any]]) -> None:
         if not points:
             continue
         xerr = [[r["kl"] - r["kl_lo"] for r in points], [r["kl_hi"] - r["kl"] for r in points]]
-        ax.errorbar([r["kl"] for r in points], [r["reward"] for r in points], xerr=xerr, yerr=_yerr(points), fmt="-s",
-                    capsize=3, label=curve)
+        ax.errorbar(
+            [r["kl"] for r in points],
+            [r["reward"] for r in points],
+            xerr=xerr,
+            yerr=_yerr(points),
+            fmt="-s",
+            capsize=3,
+            label=curve,
+        )
         for r in points:
-            ax.annotate(r["point"] or r["agent"], (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(
+                r["point"] or r["agent"], (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
 
 
 def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
@@ -300,11 +391,15 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
     new = next((r for r in rows or [] if r["agent"] == "always-accept"), None)
     bon = [r for r in parsed if r.get("kind") == "best-of-n"]
     if old is None or (new is None and rows is not None) or not bon:
-        raise ConfigError(f"frontier_from={str(path)!r} holds no always-accept and best-of-N rows; pass the results.csv of a bench run with --n.")
+        raise ConfigError(
+            f"frontier_from={str(path)!r} holds no always-accept and best-of-N rows; pass the results.csv of a bench run with --n."
+        )
     for key in ("prompts", "reward", "length", "distinct_2", "perplexity") if new is not None else ():
         if not math.isclose(float(old[key]), float(new[key]), rel_tol=1e-6, abs_tol=1e-9):
-            raise ConfigError(f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs {new[key]} here "
-                              "(different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead.")
+            raise ConfigError(
+                f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs {new[key]} here "
+                "(different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead."
+            )
     return bon
 
 
@@ -316,7 +411,9 @@ def read_rows(path: str | Path, argument: str = "results") -> list[dict[str, Any
         with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
             return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(fh)]
     except OSError as exc:
-        raise ConfigError(f"{argument}={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`.") from exc
+        raise ConfigError(
+            f"{argument}={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`."
+        ) from exc
 
 
 def _parse(key: str, value: str) -> Any:

@@ -27,33 +27,69 @@ class BenchConfig:
     model: str = field(default="default", metadata={"help": "frozen LLM ('default', 'tiny', a hub id or a path)"})
     checkpoints: tuple[str, ...] = field(default=(), metadata={"help": "proxy checkpoint folders to evaluate"})
     finetuned: tuple[str, ...] = field(default=(), metadata={"help": "fine-tuned model folders (Hugging Face format)"})
-    tensorboard: tuple[str, ...] = field(default=(), metadata={"help": "TensorBoard dirs of the checkpoints, in order (default: from the checkpoint's config or <checkpoint>-tb)"})
+    tensorboard: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "TensorBoard dirs of the checkpoints, in order (default: from the checkpoint's config or <checkpoint>-tb)"
+        },
+    )
     prompts: str = field(default="default-eval", metadata={"help": "prompt set or path"})
     num_prompts: int | None = field(default=None, metadata={"help": "first N prompts only (None: all)"})
-    n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "best-of-N sizes (empty: none, e.g. with frontier_from)"})
-    frontier_from: str | None = field(default=None, metadata={"help": (
-        "results.csv of an earlier bench on the same prompts, seed and settings: its best-of-N rows join this table as the frontier "
-        "(φ), checked by always-accept's rewards matching this run's")})
+    n: tuple[int, ...] = field(
+        default=(2, 4, 8, 16), metadata={"help": "best-of-N sizes (empty: none, e.g. with frontier_from)"}
+    )
+    frontier_from: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "results.csv of an earlier bench on the same prompts, seed and settings: its best-of-N rows join this table as the frontier "
+                "(φ), checked by always-accept's rewards matching this run's"
+            )
+        },
+    )
     bon_reference: int = field(default=16, metadata={"help": "extra samples per prompt for best-of-N's empirical KL"})
     max_new_tokens: int = field(default=32, metadata={"help": "response budget"})
     top_k: int = field(default=50, metadata={"help": "pool top-k"})
     top_p: float = field(default=0.95, metadata={"help": "pool top-p"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    random_reject_p: float = field(default=0.2, metadata={"help": "rejection probability of the random-reject baseline"})
-    proxy_actions: tuple[str, ...] = field(default=("argmax",), metadata={"help": (
-        "how checkpoint proxies act, one row per mode: 'argmax' (as proxy-rlhf generate does) and/or 'sample' "
-        "(the stochastic policy PPO trained)")})
-    accept_powers: tuple[float, ...] = field(default=(), metadata={"help": (
-        "also evaluate each checkpoint with its accept probability raised to each power λ (sampled actions): "
-        "λ < 1 steers less (less KL), λ > 1 more; one trained proxy traced along the reward–KL curve")})
+    random_reject_p: float = field(
+        default=0.2, metadata={"help": "rejection probability of the random-reject baseline"}
+    )
+    proxy_actions: tuple[str, ...] = field(
+        default=("argmax",),
+        metadata={
+            "help": (
+                "how checkpoint proxies act, one row per mode: 'argmax' (as proxy-rlhf generate does) and/or 'sample' "
+                "(the stochastic policy PPO trained)"
+            )
+        },
+    )
+    accept_powers: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": (
+                "also evaluate each checkpoint with its accept probability raised to each power λ (sampled actions): "
+                "λ < 1 steers less (less KL), λ > 1 more; one trained proxy traced along the reward–KL curve"
+            )
+        },
+    )
     reward: str = field(default="default", metadata={"help": "reward source ('default' = VADER)"})
     seed: int = field(default=0, metadata={"help": "seed of every sampler"})
     batch_size: int = field(default=16, metadata={"help": "prompts generated at once"})
     device: str | None = field(default=None, metadata={"help": "torch device (None: CUDA when available)"})
     out: str = field(default="runs/bench", metadata={"help": "output folder"})
-    quick: bool = field(default=False, metadata={"help": "tiny model, 4 prompts, N in (2, 4), 8 tokens (fields left at their defaults): seconds"})
-    trust_checkpoint: bool = field(default=False, metadata={"help": (
-        "also load SB3 proxy.zip checkpoints (format 1), whose loading unpickles Python objects and can run code")})
+    quick: bool = field(
+        default=False,
+        metadata={"help": "tiny model, 4 prompts, N in (2, 4), 8 tokens (fields left at their defaults): seconds"},
+    )
+    trust_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "also load SB3 proxy.zip checkpoints (format 1), whose loading unpickles Python objects and can run code"
+            )
+        },
+    )
 
     def resolved(self) -> BenchConfig:
         """This config with ``quick`` applied and values validated."""
@@ -65,24 +101,32 @@ class BenchConfig:
             small = {"model": "tiny", "num_prompts": 4, "n": (2, 4), "bon_reference": 4, "max_new_tokens": 8}
             cfg = replace(self, **{k: v for k, v in small.items() if getattr(self, k) == defaults[k]})
         if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x >= 0 for x in cfg.accept_powers):
-            raise ConfigError(f"accept_powers={cfg.accept_powers!r}: each λ must be a float >= 0 (--accept-powers 0.5 1 2).")
+            raise ConfigError(
+                f"accept_powers={cfg.accept_powers!r}: each λ must be a float >= 0 (--accept-powers 0.5 1 2)."
+            )
         if any((not isinstance(x, int)) or x < 1 for x in cfg.n):
             raise ConfigError(f"n={cfg.n!r}: best-of-N sizes must be ints >= 1.")
         bad = [m for m in cfg.proxy_actions if m not in PROXY_ACTIONS]
         if bad or not cfg.proxy_actions:
-            raise ConfigError(f"proxy_actions={cfg.proxy_actions!r}: each must be one of {PROXY_ACTIONS}, e.g. ('argmax', 'sample').")
+            raise ConfigError(
+                f"proxy_actions={cfg.proxy_actions!r}: each must be one of {PROXY_ACTIONS}, e.g. ('argmax', 'sample')."
+            )
         for name in ("bon_reference", "batch_size", "max_new_tokens"):
             value = getattr(cfg, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be an int >= 1 (--{name.replace('_', '-')}).")
         if len(cfg.tensorboard) > len(cfg.checkpoints):
-            raise ConfigError(f"tensorboard={list(cfg.tensorboard)!r} names {len(cfg.tensorboard)} folders for "
-                              f"{len(cfg.checkpoints)} checkpoints; give at most one per checkpoint, in the same order.")
+            raise ConfigError(
+                f"tensorboard={list(cfg.tensorboard)!r} names {len(cfg.tensorboard)} folders for "
+                f"{len(cfg.checkpoints)} checkpoints; give at most one per checkpoint, in the same order."
+            )
         if cfg.num_prompts is not None and cfg.num_prompts < 2:
             raise ConfigError(f"num_prompts={cfg.num_prompts}: confidence intervals need at least 2 prompts.")
         for path in (*cfg.checkpoints, *cfg.finetuned):
             if not Path(path).expanduser().is_dir():
-                raise ConfigError(f"{path!r} is not a folder; pass a checkpoint folder (--checkpoints) or a model folder (--finetuned).")
+                raise ConfigError(
+                    f"{path!r} is not a folder; pass a checkpoint folder (--checkpoints) or a model folder (--finetuned)."
+                )
         return cfg
 
 

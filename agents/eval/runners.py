@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from agents.accept import accept_model
-from agents.eval.results import AgentEval, BenchConfig, Ticker, read_finetune_meta
 from agents.eval.kl import Trajectory, finetuned_trajectory, trajectory
 from agents.eval.metrics import bon_kl_bound, bon_kl_empirical, sample, sample_ids
-from proxy_env.errors import ConfigError
+from agents.eval.results import AgentEval, BenchConfig, Ticker, read_finetune_meta
 from proxy_env.engine.lm import FrozenLM
+from proxy_env.errors import ConfigError
 from proxy_env.rewards import RewardFn, score
 
 # env settings that belong to the agent (what its actions mean), taken from its checkpoint
@@ -24,8 +24,9 @@ def _pool_kwargs(cfg: BenchConfig) -> dict[str, Any]:
     return {"top_k": cfg.top_k, "top_p": cfg.top_p, "temperature": cfg.temperature}
 
 
-def load_proxy(path: str, lm: FrozenLM, cfg: BenchConfig, tensorboard: str | None,
-               notes: list[str]) -> tuple[str, Any, dict[str, Any], str | None]:
+def load_proxy(
+    path: str, lm: FrozenLM, cfg: BenchConfig, tensorboard: str | None, notes: list[str]
+) -> tuple[str, Any, dict[str, Any], str | None]:
     """(name, SB3 model, its env settings, its TensorBoard dir) of a checkpoint folder."""
     from agents.saving.checkpoint import check_lm, load_checkpoint
 
@@ -37,7 +38,9 @@ def load_proxy(path: str, lm: FrozenLM, cfg: BenchConfig, tensorboard: str | Non
         if key in env and env[key] != value:
             notes.append(f"{path}: trained with {key}={env[key]!r}, evaluated with {key}={value!r} like every agent.")
     tb = tensorboard or _find_tensorboard(Path(path), checkpoint.meta.config.get("tensorboard_log"))
-    trainer = "tilt" if checkpoint.meta.config.get("backend") == "tilt" else checkpoint.meta.algo  # a tilt proxy is PPO's actor, fitted otherwise
+    trainer = (
+        "tilt" if checkpoint.meta.config.get("backend") == "tilt" else checkpoint.meta.algo
+    )  # a tilt proxy is PPO's actor, fitted otherwise
     return f"{trainer} proxy ({Path(path).name})", checkpoint.model, env_kw, tb
 
 
@@ -57,9 +60,19 @@ def _param_count(agent: Any, lm: FrozenLM) -> int:
     return param_report(agent, lm.num_parameters).proxy
 
 
-def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tensorboard: str | None,
-               prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig, tick: Ticker, *,
-               deterministic: bool = True) -> AgentEval:
+def eval_proxy(
+    lm: FrozenLM,
+    name: str,
+    agent: Any,
+    env_kw: dict[str, Any],
+    tensorboard: str | None,
+    prompts: list[str],
+    reward_fn: RewardFn,
+    cfg: BenchConfig,
+    tick: Ticker,
+    *,
+    deterministic: bool = True,
+) -> AgentEval:
     """Generate with a proxy (or a baseline agent) through the env, then its exact KL along each response.
 
     ``deterministic``: the proxy acts by argmax (accept probabilities 0 or 1 in the KL) or samples
@@ -70,8 +83,16 @@ def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tens
     from agents.generate import ProxyGenerator
 
     start = time.perf_counter()
-    gen = ProxyGenerator(lm, agent, batch_size=cfg.batch_size, deterministic=deterministic, seed=cfg.seed,
-                         max_new_tokens=cfg.max_new_tokens, **_pool_kwargs(cfg), **env_kw)
+    gen = ProxyGenerator(
+        lm,
+        agent,
+        batch_size=cfg.batch_size,
+        deterministic=deterministic,
+        seed=cfg.seed,
+        max_new_tokens=cfg.max_new_tokens,
+        **_pool_kwargs(cfg),
+        **env_kw,
+    )
     generations = []
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # stochastic SB3 policies (deterministic=False) sample from torch's RNG
@@ -85,16 +106,34 @@ def eval_proxy(lm: FrozenLM, name: str, agent: Any, env_kw: dict[str, Any], tens
     kind = "monte carlo (rank-dependent proxy)" if env_kw.get("observation") == "candidate_stats" else "exact"
     trajs = []
     for prompt, g in zip(prompts, generations):
-        trajs.append(trajectory(lm, lm.encode_prompt(prompt), g.token_ids, accept, seed=cfg.seed, **_pool_kwargs(cfg),
-                                **{k: v for k, v in env_kw.items() if k != "max_new_tokens"}))
+        trajs.append(
+            trajectory(
+                lm,
+                lm.encode_prompt(prompt),
+                g.token_ids,
+                accept,
+                seed=cfg.seed,
+                **_pool_kwargs(cfg),
+                **{k: v for k, v in env_kw.items() if k != "max_new_tokens"},
+            )
+        )
         tick(1, f"{name}: KL")
     return AgentEval(
-        name, "proxy", rewards, [g.token_ids for g in generations],
+        name,
+        "proxy",
+        rewards,
+        [g.token_ids for g in generations],
         np.array([g.rejections / max(g.decisions, 1) for g in generations]),
-        np.array([t.nll for t in trajs]), np.array([t.kl for t in trajs]), np.array([t.kl_untruncated for t in trajs]),
-        np.array([g.decisions + g.forced_commits for g in generations], dtype=float), wall,
-        trainable_params=_param_count(agent, lm), kl_method=kind if accept is not None else "n/a (recurrent policy)",
-        tensorboard_dir=tensorboard, train_wall_s=_tb_wall(tensorboard), texts=texts,
+        np.array([t.nll for t in trajs]),
+        np.array([t.kl for t in trajs]),
+        np.array([t.kl_untruncated for t in trajs]),
+        np.array([g.decisions + g.forced_commits for g in generations], dtype=float),
+        wall,
+        trainable_params=_param_count(agent, lm),
+        kl_method=kind if accept is not None else "n/a (recurrent policy)",
+        tensorboard_dir=tensorboard,
+        train_wall_s=_tb_wall(tensorboard),
+        texts=texts,
     )
 
 
@@ -107,8 +146,9 @@ def _tb_wall(tensorboard: str | None) -> float:
     return max(times) - min(times) if times else float("nan")
 
 
-def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig,
-                   tick: Ticker) -> list[AgentEval]:
+def eval_best_of_n(
+    lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig, tick: Ticker
+) -> list[AgentEval]:
     """Best-of-N for every N of ``cfg.n`` from one set of ``max(N) + bon_reference`` samples per prompt.
 
     BoN-N takes the best of the first N samples (nested sets: one sampling pass serves every N);
@@ -123,7 +163,15 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
     step = max(1, 8 * cfg.batch_size // (top + ref))  # prompts per call: about 8 * batch_size rows
     for s in range(0, len(prompts), step):
         chunk = prompts[s : s + step]
-        drawn = sample(lm, chunk, top + ref, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + s, batch_size=step, **_pool_kwargs(cfg))
+        drawn = sample(
+            lm,
+            chunk,
+            top + ref,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed + s,
+            batch_size=step,
+            **_pool_kwargs(cfg),
+        )
         samples += drawn.ids
         nlls.append(drawn.nll)
         ratios.append(drawn.log_ratio)
@@ -143,32 +191,56 @@ def eval_best_of_n(lm: FrozenLM, prompts: list[str], reward_fn: RewardFn, cfg: B
         kl = bon_kl_empirical(r_best, rewards[:, top:], n)
         # KL(π || p) = KL(π || q) + E_π[log q/p]: the same reference as the fine-tuned models' KL
         kl_untruncated = kl + ratio_all[rows, best[n]]
-        out.append(AgentEval(
-            f"best-of-{n}", "best-of-n", r_best, chosen[n], np.zeros(len(prompts)), nll_all[rows, best[n]],
-            kl, kl_untruncated, forwards, per_sample * n,
-            kl_method="estimate: log (π/q)(y*) from the reward CDF", kl_bound=bon_kl_bound(n),
-            texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
-        ))
+        out.append(
+            AgentEval(
+                f"best-of-{n}",
+                "best-of-n",
+                r_best,
+                chosen[n],
+                np.zeros(len(prompts)),
+                nll_all[rows, best[n]],
+                kl,
+                kl_untruncated,
+                forwards,
+                per_sample * n,
+                kl_method="estimate: log (π/q)(y*) from the reward CDF",
+                kl_bound=bon_kl_bound(n),
+                texts=[texts[i][int(best[n][i])] for i in range(len(prompts))],
+            )
+        )
     tick(len(prompts), "best-of-N: score and KL")
     return out
 
 
-def eval_finetuned(lm: FrozenLM, path: str, prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig,
-                   tick: Ticker) -> AgentEval:
+def eval_finetuned(
+    lm: FrozenLM, path: str, prompts: list[str], reward_fn: RewardFn, cfg: BenchConfig, tick: Ticker
+) -> AgentEval:
     """A fully fine-tuned LLM folder: one sampled response per prompt, scored against the frozen LLM."""
     from proxy_env.engine.models import as_frozen_lm
 
     tuned = as_frozen_lm(str(Path(path).expanduser()), device=str(lm.device))
     if tuned.vocab_size != lm.vocab_size:
-        raise ConfigError(f"finetuned={path!r} has a vocabulary of {tuned.vocab_size} tokens, the frozen LLM "
-                          f"{lm.vocab_size}; pass a model fine-tuned from the frozen LLM ({lm.name!r}).")
+        raise ConfigError(
+            f"finetuned={path!r} has a vocabulary of {tuned.vocab_size} tokens, the frozen LLM "
+            f"{lm.vocab_size}; pass a model fine-tuned from the frozen LLM ({lm.name!r})."
+        )
     meta = read_finetune_meta(path)
     start = time.perf_counter()
     ids: list[list[int]] = []
     for s in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[s : s + cfg.batch_size]
-        ids += [row[0] for row in sample_ids(tuned, chunk, 1, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + s,
-                                             batch_size=cfg.batch_size, **_pool_kwargs(cfg))]
+        ids += [
+            row[0]
+            for row in sample_ids(
+                tuned,
+                chunk,
+                1,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed + s,
+                batch_size=cfg.batch_size,
+                **_pool_kwargs(cfg),
+            )
+        ]
         tick(len(chunk), f"{Path(path).name}: generate")
     texts = [lm.decode(x) for x in ids]
     rewards = score(reward_fn, prompts, texts)
@@ -181,10 +253,21 @@ def eval_finetuned(lm: FrozenLM, path: str, prompts: list[str], reward_fn: Rewar
     tb = str(Path(path).expanduser() / tb) if isinstance(tb, str) else None
     curve, point = meta.get("curve"), meta.get("point")  # how the figure draws it (finetune.json since issue 16)
     return AgentEval(
-        f"fine-tuned ({Path(path).name})", "finetune", rewards, ids, np.zeros(len(prompts)),
-        np.array([t.nll for t in trajs]), np.array([t.kl for t in trajs]), np.array([t.kl_untruncated for t in trajs]),
-        np.array([len(x) for x in ids], dtype=float), wall, trainable_params=int(meta.get("trainable_params", tuned.num_parameters)),
-        kl_method="vs untruncated LLM (footnote)", train_wall_s=float(meta.get("wall_s", float("nan"))),
-        tensorboard_dir=tb if tb is not None and Path(tb).is_dir() else None, texts=texts,
-        curve=curve if isinstance(curve, str) else None, point=point if isinstance(point, str) else None,
+        f"fine-tuned ({Path(path).name})",
+        "finetune",
+        rewards,
+        ids,
+        np.zeros(len(prompts)),
+        np.array([t.nll for t in trajs]),
+        np.array([t.kl for t in trajs]),
+        np.array([t.kl_untruncated for t in trajs]),
+        np.array([len(x) for x in ids], dtype=float),
+        wall,
+        trainable_params=int(meta.get("trainable_params", tuned.num_parameters)),
+        kl_method="vs untruncated LLM (footnote)",
+        train_wall_s=float(meta.get("wall_s", float("nan"))),
+        tensorboard_dir=tb if tb is not None and Path(tb).is_dir() else None,
+        texts=texts,
+        curve=curve if isinstance(curve, str) else None,
+        point=point if isinstance(point, str) else None,
     )

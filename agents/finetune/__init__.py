@@ -28,18 +28,25 @@ can be moved. Its ``curve`` and ``point`` say how ``proxy-rlhf bench`` draws the
 curve, e.g. ``grpo``; a label per point, e.g. ``β=0.1``).
 """
 
-from proxy_env._moved import forward
-from agents.finetune.common import TrainData, _dataset, reward_function, time_limit_callback
+from agents.finetune.common import TrainData, reward_function, time_limit_callback
 from agents.finetune.config import METHODS, METRICS_FILE, TENSORBOARD_SUBDIR, FinetuneConfig
 from agents.finetune.dpo import PairSelection, select_pairs
 from agents.finetune.online_dpo import PairwiseAnnotator, pairwise_reward
 from agents.finetune.run import FinetuneResult, finetune
 
 __all__ = [
-    "METHODS", "METRICS_FILE", "TENSORBOARD_SUBDIR", "FinetuneConfig", "FinetuneResult", "PairSelection", "PairwiseAnnotator",
-    "TrainData", "_dataset", "finetune", "pairwise_reward", "reward_function", "select_pairs",
+    "METHODS",
+    "METRICS_FILE",
+    "TENSORBOARD_SUBDIR",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "PairSelection",
+    "PairwiseAnnotator",
+    "TrainData",
+    "finetune",
+    "pairwise_reward",
+    "reward_function",
+    "select_pairs",
     "time_limit_callback",
 ]
 
-# ``add_subcommands`` moved to agents.cli.finetune (with the rest of the CLI); this path goes away next release
-__getattr__ = forward("agents.finetune", "agents.cli.finetune", names=("add_subcommands",))

@@ -10,7 +10,7 @@ from agents.finetune.config import FinetuneConfig
 from proxy_env.rewards import RewardFn, reward_name, score
 
 
-def _text(item: Any) -> str:
+def message_text(item: Any) -> str:
     """A prompt or completion as plain text: a string as is, a conversation -> its last message's content."""
     if isinstance(item, str):
         return item
@@ -26,7 +26,7 @@ def reward_function(fn: RewardFn) -> Callable[..., list[float]]:
     """
 
     def reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
-        return score(fn, [_text(p) for p in prompts], [_text(c) for c in completions]).tolist()
+        return score(fn, [message_text(p) for p in prompts], [message_text(c) for c in completions]).tolist()
 
     reward.__name__ = str(reward_name(fn))
     return reward
@@ -42,7 +42,7 @@ def prompt_turn(prompt: str, tokenizer: Any) -> Any:
     return [{"role": "user", "content": prompt}] if conversational(tokenizer) else prompt
 
 
-def _dataset(prompts: list[str], tokenizer: Any) -> Any:
+def prompt_dataset(prompts: list[str], tokenizer: Any) -> Any:
     """A datasets ``Dataset`` with a ``prompt`` column in the format the environment feeds the LLM."""
     from datasets import Dataset
 
@@ -53,10 +53,10 @@ def load_model(name: str) -> tuple[Any, Any]:
     """The trainable model (fp32, ``train()``, gradients on) and its tokenizer."""
     import torch
 
-    from proxy_env.engine.lm import _load, resolve_model_path
+    from proxy_env.engine.lm import load_pretrained, resolve_model_path
 
     # TRL rebuilds the KL reference model from ``config._name_or_path``, so the model must come from a folder or id
-    model, tokenizer = _load(resolve_model_path(name), None, torch.float32, False)
+    model, tokenizer = load_pretrained(resolve_model_path(name), None, torch.float32, False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.float().train().requires_grad_(True), tokenizer
@@ -78,10 +78,22 @@ def trainer_kwargs(cfg: FinetuneConfig, staging: Any) -> dict[str, Any]:
 
     cuda = use_cuda(cfg)
     return dict(
-        output_dir=str(staging), per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, seed=cfg.seed,
-        data_seed=cfg.seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False,
-        gradient_checkpointing=False, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(staging),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
         disable_dropout=True,
     )
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from agents.finetune.common import MetricKeys, TrainData, prompt_turn, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
-from proxy_env.errors import ConfigError
 from feedback.perplexity import filter_by_perplexity
 from feedback.records import PreferencePair
+from proxy_env.errors import ConfigError
 
 KEYS = MetricKeys(reward=None, kl=None)  # DPO samples nothing: its logs are the loss and implicit rewards
 
@@ -35,13 +35,20 @@ class PairSelection(NamedTuple):
     filter_kept: int  # pairs the filter keeps (== len(pairs) for both "ppl-filter" and "random")
 
     def summary(self, files: Sequence[str]) -> dict[str, Any]:
-        return {"files": [str(f) for f in files], "total": self.total, "used": len(self.pairs),
-                "selection": self.selection, "ppl_quantile": self.quantile, "ppl_threshold": self.threshold,
-                "filter_kept": self.filter_kept}
+        return {
+            "files": [str(f) for f in files],
+            "total": self.total,
+            "used": len(self.pairs),
+            "selection": self.selection,
+            "ppl_quantile": self.quantile,
+            "ppl_threshold": self.threshold,
+            "filter_kept": self.filter_kept,
+        }
 
 
-def select_pairs(pairs: Sequence[PreferencePair], *, quantile: float | None = None, random_same_count: bool = False,
-                 seed: int = 0) -> PairSelection:
+def select_pairs(
+    pairs: Sequence[PreferencePair], *, quantile: float | None = None, random_same_count: bool = False, seed: int = 0
+) -> PairSelection:
     """The pairs under the perplexity ``quantile`` (both responses), or as many drawn at random; all without a quantile.
 
     The random draw (``random_same_count``) is seeded and keeps the files' order, so a run is
@@ -54,8 +61,10 @@ def select_pairs(pairs: Sequence[PreferencePair], *, quantile: float | None = No
         return PairSelection(pairs, len(pairs), "all", None, None, len(pairs))
     kept = filter_by_perplexity(pairs, quantile=quantile)
     if not kept.pairs:
-        raise ConfigError(f"ppl_quantile={quantile:g} keeps none of the {len(pairs)} pairs (cut {kept.threshold:.3g}: no pair "
-                          "has both responses under it); raise --ppl-quantile.")
+        raise ConfigError(
+            f"ppl_quantile={quantile:g} keeps none of the {len(pairs)} pairs (cut {kept.threshold:.3g}: no pair "
+            "has both responses under it); raise --ppl-quantile."
+        )
     if not random_same_count:
         return PairSelection(kept.pairs, len(pairs), "ppl-filter", quantile, kept.threshold, len(kept.pairs))
     index = np.sort(np.random.default_rng(seed).choice(len(pairs), size=len(kept.pairs), replace=False))
@@ -81,22 +90,33 @@ def pairs_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
         rejected = [[{"role": "assistant", "content": p.rejected}] for p in pairs]
     else:
         chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
-    return Dataset.from_dict({"prompt": [prompt_turn(p.prompt, tokenizer) for p in pairs], "chosen": chosen, "rejected": rejected})
+    return Dataset.from_dict(
+        {"prompt": [prompt_turn(p.prompt, tokenizer) for p in pairs], "chosen": chosen, "rejected": rejected}
+    )
 
 
-def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path,
-                  callbacks: list[Any]) -> Any:
+def build_trainer(
+    cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path, callbacks: list[Any]
+) -> Any:
     """A ``DPOTrainer`` (sigmoid loss, β = ``cfg.beta_value``; the reference is the initial model, loaded from its folder)."""
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(**trainer_kwargs(cfg, staging), beta=cfg.beta_value)
-    return DPOTrainer(model=model, args=args, train_dataset=pairs_dataset(data.pairs.pairs, tokenizer),
-                      processing_class=tokenizer, callbacks=callbacks)
+    return DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=pairs_dataset(data.pairs.pairs, tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
 
 
 def labels(cfg: FinetuneConfig, data: TrainData) -> tuple[str, str]:
     """(curve, point): one curve per data arm (filtered, random control, all pairs), one point per β."""
     selection: PairSelection = data.pairs
-    arm = {"all": "all pairs", "ppl-filter": f"ppl ≤ q{selection.quantile:g}",
-           "random": f"random, as many as q{selection.quantile:g}"}[selection.selection]
+    arm = {
+        "all": "all pairs",
+        "ppl-filter": f"ppl ≤ q{selection.quantile:g}",
+        "random": f"random, as many as q{selection.quantile:g}",
+    }[selection.selection]
     return f"dpo ({arm})", f"β={cfg.beta_value:g}"

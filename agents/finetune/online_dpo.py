@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.finetune.common import MetricKeys, TrainData, _dataset, _text, trainer_kwargs
+from agents.finetune.common import MetricKeys, TrainData, message_text, prompt_dataset, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
-from proxy_env.errors import StateError
 from feedback.sources import FeedbackSource
+from proxy_env.errors import StateError
 
 KEYS = MetricKeys(reward="objective/scores", kl="objective/kl")  # kl: summed over the response, per sample
 JUDGE_KEYS = MetricKeys(reward=None, kl="objective/kl")  # a judge's 1/0 scores always average 0.5
@@ -36,8 +36,12 @@ class AnnotatorStats:
     ties: int = 0  # tied, identical or unparsable: no preference (TRL keeps the sampled order)
 
     def to_json(self) -> dict[str, Any]:
-        return {"pairs": self.pairs, "first_wins": self.first_wins, "ties": self.ties,
-                "tie_rate": self.ties / self.pairs if self.pairs else None}
+        return {
+            "pairs": self.pairs,
+            "first_wins": self.first_wins,
+            "ties": self.ties,
+            "tie_rate": self.ties / self.pairs if self.pairs else None,
+        }
 
 
 class PairwiseAnnotator:
@@ -52,11 +56,13 @@ class PairwiseAnnotator:
         self.__name__ = str(getattr(source, "name", "annotator"))
 
     def __call__(self, prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
-        texts, responses = [_text(p) for p in prompts], [_text(c) for c in completions]
+        texts, responses = [message_text(p) for p in prompts], [message_text(c) for c in completions]
         half = len(texts) // 2
         if len(texts) != 2 * half or len(responses) != len(texts) or texts[:half] != texts[half:]:
-            raise StateError(f"OnlineDPOTrainer passed {len(texts)} prompts that are not two copies of one batch; this TRL "
-                             "version lays out its samples differently: pin trl==1.16.* (pip install 'proxy-rlhf[finetune]').")
+            raise StateError(
+                f"OnlineDPOTrainer passed {len(texts)} prompts that are not two copies of one batch; this TRL "
+                "version lays out its samples differently: pin trl==1.16.* (pip install 'proxy-rlhf[finetune]')."
+            )
         labels = self.source.label(texts[:half], responses[:half], responses[half:])
         first = [0.5 if label.first_wins is None else float(label.first_wins) for label in labels]
         self.stats.pairs += half
@@ -87,14 +93,28 @@ def _trainer_class() -> type:
     return OnlineDPOConfig, OnlineDPOTrainer
 
 
-def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path,
-                  callbacks: list[Any]) -> Any:
+def build_trainer(
+    cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path, callbacks: list[Any]
+) -> Any:
     """An ``OnlineDPOTrainer`` sampling with the env's pool, ``batch_size`` prompts (2 samples each) per step."""
     config_cls, trainer_cls = _trainer_class()
-    args = config_cls(**trainer_kwargs(cfg, staging), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_k=cfg.top_k, top_p=cfg.top_p, beta=cfg.beta_value, use_vllm=False)
-    return trainer_cls(model=model, reward_funcs=data.reward, args=args, train_dataset=_dataset(data.prompts, tokenizer),
-                       processing_class=tokenizer, callbacks=callbacks)
+    args = config_cls(
+        **trainer_kwargs(cfg, staging),
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        beta=cfg.beta_value,
+        use_vllm=False,
+    )
+    return trainer_cls(
+        model=model,
+        reward_funcs=data.reward,
+        args=args,
+        train_dataset=prompt_dataset(data.prompts, tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
 
 
 def keys(data: TrainData) -> MetricKeys:
@@ -104,4 +124,3 @@ def keys(data: TrainData) -> MetricKeys:
 def labels(cfg: FinetuneConfig, data: TrainData) -> tuple[str, str]:
     """(curve, point): one curve per annotator, one point per β."""
     return f"online-dpo ({data.source})", f"β={cfg.beta_value:g}"
-

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 from agents.finetune import dpo, grpo, online_dpo
 from agents.finetune.common import TrainData, load_model, reward_function, time_limit_callback, trainable
 from agents.finetune.config import METRICS_FILE, TENSORBOARD_SUBDIR, FinetuneConfig
-from proxy_env.folders import replace_dir
-from proxy_env.errors import require_package
 from feedback.sources import FeedbackSource
+from proxy_env.errors import require_package
+from proxy_env.folders import replace_dir
 from proxy_env.rewards import RewardFn, reward_name
 
 _EXTRA = "finetune"
@@ -37,8 +37,13 @@ class FinetuneResult(NamedTuple):
     log_history: list[dict[str, Any]]  # every logged metrics dict (TRL's names: reward, kl, loss, ...)
 
 
-def finetune(cfg: FinetuneConfig, *, reward: RewardFn | None = None, judge: FeedbackSource | None = None,
-             callbacks: list[Any] | None = None) -> FinetuneResult:
+def finetune(
+    cfg: FinetuneConfig,
+    *,
+    reward: RewardFn | None = None,
+    judge: FeedbackSource | None = None,
+    callbacks: list[Any] | None = None,
+) -> FinetuneResult:
     """Fine-tune every weight of ``cfg.model`` with ``cfg.method`` (TRL underneath); save it into ``cfg.out``.
 
     Args:
@@ -100,8 +105,9 @@ def _callbacks(cfg: FinetuneConfig, staging: Path, extra: list[Any]) -> list[Any
     return callbacks
 
 
-def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path,
-         callbacks: list[Any]) -> FinetuneResult:
+def _run(
+    cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, staging: Path, callbacks: list[Any]
+) -> FinetuneResult:
     """Train in ``staging`` (model, tokenizer, finetune.json and TensorBoard logs all land there)."""
     from transformers import PrinterCallback
 
@@ -119,9 +125,14 @@ def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, stagi
     steps = int(trainer.state.global_step)
     per_step = {"grpo": cfg.batch_size, "dpo": cfg.batch_size, "online-dpo": 2 * cfg.batch_size}[cfg.method]
     result = FinetuneResult(
-        output_dir=staging, wall_s=wall_s, steps=steps, trainable_params=trainable(trainer.model),
-        samples=steps * per_step, reward_first=rewards[0] if rewards else None,
-        reward_last=rewards[-1] if rewards else None, kl_last=kls[-1] if kls and cfg.beta_value > 0 else None,
+        output_dir=staging,
+        wall_s=wall_s,
+        steps=steps,
+        trainable_params=trainable(trainer.model),
+        samples=steps * per_step,
+        reward_first=rewards[0] if rewards else None,
+        reward_last=rewards[-1] if rewards else None,
+        kl_last=kls[-1] if kls and cfg.beta_value > 0 else None,
         log_history=logs,
     )
     _write_meta(cfg, data, result, staging)
@@ -131,13 +142,22 @@ def _run(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainData, stagi
 def _write_meta(cfg: FinetuneConfig, data: TrainData, result: FinetuneResult, staging: Path) -> None:
     curve, point = METHOD_MODULES[cfg.method].labels(cfg, data)
     meta = {
-        "wall_s": result.wall_s, "steps": result.steps, "trainable_params": result.trainable_params, "samples": result.samples,
+        "wall_s": result.wall_s,
+        "steps": result.steps,
+        "trainable_params": result.trainable_params,
+        "samples": result.samples,
         # relative to the model folder (readers resolve it against the folder holding finetune.json)
         "tensorboard_dir": TENSORBOARD_SUBDIR if cfg.tensorboard else None,
-        "config": asdict(replace(cfg, beta=cfg.beta_value)), "method": cfg.method, "algo": cfg.method,
-        "curve": curve, "point": point,  # how `proxy-rlhf bench` draws it: one line per curve, a label per point
-        "reward": data.source, "reward_first": result.reward_first, "reward_last": result.reward_last,
-        "kl_last": result.kl_last, "log_history": result.log_history,
+        "config": asdict(replace(cfg, beta=cfg.beta_value)),
+        "method": cfg.method,
+        "algo": cfg.method,
+        "curve": curve,
+        "point": point,  # how `proxy-rlhf bench` draws it: one line per curve, a label per point
+        "reward": data.source,
+        "reward_first": result.reward_first,
+        "reward_last": result.reward_last,
+        "kl_last": result.kl_last,
+        "log_history": result.log_history,
     }
     if data.pairs is not None:
         meta["pairs"] = data.pairs.summary(cfg.pairs)

@@ -17,11 +17,9 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-
+from agents.train import TrainConfig, env_kwargs
 from proxy_env.adapters.rllib import is_plain_data, make_rllib_env
 from proxy_env.errors import ConfigError, did_you_mean
-
-from agents.train import TrainConfig, env_kwargs
 
 ENV_NAME = "proxy_rlhf_rllib"  # the name registered with tune.register_env
 INSTALL = "pip install -e '.[rllib]'"
@@ -30,7 +28,11 @@ ALGOS: dict[str, tuple[str, str, bool]] = {
     "ppo": ("ray.rllib.algorithms.ppo", "PPOConfig", True),
     "appo": ("ray.rllib.algorithms.appo", "APPOConfig", True),
     "impala": ("ray.rllib.algorithms.impala", "IMPALAConfig", True),
-    "dqn": ("ray.rllib.algorithms.dqn", "DQNConfig", False),  # RLlib's own Q-network: trains, cannot be saved in our format
+    "dqn": (
+        "ray.rllib.algorithms.dqn",
+        "DQNConfig",
+        False,
+    ),  # RLlib's own Q-network: trains, cannot be saved in our format
     "sac": ("ray.rllib.algorithms.sac", "SACConfig", False),  # discrete SAC, likewise
 }
 # TrainConfig fields this backend does not implement: (field, value that means "off")
@@ -45,18 +47,36 @@ def _help(text: str) -> dict[str, str]:
 class RLlibConfig:
     """How ``--backend rllib`` spreads training over Ray; each field is a ``proxy-rlhf train`` flag."""
 
-    num_env_runners: int = field(default=2, metadata=_help("RLlib env runners (Ray actors), each with its own LLM and vector env"))
-    num_envs_per_runner: int | None = field(default=None, metadata=_help("rows of each runner's vector env (None: --num-envs)"))
-    gpus_per_runner: float = field(default=0.0, metadata=_help("GPUs per env runner (fractional: 0.5 puts two runners on a GPU)"))
+    num_env_runners: int = field(
+        default=2, metadata=_help("RLlib env runners (Ray actors), each with its own LLM and vector env")
+    )
+    num_envs_per_runner: int | None = field(
+        default=None, metadata=_help("rows of each runner's vector env (None: --num-envs)")
+    )
+    gpus_per_runner: float = field(
+        default=0.0, metadata=_help("GPUs per env runner (fractional: 0.5 puts two runners on a GPU)")
+    )
     cpus_per_runner: float = field(default=1.0, metadata=_help("CPUs Ray reserves per env runner"))
-    threads_per_runner: int = field(default=1, metadata=_help("torch threads in each env runner (and the local learner)"))
+    threads_per_runner: int = field(
+        default=1, metadata=_help("torch threads in each env runner (and the local learner)")
+    )
     num_learners: int = field(default=0, metadata=_help("remote learner actors (0: learn in the driver process)"))
-    gpus_per_learner: float = field(default=0.0, metadata=_help("GPUs per learner (with --num-learners 0: the driver's learner)"))
-    address: str | None = field(default=None, metadata=_help(
-        "Ray cluster to join ('auto' or host:port of `ray start --head`); None starts a local Ray"))
-    num_cpus: int | None = field(default=None, metadata=_help("CPUs of the local Ray (None: what the runners and learners need, >= 2)"))
-    llm_device_map: str | None = field(default=None, metadata=_help(
-        "spread each runner's LLM over its GPUs with this transformers device_map ('auto', 'balanced'...); None: one device"))
+    gpus_per_learner: float = field(
+        default=0.0, metadata=_help("GPUs per learner (with --num-learners 0: the driver's learner)")
+    )
+    address: str | None = field(
+        default=None,
+        metadata=_help("Ray cluster to join ('auto' or host:port of `ray start --head`); None starts a local Ray"),
+    )
+    num_cpus: int | None = field(
+        default=None, metadata=_help("CPUs of the local Ray (None: what the runners and learners need, >= 2)")
+    )
+    llm_device_map: str | None = field(
+        default=None,
+        metadata=_help(
+            "spread each runner's LLM over its GPUs with this transformers device_map ('auto', 'balanced'...); None: one device"
+        ),
+    )
 
     def validate(self) -> None:
         for name in ("num_env_runners", "num_learners"):
@@ -81,8 +101,10 @@ def check_algo(algo: str) -> str:
     """The lower-cased RLlib algorithm name, or a :class:`ConfigError` with the closest valid one."""
     name = algo.lower()
     if name not in ALGOS:
-        raise ConfigError(f"algo={algo!r} is not an algorithm of the rllib backend; expected one of {list(ALGOS)}."
-                          + did_you_mean(name, list(ALGOS)))
+        raise ConfigError(
+            f"algo={algo!r} is not an algorithm of the rllib backend; expected one of {list(ALGOS)}."
+            + did_you_mean(name, list(ALGOS))
+        )
     return name
 
 
@@ -91,7 +113,7 @@ def require_ray() -> Any:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
     try:
         import ray
-        import ray.rllib  # noqa: F401
+        import ray.rllib
     except ImportError as exc:
         raise ConfigError(f"--backend rllib needs Ray RLlib, which is not installed: {INSTALL}") from exc
     return ray
@@ -99,12 +121,20 @@ def require_ray() -> Any:
 
 def env_config(cfg: TrainConfig, rl: RLlibConfig) -> dict[str, Any]:
     """The plain-data env config each runner rebuilds its vector env from."""
-    config = {**env_kwargs(cfg), "autoreset_mode": "next_step", "threads": rl.threads_per_runner,
-              "device": cfg.env_device, "device_map": rl.llm_device_map, "bootstrap_truncated": cfg.bootstrap_truncated}
+    config = {
+        **env_kwargs(cfg),
+        "autoreset_mode": "next_step",
+        "threads": rl.threads_per_runner,
+        "device": cfg.env_device,
+        "device_map": rl.llm_device_map,
+        "bootstrap_truncated": cfg.bootstrap_truncated,
+    }
     bad = {k: v for k, v in config.items() if not is_plain_data(v)}
     if bad:
-        raise ConfigError(f"the rllib backend sends env settings to its runners as plain data, but {bad} are objects; "
-                          "pass a reward name or folder and a model name or path (--reward, --model).")
+        raise ConfigError(
+            f"the rllib backend sends env settings to its runners as plain data, but {bad} are objects; "
+            "pass a reward name or folder and a model name or path (--reward, --model)."
+        )
     return config
 
 
@@ -135,9 +165,14 @@ def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
     config = (
         getattr(importlib.import_module(module), cls_name)()
         .environment(ENV_NAME, env_config=env_config(cfg, rl))
-        .env_runners(num_env_runners=rl.num_env_runners, num_envs_per_env_runner=envs, gym_env_vectorize_mode="vector_entry_point",
-                     num_gpus_per_env_runner=rl.gpus_per_runner, num_cpus_per_env_runner=rl.cpus_per_runner,
-                     rollout_fragment_length=cfg.n_steps or "auto")
+        .env_runners(
+            num_env_runners=rl.num_env_runners,
+            num_envs_per_env_runner=envs,
+            gym_env_vectorize_mode="vector_entry_point",
+            num_gpus_per_env_runner=rl.gpus_per_runner,
+            num_cpus_per_env_runner=rl.cpus_per_runner,
+            rollout_fragment_length=cfg.n_steps or "auto",
+        )
         .learners(num_learners=rl.num_learners, num_gpus_per_learner=rl.gpus_per_learner)
         .callbacks(on_episode_end=_on_episode_end)
         .debugging(seed=cfg.seed)
@@ -152,9 +187,15 @@ def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
     try:
         config = config.training(**{**training, **cfg.algo_kwargs})
     except TypeError as exc:
-        raise ConfigError(f"algo_kwargs={cfg.algo_kwargs} has a key that is not a training() setting of RLlib's {cls_name}: {exc}") from exc
+        raise ConfigError(
+            f"algo_kwargs={cfg.algo_kwargs} has a key that is not a training() setting of RLlib's {cls_name}: {exc}"
+        ) from exc
     if ours:
-        model_config = {"features_dim": cfg.features_dim, "hidden": list(cfg.hidden), "init_accept_prob": cfg.init_accept_prob}
+        model_config = {
+            "features_dim": cfg.features_dim,
+            "hidden": list(cfg.hidden),
+            "init_accept_prob": cfg.init_accept_prob,
+        }
         from agents.rllib.module import ProxyRLModule
 
         config = config.rl_module(rl_module_spec=RLModuleSpec(module_class=ProxyRLModule, model_config=model_config))
@@ -168,11 +209,15 @@ def validate(cfg: TrainConfig, rl: RLlibConfig) -> None:
     rl.validate()
     for name, off in _UNSUPPORTED:
         if getattr(cfg, name) != off:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not supported by --backend rllib; leave it at {off!r} "
-                              "or train with --backend sb3.")
+            raise ConfigError(
+                f"{name}={getattr(cfg, name)!r} is not supported by --backend rllib; leave it at {off!r} "
+                "or train with --backend sb3."
+            )
     if cfg.save_dir is not None and not ALGOS[check_algo(cfg.algo)][2]:
-        raise ConfigError(f"algo={cfg.algo!r} on the rllib backend trains RLlib's own network, which our checkpoint format "
-                          f"cannot hold; drop save_dir or use one of {[a for a, s in ALGOS.items() if s[2]]}.")
+        raise ConfigError(
+            f"algo={cfg.algo!r} on the rllib backend trains RLlib's own network, which our checkpoint format "
+            f"cannot hold; drop save_dir or use one of {[a for a, s in ALGOS.items() if s[2]]}."
+        )
     env_config(cfg, rl)
 
 
@@ -191,13 +236,20 @@ def ray_init(rl: RLlibConfig) -> Any:
 
 def runner_facts(algo: Any) -> list[dict[str, Any]]:
     """What each env runner holds: its env's class and autoreset mode, rows, the LLM's fingerprint and size."""
+
     def facts(runner: Any) -> dict[str, Any]:
         from agents.saving.format import llm_fingerprint
 
         env = runner.env.unwrapped
-        return {"env": type(env).__name__, "autoreset_mode": env.metadata["autoreset_mode"].name, "num_envs": env.num_envs,
-                "llm_parameters": env.lm.num_parameters, "fingerprint": llm_fingerprint(env.lm), "pid": os.getpid(),
-                "obs_dim": int(env.single_observation_space.shape[0])}
+        return {
+            "env": type(env).__name__,
+            "autoreset_mode": env.metadata["autoreset_mode"].name,
+            "num_envs": env.num_envs,
+            "llm_parameters": env.lm.num_parameters,
+            "fingerprint": llm_fingerprint(env.lm),
+            "pid": os.getpid(),
+            "obs_dim": int(env.single_observation_space.shape[0]),
+        }
 
     remote = algo.config.num_env_runners > 0
     return algo.env_runner_group.foreach_env_runner(facts, local_env_runner=not remote)

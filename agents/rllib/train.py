@@ -19,8 +19,14 @@ from agents.rllib.backend import ALGOS, RLlibConfig, build_config, ray_init, req
 from agents.train import TrainConfig, TrainResult, env_kwargs
 
 # RLlib learner metric -> the SB3 TensorBoard tag it corresponds to
-SB3_TAGS = {"policy_loss": "train/policy_gradient_loss", "vf_loss": "train/value_loss", "entropy": "train/entropy",
-            "mean_kl_loss": "train/approx_kl", "total_loss": "train/loss", "default_optimizer_learning_rate": "train/learning_rate"}
+SB3_TAGS = {
+    "policy_loss": "train/policy_gradient_loss",
+    "vf_loss": "train/value_loss",
+    "entropy": "train/entropy",
+    "mean_kl_loss": "train/approx_kl",
+    "total_loss": "train/loss",
+    "default_optimizer_learning_rate": "train/learning_rate",
+}
 
 # called with (algo, None) once the runners are up, then (algo, result) after every training iteration
 IterationHook = Callable[[Any, "dict[str, Any] | None"], None]
@@ -42,17 +48,26 @@ def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: TrainConfig, nu
     from agents.policies import proxy_policy_kwargs
 
     kwargs = proxy_policy_kwargs("ppo", features_dim=cfg.features_dim, hidden=tuple(cfg.hidden))
-    model = PPO("MlpPolicy", None, policy_kwargs=kwargs, device="cpu", gamma=cfg.gamma, _init_setup_model=False,
-                **({"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}))
+    model = PPO(
+        "MlpPolicy",
+        None,
+        policy_kwargs=kwargs,
+        device="cpu",
+        gamma=cfg.gamma,
+        _init_setup_model=False,
+        **({"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}),
+    )
     model.observation_space, model.action_space, model.n_envs = observation_space, spaces.Discrete(2), 1
     model._setup_model()  # what SB3's load() does for a model without an env
-    state = {k[len("policy."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("policy.")}
+    state = {k[len("policy.") :]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("policy.")}
     model.policy.load_state_dict(state, strict=True)
     model.num_timesteps = int(num_timesteps)
     return model
 
 
-def train_rllib(cfg: TrainConfig, rl: RLlibConfig | None = None, *, on_iteration: IterationHook | None = None) -> TrainResult:
+def train_rllib(
+    cfg: TrainConfig, rl: RLlibConfig | None = None, *, on_iteration: IterationHook | None = None
+) -> TrainResult:
     """Train a proxy with RLlib as configured by ``cfg`` (what to train) and ``rl`` (where: runners, GPUs, cluster).
 
     As :func:`agents.train.train`: everything is validated and the save folder locked before Ray
@@ -71,8 +86,8 @@ def train_rllib(cfg: TrainConfig, rl: RLlibConfig | None = None, *, on_iteration
         A :class:`~agents.train.TrainResult` whose ``model`` is the proxy as an SB3 PPO (what the
         checkpoint holds; ``num_timesteps`` = env steps sampled).
     """
-    from agents.saving.checkpoint import lock_save_dir
     from agents.interrupt import GracefulStop
+    from agents.saving.checkpoint import lock_save_dir
 
     rl = rl or RLlibConfig()
     validate(cfg, rl)
@@ -110,7 +125,10 @@ def _train(cfg: TrainConfig, rl: RLlibConfig, stop: Any, on_iteration: Iteration
             bar = tqdm(total=cfg.total_timesteps, unit="decisions", desc=f"rllib {cfg.algo.lower()}")
         while steps < cfg.total_timesteps and stop.received is None:
             result = algo.train()
-            steps = int(result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", 0) or result.get("num_env_steps_sampled_lifetime", 0))
+            steps = int(
+                result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", 0)
+                or result.get("num_env_steps_sampled_lifetime", 0)
+            )
             if writer is not None:
                 log_scalars(writer, result, steps, time.perf_counter() - start)
             if bar is not None:
@@ -120,19 +138,27 @@ def _train(cfg: TrainConfig, rl: RLlibConfig, stop: Any, on_iteration: Iteration
             if save is not None and cfg.save_freq and steps - saved_at >= cfg.save_freq:
                 from agents.saving.checkpoint import periodic_save
 
-                periodic_save(lambda agent, **kw: save(algo, steps, **kw), RLlibWeights(steps, {}))
+                periodic_save(lambda agent, n=steps, **kw: save(algo, n, **kw), RLlibWeights(steps, {}))
                 saved_at = steps
             if cfg.time_limit_s and time.perf_counter() - start >= cfg.time_limit_s:
                 break
         weights = module_weights(algo)
-        model = to_sb3(weights, _obs_space(facts[0]), cfg, steps) if ALGOS[cfg.algo.lower()][2] else RLlibWeights(steps, weights)
+        model = (
+            to_sb3(weights, _obs_space(facts[0]), cfg, steps)
+            if ALGOS[cfg.algo.lower()][2]
+            else RLlibWeights(steps, weights)
+        )
         if save is not None:
             from agents.saving.checkpoint import save_or_rescue
 
             path = save_or_rescue(lambda agent, **kw: save(algo, steps, **kw), model, cfg.save_dir)
         from agents.policies import count_trainable
 
-        proxy = count_trainable(model) if hasattr(model, "policy") else sum(int(v.size) for k, v in weights.items() if "target" not in k)
+        proxy = (
+            count_trainable(model)
+            if hasattr(model, "policy")
+            else sum(int(v.size) for k, v in weights.items() if "target" not in k)
+        )
         params = ParamReport(proxy, int(facts[0]["llm_parameters"]))
         return TrainResult(model, path, params, [], [], stop.received)
     finally:
@@ -169,8 +195,14 @@ def _saver(cfg: TrainConfig, rl: RLlibConfig, facts: dict[str, Any]) -> Any:
 
     def save(algo: Any, steps: int, path: str | None = None) -> Path:
         model = to_sb3(module_weights(algo), _obs_space(facts), cfg, steps)
-        return save_checkpoint(model, path or cfg.save_dir, env_kwargs=plain(env_kwargs(cfg)), seed=cfg.seed, config=config,
-                               llm={"fingerprint": facts["fingerprint"]})
+        return save_checkpoint(
+            model,
+            path or cfg.save_dir,
+            env_kwargs=plain(env_kwargs(cfg)),
+            seed=cfg.seed,
+            config=config,
+            llm={"fingerprint": facts["fingerprint"]},
+        )
 
     return save
 
@@ -182,15 +214,21 @@ def _writer(folder: str | None, algo: str) -> Any:
     from torch.utils.tensorboard import SummaryWriter
 
     root = Path(folder).expanduser()
-    n = 1 + max([int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"rllib_{algo}_*") if p.name.rsplit("_", 1)[1].isdigit()] or [0])
+    n = 1 + max(
+        [int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"rllib_{algo}_*") if p.name.rsplit("_", 1)[1].isdigit()]
+        or [0]
+    )
     return SummaryWriter(str(root / f"rllib_{algo}_{n}"))
 
 
 def log_scalars(writer: Any, result: dict[str, Any], steps: int, seconds: float) -> None:
     """SB3's TensorBoard tags from one RLlib result (rollout/ep_rew_mean, train/value_loss, time/fps...)."""
     runners = result.get("env_runners", {})
-    scalars = {"rollout/ep_rew_mean": runners.get("episode_return_mean"), "rollout/ep_len_mean": runners.get("episode_len_mean"),
-               "time/fps": steps / seconds if seconds > 0 else None}
+    scalars = {
+        "rollout/ep_rew_mean": runners.get("episode_return_mean"),
+        "rollout/ep_len_mean": runners.get("episode_len_mean"),
+        "time/fps": steps / seconds if seconds > 0 else None,
+    }
     for key in ("rejection_rate", "response_length", "reward_raw"):
         scalars[f"rollout/{key}"] = runners.get(key)
     learner = result.get("learners", {}).get("default_policy", {})

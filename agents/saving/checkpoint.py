@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import proxy_env
+from agents.algos import ALGOS, algo_name, get_algo
+from agents.saving import format as proxy_format
 from proxy_env.errors import DataError, ProxyEnvError
 from proxy_env.folders import FolderLock, check_output_dir, held_here
-
-from agents.saving import format as proxy_format
-from agents.algos import ALGOS, algo_name, get_algo
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +119,17 @@ def lock_save_dir(path: str | Path, *, arg: str = "save_dir") -> FolderLock:
     return FolderLock(path, arg=arg).acquire()
 
 
-def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any], seed: int | None = None,
-                    config: dict[str, Any] | None = None, lm: Any = None, format: str = "safetensors",
-                    llm: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Any,
+    path: str | Path,
+    *,
+    env_kwargs: dict[str, Any],
+    seed: int | None = None,
+    config: dict[str, Any] | None = None,
+    lm: Any = None,
+    format: str = "safetensors",
+    llm: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` and its metadata to the folder ``path``, atomically; return ``path``.
 
     Args:
@@ -145,8 +152,10 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
     path = check_save_dir(path, arg="checkpoint path")
     bad = [name for name, p in model.policy.named_parameters() if not bool(p.detach().isfinite().all())]
     if bad:
-        raise CheckpointError(f"the policy has NaN or inf parameters ({bad[0]}...): training diverged, so it is not saved "
-                              f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards.")
+        raise CheckpointError(
+            f"the policy has NaN or inf parameters ({bad[0]}...): training diverged, so it is not saved "
+            f"(any checkpoint at {str(path)!r} is kept). Lower learning_rate or check the rewards."
+        )
     lm = lm if lm is not None else env_kwargs.get("model")
     recorded = dict(llm or {})
     llm = {"name": plain(env_kwargs.get("model"))}
@@ -154,14 +163,22 @@ def save_checkpoint(model: Any, path: str | Path, *, env_kwargs: dict[str, Any],
         llm["fingerprint"] = proxy_format.llm_fingerprint(lm)
     elif recorded.get("fingerprint"):
         llm = {"name": recorded.get("name", llm["name"]), "fingerprint": recorded["fingerprint"]}
-    record = {"algo": algo_name(model), "env_kwargs": plain(env_kwargs), "seed": seed, "num_timesteps": int(model.num_timesteps),
-              "package_version": proxy_env.__version__, "config": plain(config or {})}
+    record = {
+        "algo": algo_name(model),
+        "env_kwargs": plain(env_kwargs),
+        "seed": seed,
+        "num_timesteps": int(model.num_timesteps),
+        "package_version": proxy_env.__version__,
+        "config": plain(config or {}),
+    }
     lock = None if held_here(path) else FolderLock(path, arg="checkpoint path").acquire()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         if format == "sb3":
             model.save(tmp / MODEL_FILE)
-            proxy_format._write_json(tmp / META_FILE, asdict(CheckpointMeta(**record, format_version=SB3_FORMAT_VERSION)))
+            proxy_format._write_json(
+                tmp / META_FILE, asdict(CheckpointMeta(**record, format_version=SB3_FORMAT_VERSION))
+            )
         else:
             from agents.policies import count_trainable
             from agents.saving.folder import summary
@@ -201,7 +218,9 @@ def _read_json(file: Path, where: str) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{where}: {file.name} is not valid JSON ({exc}); the checkpoint is corrupted.") from exc
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: {file.name} holds a {type(raw).__name__}, not an object; the checkpoint is corrupted.")
+        raise CheckpointError(
+            f"{where}: {file.name} holds a {type(raw).__name__}, not an object; the checkpoint is corrupted."
+        )
     return raw
 
 
@@ -210,15 +229,21 @@ def _read_raw(path: Path) -> tuple[dict[str, Any], Path]:
     where = f"checkpoint={str(path)!r}"
     if not path.is_dir():
         aside = sorted(path.parent.glob(f".{path.name}.old-*/{path.name}"))
-        hint = f" A save interrupted mid-swap left the previous checkpoint at {str(aside[-1])!r}: move it back." if aside else ""
+        hint = (
+            f" A save interrupted mid-swap left the previous checkpoint at {str(aside[-1])!r}: move it back."
+            if aside
+            else ""
+        )
         raise CheckpointError(
             f"{where} is not a folder; pass a folder written by save_checkpoint (proxy-rlhf train --save-dir).{hint}"
         )
     for name in (CONFIG_FILE, META_FILE):
         if (path / name).is_file():
             return _read_json(path / name, where), path / name
-    raise CheckpointError(f"{where} has no {CONFIG_FILE} (nor a format-1 {META_FILE}): it is incomplete or not a checkpoint; "
-                          "re-save it or pass another checkpoint.")
+    raise CheckpointError(
+        f"{where} has no {CONFIG_FILE} (nor a format-1 {META_FILE}): it is incomplete or not a checkpoint; "
+        "re-save it or pass another checkpoint."
+    )
 
 
 def _validated(raw: dict[str, Any], file: Path, path: Path) -> CheckpointMeta:
@@ -233,7 +258,9 @@ def _validated(raw: dict[str, Any], file: Path, path: Path) -> CheckpointMeta:
             f"version that wrote it ({raw.get('package_version', 'unknown')}) or retrain."
         )
     if raw["algo"] not in ALGOS:
-        raise CheckpointError(f"checkpoint={str(path)!r} names algo={raw['algo']!r}, which is not in the registry {list(ALGOS)}.")
+        raise CheckpointError(
+            f"checkpoint={str(path)!r} names algo={raw['algo']!r}, which is not in the registry {list(ALGOS)}."
+        )
     for key, (ok, what) in _META_TYPES.items():
         if key in raw and not ok(raw[key]):
             raise CheckpointError(f"{where}: {key}={raw[key]!r} must be {what}; the checkpoint is corrupted.")
@@ -247,7 +274,9 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     raw, file = _read_raw(path)
     meta = _validated(raw, file, path)
     if meta.package_version != proxy_env.__version__:
-        logger.warning("checkpoint %s was written by proxy_env %s; this is %s", path, meta.package_version, proxy_env.__version__)
+        logger.warning(
+            "checkpoint %s was written by proxy_env %s; this is %s", path, meta.package_version, proxy_env.__version__
+        )
     return meta
 
 
@@ -275,9 +304,13 @@ def load_checkpoint(path: str | Path, *, env: Any = None, device: str = "auto", 
     where = f"checkpoint={str(path)!r}"
     if meta.format_version == FORMAT_VERSION:
         if raw.get("format") != proxy_format.FORMAT:
-            raise CheckpointError(f"{where}: {CONFIG_FILE} has format={raw.get('format')!r}, expected {proxy_format.FORMAT!r}.")
+            raise CheckpointError(
+                f"{where}: {CONFIG_FILE} has format={raw.get('format')!r}, expected {proxy_format.FORMAT!r}."
+            )
         if not (path / WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{where} has no {WEIGHTS_FILE}: it is incomplete; re-save it or pass another checkpoint.")
+            raise CheckpointError(
+                f"{where} has no {WEIGHTS_FILE}: it is incomplete; re-save it or pass another checkpoint."
+            )
         try:
             model = proxy_format.build(raw, path, env=env, device=device, where=where)
         except DataError as exc:
@@ -297,13 +330,18 @@ def _load_sb3_zip(path: Path, meta: CheckpointMeta, *, env: Any, device: str, tr
         )
     if not zipfile.is_zipfile(zip_path):
         raise CheckpointError(f"{where}: {MODEL_FILE} is missing or not a zip archive; the checkpoint is corrupted.")
-    logger.warning("loading %s with trust: SB3's zip unpickles Python objects, which can run arbitrary code; "
-                   "do this only for files from a source you trust", zip_path)
+    logger.warning(
+        "loading %s with trust: SB3's zip unpickles Python objects, which can run arbitrary code; "
+        "do this only for files from a source you trust",
+        zip_path,
+    )
     cls = get_algo(meta.algo).load_class()
     try:
         return cls.load(zip_path, env=env, device=device)
     except Exception as exc:  # SB3 raises many kinds (KeyError, ValueError, pickle errors) for a bad archive
-        raise CheckpointError(f"{where}: {MODEL_FILE} could not be loaded as {meta.algo} ({type(exc).__name__}: {exc}).") from exc
+        raise CheckpointError(
+            f"{where}: {MODEL_FILE} could not be loaded as {meta.algo} ({type(exc).__name__}: {exc})."
+        ) from exc
 
 
 def check_lm(meta: CheckpointMeta, lm: Any, path: str | Path) -> None:
@@ -339,5 +377,6 @@ def save_or_rescue(save: Any, agent: Any, path: str) -> Path:
         except (OSError, ProxyEnvError):
             logger.exception("could not save the trained proxy to %s either", rescue)
             raise exc from None
-        raise CheckpointError(f"save_dir={path!r} could not be written ({exc}); the trained proxy was saved to "
-                              f"{str(rescue)!r} instead.") from exc
+        raise CheckpointError(
+            f"save_dir={path!r} could not be written ({exc}); the trained proxy was saved to {str(rescue)!r} instead."
+        ) from exc

@@ -20,8 +20,16 @@ logger = logging.getLogger(__name__)
 UPLOAD_FILES = (ckpt.CONFIG_FILE, ckpt.WEIGHTS_FILE, "optimizer.safetensors", ckpt.CARD_FILE)
 
 
-def export(checkpoint: str | Path, out: str | Path, *, trust: bool = False, bench: str | Path | None = None,
-           lm: Any = None, algo: str = "ppo", env_kwargs: dict[str, Any] | None = None) -> Path:
+def export(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    trust: bool = False,
+    bench: str | Path | None = None,
+    lm: Any = None,
+    algo: str = "ppo",
+    env_kwargs: dict[str, Any] | None = None,
+) -> Path:
     """Write the proxy folder (``model.safetensors`` + ``proxy_config.json`` + ``README.md``) of ``checkpoint`` to ``out``.
 
     Args:
@@ -45,7 +53,9 @@ def export(checkpoint: str | Path, out: str | Path, *, trust: bool = False, benc
         model, meta = loaded.model, loaded.meta
     if lm is None and not (meta.llm or {}).get("fingerprint"):
         lm = _resolve_lm(meta.env_kwargs.get("model", "default"))
-    folder = ckpt.save_checkpoint(model, out, env_kwargs=meta.env_kwargs, seed=meta.seed, config=meta.config, lm=lm, llm=meta.llm)
+    folder = ckpt.save_checkpoint(
+        model, out, env_kwargs=meta.env_kwargs, seed=meta.seed, config=meta.config, lm=lm, llm=meta.llm
+    )
     write_card(folder, bench=rows, bench_source=str(bench) if bench else "")
     return folder
 
@@ -64,23 +74,31 @@ def _bare_zip(path: Path, *, trust: bool, algo: str, env_kwargs: dict[str, Any])
 
     where = f"checkpoint={str(path)!r}"
     if path.suffix != ".zip":
-        raise ConfigError(f"{where} is a file but not an SB3 .zip; pass a checkpoint folder or the .zip SB3's model.save wrote.")
+        raise ConfigError(
+            f"{where} is a file but not an SB3 .zip; pass a checkpoint folder or the .zip SB3's model.save wrote."
+        )
     if not trust:
-        raise ckpt.CheckpointError(f"{where} is an SB3 zip: loading it unpickles Python objects, which can run arbitrary code. "
-                                   "Pass --trust-checkpoint (trust=True) only if you trust where it came from.")
+        raise ckpt.CheckpointError(
+            f"{where} is an SB3 zip: loading it unpickles Python objects, which can run arbitrary code. "
+            "Pass --trust-checkpoint (trust=True) only if you trust where it came from."
+        )
     logger.warning("loading %s with trust: SB3's zip unpickles Python objects", path)
     try:
         model = get_algo(algo).load_class().load(path, device="cpu")
     except Exception as exc:  # SB3 raises many kinds for a bad archive or the wrong class
-        raise ckpt.CheckpointError(f"{where} could not be loaded as algo={algo!r} ({type(exc).__name__}: {exc}); pass --algo.") from exc
+        raise ckpt.CheckpointError(
+            f"{where} could not be loaded as algo={algo!r} ({type(exc).__name__}: {exc}); pass --algo."
+        ) from exc
     kwargs = {"model": "default", **env_kwargs}
     return model, ckpt.CheckpointMeta(algo=algo, env_kwargs=kwargs, num_timesteps=int(model.num_timesteps))
 
 
 def _resolve_lm(name: Any) -> Any:
     if not isinstance(name, str) or name.startswith("<object"):
-        raise ConfigError(f"the checkpoint records no LLM fingerprint and its model is {name!r}: pass lm= (CLI: --model) "
-                          "with the LLM it was trained on, so the folder can refuse any other.")
+        raise ConfigError(
+            f"the checkpoint records no LLM fingerprint and its model is {name!r}: pass lm= (CLI: --model) "
+            "with the LLM it was trained on, so the folder can refuse any other."
+        )
     from proxy_env.engine.models import as_frozen_lm
 
     return as_frozen_lm(name, device="cpu")
@@ -100,14 +118,25 @@ def hub_files(folder: str | Path) -> list[str]:
     names = sorted(p.name for p in folder.iterdir())
     foreign = [n for n in names if n not in UPLOAD_FILES]
     if foreign:
-        raise DataError(f"folder={str(folder)!r} holds {foreign}, which are not part of a proxy folder; export to a fresh folder.")
+        raise DataError(
+            f"folder={str(folder)!r} holds {foreign}, which are not part of a proxy folder; export to a fresh folder."
+        )
     if ckpt.CARD_FILE not in names:
-        raise DataError(f"folder={str(folder)!r} has no {ckpt.CARD_FILE} model card; write it with `proxy-rlhf export`.")
+        raise DataError(
+            f"folder={str(folder)!r} has no {ckpt.CARD_FILE} model card; write it with `proxy-rlhf export`."
+        )
     return names
 
 
-def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
-                commit_message: str = "Upload Proxy-RLHF proxy", api: Any = None) -> list[str]:
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload Proxy-RLHF proxy",
+    api: Any = None,
+) -> list[str]:
     """Upload exactly the proxy folder to the Hugging Face Hub model repo ``repo_id`` (created if missing).
 
     Args:
@@ -129,6 +158,11 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, p
 
         api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(Path(folder).expanduser()), repo_id=repo_id, repo_type="model",
-                      allow_patterns=files, commit_message=commit_message)
+    api.upload_folder(
+        folder_path=str(Path(folder).expanduser()),
+        repo_id=repo_id,
+        repo_type="model",
+        allow_patterns=files,
+        commit_message=commit_message,
+    )
     return files

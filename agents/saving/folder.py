@@ -36,10 +36,15 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 FORMAT = "proxy-rlhf-proxy"
 _ACTOR_CRITIC = ("ppo", "a2c", "trpo")
-_ACTIVATIONS = {cls.__name__: cls for cls in (nn.Tanh, nn.ReLU, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Identity)}
+_ACTIVATIONS = {
+    cls.__name__: cls for cls in (nn.Tanh, nn.ReLU, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Identity)
+}
 # where each algorithm keeps (features extractor candidates, MLP, head or None: the MLP's last layer is the head)
 _LAYOUT: dict[str, tuple[tuple[str, ...], str, str | None]] = {
-    **{name: (("pi_features_extractor", "features_extractor"), "mlp_extractor.policy_net", "action_net") for name in _ACTOR_CRITIC},
+    **{
+        name: (("pi_features_extractor", "features_extractor"), "mlp_extractor.policy_net", "action_net")
+        for name in _ACTOR_CRITIC
+    },
     "dqn": (("q_net.features_extractor",), "q_net.q_net", None),
     "qrdqn": (("quantile_net.features_extractor",), "quantile_net.quantile_net", None),
 }
@@ -62,8 +67,15 @@ class AcceptNet(nn.Module):
         exploration_rate: ε of a value-based proxy's ε-greedy sampling.
     """
 
-    def __init__(self, extractor: nn.Module | None, body: nn.Sequential, head: nn.Linear | None, *, kind: str,
-                 exploration_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        extractor: nn.Module | None,
+        body: nn.Sequential,
+        head: nn.Linear | None,
+        *,
+        kind: str,
+        exploration_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.extractor = extractor if extractor is not None else nn.Identity()
         self.body = body
@@ -122,20 +134,43 @@ def load_proxy(path: str | Path, *, device: str | torch.device = "cpu") -> Proxy
     config = _read_config(path, where)
     algo = str(config.get("algo", ""))
     if algo not in _LAYOUT:
-        why = "its accept probability depends on its memory" if algo == "recurrentppo" else "this loader knows " + ", ".join(_LAYOUT)
-        raise ProxyFolderError(f"{where}: algo={algo!r} cannot steer a sampler ({why}); use agents.generate.ProxyGenerator instead.")
+        why = (
+            "its accept probability depends on its memory"
+            if algo == "recurrentppo"
+            else "this loader knows " + ", ".join(_LAYOUT)
+        )
+        raise ProxyFolderError(
+            f"{where}: algo={algo!r} cannot steer a sampler ({why}); use agents.generate.ProxyGenerator instead."
+        )
     tensors = _tensors(path / WEIGHTS_FILE, where)
     net = _build(algo, config, tensors, where).to(device).eval().requires_grad_(False)
-    info = {**summary(config.get("env_kwargs") or {}), **{k: config[k] for k in ("observation", "hidden_layer", "skam") if k in config}}
-    return ProxyFolder(path, net, config, info["observation"], int(info["hidden_layer"]), dict(info["skam"]), dict(config.get("llm") or {}))
+    info = {
+        **summary(config.get("env_kwargs") or {}),
+        **{k: config[k] for k in ("observation", "hidden_layer", "skam") if k in config},
+    }
+    return ProxyFolder(
+        path,
+        net,
+        config,
+        info["observation"],
+        int(info["hidden_layer"]),
+        dict(info["skam"]),
+        dict(config.get("llm") or {}),
+    )
 
 
 def _read_config(path: Path, where: str) -> dict[str, Any]:
     if not path.is_dir():
-        raise ProxyFolderError(f"{where} is not a folder; pass a folder written by `proxy-rlhf export` or `proxy-rlhf train --save-dir`.")
+        raise ProxyFolderError(
+            f"{where} is not a folder; pass a folder written by `proxy-rlhf export` or `proxy-rlhf train --save-dir`."
+        )
     file = path / CONFIG_FILE
     if not file.is_file():
-        hint = " It holds an SB3 proxy.zip (format 1): convert it with `proxy-rlhf export --trust-checkpoint`." if (path / "proxy.zip").is_file() else ""
+        hint = (
+            " It holds an SB3 proxy.zip (format 1): convert it with `proxy-rlhf export --trust-checkpoint`."
+            if (path / "proxy.zip").is_file()
+            else ""
+        )
         raise ProxyFolderError(f"{where} has no {CONFIG_FILE}: it is not a proxy folder.{hint}")
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
@@ -143,7 +178,9 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
         raise ProxyFolderError(f"{where}: {CONFIG_FILE} is not valid JSON ({exc}); export the proxy again.") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         got = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise ProxyFolderError(f"{where}: {CONFIG_FILE} has format={got!r}, expected {FORMAT!r}; export the proxy again.")
+        raise ProxyFolderError(
+            f"{where}: {CONFIG_FILE} has format={got!r}, expected {FORMAT!r}; export the proxy again."
+        )
     if not (path / WEIGHTS_FILE).is_file():
         raise ProxyFolderError(f"{where} has no {WEIGHTS_FILE}: it is incomplete; export the proxy again.")
     return config
@@ -156,7 +193,9 @@ def _tensors(file: Path, where: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ProxyFolderError(f"{where}: {file.name} is damaged or truncated ({exc}); export the proxy again.") from exc
+        raise ProxyFolderError(
+            f"{where}: {file.name} is damaged or truncated ({exc}); export the proxy again."
+        ) from exc
 
 
 def _activation(spec: Any, default: type[nn.Module], where: str) -> nn.Module:
@@ -164,13 +203,19 @@ def _activation(spec: Any, default: type[nn.Module], where: str) -> nn.Module:
         return default()
     name = spec.get("class") if isinstance(spec, dict) else spec
     if name not in _ACTIVATIONS:
-        raise ProxyFolderError(f"{where}: activation {name!r} is not one this loader rebuilds ({', '.join(_ACTIVATIONS)}).")
+        raise ProxyFolderError(
+            f"{where}: activation {name!r} is not one this loader rebuilds ({', '.join(_ACTIVATIONS)})."
+        )
     return _ACTIVATIONS[name]()
 
 
 def _linears(tensors: dict[str, torch.Tensor], prefix: str) -> list[int]:
     """Indices ``i`` of the Linear layers ``{prefix}.{i}.weight`` (2-D), in order."""
-    found = [key[len(prefix) + 1 :].split(".")[0] for key in tensors if key.startswith(prefix + ".") and key.endswith(".weight")]
+    found = [
+        key[len(prefix) + 1 :].split(".")[0]
+        for key in tensors
+        if key.startswith(prefix + ".") and key.endswith(".weight")
+    ]
     return sorted({int(i) for i in found if i.isdigit() and tensors[f"{prefix}.{i}.weight"].dim() == 2})
 
 
@@ -195,7 +240,9 @@ def _build(algo: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], 
                 layers.append(_activation(policy_kwargs.get("activation_fn"), act_default, where))
         head = _linear(tensors, head_name) if head_name is not None else None
     except (KeyError, RuntimeError, IndexError) as exc:
-        raise ProxyFolderError(f"{where}: {WEIGHTS_FILE} does not hold the {algo} policy {CONFIG_FILE} describes ({type(exc).__name__}: {exc}).") from exc
+        raise ProxyFolderError(
+            f"{where}: {WEIGHTS_FILE} does not hold the {algo} policy {CONFIG_FILE} describes ({type(exc).__name__}: {exc})."
+        ) from exc
     if head is None and not indices:
         raise ProxyFolderError(f"{where}: {WEIGHTS_FILE} holds no {mlp} layers; export the proxy again.")
     kind = "categorical" if algo in _ACTOR_CRITIC else ("quantile" if algo == "qrdqn" else "q")
@@ -203,7 +250,9 @@ def _build(algo: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], 
     return AcceptNet(extractor, nn.Sequential(*layers), head, kind=kind, exploration_rate=eps)
 
 
-def _extractor(tensors: dict[str, torch.Tensor], candidates: tuple[str, ...], policy_kwargs: dict[str, Any], where: str) -> nn.Module | None:
+def _extractor(
+    tensors: dict[str, torch.Tensor], candidates: tuple[str, ...], policy_kwargs: dict[str, Any], where: str
+) -> nn.Module | None:
     for prefix in candidates:  # a shared extractor is stored once, under one of its names
         if f"{prefix}.net.1.weight" in tensors:
             norm_w = tensors[f"{prefix}.net.0.weight"]
@@ -214,7 +263,9 @@ def _extractor(tensors: dict[str, torch.Tensor], candidates: tuple[str, ...], po
             return nn.Sequential(norm, _linear(tensors, f"{prefix}.net.1"), act)
     cls = (policy_kwargs.get("features_extractor_class") or {}).get("class", "FlattenExtractor")
     if cls != "FlattenExtractor":
-        raise ProxyFolderError(f"{where}: features extractor {cls!r} has no tensors under {list(candidates)}; export the proxy again.")
+        raise ProxyFolderError(
+            f"{where}: features extractor {cls!r} has no tensors under {list(candidates)}; export the proxy again."
+        )
     return None
 
 
@@ -233,7 +284,7 @@ def fingerprint(model: Any, tokenizer: Any) -> dict[str, Any]:
         "num_layers": int(cfg.num_hidden_layers),
         "num_attention_heads": int(getattr(cfg, "num_attention_heads", 0) or 0),
         "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 0) or 0),
-        "tokenizer_size": int(len(tokenizer)),
+        "tokenizer_size": len(tokenizer),
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     return {**fields, "config_hash": digest}

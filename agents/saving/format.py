@@ -59,8 +59,21 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 CONFIG_FILE = "proxy_config.json"
 
 # constructor arguments that are not hyper-parameters (or are given at load time)
-_NOT_HYPER = {"self", "policy", "env", "policy_kwargs", "device", "_init_setup_model", "tensorboard_log", "verbose",
-              "rollout_buffer_class", "rollout_buffer_kwargs", "replay_buffer_class", "replay_buffer_kwargs", "monitor_wrapper"}
+_NOT_HYPER = {
+    "self",
+    "policy",
+    "env",
+    "policy_kwargs",
+    "device",
+    "_init_setup_model",
+    "tensorboard_log",
+    "verbose",
+    "rollout_buffer_class",
+    "rollout_buffer_kwargs",
+    "replay_buffer_class",
+    "replay_buffer_kwargs",
+    "monitor_wrapper",
+}
 # counters SB3 keeps between learn() calls (epsilon-greedy's exploration_rate is used by predict)
 STATE_ATTRS = ("num_timesteps", "_n_updates", "_episode_num", "exploration_rate")
 
@@ -75,8 +88,22 @@ def _classes() -> dict[str, type]:
 
     from agents.policies import HiddenStateExtractor
 
-    allowed: list[type] = [HiddenStateExtractor, FlattenExtractor, nn.Tanh, nn.ReLU, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU,
-                           nn.Sigmoid, nn.Identity, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.SGD]
+    allowed: list[type] = [
+        HiddenStateExtractor,
+        FlattenExtractor,
+        nn.Tanh,
+        nn.ReLU,
+        nn.ELU,
+        nn.LeakyReLU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Sigmoid,
+        nn.Identity,
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.RMSprop,
+        torch.optim.SGD,
+    ]
     return {cls.__name__: cls for cls in allowed}
 
 
@@ -106,7 +133,9 @@ def _decode(value: Any, where: str) -> Any:
         if set(value) == {"class"}:
             cls = _classes().get(str(value["class"]))
             if cls is None:
-                raise DataError(f"{where} names class {value['class']!r}, which is not one this format loads ({CLASSES_DOC}).")
+                raise DataError(
+                    f"{where} names class {value['class']!r}, which is not one this format loads ({CLASSES_DOC})."
+                )
             return cls
         return {k: _decode(v, where) for k, v in value.items()}
     return value
@@ -137,16 +166,27 @@ def hyperparameters(model: Any) -> dict[str, Any]:
         if ok:
             out[name] = value
         else:
-            logger.info("checkpoint: %s=%r is not plain data and is not recorded; a resumed run uses the default", name, model.__dict__[name])
+            logger.info(
+                "checkpoint: %s=%r is not plain data and is not recorded; a resumed run uses the default",
+                name,
+                model.__dict__[name],
+            )
     return out
 
 
 def encode_space(space: Any) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete) and int(space.start) == 0:
         return {"type": "Discrete", "n": int(space.n)}
-    if isinstance(space, spaces.Box) and len(space.shape) == 1 and np.all(np.isneginf(space.low)) and np.all(np.isposinf(space.high)):
+    if (
+        isinstance(space, spaces.Box)
+        and len(space.shape) == 1
+        and np.all(np.isneginf(space.low))
+        and np.all(np.isposinf(space.high))
+    ):
         return {"type": "Box", "shape": [int(space.shape[0])], "dtype": str(space.dtype)}
-    raise UnsupportedByFormat(f"space {space} is not one this format records (Discrete(n), unbounded 1-D Box); save with format='sb3'.")
+    raise UnsupportedByFormat(
+        f"space {space} is not one this format records (Discrete(n), unbounded 1-D Box); save with format='sb3'."
+    )
 
 
 def decode_space(data: Any, where: str) -> spaces.Space:
@@ -220,7 +260,9 @@ def _tensors(path: Path, where: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{where}: {path.name} is damaged or truncated ({exc}); re-save the checkpoint or pass another one.") from exc
+        raise DataError(
+            f"{where}: {path.name} is damaged or truncated ({exc}); re-save the checkpoint or pass another one."
+        ) from exc
 
 
 def build(config: dict[str, Any], folder: Path, *, env: Any, device: str, where: str) -> Any:
@@ -241,11 +283,15 @@ def build(config: dict[str, Any], folder: Path, *, env: Any, device: str, where:
             check_for_correct_spaces(env, obs_space, act_space)
             model = cls(config["policy"], env, policy_kwargs=policy_kwargs, device=device, **hyper)
         else:
-            model = cls(config["policy"], None, policy_kwargs=policy_kwargs, device=device, _init_setup_model=False, **hyper)
+            model = cls(
+                config["policy"], None, policy_kwargs=policy_kwargs, device=device, _init_setup_model=False, **hyper
+            )
             model.observation_space, model.action_space, model.n_envs = obs_space, act_space, 1
             model._setup_model()  # what SB3's own load() does for a model without an env
     except (TypeError, ValueError, KeyError, AssertionError) as exc:
-        raise DataError(f"{where}: the policy in {CONFIG_FILE} cannot be rebuilt ({type(exc).__name__}: {exc}).") from exc
+        raise DataError(
+            f"{where}: the policy in {CONFIG_FILE} cannot be rebuilt ({type(exc).__name__}: {exc})."
+        ) from exc
     _load_weights(model.policy, folder / WEIGHTS_FILE, where)
     _load_optimizer(model, config, folder, where)
     for name, value in (config.get("state") or {}).items():
@@ -261,7 +307,9 @@ def _load_weights(policy: Any, path: Path, where: str) -> None:
     try:
         load_model(policy, str(path), strict=True, device=str(next(policy.parameters()).device))
     except (SafetensorError, OSError) as exc:
-        raise DataError(f"{where}: {path.name} is damaged or truncated ({exc}); re-save the checkpoint or pass another one.") from exc
+        raise DataError(
+            f"{where}: {path.name} is damaged or truncated ({exc}); re-save the checkpoint or pass another one."
+        ) from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise DataError(f"{where}: {path.name} does not match the policy described in {CONFIG_FILE} ({exc}).") from exc
 

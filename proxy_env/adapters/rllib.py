@@ -63,7 +63,12 @@ def make_rllib_env(config: dict[str, Any]) -> gym.vector.VectorEnv:
         from proxy_env.engine.models import as_frozen_lm
 
         kwargs["model"] = as_frozen_lm("tiny", device=kwargs.pop("device", None))
-    venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        autoreset_mode=AutoresetMode.NEXT_STEP, **kwargs)
+    venv = gym.make_vec(
+        proxy_env.ENV_ID,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+        **kwargs,
+    )
     check_autoreset_mode("the rllib backend", venv.metadata.get("autoreset_mode"), AutoresetMode.NEXT_STEP, why)
     return venv if bootstrap else TruncationAsTermination(venv)

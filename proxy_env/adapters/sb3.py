@@ -77,7 +77,9 @@ class SB3VecEnv(VecEnv):
                 f"got {type(venv).__name__}."
             )
         check_autoreset_mode(
-            "SB3VecEnv", venv.metadata.get("autoreset_mode"), AutoresetMode.SAME_STEP,
+            "SB3VecEnv",
+            venv.metadata.get("autoreset_mode"),
+            AutoresetMode.SAME_STEP,
             "SB3 takes the observation a finished env returns as the first of its next episode (NEXT_STEP adds a "
             "transition per episode whose action is ignored; DISABLED never resets)",
         )
@@ -137,14 +139,19 @@ class SB3VecEnv(VecEnv):
         out: dict[str, Any] = {k: _plain(final[k][i]) for k in FINAL_INFO_KEYS if k in final}
         decisions = int(out.get("decisions", self._lengths[i]))
         length = out.get("response_length", len(out.get("response_ids") or []))
-        out.update({
-            "terminal_observation": np.asarray(info["final_obs"][i], dtype=np.float32),
-            "TimeLimit.truncated": bool(truncated and not terminated and self.bootstrap_truncated),
-            "episode": {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
-                        "t": round(time.time() - self._t_start, 6)},
-            "rejection_rate": float(out.get("num_rejections", 0)) / decisions if decisions > 0 else 0.0,
-            "response_length": int(length),
-        })
+        out.update(
+            {
+                "terminal_observation": np.asarray(info["final_obs"][i], dtype=np.float32),
+                "TimeLimit.truncated": bool(truncated and not terminated and self.bootstrap_truncated),
+                "episode": {
+                    "r": round(float(self._returns[i]), 6),
+                    "l": int(self._lengths[i]),
+                    "t": round(time.time() - self._t_start, 6),
+                },
+                "rejection_rate": float(out.get("num_rejections", 0)) / decisions if decisions > 0 else 0.0,
+                "response_length": int(length),
+            }
+        )
         return out
 
     # ------------------------------------------------------------------ attributes
@@ -165,7 +172,9 @@ class SB3VecEnv(VecEnv):
         self._require_all("set_attr", indices)
         setattr(self.venv.unwrapped, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Call a method of the batched env once (it acts on every env); its result is repeated per index.
 
         ``render`` returns one frame per env, so it is split per index.

@@ -67,7 +67,9 @@ def truncate(logits: torch.Tensor, top_k: int, top_p: float, temperature: float)
         keep = in_k & (tail > (1 - top_p))
         keep[:, 0] = True
         size = keep.sum(-1, keepdim=True)  # (B, 1)
-        split = in_k.gather(1, size.clamp(max=width - 1)) & (values.gather(1, size.clamp(max=width - 1)) == values.gather(1, size - 1))
+        split = in_k.gather(1, size.clamp(max=width - 1)) & (
+            values.gather(1, size.clamp(max=width - 1)) == values.gather(1, size - 1)
+        )
         split &= size < width  # the boundary cuts a group of equal scores: HF's own sort decides which stay
         if bool(split.any()):
             values, tokens, keep = _hf_tie_order(scores, values, tokens, in_k, keep, split.squeeze(1), top_p)
@@ -85,8 +87,15 @@ def _sorted_top(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.T
     return values.gather(1, by_value), tokens.gather(1, by_value)
 
 
-def _hf_tie_order(scores: torch.Tensor, values: torch.Tensor, tokens: torch.Tensor, in_k: torch.Tensor,
-                  keep: torch.Tensor, rows: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _hf_tie_order(
+    scores: torch.Tensor,
+    values: torch.Tensor,
+    tokens: torch.Tensor,
+    in_k: torch.Tensor,
+    keep: torch.Tensor,
+    rows: torch.Tensor,
+    top_p: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-p of ``rows`` (B,) decided by ``TopPLogitsWarper``'s own computation over the whole vocabulary.
 
     Its ``torch.sort`` is not stable, so which of several equal scores at the boundary survive is
@@ -112,7 +121,9 @@ def pad(pool: Pool, width: int) -> Pool:
     if extra <= 0:
         return pool
     fill = lambda x, value: torch.nn.functional.pad(x, (0, extra), value=value)  # noqa: E731
-    return Pool(fill(pool.tokens, 0), fill(pool.logprob, float("-inf")), fill(pool.logprob_trunc, float("-inf")), pool.size)
+    return Pool(
+        fill(pool.tokens, 0), fill(pool.logprob, float("-inf")), fill(pool.logprob_trunc, float("-inf")), pool.size
+    )
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:

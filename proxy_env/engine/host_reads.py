@@ -24,10 +24,25 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 # torch calls that read device memory on the host, or whose result size depends on the data
-_READS = frozenset({
-    "__bool__", "__int__", "__float__", "__index__", "item", "tolist", "cpu", "numpy", "__array__",
-    "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
-})
+_READS = frozenset(
+    {
+        "__bool__",
+        "__int__",
+        "__float__",
+        "__index__",
+        "item",
+        "tolist",
+        "cpu",
+        "numpy",
+        "__array__",
+        "nonzero",
+        "argwhere",
+        "masked_select",
+        "unique",
+        "unique_consecutive",
+        "bincount",
+    }
+)
 
 
 class HostReads(TorchFunctionMode):

@@ -57,7 +57,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
             raise ConfigError(f"dtype={dtype} is not supported; expected one of {list(DTYPES)}.")
         return dtype
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r} is not a valid dtype; expected one of {list(DTYPES)}." + did_you_mean(dtype, DTYPES))
+        raise ConfigError(
+            f"dtype={dtype!r} is not a valid dtype; expected one of {list(DTYPES)}." + did_you_mean(dtype, DTYPES)
+        )
     return DTYPES[dtype]  # type: ignore[return-value]
 
 
@@ -74,9 +76,13 @@ def resolve_model_path(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model={name!r} is a path but holds no config.json; pass a Hugging Face model folder.")
+            raise ModelNotFoundError(
+                f"model={name!r} is a path but holds no config.json; pass a Hugging Face model folder."
+            )
         return str(path)
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
+    looks_like_path = (
+        name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
+    )
     if looks_like_path:
         raise ModelNotFoundError(f"model={name!r}: no such folder. Pass an existing local path, a hub id or 'default'.")
     from huggingface_hub import constants, try_to_load_from_cache
@@ -123,7 +129,9 @@ class FrozenLM:
     ) -> None:
         for name, value in (("trust_remote_code", trust_remote_code), ("chat_template", chat_template)):
             if not (isinstance(value, bool) or (value is None and name == "chat_template")):
-                raise ConfigTypeError(f"{name}={value!r} must be a bool" + (" or None." if name == "chat_template" else "."))
+                raise ConfigTypeError(
+                    f"{name}={value!r} must be a bool" + (" or None." if name == "chat_template" else ".")
+                )
         if isinstance(model, (str, Path)) and not str(model).strip():
             raise ConfigError("model='' is empty; pass 'default', a hub id or a local folder.")
         check_device_map(device_map, device)
@@ -132,7 +140,7 @@ class FrozenLM:
         if isinstance(model, (str, Path)):
             self.name = str(model)
             source = resolve_model_path(str(model))
-            model, tokenizer = _load(source, tokenizer, self.dtype, trust_remote_code, device_map=device_map)
+            model, tokenizer = load_pretrained(source, tokenizer, self.dtype, trust_remote_code, device_map=device_map)
         else:
             from transformers import PreTrainedModel
 
@@ -154,7 +162,9 @@ class FrozenLM:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         has_template = getattr(self.tokenizer, "chat_template", None) is not None
         if chat_template and not has_template:
-            raise ConfigError("chat_template=True but the tokenizer has no chat template; pass chat_template=None or False.")
+            raise ConfigError(
+                "chat_template=True but the tokenizer has no chat template; pass chat_template=None or False."
+            )
         self.use_chat_template = has_template if chat_template is None else chat_template
         self._cache_kw: str | None = None
         self._logits_to_keep = False
@@ -180,7 +190,9 @@ class FrozenLM:
     @property
     def layer_devices(self) -> list[torch.device]:
         """The device of each decoder layer (all :attr:`device` unless the model was given a ``device_map``)."""
-        layers = next((m for m in self.model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == self.num_layers), None)
+        layers = next(
+            (m for m in self.model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == self.num_layers), None
+        )
         if layers is None:
             return [self.device] * self.num_layers
         return [next(layer.parameters()).device for layer in layers]
@@ -251,7 +263,9 @@ class FrozenLM:
         width = max(len(e) for e in encoded)
         pad = int(self.tokenizer.pad_token_id)
         ids = torch.tensor([[pad] * (width - len(e)) + list(e) for e in encoded], dtype=torch.long, device=self.device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long, device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(e)) + [1] * len(e) for e in encoded], dtype=torch.long, device=self.device
+        )
         return ids, mask
 
     @torch.no_grad()
@@ -263,10 +277,14 @@ class FrozenLM:
         """
         ids, mask = self.left_pad([self.encode_prompt(p) for p in prompts])
         rows = self.model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=self.eos_token_ids,
-            pad_token_id=int(self.tokenizer.pad_token_id), **sampling,
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            **sampling,
         )  # (n * num_return_sequences, W + T)
-        return [self.decode(row[ids.shape[1]:]) for row in rows]
+        return [self.decode(row[ids.shape[1] :]) for row in rows]
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
@@ -274,11 +292,14 @@ class FrozenLM:
         """Reference forward of one whole sequence, no cache: hidden (T, H) and logits (T, V)."""
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
-        return StepOutput(out.hidden_states[hidden_layer][0].float().to(self.device), out.logits[0].float().to(self.device))
+        return StepOutput(
+            out.hidden_states[hidden_layer][0].float().to(self.device), out.logits[0].float().to(self.device)
+        )
 
     @torch.no_grad()
-    def forward_padded(self, sequences: list[list[int]], *, hidden_layer: int | None = None,
-                       last_only: bool = False) -> PaddedOutput:
+    def forward_padded(
+        self, sequences: list[list[int]], *, hidden_layer: int | None = None, last_only: bool = False
+    ) -> PaddedOutput:
         """One batched forward, no cache, over token lists of different lengths, left-padded.
 
         Each row's real tokens are right-aligned and get position ids ``0..len-1`` (the padding is
@@ -296,8 +317,14 @@ class FrozenLM:
         kwargs: dict[str, Any] = {}
         if last_only and "logits_to_keep" in inspect.signature(self.model.forward).parameters:
             kwargs["logits_to_keep"] = 1
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
-                         output_hidden_states=hidden_layer is not None, **kwargs)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=hidden_layer is not None,
+            **kwargs,
+        )
         logits = out.logits[:, -1:] if last_only else out.logits  # (B, W, V) or (B, 1, V)
         hidden = None if hidden_layer is None else out.hidden_states[hidden_layer].float().to(self.device)  # (B, W, H)
         return PaddedOutput(logits.float().to(self.device), hidden, mask, ids)
@@ -317,18 +344,26 @@ def check_device_map(device_map: Any, device: Any = None) -> None:
     if device_map is None:
         return
     if device is not None:
-        raise ConfigError(f"device={device!r} and device_map={device_map!r} were both given; pass one (device_map spreads the model).")
+        raise ConfigError(
+            f"device={device!r} and device_map={device_map!r} were both given; pass one (device_map spreads the model)."
+        )
     if isinstance(device_map, str):
         if device_map not in DEVICE_MAPS:
-            raise ConfigError(f"device_map={device_map!r} is not valid; expected one of {list(DEVICE_MAPS)} or a dict "
-                              "{module name: device}." + did_you_mean(device_map, DEVICE_MAPS))
+            raise ConfigError(
+                f"device_map={device_map!r} is not valid; expected one of {list(DEVICE_MAPS)} or a dict "
+                "{module name: device}." + did_you_mean(device_map, DEVICE_MAPS)
+            )
         return
     if not isinstance(device_map, dict) or not device_map:
-        raise ConfigTypeError(f"device_map must be one of {list(DEVICE_MAPS)} or a non-empty dict {{module name: device}}, "
-                              f"got {type(device_map).__name__}.")
+        raise ConfigTypeError(
+            f"device_map must be one of {list(DEVICE_MAPS)} or a non-empty dict {{module name: device}}, "
+            f"got {type(device_map).__name__}."
+        )
     for name, where in device_map.items():
         if where == "disk" or not isinstance(name, str):
-            raise ConfigError(f"device_map[{name!r}]={where!r}: map module names to 'cpu', 'cuda:N' or GPU indices (no disk offload).")
+            raise ConfigError(
+                f"device_map[{name!r}]={where!r}: map module names to 'cpu', 'cuda:N' or GPU indices (no disk offload)."
+            )
         resolve_device(f"cuda:{where}" if isinstance(where, int) else where)
 
 
@@ -354,8 +389,15 @@ def _dispatch(model: Any, device_map: str | dict[str, Any], dtype: torch.dtype) 
     return model
 
 
-def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bool, *, rebuild: bool = True,
-          device_map: str | dict[str, Any] | None = None) -> tuple[Any, Any]:
+def load_pretrained(
+    source: str,
+    tokenizer: Any,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    *,
+    rebuild: bool = True,
+    device_map: str | dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
     """Model and tokenizer from ``source``; a damaged default-model cache is rebuilt once, other damage named."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -365,14 +407,23 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype, trust_remote_code: bo
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         placed = {"device_map": device_map} if device_map is not None else {}
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **placed)
-    except Exception as exc:  # OSError (missing files), SafetensorError (truncated), ValueError/RuntimeError (bad config)
+    except (
+        Exception
+    ) as exc:  # OSError (missing files), SafetensorError (truncated), ValueError/RuntimeError (bad config)
         from proxy_env.assets import is_default_model_dir, rebuild_default_model
 
         why = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line: some of these messages span several
 
         if rebuild and is_default_model_dir(source):
             logger.warning("the cached default model at %s failed to load (%s); rebuilding it", source, why)
-            return _load(str(rebuild_default_model()), given_tokenizer, dtype, trust_remote_code, rebuild=False, device_map=device_map)
+            return load_pretrained(
+                str(rebuild_default_model()),
+                given_tokenizer,
+                dtype,
+                trust_remote_code,
+                rebuild=False,
+                device_map=device_map,
+            )
         if is_default_model_dir(source):
             raise DataError(
                 f"model='default': the cached folder {source!r} still fails to load after a rebuild ({why}); "

@@ -63,7 +63,9 @@ class SlotLayer(DynamicLayer):
         self.vbuf = _regrow(self.vbuf, capacity, self.length)
         self._view()
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         new = key_states.shape[-2]
         self.reserve(self.length + new)
         self.kbuf[:, :, self.length : self.length + new] = key_states  # in place: no copy of the past
@@ -140,7 +142,9 @@ class RowCache:
     def cache(self) -> SlotCache:
         return SlotCache(self.layers)
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> StepOutput:
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> StepOutput:
         self.forwards += 1
         self.row_forwards += int(input_ids.shape[0])
         out = self.lm.model(
@@ -152,7 +156,9 @@ class RowCache:
             **self.lm.cache_kwargs(cache),
         )
         device = self.lm.device  # a model spread over devices (device_map) returns its last layers' outputs elsewhere
-        return StepOutput(out.hidden_states[self.hidden_layer][:, -1].float().to(device), out.logits[:, -1].float().to(device))
+        return StepOutput(
+            out.hidden_states[self.hidden_layer][:, -1].float().to(device), out.logits[:, -1].float().to(device)
+        )
 
     def _reserve(self, columns: int) -> None:
         for layer in self.layers:
@@ -231,7 +237,7 @@ class RowCache:
 
     def _init_layers(self, like: Any) -> None:
         for new in like.layers:
-            b, h, _, d = new.keys.shape
+            _b, h, _, d = new.keys.shape
             keys = new.keys.new_zeros(self.num_rows, h, _SLACK, d)
             values = new.values.new_zeros(self.num_rows, h, _SLACK, new.values.shape[3])
             self.layers.append(SlotLayer(keys, values, 0))
@@ -285,8 +291,14 @@ class RowCache:
 
     def _step_subset(self, index: torch.Tensor, tokens: torch.Tensor, column: int) -> StepOutput:
         """Forward only rows ``index`` (n,), then write their new column into the full buffers."""
-        sub = [SlotLayer(_gather_rows(layer.kbuf, index.to(layer.device), column),
-                         _gather_rows(layer.vbuf, index.to(layer.device), column), column) for layer in self.layers]
+        sub = [
+            SlotLayer(
+                _gather_rows(layer.kbuf, index.to(layer.device), column),
+                _gather_rows(layer.vbuf, index.to(layer.device), column),
+                column,
+            )
+            for layer in self.layers
+        ]
         out = self._forward(tokens[index, None], self._mask[index, : column + 1], self.pos[index, None], SlotCache(sub))
         for layer, new in zip(self.layers, sub):
             layer.kbuf[index.to(layer.device), :, column] = new.kbuf[:, :, column]

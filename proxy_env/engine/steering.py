@@ -8,7 +8,6 @@ probabilities of a whole pool go in, the steered distribution ``π`` over the po
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import torch
@@ -16,7 +15,9 @@ import torch
 from proxy_env.errors import check_choice
 
 
-def pool_embedding(lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor, *, emb: torch.Tensor | None = None) -> torch.Tensor:
+def pool_embedding(
+    lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor, *, emb: torch.Tensor | None = None
+) -> torch.Tensor:
     """``ē`` (B, H): the input embedding of the pool ``tokens`` (B, K) averaged under the pool's ``q``.
 
     What the LLM would say here on average, independent of which candidate is on offer or what was
@@ -30,8 +31,15 @@ def pool_embedding(lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor, *
     return torch.einsum("bk,bkh->bh", q, emb)
 
 
-def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logprob: torch.Tensor,
-                       logprob_trunc: torch.Tensor, *, pool_mean: torch.Tensor | None = None) -> torch.Tensor:
+def prefix_observation(
+    lm: Any,
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    logprob: torch.Tensor,
+    logprob_trunc: torch.Tensor,
+    *,
+    pool_mean: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``observation="prefix"`` of candidates ``tokens`` (B, K): (B, K, 3H + 2) float32.
 
     Built from what the LLM already computed at the position: ``hidden`` (B, H), the prefix's hidden
@@ -47,8 +55,10 @@ def prefix_observation(lm: Any, hidden: torch.Tensor, tokens: torch.Tensor, logp
         pool_mean = pool_embedding(lm, tokens, logprob_trunc, emb=emb)
     stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
     k = tokens.shape[1]
-    return torch.cat([hidden.float()[:, None, :].expand(-1, k, -1), emb, pool_mean.float()[:, None, :].expand(-1, k, -1), stats],
-                     dim=-1)
+    return torch.cat(
+        [hidden.float()[:, None, :].expand(-1, k, -1), emb, pool_mean.float()[:, None, :].expand(-1, k, -1), stats],
+        dim=-1,
+    )
 
 
 _V_LO = -30.0  # log x below which the integrands contribute < q_t e^-30 (≈ 1e-13 q_t)
@@ -79,8 +89,14 @@ def _check(q: torch.Tensor, accept: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return q, accept
 
 
-def steered_probs(q: torch.Tensor, accept: torch.Tensor, max_rejections: int | None = None, *,
-                  order: str = "sample", step: float = 0.2) -> torch.Tensor:
+def steered_probs(
+    q: torch.Tensor,
+    accept: torch.Tensor,
+    max_rejections: int | None = None,
+    *,
+    order: str = "sample",
+    step: float = 0.2,
+) -> torch.Tensor:
     """The steered next-token distribution ``π`` (B, K) over each pool.
 
     Args:

@@ -28,15 +28,29 @@ def tiny_model(
     torch.manual_seed(seed)
     if arch == "llama":
         config = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
         )
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
-            bos_token_id=1, eos_token_id=2, pad_token_id=2,
+            vocab_size=vocab_size,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=1024,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
         )
         model = GPT2LMHeadModel(config)
     else:
@@ -47,7 +61,9 @@ def tiny_model(
     return model.eval()
 
 
-def tiny_lm(arch: Literal["llama", "gpt2"] = "llama", *, seed: int = 0, sharpness: float = 10.0, device: str = "cpu") -> FrozenLM:
+def tiny_lm(
+    arch: Literal["llama", "gpt2"] = "llama", *, seed: int = 0, sharpness: float = 10.0, device: str = "cpu"
+) -> FrozenLM:
     """A :class:`FrozenLM` over :func:`tiny_model` with the default (SmolLM2) tokenizer."""
     from transformers import AutoTokenizer
 
@@ -70,6 +86,8 @@ def tiny_word_lm(vocab_size: int = 512, *, seed: int = 0, sharpness: float = 3.0
     words = ["<unk>", "<s>", "</s>", "<pad>"] + [f"w{i}" for i in range(vocab_size - 4)]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
     model = tiny_model("llama", vocab_size=vocab_size, seed=seed, sharpness=sharpness)
     return FrozenLM(model, tokenizer, device=device, dtype="float32")

@@ -13,4 +13,13 @@
 from proxy_env.rewards.baselines import ReferenceBaseline, RunningMeanStd
 from proxy_env.rewards.builtin import HFRewardModel, RewardFn, VaderReward, resolve_reward, reward_name, score
 
-__all__ = ["HFRewardModel", "ReferenceBaseline", "RewardFn", "RunningMeanStd", "VaderReward", "resolve_reward", "reward_name", "score"]
+__all__ = [
+    "HFRewardModel",
+    "ReferenceBaseline",
+    "RewardFn",
+    "RunningMeanStd",
+    "VaderReward",
+    "resolve_reward",
+    "reward_name",
+    "score",
+]

@@ -77,8 +77,8 @@ class HFRewardModel:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-        from proxy_env.errors import check_choice
         from proxy_env.engine.lm import resolve_device, resolve_model_path
+        from proxy_env.errors import check_choice
 
         check_choice("input_format", input_format, ["pair", "response"])
         if batch_size < 1 or max_length < 1:
@@ -128,8 +128,9 @@ def reward_name(fn: Any) -> str:
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def resolve_reward(reward: Any = "default", *, device: str | torch.device | None = None, lm: Any = None,
-                   config: Any = None) -> RewardFn:
+def resolve_reward(
+    reward: Any = "default", *, device: str | torch.device | None = None, lm: Any = None, config: Any = None
+) -> RewardFn:
     """Turn the env's ``reward`` argument into a reward callable.
 
     * ``"default"``/``"vader"`` -> :class:`VaderReward`;
@@ -143,10 +144,16 @@ def resolve_reward(reward: Any = "default", *, device: str | torch.device | None
         return VaderReward()
     if isinstance(reward, str) and reward == "pairwise":
         if lm is None:
-            raise ConfigError("reward='pairwise' needs the frozen LLM (lm=...) to generate and judge the unsteered response.")
+            raise ConfigError(
+                "reward='pairwise' needs the frozen LLM (lm=...) to generate and judge the unsteered response."
+            )
         from proxy_env.rewards.pairwise import PairwiseJudgeReward
 
-        sampling = {} if config is None else {k: getattr(config, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature")}
+        sampling = (
+            {}
+            if config is None
+            else {k: getattr(config, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature")}
+        )
         return PairwiseJudgeReward(lm, **sampling)
     if isinstance(reward, (str, Path)):
         from proxy_env.rewards.learned import is_reward_model_dir, load_reward_model
@@ -171,12 +178,16 @@ def score(fn: RewardFn, prompts: list[str], responses: list[str]) -> np.ndarray:
     except Exception as exc:  # the source's own failure, named (the caller adds what it means for the env)
         raise RewardError(f"reward source {reward_name(fn)!r} raised {type(exc).__name__}: {exc}.") from exc
     if values is None or isinstance(values, (str, bytes, dict)) or np.ndim(values) == 0:
-        raise RewardError(f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats "
-                          f"(one per response).")
+        raise RewardError(
+            f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats "
+            f"(one per response)."
+        )
     try:
         array = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise RewardError(f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats.") from exc
+        raise RewardError(
+            f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats."
+        ) from exc
     if array.shape[0] != len(responses):
         raise RewardError(
             f"reward source {reward_name(fn)!r} returned {array.shape[0]} values for {len(responses)} responses; "

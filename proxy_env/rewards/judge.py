@@ -66,7 +66,9 @@ def check_template(template: str) -> str:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
-        raise ConfigError(f"judge template is not a valid format string ({exc}); write literal braces as '{{{{' and '}}}}'.") from exc
+        raise ConfigError(
+            f"judge template is not a valid format string ({exc}); write literal braces as '{{{{' and '}}}}'."
+        ) from exc
     if fields != TEMPLATE_FIELDS:
         raise ConfigError(
             f"judge template fields are {sorted(fields)}; it must contain exactly {sorted(TEMPLATE_FIELDS)} "
@@ -88,8 +90,17 @@ class LLMJudge:
         seed: seed of the order.
     """
 
-    def __init__(self, lm: Any, *, template: str = DEFAULT_TEMPLATE, mode: str = "logits", batch_size: int = 8,
-                 max_new_tokens: int = 4, randomize_order: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        lm: Any,
+        *,
+        template: str = DEFAULT_TEMPLATE,
+        mode: str = "logits",
+        batch_size: int = 8,
+        max_new_tokens: int = 4,
+        randomize_order: bool = True,
+        seed: int = 0,
+    ) -> None:
         check_choice("mode", mode, MODES)
         self.template = check_template(template)
         if batch_size < 1 or max_new_tokens < 1:
@@ -132,7 +143,9 @@ class LLMJudge:
     def label(self, prompts: list[str], first: list[str], second: list[str]) -> list[Preference]:
         """Judge each pair with a random presentation order, mapped back to ``first``/``second``."""
         if not len(prompts) == len(first) == len(second):
-            raise ConfigError(f"label() got {len(prompts)} prompts, {len(first)} and {len(second)} responses; they must match.")
+            raise ConfigError(
+                f"label() got {len(prompts)} prompts, {len(first)} and {len(second)} responses; they must match."
+            )
         n = len(prompts)
         swap = self.rng.random(n) < 0.5 if self.randomize_order else np.zeros(n, dtype=bool)
         shown_a = [b if s else a for a, b, s in zip(first, second, swap)]
@@ -155,5 +168,7 @@ class LLMJudge:
 def _single_token(tokenizer: Any, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ConfigError(f"the judge's tokenizer encodes {text!r} as {len(ids)} tokens; mode='logits' needs one. Use mode='generate'.")
+        raise ConfigError(
+            f"the judge's tokenizer encodes {text!r} as {len(ids)} tokens; mode='logits' needs one. Use mode='generate'."
+        )
     return int(ids[0])

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from proxy_env.folders import replace_dir
 from proxy_env.errors import ConfigError, DataError
+from proxy_env.folders import replace_dir
 from proxy_env.rewards.encoders import Encoder, encoder_from_spec
 
 CONFIG_NAME = "reward_model.json"
@@ -79,14 +79,28 @@ class TokenMeanHead(nn.Module):
 def head_outputs(head: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """``head(x)`` as (n,) float32 on the CPU, ``chunk`` rows per call (token states are large)."""
     device = next(head.parameters()).device
-    return torch.cat([head(part.to(device)).squeeze(-1).float().cpu() for part in x.split(chunk)]) if len(x) else torch.zeros(0)
+    return (
+        torch.cat([head(part.to(device)).squeeze(-1).float().cpu() for part in x.split(chunk)])
+        if len(x)
+        else torch.zeros(0)
+    )
 
 
 class BTRewardModel:
     """A trained head over a frozen encoder: a reward callable ``(prompts, responses) -> list[float]``."""
 
-    def __init__(self, encoder: Encoder, head: nn.Module, *, hidden: int, mean: float = 0.0, std: float = 1.0,
-                 metrics: dict[str, Any] | None = None, train_config: dict[str, Any] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        head: nn.Module,
+        *,
+        hidden: int,
+        mean: float = 0.0,
+        std: float = 1.0,
+        metrics: dict[str, Any] | None = None,
+        train_config: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.encoder, self.head = encoder, head.eval().requires_grad_(False)
         self.hidden, self.mean, self.std = hidden, float(mean), float(std)
         self.metrics, self.train_config = dict(metrics or {}), dict(train_config or {})
@@ -103,9 +117,16 @@ class BTRewardModel:
 
     def config(self) -> dict[str, Any]:
         tokens = isinstance(self.head, TokenMeanHead)
-        return {"format": FORMAT, "version": FORMAT_VERSION if tokens else 2, "name": self.name, "encoder": self.encoder.spec(),
-                "head": {"in_dim": self.encoder.dim, "hidden": self.hidden, "per_token": tokens},
-                "normalization": {"mean": self.mean, "std": self.std}, "metrics": self.metrics, "train_config": self.train_config}
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION if tokens else 2,
+            "name": self.name,
+            "encoder": self.encoder.spec(),
+            "head": {"in_dim": self.encoder.dim, "hidden": self.hidden, "per_token": tokens},
+            "normalization": {"mean": self.mean, "std": self.std},
+            "metrics": self.metrics,
+            "train_config": self.train_config,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the folder atomically (a temporary folder renamed into place); an existing RM folder is replaced.
@@ -116,13 +137,17 @@ class BTRewardModel:
         from safetensors.torch import save_file
 
         target = Path(path).expanduser()
-        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / CONFIG_NAME).is_file())):
+        if target.exists() and (
+            not target.is_dir() or (any(target.iterdir()) and not (target / CONFIG_NAME).is_file())
+        ):
             raise ConfigError(f"{target} exists and is not a reward-model folder; pass a new or empty folder.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
             tmp.mkdir()
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp / WEIGHTS_NAME)
+            )
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2, allow_nan=False))
             replace_dir(tmp, target, markers=(CONFIG_NAME,))
         finally:
@@ -143,17 +168,23 @@ def read_config(path: str | Path) -> dict[str, Any]:
     folder = Path(path).expanduser()
     file = folder / CONFIG_NAME
     if not file.is_file():
-        raise ConfigError(f"{folder} holds no {CONFIG_NAME}; pass a folder written by `proxy-rlhf rm train` (or BTRewardModel.save).")
+        raise ConfigError(
+            f"{folder} holds no {CONFIG_NAME}; pass a folder written by `proxy-rlhf rm train` (or BTRewardModel.save)."
+        )
     try:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise DataError(f"{file}: not a Bradley–Terry reward-model config (format={config.get('format') if isinstance(config, dict) else None!r}, "
-                        f"expected {FORMAT!r}).")
+        raise DataError(
+            f"{file}: not a Bradley–Terry reward-model config (format={config.get('format') if isinstance(config, dict) else None!r}, "
+            f"expected {FORMAT!r})."
+        )
     if config.get("version") not in READ_VERSIONS:
-        raise DataError(f"{file}: format version {config.get('version')!r}; this proxy-rlhf reads versions {list(READ_VERSIONS)}. "
-                        "Retrain or upgrade.")
+        raise DataError(
+            f"{file}: format version {config.get('version')!r}; this proxy-rlhf reads versions {list(READ_VERSIONS)}. "
+            "Retrain or upgrade."
+        )
     for key in ("encoder", "head", "normalization"):
         if not isinstance(config.get(key), dict):
             raise DataError(f"{file}: the {key!r} section is missing or not an object.")
@@ -170,8 +201,10 @@ def load_reward_model(path: str | Path, *, lm: Any = None, device: str | torch.d
     head_cfg = config["head"]
     tokens = bool(head_cfg.get("per_token", False))
     if tokens != (config["encoder"].get("pooling") == "tokens"):  # checked before the encoder loads
-        raise DataError(f"{path}: head per_token={tokens} does not match the encoder "
-                        f"(pooling={config['encoder'].get('pooling')!r}); the config was edited or is corrupt.")
+        raise DataError(
+            f"{path}: head per_token={tokens} does not match the encoder "
+            f"(pooling={config['encoder'].get('pooling')!r}); the config was edited or is corrupt."
+        )
     encoder = encoder_from_spec(config["encoder"], lm=lm, device=device)
     if head_cfg.get("in_dim") != encoder.dim:
         raise DataError(f"{path}: head input width {head_cfg.get('in_dim')} != encoder width {encoder.dim}.")
@@ -182,15 +215,34 @@ def load_reward_model(path: str | Path, *, lm: Any = None, device: str | torch.d
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
-        raise DataError(f"{weights}: damaged or truncated ({exc}); retrain the reward model (proxy-rlhf rm train) or copy it again.") from exc
+        raise DataError(
+            f"{weights}: damaged or truncated ({exc}); retrain the reward model (proxy-rlhf rm train) or copy it again."
+        ) from exc
     try:
         head.load_state_dict(tensors)
     except (RuntimeError, KeyError) as exc:
         raise DataError(f"{path}: {WEIGHTS_NAME} does not match the head in {CONFIG_NAME}: {exc}") from exc
     norm = config["normalization"]
-    return BTRewardModel(encoder, head, hidden=int(head_cfg.get("hidden", 0)), mean=float(norm.get("mean", 0.0)),
-                         std=float(norm.get("std", 1.0)), metrics=config.get("metrics"), train_config=config.get("train_config"),
-                         name=config.get("name"))
+    return BTRewardModel(
+        encoder,
+        head,
+        hidden=int(head_cfg.get("hidden", 0)),
+        mean=float(norm.get("mean", 0.0)),
+        std=float(norm.get("std", 1.0)),
+        metrics=config.get("metrics"),
+        train_config=config.get("train_config"),
+        name=config.get("name"),
+    )
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "BTRewardModel", "TokenMeanHead", "head_outputs", "is_reward_model_dir", "load_reward_model", "make_head", "read_config"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "BTRewardModel",
+    "TokenMeanHead",
+    "head_outputs",
+    "is_reward_model_dir",
+    "load_reward_model",
+    "make_head",
+    "read_config",
+]

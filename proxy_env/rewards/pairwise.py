@@ -37,9 +37,20 @@ class PairwiseJudgeReward:
         seed: seed of the ``"sample"`` references (call ``k`` draws with ``seed + k``).
     """
 
-    def __init__(self, lm: Any, judge: LLMJudge | None = None, *, reference: str = "greedy", max_new_tokens: int = 32,
-                 top_k: int = 50, top_p: float = 0.95, temperature: float = 1.0, tie_band: float = 0.05, batch_size: int = 16,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        lm: Any,
+        judge: LLMJudge | None = None,
+        *,
+        reference: str = "greedy",
+        max_new_tokens: int = 32,
+        top_k: int = 50,
+        top_p: float = 0.95,
+        temperature: float = 1.0,
+        tie_band: float = 0.05,
+        batch_size: int = 16,
+        seed: int = 0,
+    ) -> None:
         check_choice("reference", reference, REFERENCES)
         if not 0.0 <= tie_band < 0.5:
             raise ConfigError(f"tie_band={tie_band!r} must be in [0, 0.5).")
@@ -67,8 +78,11 @@ class PairwiseJudgeReward:
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(self.seed + self.sample_calls)
             self.sample_calls += 1
-            return [t for s in range(0, len(prompts), self.batch_size)
-                    for t in self.lm.generate(prompts[s : s + self.batch_size], do_sample=True, **self.sampling)]
+            return [
+                t
+                for s in range(0, len(prompts), self.batch_size)
+                for t in self.lm.generate(prompts[s : s + self.batch_size], do_sample=True, **self.sampling)
+            ]
 
     def prob_better(self, prompts: list[str], responses: list[str], others: list[str]) -> np.ndarray:
         """P(response better than other), averaged over both presentation orders; NaN when no reply parsed."""

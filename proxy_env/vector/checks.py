@@ -48,7 +48,9 @@ def check_vector_env(venv: VectorEnv, *, seed: int = 0, steps: int = 64) -> None
         except (ValueError, TypeError, AssertionError, IndexError):
             pass
         else:
-            raise VectorEnvCheckError("step() accepted actions outside the action space (7 for Discrete); it must raise")
+            raise VectorEnvCheckError(
+                "step() accepted actions outside the action space (7 for Discrete); it must raise"
+            )
 
 
 def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> list[tuple[np.ndarray, ...]]:
@@ -60,18 +62,29 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
     history = []
     ended_before = np.zeros(n, bool)
     for t in range(steps):
-        actions = np.array([rng.integers(venv.single_action_space.n) for _ in range(n)]) if isinstance(
-            venv.single_action_space, spaces.Discrete) else venv.action_space.sample()
+        actions = (
+            np.array([rng.integers(venv.single_action_space.n) for _ in range(n)])
+            if isinstance(venv.single_action_space, spaces.Discrete)
+            else venv.action_space.sample()
+        )
         if mode == AutoresetMode.DISABLED and ended_before.any():
             obs, info = venv.reset(options={"reset_mask": ended_before})
             ended_before[:] = False
         obs, reward, terminated, truncated, info = venv.step(actions)
         where = f"step {t}"
         _check_obs(venv, obs, where)
-        for name, value, dtype in (("rewards", reward, np.floating), ("terminations", terminated, np.bool_),
-                                   ("truncations", truncated, np.bool_)):
-            _check(isinstance(value, np.ndarray) and value.shape == (n,), f"{where}: {name} must be an array of shape ({n},), got {getattr(value, 'shape', type(value))}")
-            _check(np.issubdtype(value.dtype, dtype), f"{where}: {name} has dtype {value.dtype}, expected {dtype.__name__}")
+        for name, value, dtype in (
+            ("rewards", reward, np.floating),
+            ("terminations", terminated, np.bool_),
+            ("truncations", truncated, np.bool_),
+        ):
+            _check(
+                isinstance(value, np.ndarray) and value.shape == (n,),
+                f"{where}: {name} must be an array of shape ({n},), got {getattr(value, 'shape', type(value))}",
+            )
+            _check(
+                np.issubdtype(value.dtype, dtype), f"{where}: {name} has dtype {value.dtype}, expected {dtype.__name__}"
+            )
         _check_info(info, n, where)
         ended = terminated | truncated
         if mode == AutoresetMode.SAME_STEP:
@@ -79,12 +92,18 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
             _check(np.array_equal(has, ended), f"{where}: info['_final_obs'] is {has} but episodes ended at {ended}")
             if ended.any():
                 final = info["final_obs"]
-                _check(isinstance(final, np.ndarray) and final.shape == (n,) and final.dtype == object,
-                       f"{where}: info['final_obs'] must be a ({n},) object array holding one observation per ended env "
-                       f"(Gymnasium's layout), got {getattr(final, 'dtype', type(final))} {getattr(final, 'shape', '')}")
+                _check(
+                    isinstance(final, np.ndarray) and final.shape == (n,) and final.dtype == object,
+                    f"{where}: info['final_obs'] must be a ({n},) object array holding one observation per ended env "
+                    f"(Gymnasium's layout), got {getattr(final, 'dtype', type(final))} {getattr(final, 'shape', '')}",
+                )
             for i in np.flatnonzero(ended):
-                _check(venv.single_observation_space.contains(np.asarray(info["final_obs"][i], dtype=venv.single_observation_space.dtype)),
-                       f"{where}: final_obs[{i}] is not in single_observation_space")
+                _check(
+                    venv.single_observation_space.contains(
+                        np.asarray(info["final_obs"][i], dtype=venv.single_observation_space.dtype)
+                    ),
+                    f"{where}: final_obs[{i}] is not in single_observation_space",
+                )
         if mode == AutoresetMode.NEXT_STEP:
             _check(not (ended & ended_before).any(), f"{where}: an env ended on its NEXT_STEP reset step")
             _check(np.all(reward[ended_before] == 0), f"{where}: NEXT_STEP reset step must give reward 0")
@@ -96,7 +115,10 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
 def _check_obs(venv: VectorEnv, obs: Any, where: str) -> None:
     space = venv.single_observation_space
     _check(isinstance(obs, np.ndarray), f"{where}: observations must be a numpy array, got {type(obs).__name__}")
-    _check(obs.shape == (venv.num_envs, *space.shape), f"{where}: observations have shape {obs.shape}, expected {(venv.num_envs, *space.shape)}")
+    _check(
+        obs.shape == (venv.num_envs, *space.shape),
+        f"{where}: observations have shape {obs.shape}, expected {(venv.num_envs, *space.shape)}",
+    )
     _check(obs.dtype == space.dtype, f"{where}: observations have dtype {obs.dtype}, expected {space.dtype}")
     _check(all(space.contains(o) for o in obs), f"{where}: an observation is outside single_observation_space")
 
@@ -107,8 +129,12 @@ def _check_info(info: Any, n: int, where: str) -> None:
         if isinstance(value, dict):
             _check_info(value, n, f"{where}: info[{key!r}]")
         elif key.startswith("_"):
-            _check(isinstance(value, np.ndarray) and value.dtype == np.bool_ and value.shape == (n,),
-                   f"{where}: mask info[{key!r}] must be a bool array of shape ({n},)")
+            _check(
+                isinstance(value, np.ndarray) and value.dtype == np.bool_ and value.shape == (n,),
+                f"{where}: mask info[{key!r}] must be a bool array of shape ({n},)",
+            )
         else:
-            _check(isinstance(value, np.ndarray) and value.shape[:1] == (n,),
-                   f"{where}: info[{key!r}] must be an array whose first dimension is num_envs={n}")
+            _check(
+                isinstance(value, np.ndarray) and value.shape[:1] == (n,),
+                f"{where}: info[{key!r}] must be an array whose first dimension is num_envs={n}",
+            )

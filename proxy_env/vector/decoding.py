@@ -112,7 +112,7 @@ class Decoding:
         return out.hidden, out.logits, all_rows
 
     def _advance(self, pending: torch.Tensor) -> None:
-        """"candidate": feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those.
+        """ "candidate": feed the candidate on offer of ``pending`` rows; commit forced ones and repeat for those.
 
         With ``forced_steps`` a forced candidate is offered as a step of its own, so this is one forward.
         """
@@ -135,7 +135,7 @@ class Decoding:
             pending = forced & ~(self.terminated | self.truncated)
 
     def _feed(self, rows: torch.Tensor, token: torch.Tensor) -> None:
-        """"prefix": commit ``token`` (B,) of ``rows`` to the cache; their next pool comes from its forward."""
+        """ "prefix": commit ``token`` (B,) of ``rows`` to the cache; their next pool comes from its forward."""
         rows = rows & ~(self.terminated | self.truncated)
         if not bool(rows.any()):
             return
@@ -148,7 +148,7 @@ class Decoding:
             self._settle(rows)
 
     def _settle(self, rows: torch.Tensor) -> None:
-        """"prefix": commit, without asking, each of ``rows`` whose candidate on offer is forced, and feed it."""
+        """ "prefix": commit, without asking, each of ``rows`` whose candidate on offer is forced, and feed it."""
         forced = rows & self._forced_at(self.offer) & ~(self.terminated | self.truncated)
         if self.config.forced_steps or not bool(forced.any()):
             return
@@ -168,7 +168,7 @@ class Decoding:
         self.truncated |= rows & ~self.terminated & (self.position >= self.config.max_new_tokens)
 
     def _append(self, rows: torch.Tensor, token: torch.Tensor, next_pool: skam.Pool) -> None:
-        """"candidate": commit ``token`` (B,) to the responses of ``rows``; end episodes or offer the next position."""
+        """ "candidate": commit ``token`` (B,) to the responses of ``rows``; end episodes or offer the next position."""
         self._commit_tokens(rows, token)
         live = rows & ~(self.terminated | self.truncated)
         self.offer = torch.where(live, 0, self.offer)

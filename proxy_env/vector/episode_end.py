@@ -41,14 +41,18 @@ class EpisodeEnd:
             self._failed = (f"{type(exc).__name__} while scoring the episodes of envs {rows}", ended.clone())
             if not isinstance(exc, Exception):
                 raise
-            fix = (f" The episodes of envs {rows} ended but could not be scored, so they are dropped; the env is "
-                   "usable again after reset() (every env, or a reset_mask covering those).")
+            fix = (
+                f" The episodes of envs {rows} ended but could not be scored, so they are dropped; the env is "
+                "usable again after reset() (every env, or a reset_mask covering those)."
+            )
             raise RewardError(f"{exc}{fix}") from exc
 
     def set_accept_fn(self, accept_fn: AcceptFn | None) -> None:
         """The proxy's P(accept) over observations, ``(N, d) float32 -> (N,)``, used to charge ``kl_coef``."""
         if accept_fn is not None and not callable(accept_fn):
-            raise ConfigTypeError(f"accept_fn must be a callable (observations (N, d) -> P(accept) (N,)), got {type(accept_fn).__name__}.")
+            raise ConfigTypeError(
+                f"accept_fn must be a callable (observations (N, d) -> P(accept) (N,)), got {type(accept_fn).__name__}."
+            )
         self.accept_fn = accept_fn
 
     def _kl_charge(self, accept: torch.Tensor, reject: torch.Tensor) -> KLCharge:
@@ -60,16 +64,23 @@ class EpisodeEnd:
             )
         view = self.pool_observations()
         b, k, d = view.obs.shape
-        a = torch.as_tensor(np.asarray(self.accept_fn(_np(view.obs.reshape(b * k, d))), dtype=np.float64),
-                            device=view.q.device).reshape(b, k)
+        a = torch.as_tensor(
+            np.asarray(self.accept_fn(_np(view.obs.reshape(b * k, d))), dtype=np.float64), device=view.q.device
+        ).reshape(b, k)
         pi = steered_probs(view.q, a.masked_fill(view.q == 0, 0.0), self.config.max_rejections, order=self.config.order)
         after = self.offer + 1
-        cap_forced = reject & self._forced_at(after) & (not self.config.forced_steps)  # committed right after the rejection
+        cap_forced = (
+            reject & self._forced_at(after) & (not self.config.forced_steps)
+        )  # committed right after the rejection
         index = torch.where(accept, self.offer, torch.where(cap_forced, after, 0)).clamp(max=k - 1)
         committed = accept | cap_forced
-        log_ratio = (pi.gather(1, index[:, None]).clamp_min(1e-300).log() - view.q.gather(1, index[:, None]).log())[:, 0]
+        log_ratio = (pi.gather(1, index[:, None]).clamp_min(1e-300).log() - view.q.gather(1, index[:, None]).log())[
+            :, 0
+        ]
         zero = torch.zeros_like(log_ratio)
-        return KLCharge(torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero))
+        return KLCharge(
+            torch.where(committed, log_ratio, zero), torch.where(committed, kl_divergence(pi, view.q), zero)
+        )
 
     def _end_info(self, ended: torch.Tensor) -> dict[str, Any]:
         """Episode summaries of ``ended`` rows, scored by the reward source in one batched call."""
@@ -85,8 +96,12 @@ class EpisodeEnd:
         elif self.config.reward_baseline is not None:
             baseline[index] = float(self.config.reward_baseline)
         numeric = {
-            "decisions": _np(self.decisions), "num_rejections": _np(self.rejections), "forced_commits": _np(self.forced),
-            "response_length": _np(self.position), "reward_raw": raw, "reward_baseline": baseline,
+            "decisions": _np(self.decisions),
+            "num_rejections": _np(self.rejections),
+            "forced_commits": _np(self.forced),
+            "response_length": _np(self.position),
+            "reward_raw": raw,
+            "reward_baseline": baseline,
             "reject_cost": self.config.reject_cost * _np(self.rejections.double()),
         }
         text = {"prompt": prompts, "response": texts, "response_ids": ids} if self.info_text else None

@@ -27,21 +27,36 @@ from proxy_env.engine import candidates as skam
 # per-step keys (the candidate now on offer), always present
 STEP_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position", "forced")
 # end-of-episode keys, always present at episode end (masked by their ``_key`` arrays)
-END_KEYS = ("decisions", "num_rejections", "forced_commits", "response_length", "reward_raw", "reward_baseline",
-            "reject_cost")
+END_KEYS = (
+    "decisions",
+    "num_rejections",
+    "forced_commits",
+    "response_length",
+    "reward_raw",
+    "reward_baseline",
+    "reject_cost",
+)
 # text keys, present only with ``info_text=True``
 TEXT_STEP_KEYS = ("token",)
 TEXT_END_KEYS = ("prompt", "response", "response_ids")
 
 
-def step_tensors(pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, forced: torch.Tensor) -> dict[str, torch.Tensor]:
+def step_tensors(
+    pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, forced: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The per-step info of every env (the candidate on offer) as (B,) tensors, keyed as :data:`STEP_KEYS`.
 
     ``forced`` (B,) bool: the candidate on offer is committed whatever the action (``forced_steps``).
     """
-    return {"token_id": skam.select(pool.tokens, offer), "logprob": skam.select(pool.logprob, offer),
-            "logprob_truncated": skam.select(pool.logprob_trunc, offer), "rank": offer, "rejections": offer,
-            "position": position, "forced": forced}
+    return {
+        "token_id": skam.select(pool.tokens, offer),
+        "logprob": skam.select(pool.logprob, offer),
+        "logprob_truncated": skam.select(pool.logprob_trunc, offer),
+        "rank": offer,
+        "rejections": offer,
+        "position": position,
+        "forced": forced,
+    }
 
 
 def step_info(arrays: dict[str, np.ndarray], tokenizer: Any | None) -> dict[str, np.ndarray]:
@@ -70,8 +85,15 @@ def host_copy(*tensors: torch.Tensor) -> list[np.ndarray]:
     return out
 
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.int32: np.int32,
-          torch.bool: np.bool_, torch.float16: np.float16, torch.bfloat16: np.float32}
+_NUMPY = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.int64: np.int64,
+    torch.int32: np.int32,
+    torch.bool: np.bool_,
+    torch.float16: np.float16,
+    torch.bfloat16: np.float32,
+}
 
 
 def end_info(ended: np.ndarray, numeric: dict[str, np.ndarray], text: dict[str, list[Any]] | None) -> dict[str, Any]:
@@ -83,7 +105,10 @@ def end_info(ended: np.ndarray, numeric: dict[str, np.ndarray], text: dict[str, 
         text: one value per ended env (in env order), keyed as :data:`TEXT_END_KEYS`, or None to leave
             them out; scattered into (B,) object arrays holding None for the other envs.
     """
-    assert tuple(numeric) == END_KEYS and (text is None or tuple(text) == TEXT_END_KEYS), (tuple(numeric), text and tuple(text))
+    assert tuple(numeric) == END_KEYS and (text is None or tuple(text) == TEXT_END_KEYS), (
+        tuple(numeric),
+        text and tuple(text),
+    )
     index = np.flatnonzero(ended).tolist()
     info: dict[str, Any] = {}
     if text is not None:
@@ -114,5 +139,3 @@ def _scatter(n: int, index: list[int], values: list[Any]) -> np.ndarray:
 def np_copy(tensor: torch.Tensor) -> np.ndarray:
     """A numpy copy (never a view of the env's state, which is updated in place)."""
     return tensor.detach().cpu().numpy().copy()
-
-

@@ -34,13 +34,20 @@ class Observing:
         """Every env's observation (B, d) float32, on the env's device."""
         if self._prefix:
             pool = self.pool
-            return self._prefix_obs(skam.select(pool.tokens, self.offer)[:, None], skam.select(pool.logprob, self.offer)[:, None],
-                                    skam.select(pool.logprob_trunc, self.offer)[:, None])[:, 0]
+            return self._prefix_obs(
+                skam.select(pool.tokens, self.offer)[:, None],
+                skam.select(pool.logprob, self.offer)[:, None],
+                skam.select(pool.logprob_trunc, self.offer)[:, None],
+            )[:, 0]
         obs = self.hidden
         if self.config.observation == "candidate_stats":
             stats = torch.stack(
-                [skam.select(self.pool.logprob, self.offer), skam.select(self.pool.logprob_trunc, self.offer),
-                 self.offer.float() / self.config.top_k], dim=1,
+                [
+                    skam.select(self.pool.logprob, self.offer),
+                    skam.select(self.pool.logprob_trunc, self.offer),
+                    self.offer.float() / self.config.top_k,
+                ],
+                dim=1,
             )  # (B, 3)
             obs = torch.cat([obs, stats.clamp(min=-1e4)], dim=1)
         return obs.float()
@@ -55,9 +62,10 @@ class Observing:
         info = infos.step_info(arrays, self.lm.tokenizer if self.info_text else None)
         return arrays["obs"], info, {key: arrays[key] for key in extra}
 
-    def _prefix_obs(self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor, *,
-                    whole_pool: bool = False) -> torch.Tensor:
-        """"prefix" observations (B, K, 3H + 2) of candidates ``tokens`` (B, K) at each row's position.
+    def _prefix_obs(
+        self, tokens: torch.Tensor, logprob: torch.Tensor, logprob_trunc: torch.Tensor, *, whole_pool: bool = False
+    ) -> torch.Tensor:
+        """ "prefix" observations (B, K, 3H + 2) of candidates ``tokens`` (B, K) at each row's position.
 
         ``whole_pool``: ``tokens`` are the current pool itself, so ``ē`` comes from the same embeddings.
         """
@@ -77,5 +85,9 @@ class Observing:
             )
         pool = self.pool
         q = pool.logprob_trunc.double().exp()
-        return PoolView(self._prefix_obs(pool.tokens, pool.logprob, pool.logprob_trunc, whole_pool=True), q / q.sum(-1, keepdim=True),
-                        pool.tokens, pool.size)
+        return PoolView(
+            self._prefix_obs(pool.tokens, pool.logprob, pool.logprob_trunc, whole_pool=True),
+            q / q.sum(-1, keepdim=True),
+            pool.tokens,
+            pool.size,
+        )

@@ -19,7 +19,16 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from proxy_env import guards
-from proxy_env.config import NUM_STATS, Action, EnvConfig, check_actions, check_autoreset_mode_arg, check_info_text, check_render_mode, prefix_dim
+from proxy_env.config import (
+    NUM_STATS,
+    Action,
+    EnvConfig,
+    check_actions,
+    check_autoreset_mode_arg,
+    check_info_text,
+    check_render_mode,
+    prefix_dim,
+)
 from proxy_env.engine import candidates as skam
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.engine.models import as_frozen_lm
@@ -201,8 +210,20 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ConfigError(f"num_envs={num_envs!r} must be an int >= 1.")
         self.config = EnvConfig(
-            max_new_tokens, top_k, top_p, temperature, max_rejections, order, observation, hidden_layer,
-            reward_baseline, reject_cost, reward_normalize, forced_steps, kl_coef, reward_shaping,
+            max_new_tokens,
+            top_k,
+            top_p,
+            temperature,
+            max_rejections,
+            order,
+            observation,
+            hidden_layer,
+            reward_baseline,
+            reject_cost,
+            reward_normalize,
+            forced_steps,
+            kl_coef,
+            reward_shaping,
         )
         self.autoreset_mode = check_autoreset_mode_arg(autoreset_mode)
         self.render_mode = check_render_mode(render_mode)
@@ -219,8 +240,11 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
-        dim = {"candidate": self.lm.hidden_size, "candidate_stats": self.lm.hidden_size + NUM_STATS,
-               "prefix": prefix_dim(self.lm.hidden_size)}[observation]
+        dim = {
+            "candidate": self.lm.hidden_size,
+            "candidate_stats": self.lm.hidden_size + NUM_STATS,
+            "prefix": prefix_dim(self.lm.hidden_size),
+        }[observation]
         self.kl_coef = float(kl_coef)  # mutable: an adaptive controller sets it (set_attr("kl_coef", beta))
         self._shaping = PotentialShaping(num_envs) if reward_shaping else None
         self.accept_fn: AcceptFn | None = None
@@ -231,7 +255,9 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
 
         self._eos = torch.tensor(self.lm.eos_token_ids, device=self.lm.device)
         self._prompt_ids: dict[int, list[int]] = {}
-        self._baseline = ReferenceBaseline(self.lm, self.reward_fn, self.config) if reward_baseline == "reference" else None
+        self._baseline = (
+            ReferenceBaseline(self.lm, self.reward_fn, self.config) if reward_baseline == "reference" else None
+        )
         self._allocate()
         self._failed: tuple[str, torch.Tensor] | None = None  # (why, rows) after a step that failed midway
 
@@ -246,7 +272,9 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         self.prompt_index = zeros(b)
         self.position = zeros(b)  # response tokens committed
         self.offer = zeros(b)  # index of the candidate on offer = rejections at this position
-        empty_pool = skam.Pool(zeros(b, k), zeros(b, k, dtype=torch.float32), zeros(b, k, dtype=torch.float32), zeros(b) + 1)
+        empty_pool = skam.Pool(
+            zeros(b, k), zeros(b, k, dtype=torch.float32), zeros(b, k, dtype=torch.float32), zeros(b) + 1
+        )
         self.pool = empty_pool
         self.next_pool = empty_pool  # "candidate": pool of position + 1 if the candidate on offer is accepted
         # (B, H): "candidate": at the candidate on offer; "prefix": at the last committed token (prompt's last at first)
@@ -262,7 +290,9 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         self._render_log: list[list[str]] = [[] for _ in range(b)]
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start new episodes in every env, or in ``options["reset_mask"]`` (B,) bool only.
 
         ``seed``: None, a non-negative int (env ``i`` gets ``seed + i``), or one per env (None entries
@@ -274,13 +304,20 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ConfigError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}.")
+                raise ConfigError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}."
+                )
             rows = torch.as_tensor(mask, device=self.lm.device)
             if self._failed is not None and bool((self._failed[1] & ~rows).any()):
-                raise StateError(f"envs {self._failed[1].nonzero().squeeze(1).tolist()} failed in the last step(); reset them too "
-                                 "(reset() without reset_mask resets every env).")
+                raise StateError(
+                    f"envs {self._failed[1].nonzero().squeeze(1).tolist()} failed in the last step(); reset them too "
+                    "(reset() without reset_mask resets every env)."
+                )
         if not self._seeded:
-            self.seed = torch.tensor(np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64), device=self.lm.device)
+            self.seed = torch.tensor(
+                np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64),
+                device=self.lm.device,
+            )
         if seeds is not None:
             given = rows & torch.tensor([s is not None for s in seeds], device=self.lm.device)
             values = torch.tensor([0 if s is None else s for s in seeds], dtype=torch.long, device=self.lm.device)
@@ -316,7 +353,9 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
             reset_now = self.needs_reset.clone()
         acting = ~reset_now
         steps_forced = self.config.forced_steps
-        forced_now = acting & self._forced_at(self.offer) if steps_forced else torch.zeros_like(acting)  # action ignored
+        forced_now = (
+            acting & self._forced_at(self.offer) if steps_forced else torch.zeros_like(acting)
+        )  # action ignored
         accept = acting & ((act == Action.ACCEPT) | forced_now)
         reject = acting & ~accept
         self.terminated[:] = False
@@ -346,8 +385,12 @@ class ProxyRLHFVectorEnv(Decoding, Observing, EpisodeEnd, Rendering, VectorEnv):
         if ended_np.any():
             end_info = self._scored(ended)
             if kl is not None:
-                end_info.update(kl_paid=_np(self.kl_paid), kl_exact_paid=_np(self.kl_exact_paid),
-                                _kl_paid=ended_np.copy(), _kl_exact_paid=ended_np.copy())
+                end_info.update(
+                    kl_paid=_np(self.kl_paid),
+                    kl_exact_paid=_np(self.kl_exact_paid),
+                    _kl_paid=ended_np.copy(),
+                    _kl_exact_paid=ended_np.copy(),
+                )
             terminal = end_info["reward_raw"] - end_info["reward_baseline"]
             if self.config.reward_normalize:
                 terminal = self._normalize(terminal, ended_np)
