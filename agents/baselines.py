@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from agents.accept import accept_model
-from proxy_env.config import Action
+from proxy_env.config import Action, EnvConfig
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import RewardFn, score
@@ -104,10 +104,10 @@ def best_of_n(
     prompts: Sequence[str],
     n: int = 4,
     *,
-    max_new_tokens: int = 48,
-    top_k: int = 50,
-    top_p: float = 0.95,
-    temperature: float = 1.0,
+    max_new_tokens: int = EnvConfig.max_new_tokens,
+    top_k: int = EnvConfig.top_k,
+    top_p: float = EnvConfig.top_p,
+    temperature: float = EnvConfig.temperature,
     seed: int | None = 0,
     batch_size: int = 8,
 ) -> list[BestOfN]:

@@ -30,7 +30,7 @@ from transformers import LogitsProcessor
 
 from agents.saving.folder import AcceptNet, ProxyFolder, ProxyFolderError, check_llm, load_proxy
 from proxy_env.config import prefix_dim
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 from proxy_env.engine.steering import prefix_observation, steered_probs
 from proxy_env.errors import ConfigError, ConfigTypeError, StateError
 
@@ -173,7 +173,9 @@ class ProxyLogitsProcessor(LogitsProcessor):
                 "was built with (a processor is tied to one model), and do not share it between concurrent generate calls."
             )
         skam_cfg = self.proxy.skam
-        pool = skam.truncate(scores, int(skam_cfg["top_k"]), float(skam_cfg["top_p"]), float(skam_cfg["temperature"]))
+        pool = candidates.truncate(
+            scores, int(skam_cfg["top_k"]), float(skam_cfg["top_p"]), float(skam_cfg["temperature"])
+        )
         _b, k = pool.tokens.shape
         valid = torch.arange(k, device=scores.device)[None, :] < pool.size[:, None]  # (B, K)
         q = pool.logprob_trunc.double().exp()
@@ -187,7 +189,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, pool.tokens, torch.where(always, tempered, log_pi))
 
-    def _accept(self, pool: skam.Pool, step: dict[str, Any]) -> torch.Tensor:
+    def _accept(self, pool: candidates.Pool, step: dict[str, Any]) -> torch.Tensor:
         """P(accept) (B, K) float64 of every pool candidate."""
         b, k = pool.tokens.shape
         if self.proxy.observation == "prefix":

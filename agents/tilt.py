@@ -50,7 +50,16 @@ from agents.interrupt import GracefulStop
 from agents.policies import param_report
 from agents.saving.checkpoint import lock_save_dir, save_or_rescue
 from agents.tilt_data import DATA_VERSION, Positions, load_positions, save_positions
-from agents.train import TrainConfig, TrainResult, build_agent, env_kwargs, make_sb3_env, resolve_lm, save_agent
+from agents.train import (
+    TrainConfig,
+    TrainResult,
+    build_agent,
+    config_dict,
+    env_kwargs,
+    make_sb3_env,
+    resolve_lm,
+    save_agent,
+)
 from proxy_env.config import Action
 from proxy_env.engine.steering import kl_divergence, steered_probs
 from proxy_env.errors import ConfigError
@@ -101,13 +110,13 @@ class TiltConfig:
 def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
     """Refuse settings the tilt backend cannot honour, naming the flag and the fix."""
     cfg.validate()
-    if not cfg.kl_coef > 0:
+    if not cfg.env.kl_coef > 0:
         raise ConfigError(
-            f"--kl-coef={cfg.kl_coef!r}: --backend tilt needs β > 0 (the tilt's temperature; 0.2 is a start)."
+            f"--kl-coef={cfg.env.kl_coef!r}: --backend tilt needs β > 0 (the tilt's temperature; 0.2 is a start)."
         )
-    if cfg.observation != "prefix":
+    if cfg.env.observation != "prefix":
         raise ConfigError(
-            f"--observation={cfg.observation!r}: --backend tilt needs --observation prefix (every candidate's observation at once)."
+            f"--observation={cfg.env.observation!r}: --backend tilt needs --observation prefix (every candidate's observation at once)."
         )
     if cfg.algo.lower() not in ("ppo", "a2c", "trpo"):
         raise ConfigError(
@@ -129,14 +138,14 @@ def check_tilt(cfg: TrainConfig, tilt: TiltConfig) -> None:
 def train_tilt(
     cfg: TrainConfig, tilt: TiltConfig | None = None, *, model: Any = None, reward: Any = None
 ) -> TrainResult:
-    """Collect ``cfg.total_timesteps`` decisions of the LLM's sampler, then fit the proxy to the tilt of β = ``cfg.kl_coef``.
+    """Collect ``cfg.total_timesteps`` decisions of the LLM's sampler, then fit the proxy to the tilt of β = ``cfg.env.kl_coef``.
 
     Args:
         cfg: the training configuration (``kl_coef``, ``observation="prefix"``, ``learning_rate``,
             ``batch_size``, ``save_dir``, ``tensorboard_log``, ``progress_bar`` are used).
         tilt: the fit's own settings.
-        model: an already loaded :class:`~proxy_env.engine.lm.FrozenLM` instead of ``cfg.model``.
-        reward: a reward callable instead of ``cfg.reward``.
+        model: an already loaded :class:`~proxy_env.engine.lm.FrozenLM` instead of ``cfg.env.model``.
+        reward: a reward callable instead of ``cfg.env.reward``.
 
     Returns:
         :class:`~agents.train.TrainResult`; its ``kl_history`` holds ``(epoch, mean KL per position)``.
@@ -153,8 +162,8 @@ def train_tilt(
 
 
 def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainResult:
-    lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
-    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
+    lm = resolve_lm(model if model is not None else cfg.env.model, cfg.llm_device)
+    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.env.reward}
     env = make_sb3_env(kwargs, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
     try:
         agent = build_agent(cfg, env)
@@ -185,15 +194,15 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
                 agent,
                 lm,
                 data,
-                beta=cfg.kl_coef,
+                beta=cfg.env.kl_coef,
                 epochs=tilt.tilt_epochs,
                 warmup_epochs=tilt.tilt_warmup_epochs,
                 lr=cfg.learning_rate or 3e-3,
                 batch_size=cfg.batch_size or 256,
                 seed=cfg.seed,
                 grid_step=tilt.tilt_grid_step,
-                max_rejections=cfg.max_rejections,
-                order=cfg.order,
+                max_rejections=cfg.env.max_rejections,
+                order=cfg.env.order,
                 progress=cfg.progress_bar,
                 stop=stop,
                 logger=logger,
@@ -202,13 +211,13 @@ def _run(cfg: TrainConfig, tilt: TiltConfig, model: Any, reward: Any, stop: Grac
         agent.num_timesteps = (
             -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs
         )  # whole steps of every env, as SB3 counts
-        recorded = model if model is not None and getattr(model, "name", None) != cfg.model else None
+        recorded = model if model is not None and getattr(model, "name", None) != cfg.env.model else None
         saved = {
             **env_kwargs(cfg),
             **({"model": recorded} if recorded is not None else {}),
             **({"reward": reward} if reward is not None else {}),
         }
-        config = {**asdict(cfg), "backend": "tilt", **asdict(tilt)}
+        config = {**config_dict(cfg), "backend": "tilt", **asdict(tilt)}
         save = (
             partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config, lm=lm)
             if cfg.save_dir
@@ -333,13 +342,13 @@ def _data_key(cfg: TrainConfig, lm: Any, reward: Any) -> dict[str, Any]:
     reward_name = reward if isinstance(reward, str) else repr(reward)
     return {
         "version": DATA_VERSION,
-        "model": getattr(lm, "name", cfg.model),
+        "model": getattr(lm, "name", cfg.env.model),
         "reward": reward_name,
-        "prompts": cfg.prompts,
+        "prompts": cfg.env.prompts,
         "decisions": cfg.total_timesteps,
         "num_envs": cfg.num_envs,
         "seed": cfg.seed,
-        **{k: getattr(cfg, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")},
+        **{k: getattr(cfg.env, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature", "hidden_layer")},
     }
 
 

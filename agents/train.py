@@ -1,6 +1,7 @@
 """Train a proxy with any registered SB3 / sb3-contrib algorithm; checkpoints and TensorBoard logs.
 
->>> cfg = TrainConfig(model="tiny", prompts=["Hi!"], max_new_tokens=4, num_envs=2, total_timesteps=64,
+>>> from proxy_env.config import EnvConfig
+>>> cfg = TrainConfig(env=EnvConfig(model="tiny", prompts=["Hi!"], max_new_tokens=4), num_envs=2, total_timesteps=64,
 ...                   n_steps=16, batch_size=16, eval_freq=0)
 >>> result = train(cfg, reward=lambda prompts, responses: [0.0] * len(responses))
 >>> result.model.num_timesteps >= 64 and result.params.proxy < 20_000
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,9 +47,10 @@ from agents.saving.checkpoint import (
     save_or_rescue,
 )
 from proxy_env.adapters.sb3 import SB3VecEnv
+from proxy_env.config import EnvConfig
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.engine.models import as_frozen_lm
-from proxy_env.errors import ConfigError
+from proxy_env.errors import ConfigError, ConfigTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -63,26 +65,6 @@ __all__ = [
     "train",
 ]
 
-# TrainConfig fields that are keyword arguments of the environment, under the same name
-ENV_FIELDS = (
-    "model",
-    "reward",
-    "prompts",
-    "max_new_tokens",
-    "top_k",
-    "top_p",
-    "temperature",
-    "max_rejections",
-    "order",
-    "observation",
-    "hidden_layer",
-    "reward_baseline",
-    "reject_cost",
-    "reward_normalize",
-    "forced_steps",
-    "reward_shaping",
-)
-
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -93,62 +75,11 @@ class TrainConfig:
     """Everything ``train`` needs; each field is a ``proxy-rlhf train`` flag (``--field-name``)."""
 
     algo: str = field(default="ppo", metadata=_help("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
-    model: str = field(
-        default="default",
-        metadata=_help("frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id or a path"),
-    )
-    reward: str = field(
-        default="default",
-        metadata=_help(
-            "reward: 'default' (VADER positivity), 'pairwise' (LLM judge vs the unsteered response), an `rm train` folder, a reward-model id or path"
-        ),
-    )
-    prompts: str = field(
-        default="default", metadata=_help("training prompts: 'default', a .txt/.jsonl file or a datasets folder")
+    env: EnvConfig = field(
+        default_factory=EnvConfig, metadata=_help("the env's settings: every field of proxy_env.EnvConfig is a flag")
     )
     eval_prompts: str = field(
         default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)")
-    )
-    max_new_tokens: int = field(default=48, metadata=_help("response budget in tokens"))
-    top_k: int = field(default=50, metadata=_help("SKAM pool: top-k"))
-    top_p: float = field(default=0.95, metadata=_help("SKAM pool: top-p"))
-    temperature: float = field(default=1.0, metadata=_help("SKAM pool: temperature"))
-    max_rejections: int | None = field(
-        default=None, metadata=_help("rejections allowed per position (None: pool size - 1)")
-    )
-    order: str = field(default="sample", metadata=_help("candidate order: 'sample' or 'greedy'"))
-    observation: str = field(
-        default="candidate",
-        metadata=_help(
-            "observation: 'candidate' (the candidate's hidden state), 'candidate_stats', or 'prefix' (the prefix's hidden state + "
-            "the candidate's embedding and log-probabilities: no LLM forward on a rejection; needed by --kl-coef)"
-        ),
-    )
-    hidden_layer: int = field(default=-1, metadata=_help("which hidden state the proxy sees (-1: last layer)"))
-    reward_baseline: float | str | None = field(
-        default=None, metadata=_help("baseline subtracted from the reward: None, a float or 'reference'")
-    )
-    reject_cost: float = field(default=0.0, metadata=_help("reward subtracted per rejection"))
-    reward_normalize: bool = field(
-        default=False, metadata=_help("standardise terminal rewards by their running mean and std")
-    )
-    reward_shaping: bool = field(
-        default=False,
-        metadata=_help(
-            "potential-based shaping: pay the reward of the response so far as it changes (the return is unchanged)"
-        ),
-    )
-    forced_steps: bool = field(
-        default=False,
-        metadata=_help(
-            "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step"
-        ),
-    )
-    kl_coef: float = field(
-        default=0.0,
-        metadata=_help(
-            "β of the KL penalty: each committed token pays β·(log π − log q) under the proxy's current policy (needs --observation prefix)"
-        ),
     )
     kl_target: float | None = field(
         default=None,
@@ -165,8 +96,10 @@ class TrainConfig:
         default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)")
     )
     seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))
-    device: str = field(default="auto", metadata=_help("torch device of the proxy policy: 'auto', 'cpu', 'cuda'"))
-    env_device: str | None = field(default=None, metadata=_help("device of the frozen LLM (None: CUDA when available)"))
+    policy_device: str = field(
+        default="auto", metadata=_help("torch device of the proxy policy: 'auto', 'cpu', 'cuda'")
+    )
+    llm_device: str | None = field(default=None, metadata=_help("device of the frozen LLM (None: CUDA when available)"))
     learning_rate: float | None = field(default=None, metadata=_help("learning rate (None: the algorithm's default)"))
     n_steps: int | None = field(
         default=None, metadata=_help("on-policy rollout length per env (None: the algorithm's default)")
@@ -225,11 +158,11 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0 (0 disables).")
         if self.save_freq and not self.save_dir:
             raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
-        if self.kl_coef and self.observation != "prefix":
-            raise ConfigError(
-                f"kl_coef={self.kl_coef} needs observation='prefix' (--observation prefix), got {self.observation!r}."
+        if not isinstance(self.env, EnvConfig):
+            raise ConfigTypeError(
+                f"env={self.env!r} must be a proxy_env.EnvConfig (its fields are the env's settings)."
             )
-        KLController(self.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
+        KLController(self.env.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
             raise ConfigError(
                 f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
@@ -240,7 +173,6 @@ class TrainConfig:
             )
         _number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
         _number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
-        _number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0")
         if self.learning_rate is not None:
             _number(
                 "learning_rate",
@@ -248,10 +180,10 @@ class TrainConfig:
                 lambda v: 0 < v <= 1,
                 "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)",
             )
-        if self.device != "auto":
+        if self.policy_device != "auto":
             from proxy_env.engine.lm import resolve_device
 
-            resolve_device(self.device)
+            resolve_device(self.policy_device)
         for key, (ok, what) in _ALGO_RANGES.items():
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
@@ -312,8 +244,13 @@ def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The environment's keyword arguments in ``cfg``, as plain data."""
-    return {name: getattr(cfg, name) for name in ENV_FIELDS}
+    """The env's keyword arguments of ``cfg`` but the KL charge, which only the training env pays."""
+    return {name: value for name, value in cfg.env.kwargs().items() if name != "kl_coef"}
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as a dict for the checkpoint's record (``asdict`` would deep-copy a model object in ``cfg.env``)."""
+    return {**{f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "env"}, "env": cfg.env.kwargs()}
 
 
 def make_sb3_env(
@@ -349,7 +286,7 @@ def _algo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 def build_agent(cfg: TrainConfig, env: SB3VecEnv) -> Any:
     """A fresh agent, or the one in ``cfg.resume`` attached to ``env``."""
     if cfg.resume is not None:
-        checkpoint = load_checkpoint(cfg.resume, env=env, device=cfg.device, trust=cfg.trust_checkpoint)
+        checkpoint = load_checkpoint(cfg.resume, env=env, device=cfg.policy_device, trust=cfg.trust_checkpoint)
         checkpoint.model.tensorboard_log = cfg.tensorboard_log
         return checkpoint.model
     spec = get_algo(cfg.algo)
@@ -362,7 +299,7 @@ def build_agent(cfg: TrainConfig, env: SB3VecEnv) -> Any:
             env,
             policy_kwargs=policy_kwargs,
             seed=cfg.seed,
-            device=cfg.device,
+            device=cfg.policy_device,
             tensorboard_log=cfg.tensorboard_log,
             verbose=cfg.verbose,
             **extra,
@@ -430,8 +367,8 @@ def train(
 
     Args:
         cfg: the configuration (validated before any model is loaded).
-        model: an already loaded :class:`FrozenLM` used instead of ``cfg.model`` (shared, not copied).
-        reward: a reward callable ``(prompts, responses) -> floats`` used instead of ``cfg.reward``.
+        model: an already loaded :class:`FrozenLM` used instead of ``cfg.env.model`` (shared, not copied).
+        reward: a reward callable ``(prompts, responses) -> floats`` used instead of ``cfg.env.reward``.
         callbacks: extra SB3 callbacks.
 
     Returns:
@@ -452,16 +389,16 @@ def train(
 def _train(
     cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: list[BaseCallback], stop: GracefulStop
 ) -> TrainResult:
-    lm = resolve_lm(model if model is not None else cfg.model, cfg.env_device)
-    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.reward}
+    lm = resolve_lm(model if model is not None else cfg.env.model, cfg.llm_device)
+    kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.env.reward}
     penalty = (
-        {"kl_coef": cfg.kl_coef} if cfg.kl_coef else {}
+        {"kl_coef": cfg.env.kl_coef} if cfg.env.kl_coef else {}
     )  # training only: checkpoints and evaluation envs pay no KL
     env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
     evaluator = None
     kl_callback = (
-        KLPenaltyCallback(KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon))
-        if cfg.kl_coef
+        KLPenaltyCallback(KLController(cfg.env.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon))
+        if cfg.env.kl_coef
         else None
     )
     try:
@@ -478,15 +415,15 @@ def _train(
             )
             evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
             extra.append(evaluator)
-        # a model object loaded from cfg.model (the demo's) is recorded by that name, so the checkpoint loads on its own
-        recorded = model if model is not None and getattr(model, "name", None) != cfg.model else None
+        # a model object loaded from cfg.env.model (the demo's) is recorded by that name, so the checkpoint loads on its own
+        recorded = model if model is not None and getattr(model, "name", None) != cfg.env.model else None
         saved = {
             **env_kwargs(cfg),
             **({"model": recorded} if recorded is not None else {}),
             **({"reward": reward} if reward is not None else {}),
         }
         save = (
-            partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=asdict(cfg), lm=lm)
+            partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config_dict(cfg), lm=lm)
             if cfg.save_dir
             else None
         )

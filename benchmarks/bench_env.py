@@ -231,8 +231,8 @@ def memory_run(lm: FrozenLM, steps: int) -> tuple[float, float, int, int]:
     for t in range(1, steps + 1):
         venv.step((rng.random(8) > 0.3).astype(np.int64))
         if t == 2000:
-            rss_2k, len_2k = _rss_mb(), venv.unwrapped.cache.length
-    return rss_2k, _rss_mb(), int(len_2k), venv.unwrapped.cache.length
+            rss_2k, len_2k = _rss_mb(), venv.unwrapped.decoder.cache.length
+    return rss_2k, _rss_mb(), int(len_2k), venv.unwrapped.decoder.cache.length
 
 
 def _load(name: str, device: str) -> FrozenLM:

@@ -225,15 +225,14 @@ def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, obje
     from agents.baselines import AlwaysAccept
     from agents.eval.compare import mean_ci, run_agents, table
     from agents.train import TrainConfig, train
+    from proxy_env.config import EnvConfig
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
 
     t2 = time.perf_counter()
     print(f"[3/3] training a PPO proxy against the learned RM for {args.train_minutes:g} min", flush=True)
     cfg = TrainConfig(
-        model=args.model,
-        reward=str(rm_dir),
-        max_new_tokens=args.max_new_tokens,
+        env=EnvConfig(model=args.model, reward=str(rm_dir), max_new_tokens=args.max_new_tokens),
         num_envs=args.num_envs,
         total_timesteps=10**9,
         time_limit_s=args.train_minutes * 60,

@@ -27,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from agents.rllib.backend import RLlibConfig
 from agents.rllib.train import train_rllib
 from agents.train import TrainConfig, train
+from proxy_env.config import EnvConfig
 
 
 class _Clock(BaseCallback):
@@ -41,8 +42,7 @@ class _Clock(BaseCallback):
 
 def _cfg(args: argparse.Namespace, save_dir: str | None, minutes: float, num_envs: int) -> TrainConfig:
     return TrainConfig(
-        model=args.model,
-        max_new_tokens=args.max_new_tokens,
+        env=EnvConfig(model=args.model, max_new_tokens=args.max_new_tokens),
         num_envs=num_envs,
         total_timesteps=10**9,
         time_limit_s=60 * minutes,

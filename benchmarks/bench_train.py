@@ -23,6 +23,7 @@ import torch
 from agents.baselines import AlwaysAccept
 from agents.eval.compare import run_agents, table
 from agents.train import TrainConfig, resolve_lm, train
+from proxy_env.config import EnvConfig
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import resolve_reward
 
@@ -46,8 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lm = resolve_lm("default", None)
     cfg = TrainConfig(
-        reward=args.reward,
-        max_new_tokens=args.max_new_tokens,
+        env=EnvConfig(reward=args.reward, max_new_tokens=args.max_new_tokens),
         num_envs=args.num_envs,
         total_timesteps=10**9,
         time_limit_s=args.minutes * 60,

@@ -11,6 +11,7 @@ import tempfile
 from agents.baselines import AlwaysAccept, best_of_n
 from agents.generate import ProxyGenerator
 from agents.train import TrainConfig, train
+from proxy_env.config import EnvConfig
 from proxy_env.rewards import VaderReward
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,8 +29,7 @@ if checkpoint is None:  # a throwaway proxy, so the example runs on its own
     checkpoint = os.path.join(tempfile.mkdtemp(), "proxy")
     train(
         TrainConfig(
-            model="tiny" if tiny else "default",
-            max_new_tokens=8 if tiny else 32,
+            env=EnvConfig(model="tiny" if tiny else "default", max_new_tokens=8 if tiny else 32),
             num_envs=4,
             total_timesteps=128 if tiny else 4096,
             n_steps=32,

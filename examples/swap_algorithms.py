@@ -14,13 +14,14 @@ from agents.algos import ALGOS, get_algo
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import evaluate
 from agents.train import TrainConfig, env_kwargs, make_sb3_env, resolve_lm, train
+from proxy_env.config import EnvConfig
 
 tiny = "--tiny" in sys.argv or os.environ.get("PROXY_RLHF_TINY") == "1"
 steps = 128 if tiny else 50_000
+env = EnvConfig(model="tiny" if tiny else "default", max_new_tokens=8 if tiny else 48)
 common = dict(
-    model="tiny" if tiny else "default",
+    env=env,
     num_envs=4 if tiny else 32,
-    max_new_tokens=8 if tiny else 48,
     total_timesteps=steps,
     seed=0,
 )
@@ -28,7 +29,7 @@ common = dict(
 on_policy = dict(n_steps=16 if tiny else 256, batch_size=32 if tiny else 512)
 off_policy = dict(algo_kwargs=dict(learning_starts=steps // 8, target_update_interval=steps // 16, train_freq=4))
 
-lm = resolve_lm(common["model"])  # one frozen LLM shared by every run
+lm = resolve_lm(env.model)  # one frozen LLM shared by every run
 eval_env = make_sb3_env(
     {**env_kwargs(TrainConfig(**common)), "model": lm, "prompts": "default-eval"}, common["num_envs"]
 )

@@ -9,13 +9,13 @@ import sys
 
 from agents.generate import ProxyGenerator
 from agents.train import TrainConfig, train
+from proxy_env.config import EnvConfig
 
 tiny = "--tiny" in sys.argv or os.environ.get("PROXY_RLHF_TINY") == "1"
 cfg = TrainConfig(
+    env=EnvConfig(model="tiny" if tiny else "default", max_new_tokens=8 if tiny else 48),
     algo="ppo",
-    model="tiny" if tiny else "default",
     num_envs=4 if tiny else 32,
-    max_new_tokens=8 if tiny else 48,
     total_timesteps=256 if tiny else 200_000,
     n_steps=32 if tiny else 256,
     batch_size=64 if tiny else 512,

@@ -22,6 +22,7 @@ import torch
 from feedback.perplexity import filter_by_perplexity, perplexities
 from feedback.records import PreferencePair
 from feedback.sources import FeedbackSource, human_pairs, to_pairs
+from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 
 
@@ -60,9 +61,9 @@ def sample_responses(
     *,
     n: int = 2,
     max_new_tokens: int = 32,
-    top_k: int = 50,
-    top_p: float = 0.95,
-    temperature: float = 1.0,
+    top_k: int = EnvConfig.top_k,
+    top_p: float = EnvConfig.top_p,
+    temperature: float = EnvConfig.temperature,
     batch_size: int = 32,
     seed: int = 0,
 ) -> Samples:
@@ -114,7 +115,7 @@ def _generate(
     so the pairs come from exactly the distribution the proxy steers. The perplexity uses the raw
     (untruncated, untempered) logits of the same forward, up to and excluding the EOS.
     """
-    from proxy_env.engine import candidates as skam
+    from proxy_env.engine import candidates
 
     encoded = [lm.encode_prompt(p) for p in prompts for _ in range(n)]  # prompt-major (B,)
     rows = len(encoded)
@@ -126,7 +127,7 @@ def _generate(
     count = torch.zeros(rows, dtype=torch.long, device=lm.device)
     tokens: list[torch.Tensor] = []
     for t in range(max_new_tokens):
-        pool = skam.truncate(logits, top_k, top_p, temperature)  # (B, K)
+        pool = candidates.truncate(logits, top_k, top_p, temperature)  # (B, K)
         pick = torch.multinomial(pool.logprob_trunc.exp().cpu(), 1, generator=generator).to(lm.device)  # (B, 1)
         token = pool.tokens.gather(1, pick).squeeze(1)  # (B,)
         ended = live & torch.isin(token, eos)
@@ -167,9 +168,9 @@ def build_preferences(
     *,
     pairs_per_prompt: int = 1,
     max_new_tokens: int = 32,
-    top_k: int = 50,
-    top_p: float = 0.95,
-    temperature: float = 1.0,
+    top_k: int = EnvConfig.top_k,
+    top_p: float = EnvConfig.top_p,
+    temperature: float = EnvConfig.temperature,
     batch_size: int = 32,
     seed: int = 0,
     ppl_quantile: float | None = None,

@@ -14,23 +14,6 @@ ENV_ID = "proxy_env/ProxyRLHF-v0"
 __version__ = "0.1.0"
 __all__ = ["ENV_ID", "Action", "EnvConfig", "ProxyEnvError", "register_envs"]
 
-# Registered kwargs are deep-copied on every make: plain data only; models are passed at make time.
-DEFAULT_KWARGS: dict[str, object] = {
-    "model": "default",
-    "reward": "default",
-    "prompts": "default",
-    "max_new_tokens": 48,
-    "top_k": 50,
-    "top_p": 0.95,
-    "temperature": 1.0,
-    "max_rejections": None,
-    "order": "sample",
-    "observation": "candidate",
-    "hidden_layer": -1,
-    "reward_baseline": None,
-    "reject_cost": 0.0,
-}
-
 
 def register_envs() -> None:
     """Register ``proxy_env/ProxyRLHF-v0`` (idempotent)."""
@@ -41,7 +24,7 @@ def register_envs() -> None:
             id=ENV_ID,
             entry_point="proxy_env.env:ProxyRLHFEnv",
             vector_entry_point="proxy_env.vector.vector_env:ProxyRLHFVectorEnv",
-            kwargs=dict(DEFAULT_KWARGS),
+            kwargs={},  # the defaults are EnvConfig's: one declaration, read by the constructor
         )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
-from enum import IntEnum
+from dataclasses import dataclass, field, fields
+from enum import Enum, IntEnum
+from typing import Any
 
 import numpy as np
 from gymnasium import logger
@@ -31,24 +33,79 @@ class Action(IntEnum):
     ACCEPT = 1
 
 
-@dataclass(frozen=True)
-class EnvConfig:
-    """The MDP's hyper-parameters; see :class:`proxy_env.vector.vector_env.ProxyRLHFVectorEnv` for each."""
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
-    max_new_tokens: int = 48
-    top_k: int = 50
-    top_p: float = 0.95
-    temperature: float = 1.0
-    max_rejections: int | None = None
-    order: str = "sample"
-    observation: str = "candidate"
-    hidden_layer: int = -1
-    reward_baseline: float | str | None = None
-    reject_cost: float = 0.0
-    reward_normalize: bool = False
-    forced_steps: bool = False
-    kl_coef: float = 0.0
-    reward_shaping: bool = False
+
+@dataclass(frozen=True, kw_only=True)
+class EnvConfig:
+    """The env's settings: the one declaration of each keyword argument, its default and its help.
+
+    The env's constructor, its registration, ``proxy-rlhf train``'s flags, saved proxy folders and the
+    docstring's argument table are all derived from these fields. ``model``, ``reward`` and ``prompts``
+    are names or paths on the command line and in saved folders; the env also takes objects for them.
+    """
+
+    model: Any = _setting(
+        "default",
+        "frozen LLM: 'default' (SmolLM2-135M-Instruct), 'tiny' (random, for tests), a hub id, a path or a FrozenLM",
+    )
+    reward: Any = _setting(
+        "default",
+        "reward: 'default' (VADER positivity), 'pairwise' (LLM judge vs the unsteered response), a callable "
+        "(prompts, responses) -> floats, an `rm train` folder, or a reward-model id or path",
+    )
+    prompts: Any = _setting(
+        "default", "prompts: 'default', 'default-eval', a list of strings, a .txt/.jsonl file or a datasets folder"
+    )
+    max_new_tokens: int = _setting(48, "response budget in tokens")
+    top_k: int = _setting(50, "the pool: top-k (ties with the k-th score are kept, as Hugging Face does)")
+    top_p: float = _setting(0.95, "the pool: top-p (1.0 truncates nothing)")
+    temperature: float = _setting(1.0, "the pool: temperature")
+    max_rejections: int | None = _setting(None, "rejections allowed per position (None: pool size - 1)")
+    order: str = _setting(
+        "sample", "candidate order: 'sample' (the LLM's own sampling order) or 'greedy' (descending probability)"
+    )
+    observation: str = _setting(
+        "candidate",
+        "'candidate' (the candidate's hidden state: one LLM forward per decision), 'candidate_stats' (+ its "
+        "log-probabilities and offer index) or 'prefix' (the prefix's hidden state + the candidate's embedding and "
+        "log-probabilities: no forward on a rejection; needed by kl_coef)",
+    )
+    hidden_layer: int = _setting(-1, "which hidden state the proxy sees (an index into hidden_states; -1 is the last)")
+    forced_steps: bool = _setting(
+        False,
+        "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step",
+    )
+    reward_baseline: float | str | None = _setting(
+        None, "subtracted from the reward: None, a float, or 'reference' (the LLM's greedy response's reward)"
+    )
+    reject_cost: float = _setting(0.0, "reward subtracted per rejection")
+    reward_shaping: bool = _setting(
+        False, "pay the reward of the response so far as it changes (potential-based: the same return)"
+    )
+    kl_coef: float = _setting(
+        0.0,
+        "β of the per-token KL charge β·(log π − log q) under the proxy's accept probabilities ('prefix' only; needs set_accept_fn)",
+    )
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EnvConfig:
+        """An EnvConfig from keyword arguments; an unknown name is refused with the closest valid one."""
+        names = [f.name for f in fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                # Python's own wording: libraries retry without a keyword on exactly this message (TorchRL's frameskip)
+                raise ConfigTypeError(
+                    f"got an unexpected keyword argument {key!r}: it is not a setting of the env."
+                    + did_you_mean(key, names)
+                    + f" Its settings: {names}."
+                )
+        return cls(**kwargs)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments (values as given: a model object stays that object)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -65,10 +122,6 @@ class EnvConfig:
         if not _real(self.reject_cost) or self.reject_cost < 0.0:
             raise ConfigError(
                 f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection)."
-            )
-        if not isinstance(self.reward_normalize, bool):
-            raise ConfigTypeError(
-                f"reward_normalize={self.reward_normalize!r} must be a bool (True: running mean/std normalisation)."
             )
         if not isinstance(self.forced_steps, bool):
             raise ConfigTypeError(
@@ -160,3 +213,20 @@ def check_autoreset_mode_arg(mode: AutoresetMode | str) -> AutoresetMode:
         f"autoreset_mode={mode!r} is not valid; expected one of {[m.name for m in AutoresetMode]}."
         + did_you_mean(mode, names)
     )
+
+
+def settings_table(signature: inspect.Signature, runtime_help: dict[str, str], *, indent: str = "") -> str:
+    """The env's argument table (markdown): the constructor's own arguments, then every :class:`EnvConfig` field.
+
+    Generated, so the docstring cannot drift from the defaults: ``signature`` gives the defaults,
+    ``runtime_help`` the meaning of the arguments that are not settings, each field's metadata the rest.
+    """
+    rows = ["| argument | default | meaning |", "|---|---|---|"]
+    params = signature.parameters
+    for name, text in runtime_help.items():
+        default = params[name].default
+        shown = default.name if isinstance(default, Enum) else repr(default)
+        rows.append(f"| ``{name}`` | ``{shown}`` | {text} |")
+    for f in fields(EnvConfig):
+        rows.append(f"| ``{f.name}`` | ``{f.default!r}`` | {f.metadata['help']} |")
+    return f"\n{indent}".join(rows)

@@ -18,6 +18,18 @@ from proxy_env.engine.tiny import tiny_lm
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
+def train_config(**kwargs):
+    """A ``TrainConfig`` from flat keywords: the env's settings go to ``env=EnvConfig(...)``, the rest stay."""
+    from dataclasses import fields
+
+    from agents.train import TrainConfig
+    from proxy_env.config import EnvConfig
+
+    names = {f.name for f in fields(EnvConfig)}
+    env = EnvConfig(**{k: v for k, v in kwargs.items() if k in names})
+    return TrainConfig(env=env, **{k: v for k, v in kwargs.items() if k not in names})
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models run fastest on one thread; slow tests that load the real model set their own."""

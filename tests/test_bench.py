@@ -198,14 +198,14 @@ def test_sample_draws_each_token_from_its_pool(kind, request):
     from scipy import stats
 
     from agents.eval.metrics import sample
-    from proxy_env.engine import candidates as skam
+    from proxy_env.engine import candidates
 
     lm, n = request.getfixturevalue(kind), 1500
     prompt = lm.encode_prompt("Tell me about the weather.")
     rows = sample(lm, ["Tell me about the weather."], n, max_new_tokens=2, seed=0, batch_size=1, **POOL).ids[0]
 
     def pvalue(tokens: list[int], context: list[int]) -> float:
-        pool = skam.truncate(lm.forward_full(context).logits[-1:], **POOL)
+        pool = candidates.truncate(lm.forward_full(context).logits[-1:], **POOL)
         q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logprob_trunc[0].exp()) if p > 0}
         assert len(q) >= 3, "a pool of several tokens, or the test means little"
         counts = Counter(tokens)

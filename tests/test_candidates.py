@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 
 
 def _hf_support(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> list[set[int]]:
@@ -42,7 +42,7 @@ def test_truncation_is_the_support_of_hf_samplers(logits_name):
     """
     logits = _logit_cases()[logits_name]
     for top_k, top_p, temperature in CASES:
-        pool = skam.truncate(logits, top_k, top_p, temperature)
+        pool = candidates.truncate(logits, top_k, top_p, temperature)
         support, ref_probs = _hf_support(logits, top_k, top_p, temperature)
         scores = logits.float() / temperature
         for b in range(logits.shape[0]):
@@ -77,54 +77,57 @@ def test_boundary_inside_a_tie_is_decided_by_hf(top_p):
     groups = torch.cat([torch.full((5,), 3.0), torch.full((20,), 2.0), torch.full((75,), 1.0), torch.zeros(100)])
     shuffled = groups[torch.randperm(200, generator=torch.Generator().manual_seed(1))]
     logits = torch.stack([torch.zeros(200), groups, shuffled])
-    pool = skam.truncate(logits, 200, top_p, 1.0)
+    pool = candidates.truncate(logits, 200, top_p, 1.0)
     support, _ = _hf_support(logits, 200, top_p, 1.0)
     assert [set(pool.tokens[b, : int(pool.size[b])].tolist()) for b in range(len(logits))] == support
 
 
 def test_top_p_one_keeps_every_top_k_token():
     logits = _logit_cases()["peaked"]
-    pool = skam.truncate(logits, 200, 1.0, 1.3)
+    pool = candidates.truncate(logits, 200, 1.0, 1.3)
     assert pool.size.tolist() == [200] * 16  # the old rule dropped ~90 tail tokens of probability < 1e-7 here
-    assert skam.truncate(logits, 50, 1.0, 1.0).size.tolist() == [50] * 16
+    assert candidates.truncate(logits, 50, 1.0, 1.0).size.tolist() == [50] * 16
 
 
 def test_ties_follow_hf_order():
     # four equal scores: ascending mass 0.25, 0.5, 0.75, 1.0 (exact in float32); top_p=0.5 drops the
     # two that HF's ascending sort puts first (mass 0.25 and 0.5 are <= 0.5): ids 0 and 1 (its sort is
     # stable at this size), even though the pool's own order of equal scores is by ascending id
-    pool = skam.truncate(torch.zeros(1, 4), 4, 0.5, 1.0)
+    pool = candidates.truncate(torch.zeros(1, 4), 4, 0.5, 1.0)
     assert pool.tokens[0, : int(pool.size[0])].tolist() == [2, 3]
-    assert skam.truncate(torch.zeros(1, 4), 4, 1.0, 1.0).tokens[0].tolist() == [
+    assert candidates.truncate(torch.zeros(1, 4), 4, 1.0, 1.0).tokens[0].tolist() == [
         0,
         1,
         2,
         3,
     ]  # ties as argmax orders them
     # top-k keeps every token tied with the k-th score: 3 tokens for top_k=2
-    pool = skam.truncate(torch.tensor([[5.0, 3.0, 3.0, 1.0]]), 2, 1.0, 1.0)
+    pool = candidates.truncate(torch.tensor([[5.0, 3.0, 3.0, 1.0]]), 2, 1.0, 1.0)
     assert sorted(pool.tokens[0, : int(pool.size[0])].tolist()) == [0, 1, 2]
 
 
 def test_pool_width_covers_long_ties():
-    pool = skam.truncate(torch.zeros(2, 300), 10, 1.0, 1.0)  # 300 tokens tie with the 10th
+    pool = candidates.truncate(torch.zeros(2, 300), 10, 1.0, 1.0)  # 300 tokens tie with the 10th
     assert pool.size.tolist() == [300, 300] and pool.tokens.shape == (2, 300)
     assert (
-        skam.pad(pool, 310).tokens.shape == (2, 310) and torch.isinf(skam.pad(pool, 310).logprob_trunc[:, 300:]).all()
+        candidates.pad(pool, 310).tokens.shape == (2, 310)
+        and torch.isinf(candidates.pad(pool, 310).logprob_trunc[:, 300:]).all()
     )
 
 
 def test_gumbel_order_samples_without_replacement():
     probs = torch.tensor([0.5, 0.3, 0.2])
-    pool = skam.Pool(
+    pool = candidates.Pool(
         torch.tensor([[7, 8, 9]]).repeat(4000, 1),
         probs.log().repeat(4000, 1),
         probs.log().repeat(4000, 1),
         torch.full((4000,), 3),
     )
     seeds = torch.arange(4000)
-    noise = skam.gumbel(seeds, torch.zeros(4000, dtype=torch.long), torch.zeros(4000, dtype=torch.long), pool.tokens)
-    ordered = skam.order(pool, noise)
+    noise = candidates.gumbel(
+        seeds, torch.zeros(4000, dtype=torch.long), torch.zeros(4000, dtype=torch.long), pool.tokens
+    )
+    ordered = candidates.order(pool, noise)
     first = ordered.tokens[:, 0]
     freq = torch.stack([(first == t).float().mean() for t in (7, 8, 9)])
     torch.testing.assert_close(freq, probs, atol=0.03, rtol=0)
@@ -136,9 +139,9 @@ def test_gumbel_order_samples_without_replacement():
 
 def test_hash_is_deterministic_and_uniform():
     keys = torch.arange(20000)
-    u = skam.hash_uniform(torch.tensor(5), keys)
-    assert torch.equal(u, skam.hash_uniform(torch.tensor(5), keys))
-    assert not torch.equal(u, skam.hash_uniform(torch.tensor(6), keys))
+    u = candidates.hash_uniform(torch.tensor(5), keys)
+    assert torch.equal(u, candidates.hash_uniform(torch.tensor(5), keys))
+    assert not torch.equal(u, candidates.hash_uniform(torch.tensor(6), keys))
     assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
     assert 0 < u.min() and u.max() < 1
 
@@ -146,5 +149,5 @@ def test_hash_is_deterministic_and_uniform():
 def test_must_commit():
     offer = torch.tensor([0, 1, 2, 0, 3])
     size = torch.tensor([1, 3, 3, 5, 5])
-    assert skam.must_commit(offer, size, None).tolist() == [True, False, True, False, False]
-    assert skam.must_commit(offer, size, 2).tolist() == [True, False, True, False, True]
+    assert candidates.must_commit(offer, size, None).tolist() == [True, False, True, False, False]
+    assert candidates.must_commit(offer, size, 2).tolist() == [True, False, True, False, True]

@@ -11,7 +11,7 @@ from proxy_env.errors import ConfigError, StateError
 
 def _count_steps(venv):
     """Wrap the cache's step so each call (one batched forward) is counted."""
-    cache = venv.unwrapped.cache
+    cache = venv.unwrapped.decoder.cache
     calls = []
     step = cache.step
     cache.step = lambda *a, **k: calls.append(1) or step(*a, **k)
@@ -21,7 +21,7 @@ def _count_steps(venv):
 def test_prefix_rejection_needs_no_forward(make_venv):
     venv = make_venv(4, observation="prefix", top_k=50, top_p=1.0, max_new_tokens=8)  # wide pools: nothing forced
     venv.reset(seed=0)
-    cache = venv.unwrapped.cache
+    cache = venv.unwrapped.decoder.cache
     before = (cache.forwards, cache.row_forwards)
     _, _, _, _, info = venv.step(np.zeros(4, dtype=np.int64))
     assert (cache.forwards, cache.row_forwards) == before and list(info["rejections"]) == [1] * 4
@@ -32,7 +32,7 @@ def test_prefix_rejection_needs_no_forward(make_venv):
 def test_candidate_rejection_costs_a_forward(make_venv):
     venv = make_venv(4, top_k=50, top_p=1.0, max_new_tokens=8)
     venv.reset(seed=0)
-    cache = venv.unwrapped.cache
+    cache = venv.unwrapped.decoder.cache
     before = cache.row_forwards
     venv.step(np.zeros(4, dtype=np.int64))
     assert cache.row_forwards - before == 4  # the next candidate of every row goes through the LLM
@@ -69,7 +69,7 @@ def test_forced_step_ignores_the_action(make_env):
     _, _, term, trunc, info = env.step(Action.REJECT)  # the cap was reached: this candidate is committed anyway
     if not (term or trunc):
         assert info["position"] == position + 1
-    assert env.unwrapped.vector_env.response[0, position] == token
+    assert env.unwrapped.vector_env.state.response[0, position] == token
 
 
 def _linear_accept(dim: int, seed: int = 0):
@@ -162,7 +162,7 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
     obs, _ = venv.reset(seed=0)
     for _ in range(5):
         view = venv.unwrapped.pool_observations()
-        offer = venv.unwrapped.offer
+        offer = venv.unwrapped.state.offer
         np.testing.assert_allclose(view.obs[torch.arange(4), offer].numpy(), obs, rtol=0, atol=0)
         torch.testing.assert_close(view.q.sum(-1), torch.ones(4, dtype=torch.float64))
         obs, *_ = venv.step(np.array([0, 1, 0, 1]))

@@ -49,22 +49,18 @@ def _agent(algo: str, dim: int):
 def trained(tiny, tmp_path_factory):
     """A PPO proxy trained briefly on the tiny model, as `proxy-rlhf train` / `make demo` save it."""
     from agents.train import TrainConfig, train
+    from proxy_env.config import EnvConfig
 
     folder = tmp_path_factory.mktemp("run") / "ppo"
     cfg = TrainConfig(
-        model="tiny",
-        prompts=PROMPTS,
-        max_new_tokens=4,
+        env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, observation="prefix", top_k=5, top_p=1.0),
         num_envs=4,
         total_timesteps=64,
         n_steps=16,
         batch_size=32,
         seed=0,
-        device="cpu",
+        policy_device="cpu",
         eval_freq=0,
-        observation="prefix",
-        top_k=5,
-        top_p=1.0,
         save_dir=str(folder),
     )
     result = train(cfg)  # the model by name, as the CLI does: the folder records "tiny"

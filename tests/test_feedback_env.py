@@ -1,4 +1,4 @@
-"""Reward shaping in the env (running normalisation) and the online pairwise reward."""
+"""The online pairwise reward."""
 
 from __future__ import annotations
 
@@ -7,28 +7,10 @@ import pytest
 
 from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.config import EnvConfig
-from proxy_env.errors import ConfigError, ConfigTypeError
-from proxy_env.rewards import RunningMeanStd, resolve_reward
+from proxy_env.errors import ConfigError
+from proxy_env.rewards import resolve_reward
 
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
-
-
-def test_running_mean_std_matches_numpy():
-    values = np.random.default_rng(0).normal(3.0, 2.0, 257)
-    stats = RunningMeanStd()
-    assert stats.std == 1.0  # nothing to scale by yet
-    for chunk in np.array_split(values, 7):
-        stats.update(chunk)
-    assert (
-        stats.count == 257
-        and stats.mean == pytest.approx(values.mean())
-        and stats.std == pytest.approx(values.std(ddof=1))
-    )
-
-
-def test_reward_normalize_validated():
-    with pytest.raises(ConfigTypeError, match="reward_normalize"):
-        EnvConfig(reward_normalize="yes")
 
 
 def _run(venv, steps=40):
@@ -39,19 +21,6 @@ def _run(venv, steps=40):
         if (term | trunc).any():
             out.append((reward, term | trunc, info["final_info"]))
     return out
-
-
-def test_reward_normalize_standardises_terminal_rewards(make_venv):
-    length = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
-    raw_env, norm_env = make_venv(reward=length), make_venv(reward=length, reward_normalize=True)
-    raw, norm = _run(raw_env), _run(norm_env)
-    stats = RunningMeanStd()
-    for (r_raw, ended, _), (r_norm, _, info) in zip(raw, norm):
-        stats.update(r_raw[ended])
-        expected = (r_raw[ended] - stats.mean) / stats.std
-        assert r_norm[ended] == pytest.approx(expected) and info["reward_normalized"][ended] == pytest.approx(expected)
-    assert norm_env.unwrapped.reward_stats.count == stats.count > 4
-    assert "reward_normalized" not in raw[0][2]
 
 
 class FixedJudge(LLMJudge):

@@ -57,14 +57,12 @@ def test_single_prompt_string(tiny):
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "proxy"
     cfg = TrainConfig(
-        model="tiny",
-        prompts=PROMPTS,
-        max_new_tokens=4,
+        env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4),
         num_envs=4,
         total_timesteps=64,
         n_steps=16,
         batch_size=32,
-        device="cpu",
+        policy_device="cpu",
         save_dir=str(path),
     )
     train(cfg, reward=_zero)
@@ -87,13 +85,12 @@ def test_observation_mismatch_is_explained(checkpoint):
 
 def test_model_object_checkpoint_needs_model(tmp_path, tiny):
     cfg = TrainConfig(
-        prompts=PROMPTS,
-        max_new_tokens=2,
+        env=EnvConfig(prompts=PROMPTS, max_new_tokens=2),
         num_envs=2,
         total_timesteps=32,
         n_steps=16,
         batch_size=32,
-        device="cpu",
+        policy_device="cpu",
         save_dir=str(tmp_path / "p"),
     )
     train(cfg, model=tiny, reward=_zero)
@@ -131,7 +128,7 @@ def test_cli_train_then_resume(tmp_path, capsys):
         "16",
         "--batch-size",
         "32",
-        "--device",
+        "--policy-device",
         "cpu",
         "--hidden",
         "32",

@@ -99,9 +99,9 @@ def test_candidate_hidden_states_are_the_env_observations(tiny):
         temperature=1.0,
     )
     logits = tiny.forward_full(tiny.encode_prompt("Tell me a story") + response).logits
-    from proxy_env.engine import candidates as skam
+    from proxy_env.engine import candidates
 
-    pools = skam.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, W): top_k + tie margin
+    pools = candidates.truncate(logits[-len(response) - 1 : -1], top_k, top_p, 1.0).tokens  # (T, W): top_k + tie margin
     table = recorded[0].reshape(
         len(response), pools.shape[1], -1
     )  # (T, W, H) in the pool's descending-probability order

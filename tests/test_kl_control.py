@@ -6,7 +6,7 @@ import pytest
 from agents.kl_control import KLController
 from agents.train import TrainConfig, train
 from proxy_env.errors import ConfigError
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, train_config
 
 
 def test_adaptive_controller_moves_beta_to_its_target():
@@ -33,14 +33,14 @@ def _cfg(**kwargs) -> TrainConfig:
         n_steps=16,
         batch_size=32,
         seed=0,
-        device="cpu",
+        policy_device="cpu",
         eval_freq=0,
         observation="prefix",
         top_k=6,
         top_p=1.0,
         init_accept_prob=0.5,
     )
-    return TrainConfig(**{**base, **kwargs})
+    return train_config(**{**base, **kwargs})
 
 
 def test_ppo_pays_the_kl_and_the_controller_raises_beta(tiny):

@@ -19,7 +19,7 @@ from agents.logits_processor import ProxyLogitsProcessor, constant_proxy
 from agents.policies import proxy_policy_kwargs
 from agents.saving.checkpoint import save_checkpoint
 from agents.saving.folder import load_proxy
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 from proxy_env.engine.steering import prefix_observation, steered_probs
 from proxy_env.engine.tiny import tiny_word_lm
 from proxy_env.errors import ProxyEnvError
@@ -78,7 +78,7 @@ def prefix_proxy(lm, tmp_path_factory):
 def _exact(lm, agent, ids: list[int], observation: str = "prefix", max_rejections=None) -> dict[int, float]:
     """π over the pool after ``ids``, from a full forward and SB3's own policy (not the processor's code path)."""
     out = lm.forward_full(ids)
-    pool = skam.truncate(out.logits[-1:], SKAM["top_k"], SKAM["top_p"], SKAM["temperature"])
+    pool = candidates.truncate(out.logits[-1:], SKAM["top_k"], SKAM["top_p"], SKAM["temperature"])
     size = int(pool.size[0])
     q = pool.logprob_trunc.double().exp()
     if observation == "prefix":
@@ -148,7 +148,7 @@ def test_generate_first_and_second_tokens_match_exact_pi_and_the_env(lm, prefix_
     for i, prompt in enumerate(PROMPTS):
         ids = lm.encode_prompt(prompt)
         first, joint = _exact(lm, agent, ids), _exact_pairs(lm, agent, ids)
-        pool = skam.truncate(lm.forward_full(ids).logits[-1:], **SKAM)
+        pool = candidates.truncate(lm.forward_full(ids).logits[-1:], **SKAM)
         q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logprob_trunc[0].exp()) if p > 0}
         assert sum(abs(first[t] - q[t]) for t in q) > 0.2, "the proxy must steer for the test to mean anything"
         ours, theirs = rows[i * N : (i + 1) * N], env_rows[i * N : (i + 1) * N]

@@ -12,7 +12,9 @@ from gymnasium.vector import AutoresetMode
 from agents.rllib.backend import INSTALL, RLlibConfig, env_config, validate
 from agents.train import TrainConfig
 from proxy_env.adapters.rllib import make_rllib_env
+from proxy_env.config import EnvConfig
 from proxy_env.errors import AutoresetModeError, ConfigError
+from tests.conftest import train_config
 
 ray = pytest.importorskip("ray", reason=f"Ray RLlib is not installed: {INSTALL}")
 pytest.importorskip("ray.rllib", reason=f"Ray RLlib is not installed: {INSTALL}")
@@ -34,11 +36,11 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
         tensorboard_log=str(tmp_path / "tb"),
         save_dir=str(tmp_path / "rllib_ppo"),
     )
-    return TrainConfig(**{**base, **kw})
+    return train_config(**{**base, **kw})
 
 
 def test_env_creator_forces_next_step_and_refuses_other_modes():
-    config = env_config(TrainConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4), RLlibConfig())
+    config = env_config(TrainConfig(env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4)), RLlibConfig())
     venv = make_rllib_env({**config, "num_envs": 3})
     try:
         assert type(venv.unwrapped).__name__ == "ProxyRLHFVectorEnv" and venv.num_envs == 3

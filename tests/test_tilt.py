@@ -24,7 +24,7 @@ from agents.train import TrainConfig, build_agent, make_sb3_env
 from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, train_config
 
 
 def _cfg(**kwargs) -> TrainConfig:
@@ -35,7 +35,7 @@ def _cfg(**kwargs) -> TrainConfig:
         num_envs=4,
         total_timesteps=64,
         seed=0,
-        device="cpu",
+        policy_device="cpu",
         eval_freq=0,
         eval_prompts="",
         observation="prefix",
@@ -43,7 +43,7 @@ def _cfg(**kwargs) -> TrainConfig:
         top_p=1.0,
         kl_coef=0.5,
     )
-    return TrainConfig(**{**base, **kwargs})
+    return train_config(**{**base, **kwargs})
 
 
 def _length_reward(prompts, responses):

@@ -15,7 +15,7 @@ from agents.saving import checkpoint as ckpt
 from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta
 from agents.train import TrainConfig, make_sb3_env, train
 from proxy_env.errors import ConfigError
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, train_config
 
 
 def _zero(prompts, responses):
@@ -32,10 +32,10 @@ def _tiny_cfg(**kwargs) -> TrainConfig:
         n_steps=16,
         batch_size=32,
         seed=0,
-        device="cpu",
+        policy_device="cpu",
         eval_freq=0,
     )
-    return TrainConfig(**{**base, **kwargs})
+    return train_config(**{**base, **kwargs})
 
 
 # ---------------------------------------------------------------------------------- learning
@@ -76,7 +76,7 @@ def test_ppo_learns_to_reject_a_banned_token(tiny):
     assert accept_return < -5 and accept_banned > 5, "the task must be hard for the frozen LLM alone"
     assert reject_return < -1.5
 
-    cfg = TrainConfig(
+    cfg = train_config(
         algo="ppo",
         **TASK,
         num_envs=8,
@@ -86,7 +86,7 @@ def test_ppo_learns_to_reject_a_banned_token(tiny):
         learning_rate=3e-3,
         algo_kwargs={"n_epochs": 4},
         seed=0,
-        device="cpu",
+        policy_device="cpu",
         eval_freq=0,
     )
     result = train(cfg, model=tiny, reward=reward)

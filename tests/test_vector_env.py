@@ -7,7 +7,7 @@ import torch
 
 import proxy_env
 from proxy_env import Action
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
 from tests.conftest import PROMPTS
 
@@ -89,7 +89,7 @@ def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
             token = info["final_info"]["response_ids"][i][0]
             counts[token] = counts.get(token, 0) + 1
     logits = tiny.forward_full(tiny.encode_prompt("Hello!")).logits[-1:]
-    pool = skam.truncate(logits, top_k, 1.0, temperature)
+    pool = candidates.truncate(logits, top_k, 1.0, temperature)
     size = int(pool.size[0])
     expected = dict(zip(pool.tokens[0, :size].tolist(), pool.logprob_trunc[0, :size].exp().tolist()))
     assert set(counts) <= set(expected)
@@ -134,7 +134,7 @@ def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
     response = info["response_ids"]
     prefix = tiny.encode_prompt("Hello!")
     for position, token in enumerate(response):
-        pool = skam.truncate(tiny.forward_full(prefix + response[:position]).logits[-1:], top_k, 1.0, 1.0)
+        pool = candidates.truncate(tiny.forward_full(prefix + response[:position]).logits[-1:], top_k, 1.0, 1.0)
         pool_tokens = set(pool.tokens[0, : int(pool.size[0])].tolist())
         asked = offered.get(position, [])
         assert len(asked) == len(set(asked)), "a rejected token was offered again at the same position"
@@ -150,7 +150,7 @@ def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
 def test_eos_terminates_and_budget_truncates(make_env, tiny):
     env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
     env.reset(seed=0)
-    first = env.unwrapped.vector_env.pool.tokens[0, 0].item()
+    first = env.unwrapped.vector_env.state.pool.tokens[0, 0].item()
     for _ in range(3):
         _, _, term, trunc, info = env.step(Action.ACCEPT)
         if term or trunc:
@@ -213,7 +213,7 @@ def test_reference_baseline(make_venv, tiny):
         _, reward, term, trunc, info = venv.step(np.ones(2, dtype=np.int64))
         for i in np.flatnonzero(term | trunc):
             final = info["final_info"]
-            reference = venv.unwrapped._baseline.responses[0]
+            reference = venv.unwrapped.baseline.responses[0]
             assert final["reward_baseline"][i] == float(len(reference))
             assert reward[i] == pytest.approx(len(final["response"][i]) - len(reference))
 
@@ -314,7 +314,7 @@ def test_cache_bounded_over_long_runs(make_venv):
     lengths = []
     for _ in range(400):
         venv.step(rng.integers(0, 2, 4))
-        lengths.append(venv.unwrapped.cache.length)
+        lengths.append(venv.unwrapped.decoder.cache.length)
     assert max(lengths[200:]) <= max(lengths[:200]) + 8
     assert max(lengths) < 120
 
@@ -330,6 +330,6 @@ def test_registration_and_make_by_module_string(tiny):
 def test_reset_with_chosen_prompts(make_venv):
     venv = make_venv(3)
     venv.reset(seed=0, options={"prompt_index": [2, 0, 1]})
-    assert venv.unwrapped.prompt_index.tolist() == [2, 0, 1]
+    assert venv.unwrapped.state.prompt_index.tolist() == [2, 0, 1]
     with pytest.raises(ConfigError, match=r"options\['prompt_index'\] must be 3 ints in \[0, 4\)"):
         venv.reset(seed=0, options={"prompt_index": [0, 1, 9]})

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from agents.cli.flags import add_config_flags
+from agents.cli.flags import add_config_flags, config_from_args
 
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
 _SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
@@ -29,8 +29,11 @@ def _demo(args: argparse.Namespace) -> int:
     ``--recipe tilt`` (the default): the exact objective of each position over the LLM's own samples
     (:mod:`agents.tilt`); ``--recipe ppo``: PPO with the per-token KL penalty and reward shaping.
     """
+    from dataclasses import replace
+
     from agents.saving.checkpoint import check_save_dir
     from agents.train import TrainConfig, resolve_lm, train
+    from proxy_env.config import EnvConfig
     from proxy_env.errors import ConfigError
 
     check_save_dir(args.out, arg="--out")
@@ -39,14 +42,11 @@ def _demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     beta = args.kl_coef if args.kl_coef is not None else DEMO_BETA[args.recipe]
     args.num_envs = args.num_envs or {"tilt": 32, "ppo": 16}[args.recipe]
+    env = EnvConfig(model=args.model, max_new_tokens=args.max_new_tokens, observation="prefix", kl_coef=beta)
     common = dict(
-        model=args.model,
-        max_new_tokens=args.max_new_tokens,
         num_envs=args.num_envs,
         total_timesteps=args.decisions,
         seed=args.seed,
-        observation="prefix",
-        kl_coef=beta,
         eval_prompts="",
         save_dir=args.out,
         progress_bar=not args.no_progress_bar,
@@ -55,7 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
         from agents.tilt import TiltConfig, check_tilt, train_tilt
 
         cfg = TrainConfig(
-            **common, learning_rate=args.learning_rate or 3e-3, batch_size=64
+            env=env, **common, learning_rate=args.learning_rate or 3e-3, batch_size=64
         )  # small batches: enough Adam steps on 4k decisions
         tilt = TiltConfig(tilt_epochs=args.tilt_epochs)
         check_tilt(cfg, tilt)  # before the model loads: a bad --out or --num-envs fails in a second, not after loading
@@ -65,10 +65,9 @@ def _demo(args: argparse.Namespace) -> int:
         )
     else:
         cfg = TrainConfig(
+            env=replace(env, reward_shaping=True, forced_steps=args.forced_steps),
             **common,
             init_accept_prob=args.init_accept_prob,
-            reward_shaping=True,
-            forced_steps=args.forced_steps,
             n_steps=64,
             batch_size=256,
             learning_rate=args.learning_rate or 1e-3,
@@ -168,30 +167,23 @@ def _demo_compare(lm: Any, proxy: Any, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     from agents.train import TrainConfig, train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    values["hidden"] = tuple(values["hidden"])
+    cfg = config_from_args(TrainConfig, args)
     if args.backend == "tilt":
         from agents.tilt import TiltConfig, train_tilt
 
         _check_backend_flags(args, "tilt")
-        result = train_tilt(
-            TrainConfig(**values), TiltConfig(**{f.name: getattr(args, f.name) for f in fields(TiltConfig)})
-        )
+        result = train_tilt(cfg, config_from_args(TiltConfig, args))
     elif args.backend == "rllib":
         from agents.rllib.backend import RLlibConfig
         from agents.rllib.train import train_rllib
 
         _check_backend_flags(args, "rllib")
-        result = train_rllib(
-            TrainConfig(**values), RLlibConfig(**{f.name: getattr(args, f.name) for f in fields(RLlibConfig)})
-        )
+        result = train_rllib(cfg, config_from_args(RLlibConfig, args))
     else:
         _check_backend_flags(args, "sb3")
-        result = train(TrainConfig(**values))
+        result = train(cfg)
     if result.interrupted:
         return _interrupted("train", result)
     print(result.params)

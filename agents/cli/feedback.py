@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, fields
 from typing import Any
 
+from proxy_env.config import EnvConfig
+
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -209,9 +211,9 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
         "--max-ppl", type=float, default=None, help="keep pairs whose responses both have perplexity <= this"
     )
     p.add_argument("--max-new-tokens", type=int, default=32, help="response budget")
-    p.add_argument("--top-k", type=int, default=50, help="sampling top-k (as the env's pool)")
-    p.add_argument("--top-p", type=float, default=0.95, help="sampling top-p")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=EnvConfig.top_k, help="sampling top-k (as the env's pool)")
+    p.add_argument("--top-p", type=float, default=EnvConfig.top_p, help="sampling top-p")
+    p.add_argument("--temperature", type=float, default=EnvConfig.temperature, help="sampling temperature")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per generate call")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and the judge's order")
     p.add_argument("--device", default=None, help="device of the LLMs (default: CUDA when available)")

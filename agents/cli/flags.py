@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _optional(convert: Any) -> Any:
@@ -36,6 +39,7 @@ _json_object.__name__ = "JSON object"  # argparse names the converter in its err
 
 _CONVERTERS: dict[str, Any] = {
     "str": str,
+    "Any": str,  # model, reward, prompts: names or paths on the command line
     "int": int,
     "float": float,
     "str | None": _optional(str),
@@ -46,20 +50,22 @@ _CONVERTERS: dict[str, Any] = {
 }
 
 
-def add_config_flags(
-    parser: argparse.ArgumentParser, config_cls: type, *, defaults: dict[str, Any] | None = None
-) -> None:
+def add_config_flags(parser: Any, config_cls: type, *, defaults: dict[str, Any] | None = None) -> None:
     """One flag per dataclass field of ``config_cls`` (``--field-name``), with its help text and default.
 
-    Used by ``train`` (:class:`agents.train.TrainConfig`), ``rm train`` and ``finetune``; ``defaults``
-    overrides a field's default on the command line only.
+    A field that holds a dataclass (``TrainConfig.env``, an :class:`~proxy_env.config.EnvConfig`) adds a
+    group with one flag per field of its own, under the field's own name. ``defaults`` overrides a
+    field's default on the command line only. :func:`config_from_args` builds the config back.
     """
-    from dataclasses import fields
-
     base = config_cls()
     for f in fields(config_cls):
+        value = getattr(base, f.name)
+        if is_dataclass(value):
+            group = parser.add_argument_group(f.name, f.metadata.get("help"))
+            add_config_flags(group, type(value), defaults=defaults)
+            continue
         flag, help_text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
-        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        default = (defaults or {}).get(f.name, value)
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type.startswith("tuple[int"):
@@ -78,3 +84,17 @@ def add_config_flags(
             parser.add_argument(
                 flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})"
             )
+
+
+def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
+    """The ``config_cls`` whose flags :func:`add_config_flags` added, from the parsed ``args`` (nested configs too)."""
+    base = config_cls()
+    values: dict[str, Any] = {}
+    for f in fields(config_cls):  # type: ignore[arg-type]
+        default = getattr(base, f.name)
+        if is_dataclass(default):
+            values[f.name] = config_from_args(type(default), args)
+        else:
+            value = getattr(args, f.name)
+            values[f.name] = tuple(value) if isinstance(default, tuple) else value
+    return config_cls(**values)

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 import torch
 
 from agents.accept import AcceptFn, accept_model  # noqa: F401  (re-exported)
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 
@@ -125,9 +125,9 @@ class Trajectory(NamedTuple):
     length: int
 
 
-def _pools(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> tuple[skam.Pool, torch.Tensor]:
+def _pools(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> tuple[candidates.Pool, torch.Tensor]:
     """Pools (T, K) of response positions and their unsteered probabilities q (T, K), 0 on padding."""
-    pool = skam.truncate(logits, top_k, top_p, temperature)
+    pool = candidates.truncate(logits, top_k, top_p, temperature)
     q = pool.logprob_trunc.double().exp()
     return pool, q / q.sum(-1, keepdim=True)  # renormalised in float64: always-accept's KL is then 0 to ~1e-12
 
@@ -197,7 +197,7 @@ def trajectory(
     return Trajectory(float(kl.sum()), float((kl - log_z).sum()), nll, t_len)
 
 
-def _candidate_hidden(lm: FrozenLM, cache: Any, pool: skam.Pool, p_len: int, hidden_layer: int) -> torch.Tensor:
+def _candidate_hidden(lm: FrozenLM, cache: Any, pool: candidates.Pool, p_len: int, hidden_layer: int) -> torch.Tensor:
     """Hidden states (T, K, H) of every pool candidate appended to its own prefix, in one forward."""
     t_len, k = pool.tokens.shape
     valid = torch.arange(k, device=pool.tokens.device)[None, :] < pool.size[:, None]  # (T, K)
@@ -223,7 +223,7 @@ def _candidate_hidden(lm: FrozenLM, cache: Any, pool: skam.Pool, p_len: int, hid
 
 
 def _accept_table(
-    accept: float | AcceptFn, hidden: torch.Tensor, pool: skam.Pool, top_k: int, rank_dependent: bool
+    accept: float | AcceptFn, hidden: torch.Tensor, pool: candidates.Pool, top_k: int, rank_dependent: bool
 ) -> torch.Tensor:
     """P(accept) (T, K), or (T, K, K) by offer rank for ``candidate_stats`` observations."""
     t_len, k, h = hidden.shape

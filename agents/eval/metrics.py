@@ -217,7 +217,7 @@ def truncation_log_ratio(
     KL from the untruncated LLM that fine-tuned models are measured with. A token outside its pool
     gives ``inf``.
     """
-    from proxy_env.engine import candidates as skam
+    from proxy_env.engine import candidates
 
     out = np.zeros(len(responses))
     for start in range(0, len(responses), batch_size):
@@ -229,7 +229,7 @@ def truncation_log_ratio(
             t = len(responses[i])
             if t == 0:
                 continue
-            pool = skam.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
+            pool = candidates.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
             match = pool.tokens == fwd.ids[row, width - t :, None]  # (t, K): the response token's pool column
             ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(
                 -1

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
@@ -49,9 +50,9 @@ class BenchConfig:
     )
     bon_reference: int = field(default=16, metadata={"help": "extra samples per prompt for best-of-N's empirical KL"})
     max_new_tokens: int = field(default=32, metadata={"help": "response budget"})
-    top_k: int = field(default=50, metadata={"help": "pool top-k"})
-    top_p: float = field(default=0.95, metadata={"help": "pool top-p"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_k: int = field(default=EnvConfig.top_k, metadata={"help": "pool top-k"})
+    top_p: float = field(default=EnvConfig.top_p, metadata={"help": "pool top-p"})
+    temperature: float = field(default=EnvConfig.temperature, metadata={"help": "sampling temperature"})
     random_reject_p: float = field(
         default=0.2, metadata={"help": "rejection probability of the random-reject baseline"}
     )

@@ -49,4 +49,3 @@ __all__ = [
     "select_pairs",
     "time_limit_callback",
 ]
-

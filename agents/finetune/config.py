@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, check_choice
 
 METHODS = ("grpo", "dpo", "online-dpo")
@@ -92,8 +93,12 @@ class FinetuneConfig:
         default=False, metadata=_help("replace ``out`` if it exists (otherwise an existing folder is an error)")
     )
     max_new_tokens: int = field(default=32, metadata=_help("response budget in tokens (as the env's max_new_tokens)"))
-    top_k: int = field(default=50, metadata=_help("sampling during training: top-k (the env's SKAM default)"))
-    top_p: float = field(default=0.95, metadata=_help("sampling during training: top-p (the env's SKAM default)"))
+    top_k: int = field(
+        default=EnvConfig.top_k, metadata=_help("sampling during training: top-k (the env's SKAM default)")
+    )
+    top_p: float = field(
+        default=EnvConfig.top_p, metadata=_help("sampling during training: top-p (the env's SKAM default)")
+    )
     temperature: float = field(default=1.0, metadata=_help("sampling during training: temperature (the env's default)"))
     num_generations: int = field(default=4, metadata=_help("grpo: group size, responses sampled per prompt (>= 2)"))
     batch_size: int = field(

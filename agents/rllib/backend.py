@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from agents.train import TrainConfig, env_kwargs
@@ -36,7 +37,7 @@ ALGOS: dict[str, tuple[str, str, bool]] = {
     "sac": ("ray.rllib.algorithms.sac", "SACConfig", False),  # discrete SAC, likewise
 }
 # TrainConfig fields this backend does not implement: (field, value that means "off")
-_UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("kl_coef", 0.0), ("kl_target", None))
+_UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("env.kl_coef", 0.0), ("kl_target", None))
 
 
 def _help(text: str) -> dict[str, str]:
@@ -125,7 +126,7 @@ def env_config(cfg: TrainConfig, rl: RLlibConfig) -> dict[str, Any]:
         **env_kwargs(cfg),
         "autoreset_mode": "next_step",
         "threads": rl.threads_per_runner,
-        "device": cfg.env_device,
+        "device": cfg.llm_device,
         "device_map": rl.llm_device_map,
         "bootstrap_truncated": cfg.bootstrap_truncated,
     }
@@ -208,9 +209,10 @@ def validate(cfg: TrainConfig, rl: RLlibConfig) -> None:
     replace(cfg, algo="ppo").validate()  # every other field as for SB3 (its algo registry is SB3's)
     rl.validate()
     for name, off in _UNSUPPORTED:
-        if getattr(cfg, name) != off:
+        value = attrgetter(name)(cfg)
+        if value != off:
             raise ConfigError(
-                f"{name}={getattr(cfg, name)!r} is not supported by --backend rllib; leave it at {off!r} "
+                f"{name.removeprefix('env.')}={value!r} is not supported by --backend rllib; leave it at {off!r} "
                 "or train with --backend sb3."
             )
     if cfg.save_dir is not None and not ALGOS[check_algo(cfg.algo)][2]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agents.rllib.backend import ALGOS, RLlibConfig, build_config, ray_init, require_ray, runner_facts, validate
-from agents.train import TrainConfig, TrainResult, env_kwargs
+from agents.train import TrainConfig, TrainResult, config_dict, env_kwargs
 
 # RLlib learner metric -> the SB3 TensorBoard tag it corresponds to
 SB3_TAGS = {
@@ -191,7 +191,7 @@ def _saver(cfg: TrainConfig, rl: RLlibConfig, facts: dict[str, Any]) -> Any:
     """``save(algo, steps, path=cfg.save_dir)``: the learner's proxy written in our checkpoint format."""
     from agents.saving.checkpoint import plain, save_checkpoint
 
-    config = {**asdict(cfg), "backend": "rllib", "rllib": asdict(rl), "rllib_algo": cfg.algo.lower()}
+    config = {**config_dict(cfg), "backend": "rllib", "rllib": asdict(rl), "rllib_algo": cfg.algo.lower()}
 
     def save(algo: Any, steps: int, path: str | None = None) -> Path:
         model = to_sb3(module_weights(algo), _obs_space(facts), cfg, steps)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from proxy_env.config import EnvConfig
 from proxy_env.errors import DataError
 
 CONFIG_FILE = "proxy_config.json"
@@ -49,7 +50,8 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, str | None]] = {
     "qrdqn": (("quantile_net.features_extractor",), "quantile_net.quantile_net", None),
 }
 # env defaults, for folders written before the summary fields existed
-_SKAM_DEFAULTS = {"top_k": 50, "top_p": 0.95, "temperature": 1.0, "max_rejections": None, "order": "sample"}
+# the env settings that define the pool (the folder's "skam" record); their defaults are EnvConfig's
+POOL_SETTINGS = ("top_k", "top_p", "temperature", "max_rejections", "order")
 
 
 class ProxyFolderError(DataError):
@@ -118,7 +120,7 @@ def summary(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {
         "observation": str(env_kwargs.get("observation", "candidate")),
         "hidden_layer": int(env_kwargs.get("hidden_layer", -1)),
-        "skam": {key: env_kwargs.get(key, default) for key, default in _SKAM_DEFAULTS.items()},
+        "skam": {key: env_kwargs.get(key, getattr(EnvConfig(), key)) for key in POOL_SETTINGS},
     }
 
 

@@ -308,6 +308,12 @@ class RowCache:
         hidden[index], logits[index] = out.hidden, out.logits
         return StepOutput(hidden, logits)
 
+    def release(self) -> None:
+        """Free the keys and values (the env's ``close``); the next :meth:`reset_rows` of every row builds them again."""
+        self.layers = []
+        self._prefix = None
+        self.length = 0
+
     def commit(self, rows: torch.Tensor) -> None:
         """Keep the pending token of rows (bool mask) and advance their positions."""
         if CHECKS:

@@ -10,14 +10,13 @@
   :mod:`~proxy_env.rewards.shaping`: potential-based shaping (``reward_shaping=True``).
 """
 
-from proxy_env.rewards.baselines import ReferenceBaseline, RunningMeanStd
+from proxy_env.rewards.baselines import ReferenceBaseline
 from proxy_env.rewards.builtin import HFRewardModel, RewardFn, VaderReward, resolve_reward, reward_name, score
 
 __all__ = [
     "HFRewardModel",
     "ReferenceBaseline",
     "RewardFn",
-    "RunningMeanStd",
     "VaderReward",
     "resolve_reward",
     "reward_name",

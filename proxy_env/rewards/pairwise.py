@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, check_choice
 from proxy_env.rewards.judge import LLMJudge
 
@@ -44,9 +45,9 @@ class PairwiseJudgeReward:
         *,
         reference: str = "greedy",
         max_new_tokens: int = 32,
-        top_k: int = 50,
-        top_p: float = 0.95,
-        temperature: float = 1.0,
+        top_k: int = EnvConfig.top_k,
+        top_p: float = EnvConfig.top_p,
+        temperature: float = EnvConfig.temperature,
         tie_band: float = 0.05,
         batch_size: int = 16,
         seed: int = 0,

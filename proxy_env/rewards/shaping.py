@@ -11,11 +11,9 @@ VADER fast. It costs one batched reward call per step (for the rows that committ
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
-
-from proxy_env.rewards import score
 
 
 class PotentialShaping:
@@ -25,16 +23,16 @@ class PotentialShaping:
         self.potential = np.zeros(num_envs)  # Φ of each env's response so far
         self.paid = np.zeros(num_envs)  # Σ Φ(s') - Φ(s) paid this episode
 
-    def step(self, env: Any, moved: np.ndarray, ended: np.ndarray) -> np.ndarray:
-        """Rewards (B,) for the live rows that committed tokens this step (``moved``, not ``ended``)."""
+    def step(self, moved: np.ndarray, ended: np.ndarray, potential: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Rewards (B,) for the live rows that committed tokens this step (``moved``, not ``ended``).
+
+        ``potential(rows)``: the reward of those rows' (indices) responses so far, one batched call.
+        """
         out = np.zeros(len(moved))
         rows = np.flatnonzero(moved & ~ended)
         if len(rows) == 0:
             return out
-        position = env.position.cpu().numpy()
-        texts = [env.lm.decode(env.response[i, : position[i]].tolist()) for i in rows]
-        prompts = [env.prompts[int(env.prompt_index[i])] for i in rows]
-        phi = np.asarray(score(env.reward_fn, prompts, texts), dtype=np.float64)
+        phi = potential(rows)
         out[rows] = phi - self.potential[rows]
         self.potential[rows] = phi
         self.paid[rows] += out[rows]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxy_env.engine import candidates as skam
+from proxy_env.engine import candidates
 
 # per-step keys (the candidate now on offer), always present
 STEP_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position", "forced")
@@ -42,16 +42,16 @@ TEXT_END_KEYS = ("prompt", "response", "response_ids")
 
 
 def step_tensors(
-    pool: skam.Pool, offer: torch.Tensor, position: torch.Tensor, forced: torch.Tensor
+    pool: candidates.Pool, offer: torch.Tensor, position: torch.Tensor, forced: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """The per-step info of every env (the candidate on offer) as (B,) tensors, keyed as :data:`STEP_KEYS`.
 
     ``forced`` (B,) bool: the candidate on offer is committed whatever the action (``forced_steps``).
     """
     return {
-        "token_id": skam.select(pool.tokens, offer),
-        "logprob": skam.select(pool.logprob, offer),
-        "logprob_truncated": skam.select(pool.logprob_trunc, offer),
+        "token_id": candidates.select(pool.tokens, offer),
+        "logprob": candidates.select(pool.logprob, offer),
+        "logprob_truncated": candidates.select(pool.logprob_trunc, offer),
         "rank": offer,
         "rejections": offer,
         "position": position,
