@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"

@@ -102,7 +102,7 @@ class EvalCallback(BaseCallback):
 class CheckpointCallback(BaseCallback):
     """Every ``save_freq`` environment steps, call ``save(model)`` (an atomic checkpoint writer)."""
 
-    def __init__(self, save: Callable[[Any], Path], save_freq: int) -> None:
+    def __init__(self, save: Callable[[Any], Path | None], save_freq: int) -> None:
         super().__init__()
         self.save, self.save_freq = save, save_freq
         self._next = save_freq

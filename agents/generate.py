@@ -69,7 +69,9 @@ class ProxyGenerator:
         seed: int = 0,
         **env_overrides: Any,
     ) -> None:
-        kwargs = {"model": lm_or_env_kwargs} if isinstance(lm_or_env_kwargs, FrozenLM) else dict(lm_or_env_kwargs)
+        kwargs: dict[str, Any] = (
+            {"model": lm_or_env_kwargs} if isinstance(lm_or_env_kwargs, FrozenLM) else dict(lm_or_env_kwargs)
+        )
         kwargs.update(env_overrides)
         for key in _IGNORED:
             kwargs.pop(key, None)
@@ -159,7 +161,7 @@ class ProxyGenerator:
                 starts = np.asarray(terminated | truncated)
                 for i in np.flatnonzero(starts):
                     if results[i] is None:
-                        results[i] = _result(prompts[i], info["final_info"], i, rejected[i])
+                        results[i] = _result(prompts[i], info["final_info"], int(i), rejected[i])
         finally:
             venv.close()
         return [r for r in results if r is not None]

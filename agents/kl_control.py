@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.training import KLRecord
 from proxy_env.errors import ConfigError
 
 
@@ -77,7 +78,7 @@ class KLPenaltyCallback(BaseCallback):
     def __init__(self, controller: KLController) -> None:
         super().__init__()
         self.controller = controller
-        self.history: list[tuple[int, float, float]] = []  # (timestep, β, mean KL per response)
+        self.history: list[KLRecord] = []  # one per rollout: β then, mean KL per finished response
         self._kl: list[float] = []
         self._exact: list[float] = []
         self._steps = 0
@@ -102,7 +103,7 @@ class KLPenaltyCallback(BaseCallback):
         kl = float(np.mean(self._kl)) if self._kl else float("nan")
         beta = self.controller.update(kl, self._steps)
         self._venv().kl_coef = beta
-        self.history.append((self.num_timesteps, beta, kl))
+        self.history.append(KLRecord(self.num_timesteps, beta, kl, "response"))
         self.logger.record("kl/coef", beta)
         if self._kl:
             self.logger.record("kl/per_response", kl)

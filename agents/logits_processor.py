@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from proxy_env.config import prefix_dim
 from proxy_env.engine import candidates
 from proxy_env.engine.steering import prefix_observation, steered_probs
 from proxy_env.errors import ConfigError, ConfigTypeError, StateError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 OBSERVATIONS = ("prefix", "candidate")
 # what generate must leave off: its warpers run *after* user processors (transformers 5.x) and would distort π
@@ -187,7 +190,8 @@ class ProxyLogitsProcessor(LogitsProcessor):
         always = ((accept >= 1.0) | ~valid).all(-1, keepdim=True)  # (B, 1): π = q (Gumbel order), give HF's own numbers
         always &= skam_cfg.get("order", "sample") == "sample"
         out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, pool.tokens, torch.where(always, tempered, log_pi))
+        # FloatTensor: the legacy alias transformers' LogitsProcessor signature uses; the values are scores' dtype
+        return cast(torch.FloatTensor, out.scatter_(1, pool.tokens, torch.where(always, tempered, log_pi)))
 
     def _accept(self, pool: candidates.Pool, step: dict[str, Any]) -> torch.Tensor:
         """P(accept) (B, K) float64 of every pool candidate."""
@@ -250,7 +254,8 @@ class ProxyLogitsProcessor(LogitsProcessor):
         return out.hidden_states[self.proxy.hidden_layer].float()  # (B, K, H)
 
     def _check_dims(self) -> None:
-        hidden = int(self.model.config.get_text_config().hidden_size)
+        config = cast("PreTrainedConfig", self.model.config)  # nn.Module.__getattr__ is typed Tensor | Module
+        hidden = int(config.get_text_config().hidden_size)
         want = {"prefix": prefix_dim(hidden), "candidate": hidden}[self.proxy.observation]
         if self.proxy.obs_dim != want:
             raise ProxyFolderError(

@@ -1,8 +1,8 @@
-"""Train a proxy with any registered SB3 / sb3-contrib algorithm; checkpoints and TensorBoard logs.
+"""``proxy-rlhf train`` (the default backend): train a proxy with any registered SB3 / sb3-contrib algorithm.
 
 >>> from proxy_env.config import EnvConfig
->>> cfg = TrainConfig(env=EnvConfig(model="tiny", prompts=["Hi!"], max_new_tokens=4), num_envs=2, total_timesteps=64,
-...                   n_steps=16, batch_size=16, eval_freq=0)
+>>> cfg = SB3Config(env=EnvConfig(model="tiny", prompts=["Hi!"], max_new_tokens=4), num_envs=2, total_timesteps=64,
+...                 n_steps=16, batch_size=16, eval_freq=0)
 >>> result = train(cfg, reward=lambda prompts, responses: [0.0] * len(responses))
 >>> result.model.num_timesteps >= 64 and result.params.proxy < 20_000
 True
@@ -13,190 +13,108 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import proxy_env
 from agents.algos import get_algo
-from agents.callbacks import (
-    CheckpointCallback,
-    EpisodeStatsCallback,
-    EvalCallback,
-    EvalResult,
-    TimeLimitCallback,
-    TqdmCallback,
-)
+from agents.callbacks import CheckpointCallback, EpisodeStatsCallback, EvalCallback, TimeLimitCallback, TqdmCallback
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
-from agents.policies import ParamReport, init_accept_bias, param_report, proxy_policy_kwargs
-from agents.saving.checkpoint import (
-    CheckpointError,
-    check_lm,
-    check_save_dir,
-    load_checkpoint,
-    lock_save_dir,
-    periodic_save,
-    plain,
-    read_meta,
-    save_checkpoint,
-    save_or_rescue,
+from agents.policies import init_accept_bias, param_report, proxy_policy_kwargs
+from agents.saving.checkpoint import check_lm, load_checkpoint, periodic_save, read_meta, save_or_rescue
+from agents.training import (
+    TrainConfig,
+    TrainResult,
+    check_int,
+    check_number,
+    config_dict,
+    env_kwargs,
+    help_text,
+    resolve_lm,
+    run_training,
+    save_agent,
+    saved_env_kwargs,
 )
 from proxy_env.adapters.sb3 import SB3VecEnv
-from proxy_env.config import EnvConfig
 from proxy_env.engine.lm import FrozenLM
-from proxy_env.engine.models import as_frozen_lm
-from proxy_env.errors import ConfigError, ConfigTypeError
+from proxy_env.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CheckpointError",
-    "TrainConfig",
-    "TrainResult",
-    "env_kwargs",
-    "load_checkpoint",
-    "make_sb3_env",
-    "resolve_lm",
-    "train",
-]
+__all__ = ["SB3Config", "build_agent", "make_sb3_env", "train"]
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+@dataclass(kw_only=True)
+class SB3Config(TrainConfig):
+    """``proxy-rlhf train --backend sb3``: the shared settings plus SB3's; each field is a flag."""
 
-
-@dataclass
-class TrainConfig:
-    """Everything ``train`` needs; each field is a ``proxy-rlhf train`` flag (``--field-name``)."""
-
-    algo: str = field(default="ppo", metadata=_help("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
-    env: EnvConfig = field(
-        default_factory=EnvConfig, metadata=_help("the env's settings: every field of proxy_env.EnvConfig is a flag")
+    algo: str = field(default="ppo", metadata=help_text("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
+    n_steps: int | None = field(
+        default=None, metadata=help_text("on-policy rollout length per env (None: the algorithm's default)")
     )
-    eval_prompts: str = field(
-        default="default-eval", metadata=_help("held-out prompts for periodic evaluation ('' disables)")
+    gamma: float = field(
+        default=1.0, metadata=help_text("discount; 1.0 since episodes are short and the reward is terminal")
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=help_text("extra keyword arguments of the algorithm (CLI: JSON)")
     )
     kl_target: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "adapt β toward this KL per response in nats (TRL's adaptive controller); None keeps --kl-coef fixed"
         ),
     )
     kl_horizon: int = field(
         default=10_000,
-        metadata=_help("decisions over which the adaptive controller moves β by at most a factor of 1.2"),
+        metadata=help_text("decisions over which the adaptive controller moves β by at most a factor of 1.2"),
     )
-    num_envs: int = field(default=8, metadata=_help("episodes run in parallel (rows of the batched LLM)"))
-    total_timesteps: int = field(
-        default=20_000, metadata=_help("proxy decisions to train for (with --resume: additional ones)")
+    eval_prompts: str = field(
+        default="default-eval", metadata=help_text("held-out prompts for periodic evaluation ('' disables)")
     )
-    seed: int = field(default=0, metadata=_help("seed of the algorithm and the environment"))
-    policy_device: str = field(
-        default="auto", metadata=_help("torch device of the proxy policy: 'auto', 'cpu', 'cuda'")
-    )
-    llm_device: str | None = field(default=None, metadata=_help("device of the frozen LLM (None: CUDA when available)"))
-    learning_rate: float | None = field(default=None, metadata=_help("learning rate (None: the algorithm's default)"))
-    n_steps: int | None = field(
-        default=None, metadata=_help("on-policy rollout length per env (None: the algorithm's default)")
-    )
-    batch_size: int | None = field(default=None, metadata=_help("minibatch size (None: the algorithm's default)"))
-    gamma: float = field(
-        default=1.0, metadata=_help("discount; 1.0 since episodes are short and the reward is terminal")
-    )
-    features_dim: int = field(default=64, metadata=_help("width of the proxy's projection of the hidden state"))
-    hidden: tuple[int, ...] = field(default=(64,), metadata=_help("hidden layer widths of each policy/value head"))
-    bootstrap_truncated: bool = field(
-        default=False,
-        metadata=_help(
-            "bootstrap the value at the response budget; off by default since the reward model scores the truncated response and nothing follows"
-        ),
-    )
-    algo_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata=_help("extra keyword arguments of the algorithm (CLI: JSON)")
-    )
-    tensorboard_log: str | None = field(default=None, metadata=_help("TensorBoard log folder (None: no logs)"))
-    progress_bar: bool = field(default=False, metadata=_help("show a progress bar"))
-    eval_freq: int = field(default=0, metadata=_help("evaluate on eval_prompts every this many steps (0: never)"))
-    eval_episodes: int = field(default=16, metadata=_help("episodes per evaluation"))
-    save_dir: str | None = field(
-        default=None,
-        metadata=_help(
-            "checkpoint folder (model.safetensors + proxy_config.json), written at the end and on Ctrl-C/SIGTERM; "
-            "a folder holding anything but a checkpoint is refused"
-        ),
-    )
-    save_freq: int = field(default=0, metadata=_help("also checkpoint every this many steps (0: at the end only)"))
-    resume: str | None = field(default=None, metadata=_help("continue training from this checkpoint folder"))
+    eval_freq: int = field(default=0, metadata=help_text("evaluate on eval_prompts every this many steps (0: never)"))
+    eval_episodes: int = field(default=16, metadata=help_text("episodes per evaluation"))
+    save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
+    resume: str | None = field(default=None, metadata=help_text("continue training from this checkpoint folder"))
     trust_checkpoint: bool = field(
         default=False,
-        metadata=_help(
+        metadata=help_text(
             "allow --resume from an SB3 proxy.zip (format 1), whose loading unpickles Python objects and can run code"
         ),
     )
-    init_accept_prob: float | None = field(
-        default=0.9,
-        metadata=_help("actor-critic proxies start at this P(accept) (near the unsteered LLM); None keeps SB3's init"),
-    )
     time_limit_s: float = field(
-        default=0.0, metadata=_help("stop training after this many seconds of wall time (0: no limit)")
+        default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")
     )
-    verbose: int = field(default=0, metadata=_help("SB3 verbosity: 0, 1 (log tables) or 2"))
+    verbose: int = field(default=0, metadata=help_text("SB3 verbosity: 0, 1 (log tables) or 2"))
 
     def validate(self) -> None:
-        """Check the values that do not need a model loaded; raise :class:`ConfigError` naming the field."""
+        """The shared checks, then SB3's: raise :class:`ConfigError` naming the field, before any model loads."""
+        super().validate()
         get_algo(self.algo)
-        for name in ("num_envs", "total_timesteps", "eval_episodes", "features_dim"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 1.")
+        check_int("eval_episodes", self.eval_episodes, minimum=1)
         for name in ("eval_freq", "save_freq"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0 (0 disables).")
+            check_int(name, getattr(self, name), minimum=0, hint="0 disables")
         if self.save_freq and not self.save_dir:
             raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
-        if not isinstance(self.env, EnvConfig):
-            raise ConfigTypeError(
-                f"env={self.env!r} must be a proxy_env.EnvConfig (its fields are the env's settings)."
-            )
         KLController(self.env.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
             raise ConfigError(
                 f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(
-                f"seed={self.seed!r} must be an int in [0, 2**32) (SB3 seeds numpy's global RNG, which takes no more)."
-            )
-        _number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
-        _number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
-        if self.learning_rate is not None:
-            _number(
-                "learning_rate",
-                self.learning_rate,
-                lambda v: 0 < v <= 1,
-                "in (0, 1] (or None for the algorithm's default; typical: 1e-4 to 3e-3)",
-            )
-        if self.policy_device != "auto":
-            from proxy_env.engine.lm import resolve_device
-
-            resolve_device(self.policy_device)
+        check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
+        check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
         for key, (ok, what) in _ALGO_RANGES.items():
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
-        if self.init_accept_prob is not None:
-            _number(
-                "init_accept_prob", self.init_accept_prob, lambda v: 0 < v < 1, "in (0, 1) (or None to keep SB3's init)"
-            )
-        for name in ("n_steps", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name}={value!r} must be an int >= 1 (or None for the algorithm's default).")
-        if self.save_dir is not None:
-            check_save_dir(self.save_dir)
+        if self.n_steps is not None:
+            check_int("n_steps", self.n_steps, minimum=1, hint="or None for the algorithm's default")
+        _check_resume(self)
 
 
 def _is_number(value: Any) -> bool:
@@ -220,54 +138,19 @@ _ALGO_RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _number(name: str, value: Any, ok: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ConfigError(f"{name}={value!r} must be a finite number {what}.")
-
-
-class TrainResult(NamedTuple):
-    """What :func:`train` returns."""
-
-    model: Any  # the trained SB3 algorithm
-    checkpoint: Path | None  # the final checkpoint folder, if save_dir was set
-    params: ParamReport  # proxy trainable params vs the LLM's
-    evaluations: list[tuple[int, EvalResult]]  # (timestep, result) of each periodic evaluation
-    kl_history: list[tuple[int, float, float]] = []  # with kl_coef: (timestep, β, mean KL per response) per rollout
-    interrupted: str | None = (
-        None  # "SIGINT"/"SIGTERM" when a signal stopped training early (the checkpoint was still saved)
-    )
-
-
-def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
-    """``"tiny"`` -> :func:`proxy_env.engine.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
-    return as_frozen_lm(model, device=device)
-
-
-def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The env's keyword arguments of ``cfg`` but the KL charge, which only the training env pays."""
-    return {name: value for name, value in cfg.env.kwargs().items() if name != "kl_coef"}
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """``cfg`` as a dict for the checkpoint's record (``asdict`` would deep-copy a model object in ``cfg.env``)."""
-    return {**{f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "env"}, "env": cfg.env.kwargs()}
-
-
-def make_sb3_env(
-    kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None, bootstrap_truncated: bool = True
-) -> SB3VecEnv:
+def make_sb3_env(kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None) -> SB3VecEnv:
     """A :class:`SB3VecEnv` over ``gym.make_vec(ENV_ID, num_envs, **kwargs)``; ``"tiny"`` models resolved."""
     kwargs = dict(kwargs)
     if kwargs.get("model") == "tiny":
         kwargs["model"] = resolve_lm("tiny")
     venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-    env = SB3VecEnv(venv, bootstrap_truncated=bootstrap_truncated)
+    env = SB3VecEnv(venv)
     if seed is not None:
         env.seed(seed)
     return env
 
 
-def _algo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def _algo_kwargs(cfg: SB3Config) -> dict[str, Any]:
     spec = get_algo(cfg.algo)
     out: dict[str, Any] = {"gamma": cfg.gamma}
     if cfg.learning_rate is not None:
@@ -283,7 +166,7 @@ def _algo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {**out, **cfg.algo_kwargs}
 
 
-def build_agent(cfg: TrainConfig, env: SB3VecEnv) -> Any:
+def build_agent(cfg: SB3Config, env: SB3VecEnv) -> Any:
     """A fresh agent, or the one in ``cfg.resume`` attached to ``env``."""
     if cfg.resume is not None:
         checkpoint = load_checkpoint(cfg.resume, env=env, device=cfg.policy_device, trust=cfg.trust_checkpoint)
@@ -327,7 +210,7 @@ def _check_algo_kwargs(cls: Any, algo: str, kwargs: dict[str, Any]) -> None:
             )
 
 
-def _progress(cfg: TrainConfig) -> tuple[bool, list[BaseCallback]]:
+def _progress(cfg: SB3Config) -> tuple[bool, list[BaseCallback]]:
     """SB3's own bar when tqdm and rich are installed, else a plain tqdm callback."""
     if not cfg.progress_bar:
         return False, []
@@ -340,7 +223,7 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _check_resume(cfg: TrainConfig) -> None:
+def _check_resume(cfg: SB3Config) -> None:
     """The resume checkpoint's algorithm and format, checked before any model is loaded."""
     if cfg.resume is None:
         return
@@ -355,7 +238,7 @@ def _check_resume(cfg: TrainConfig) -> None:
 
 
 def train(
-    cfg: TrainConfig, *, model: FrozenLM | None = None, reward: Any = None, callbacks: list[BaseCallback] | None = None
+    cfg: SB3Config, *, model: FrozenLM | None = None, reward: Any = None, callbacks: list[BaseCallback] | None = None
 ) -> TrainResult:
     """Train a proxy as configured by ``cfg``.
 
@@ -375,26 +258,18 @@ def train(
         The trained algorithm, the final checkpoint folder (if ``cfg.save_dir``), the parameter
         report, the periodic evaluations and the signal that stopped training, if any.
     """
-    cfg.validate()
-    _check_resume(cfg)
-    lock = lock_save_dir(cfg.save_dir) if cfg.save_dir else None
-    try:
-        with GracefulStop() as stop:
-            return _train(cfg, model, reward, list(callbacks or []), stop)
-    finally:
-        if lock is not None:
-            lock.release()
+    return run_training(cfg, lambda stop: _train(cfg, model, reward, list(callbacks or []), stop))
 
 
 def _train(
-    cfg: TrainConfig, model: FrozenLM | None, reward: Any, callbacks: list[BaseCallback], stop: GracefulStop
+    cfg: SB3Config, model: FrozenLM | None, reward: Any, callbacks: list[BaseCallback], stop: GracefulStop
 ) -> TrainResult:
     lm = resolve_lm(model if model is not None else cfg.env.model, cfg.llm_device)
     kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.env.reward}
     penalty = (
         {"kl_coef": cfg.env.kl_coef} if cfg.env.kl_coef else {}
     )  # training only: checkpoints and evaluation envs pay no KL
-    env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed, bootstrap_truncated=cfg.bootstrap_truncated)
+    env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed)
     evaluator = None
     kl_callback = (
         KLPenaltyCallback(KLController(cfg.env.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon))
@@ -410,18 +285,10 @@ def _train(
         if kl_callback is not None:
             extra.append(kl_callback)
         if cfg.eval_freq > 0 and cfg.eval_prompts:
-            eval_env = make_sb3_env(
-                {**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, bootstrap_truncated=cfg.bootstrap_truncated
-            )
+            eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs)
             evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
             extra.append(evaluator)
-        # a model object loaded from cfg.env.model (the demo's) is recorded by that name, so the checkpoint loads on its own
-        recorded = model if model is not None and getattr(model, "name", None) != cfg.env.model else None
-        saved = {
-            **env_kwargs(cfg),
-            **({"model": recorded} if recorded is not None else {}),
-            **({"reward": reward} if reward is not None else {}),
-        }
+        saved = saved_env_kwargs(cfg, model, reward)
         save = (
             partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config_dict(cfg), lm=lm)
             if cfg.save_dir
@@ -439,7 +306,7 @@ def _train(
             reset_num_timesteps=cfg.resume is None,
             tb_log_name=cfg.algo.lower(),
         )
-        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None else None
+        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None and cfg.save_dir else None
     finally:
         env.close()
         if evaluator is not None:
@@ -454,7 +321,7 @@ def _train(
     )
 
 
-def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
+def _check_rollout_memory(cfg: SB3Config, env: SB3VecEnv) -> None:
     """An on-policy rollout buffer holds n_steps x num_envs observations: refuse one that cannot fit in memory."""
     from proxy_env.guards import available_bytes, gib
 
@@ -462,18 +329,11 @@ def _check_rollout_memory(cfg: TrainConfig, env: SB3VecEnv) -> None:
     n_steps = cfg.n_steps or int(cfg.algo_kwargs.get("n_steps", 0) or 0)
     if not spec.on_policy or not n_steps:
         return
-    need = (
-        n_steps * cfg.num_envs * (int(env.observation_space.shape[0]) + 8) * 4
-    )  # float32 obs + a few scalars per step
+    dim = int(np.prod(env.observation_space.shape or ()))
+    need = n_steps * cfg.num_envs * (dim + 8) * 4  # float32 obs + a few scalars per step
     free = available_bytes(None)
     if free is not None and need > free:
         raise ConfigError(
-            f"n_steps={n_steps} x num_envs={cfg.num_envs} rollouts of {env.observation_space.shape[0]}-float observations "
+            f"n_steps={n_steps} x num_envs={cfg.num_envs} rollouts of {dim}-float observations "
             f"need ~{gib(need)} GiB, more than the {gib(free)} GiB of memory available; lower n_steps or num_envs."
         )
-
-
-def save_agent(
-    agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None
-) -> Path:
-    return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config, lm=lm)

@@ -81,7 +81,7 @@ def main() -> None:
 
     import torch
 
-    from agents.train import resolve_lm
+    from agents.training import resolve_lm
     from feedback import RewardFeedback, build_preferences, is_reward_model_dir, write_jsonl
     from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
@@ -224,14 +224,14 @@ class _EmbedOnce:
 def _proxy(lm: object, rm_dir: Path, args: argparse.Namespace) -> dict[str, object]:
     from agents.baselines import AlwaysAccept
     from agents.eval.compare import mean_ci, run_agents, table
-    from agents.train import TrainConfig, train
+    from agents.train import SB3Config, train
     from proxy_env.config import EnvConfig
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
 
     t2 = time.perf_counter()
     print(f"[3/3] training a PPO proxy against the learned RM for {args.train_minutes:g} min", flush=True)
-    cfg = TrainConfig(
+    cfg = SB3Config(
         env=EnvConfig(model=args.model, reward=str(rm_dir), max_new_tokens=args.max_new_tokens),
         num_envs=args.num_envs,
         total_timesteps=10**9,

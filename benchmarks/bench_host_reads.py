@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from agents.train import resolve_lm
+    from agents.training import resolve_lm
 
     print("| model | num_envs | mode | host reads / step | the most frequent (per step) |")
     print("|---|---|---|---|---|")

@@ -26,7 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.rllib.backend import RLlibConfig
 from agents.rllib.train import train_rllib
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.config import EnvConfig
 
 
@@ -40,8 +40,9 @@ class _Clock(BaseCallback):
         return True
 
 
-def _cfg(args: argparse.Namespace, save_dir: str | None, minutes: float, num_envs: int) -> TrainConfig:
-    return TrainConfig(
+def _common(args: argparse.Namespace, save_dir: str | None, minutes: float, num_envs: int) -> dict:
+    """The settings both backends share: the same task, budget and proxy."""
+    return dict(
         env=EnvConfig(model=args.model, max_new_tokens=args.max_new_tokens),
         num_envs=num_envs,
         total_timesteps=10**9,
@@ -50,7 +51,6 @@ def _cfg(args: argparse.Namespace, save_dir: str | None, minutes: float, num_env
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
-        eval_prompts="",
         save_dir=save_dir,
         tensorboard_log=f"{save_dir}-tb" if save_dir else None,
     )
@@ -59,7 +59,8 @@ def _cfg(args: argparse.Namespace, save_dir: str | None, minutes: float, num_env
 def run_sb3(args: argparse.Namespace, save_dir: str) -> dict:
     torch.set_num_threads(args.sb3_threads)
     clock, start = _Clock(), time.perf_counter()
-    result = train(_cfg(args, save_dir, args.minutes, args.num_envs), callbacks=[clock])
+    cfg = SB3Config(**_common(args, save_dir, args.minutes, args.num_envs), eval_prompts="")
+    result = train(cfg, callbacks=[clock])
     end = time.perf_counter()
     steps = result.model.num_timesteps
     return {
@@ -77,8 +78,13 @@ def run_rllib(args: argparse.Namespace, save_dir: str | None, runners: int, minu
     def hook(algo, result):
         marks.setdefault("start", time.perf_counter())
 
-    rl = RLlibConfig(num_env_runners=runners, num_envs_per_runner=args.num_envs_per_runner, threads_per_runner=1)
-    result = train_rllib(_cfg(args, save_dir, minutes, args.num_envs_per_runner), rl, on_iteration=hook)
+    cfg = RLlibConfig(
+        **_common(args, save_dir, minutes, args.num_envs_per_runner),
+        num_env_runners=runners,
+        num_envs_per_runner=args.num_envs_per_runner,
+        threads_per_runner=1,
+    )
+    result = train_rllib(cfg, on_iteration=hook)
     end = time.perf_counter()
     steps = result.model.num_timesteps
     return {

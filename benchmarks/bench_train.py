@@ -22,7 +22,8 @@ import torch
 
 from agents.baselines import AlwaysAccept
 from agents.eval.compare import run_agents, table
-from agents.train import TrainConfig, resolve_lm, train
+from agents.train import SB3Config, train
+from agents.training import resolve_lm
 from proxy_env.config import EnvConfig
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import resolve_reward
@@ -46,7 +47,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     lm = resolve_lm("default", None)
-    cfg = TrainConfig(
+    cfg = SB3Config(
         env=EnvConfig(reward=args.reward, max_new_tokens=args.max_new_tokens),
         num_envs=args.num_envs,
         total_timesteps=10**9,

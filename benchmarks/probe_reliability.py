@@ -182,7 +182,7 @@ def venv(num_envs: int = 2, **kwargs: Any):
 def train_cfg(**kwargs: Any):
     from dataclasses import fields
 
-    from agents.train import TrainConfig
+    from agents.train import SB3Config
     from proxy_env.config import EnvConfig
 
     base = dict(
@@ -199,7 +199,7 @@ def train_cfg(**kwargs: Any):
     )
     env_names = {f.name for f in fields(EnvConfig)}
     env = EnvConfig(**{k: v for k, v in {**base, **kwargs}.items() if k in env_names})
-    return TrainConfig(env=env, **{k: v for k, v in {**base, **kwargs}.items() if k not in env_names})
+    return SB3Config(env=env, **{k: v for k, v in {**base, **kwargs}.items() if k not in env_names})
 
 
 def checkpoint() -> Path:

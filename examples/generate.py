@@ -10,7 +10,7 @@ import tempfile
 
 from agents.baselines import AlwaysAccept, best_of_n
 from agents.generate import ProxyGenerator
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.config import EnvConfig
 from proxy_env.rewards import VaderReward
 
@@ -28,7 +28,7 @@ checkpoint = args.checkpoint
 if checkpoint is None:  # a throwaway proxy, so the example runs on its own
     checkpoint = os.path.join(tempfile.mkdtemp(), "proxy")
     train(
-        TrainConfig(
+        SB3Config(
             env=EnvConfig(model="tiny" if tiny else "default", max_new_tokens=8 if tiny else 32),
             num_envs=4,
             total_timesteps=128 if tiny else 4096,

@@ -13,7 +13,8 @@ import sys
 from agents.algos import ALGOS, get_algo
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import evaluate
-from agents.train import TrainConfig, env_kwargs, make_sb3_env, resolve_lm, train
+from agents.train import SB3Config, make_sb3_env, train
+from agents.training import env_kwargs, resolve_lm
 from proxy_env.config import EnvConfig
 
 tiny = "--tiny" in sys.argv or os.environ.get("PROXY_RLHF_TINY") == "1"
@@ -30,9 +31,7 @@ on_policy = dict(n_steps=16 if tiny else 256, batch_size=32 if tiny else 512)
 off_policy = dict(algo_kwargs=dict(learning_starts=steps // 8, target_update_interval=steps // 16, train_freq=4))
 
 lm = resolve_lm(env.model)  # one frozen LLM shared by every run
-eval_env = make_sb3_env(
-    {**env_kwargs(TrainConfig(**common)), "model": lm, "prompts": "default-eval"}, common["num_envs"]
-)
+eval_env = make_sb3_env({**env_kwargs(SB3Config(**common)), "model": lm, "prompts": "default-eval"}, common["num_envs"])
 episodes = 8 if tiny else 128
 
 
@@ -47,5 +46,5 @@ report("always-accept", AlwaysAccept())
 report("random-0.2", RandomReject(p=0.2, seed=0))
 for algo in ALGOS:
     extra = on_policy if get_algo(algo).on_policy else off_policy
-    result = train(TrainConfig(algo=algo, **common, **extra), model=lm)
+    result = train(SB3Config(algo=algo, **common, **extra), model=lm)
     report(algo, result.model)

@@ -8,11 +8,11 @@ import os
 import sys
 
 from agents.generate import ProxyGenerator
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.config import EnvConfig
 
 tiny = "--tiny" in sys.argv or os.environ.get("PROXY_RLHF_TINY") == "1"
-cfg = TrainConfig(
+cfg = SB3Config(
     env=EnvConfig(model="tiny" if tiny else "default", max_new_tokens=8 if tiny else 48),
     algo="ppo",
     num_envs=4 if tiny else 32,

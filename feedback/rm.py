@@ -22,6 +22,7 @@ from feedback.records import PreferencePair
 from proxy_env.errors import ConfigError
 from proxy_env.rewards.learned import (
     BTRewardModel,
+    Standardize,
     TokenMeanHead,
     head_outputs,
     is_reward_model_dir,
@@ -86,9 +87,16 @@ def _number(value: Any) -> bool:
 def fit_input_stats(head: nn.Module, x: torch.Tensor) -> None:
     """Set a head's input standardisation from training embeddings (n, dim), or from the real tokens of (n, T, dim + 1)."""
     if isinstance(head, TokenMeanHead):
-        head.token[0].fit(x[..., :-1][x[..., -1] > 0])
+        _standardize(head.token).fit(x[..., :-1][x[..., -1] > 0])
     else:
-        head[0].fit(x)
+        _standardize(head).fit(x)
+
+
+def _standardize(head: nn.Module) -> Standardize:
+    """The :class:`Standardize` layer that every :func:`make_head` head starts with."""
+    first = head[0] if isinstance(head, nn.Sequential) else None
+    assert isinstance(first, Standardize), f"not a make_head head: {type(head).__name__}"
+    return first
 
 
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:

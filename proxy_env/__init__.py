@@ -1,7 +1,7 @@
 """Proxy-RLHF as a vectorized Gymnasium environment.
 
 >>> import gymnasium as gym, proxy_env
->>> "proxy_env/ProxyRLHF-v0" in gym.registry
+>>> "proxy_env/ProxyRLHF-v1" in gym.registry
 True
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 from proxy_env.config import Action, EnvConfig
 from proxy_env.errors import ProxyEnvError
 
-ENV_ID = "proxy_env/ProxyRLHF-v0"
-__version__ = "0.1.0"
+ENV_ID = "proxy_env/ProxyRLHF-v1"
+__version__ = "0.2.0"
 __all__ = ["ENV_ID", "Action", "EnvConfig", "ProxyEnvError", "register_envs"]
 
 
 def register_envs() -> None:
-    """Register ``proxy_env/ProxyRLHF-v0`` (idempotent)."""
+    """Register ``proxy_env/ProxyRLHF-v1`` (idempotent)."""
     import gymnasium as gym
 
     if ENV_ID not in gym.registry:

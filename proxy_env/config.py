@@ -165,7 +165,7 @@ def check_render_mode(render_mode: object) -> str | None:
     ``render()`` returning None is what ``render_mode`` says.
     """
     if render_mode is None or render_mode in RENDER_MODES:
-        return render_mode  # type: ignore[return-value]
+        return render_mode
     if not isinstance(render_mode, str):
         raise ConfigTypeError(f"render_mode={render_mode!r} must be None or a string; supported: {list(RENDER_MODES)}.")
     logger.warn(

@@ -17,7 +17,7 @@ class ProxyRLHFEnv(gym.Env):
 
     >>> import gymnasium as gym, proxy_env
     >>> from proxy_env.engine.tiny import tiny_lm
-    >>> env = gym.make("proxy_env/ProxyRLHF-v0", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4, info_text=True)
+    >>> env = gym.make("proxy_env/ProxyRLHF-v1", model=tiny_lm(), prompts=["Hi!"], max_new_tokens=4, info_text=True)
     >>> obs, info = env.reset(seed=0)
     >>> done, steps = False, 0
     >>> while not done:
@@ -54,7 +54,7 @@ class ProxyRLHFEnv(gym.Env):
         obs, reward, terminated, truncated, info = self.vector_env.step(np.asarray([action]).reshape(1))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _unbatch(info)
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override]  # ansi frames are str; RenderFrame is unbound
         frames = self.vector_env.render()
         return None if frames is None else frames[0]
 

@@ -18,16 +18,16 @@ from proxy_env.engine.tiny import tiny_lm
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
-def train_config(**kwargs):
-    """A ``TrainConfig`` from flat keywords: the env's settings go to ``env=EnvConfig(...)``, the rest stay."""
+def train_config(cls=None, **kwargs):
+    """A backend's config (``SB3Config`` unless ``cls``) from flat keywords: the env's settings go to ``env=EnvConfig(...)``."""
     from dataclasses import fields
 
-    from agents.train import TrainConfig
+    from agents.train import SB3Config
     from proxy_env.config import EnvConfig
 
     names = {f.name for f in fields(EnvConfig)}
     env = EnvConfig(**{k: v for k, v in kwargs.items() if k in names})
-    return TrainConfig(env=env, **{k: v for k, v in kwargs.items() if k not in names})
+    return (cls or SB3Config)(env=env, **{k: v for k, v in kwargs.items() if k not in names})
 
 
 @pytest.fixture(autouse=True, scope="module")

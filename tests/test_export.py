@@ -48,11 +48,11 @@ def _agent(algo: str, dim: int):
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
     """A PPO proxy trained briefly on the tiny model, as `proxy-rlhf train` / `make demo` save it."""
-    from agents.train import TrainConfig, train
+    from agents.train import SB3Config, train
     from proxy_env.config import EnvConfig
 
     folder = tmp_path_factory.mktemp("run") / "ppo"
-    cfg = TrainConfig(
+    cfg = SB3Config(
         env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, observation="prefix", top_k=5, top_p=1.0),
         num_envs=4,
         total_timesteps=64,

@@ -7,7 +7,7 @@ import pytest
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.cli import main
 from agents.generate import ProxyGenerator
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import ReferenceBaseline
@@ -56,7 +56,7 @@ def test_single_prompt_string(tiny):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "proxy"
-    cfg = TrainConfig(
+    cfg = SB3Config(
         env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4),
         num_envs=4,
         total_timesteps=64,
@@ -84,7 +84,7 @@ def test_observation_mismatch_is_explained(checkpoint):
 
 
 def test_model_object_checkpoint_needs_model(tmp_path, tiny):
-    cfg = TrainConfig(
+    cfg = SB3Config(
         env=EnvConfig(prompts=PROMPTS, max_new_tokens=2),
         num_envs=2,
         total_timesteps=32,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from agents.kl_control import KLController
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.errors import ConfigError
 from tests.conftest import PROMPTS, train_config
 
@@ -23,7 +23,7 @@ def test_adaptive_controller_moves_beta_to_its_target():
         KLController(0.0, target=1.0)
 
 
-def _cfg(**kwargs) -> TrainConfig:
+def _cfg(**kwargs) -> SB3Config:
     base = dict(
         model="tiny",
         prompts=PROMPTS,
@@ -48,9 +48,9 @@ def test_ppo_pays_the_kl_and_the_controller_raises_beta(tiny):
     cfg = _cfg(kl_coef=0.05, kl_target=0.01, kl_horizon=64)
     result = train(cfg, model=tiny, reward=lambda p, r: [0.0] * len(r))
     assert result.model.get_env().unwrapped.kl_coef > 0.05  # the env was charging the adapted β
-    history = result.kl_history  # (timestep, β after the rollout, mean Σ log π/q per response)
-    assert len(history) >= 2 and all(kl > 0.01 for _, _, kl in history)
-    assert [beta for _, beta, _ in history] == sorted(beta for _, beta, _ in history)
+    history = result.kl_history  # per rollout: β after it, mean Σ log π/q per response
+    assert len(history) >= 2 and all(r.kl > 0.01 and r.per == "response" for r in history)
+    assert [r.beta for r in history] == sorted(r.beta for r in history)
 
 
 def test_kl_flags_are_validated_before_loading():

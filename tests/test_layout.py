@@ -22,10 +22,7 @@ MAX_LINES = 400  # counted after `ruff format`, which `make lint` checks
 LONG_MODULES: dict[str, str] = {
     "proxy_env.engine.lm": "FrozenLM: loading, the chat-template prefill and the batched forward of one model",
     "agents.eval.report": "the bench report: one table, its CSV and its figures share the row formatting",
-    "agents.tilt": "to be split into agents/tilt/ with the one training skeleton",
-    "agents.train": "to be split into agents/tilt/ with the one training skeleton",
-    "agents.cli.app": "to be split with the per-backend train subcommands",
-    "proxy_env.vector.vector_env": "being rewritten into one readable MDP core",
+    "proxy_env.vector.vector_env": "the env: its Gymnasium docstring (a doctest), settings, reset and step, read as one",
 }
 
 

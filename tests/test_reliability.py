@@ -25,7 +25,7 @@ import torch
 import proxy_env
 from agents.cli import main
 from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
-from agents.train import TrainConfig, train
+from agents.train import SB3Config, train
 from proxy_env.errors import (
     ConfigError,
     ConfigTypeError,
@@ -65,7 +65,7 @@ def _zero(prompts, responses):
     return [0.0] * len(responses)
 
 
-def _cfg(**kwargs) -> TrainConfig:
+def _cfg(**kwargs) -> SB3Config:
     base = dict(
         model="tiny",
         prompts=PROMPTS,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from agents.rllib.backend import INSTALL, RLlibConfig, env_config, validate
-from agents.train import TrainConfig
+from agents.rllib.backend import INSTALL, RLlibConfig, env_config
 from proxy_env.adapters.rllib import make_rllib_env
 from proxy_env.config import EnvConfig
 from proxy_env.errors import AutoresetModeError, ConfigError
@@ -22,7 +22,7 @@ pytest.importorskip("ray.rllib", reason=f"Ray RLlib is not installed: {INSTALL}"
 PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
-def _cfg(tmp_path, **kw) -> TrainConfig:
+def _cfg(tmp_path, **kw) -> RLlibConfig:
     base = dict(
         model="tiny",
         prompts=PROMPTS,
@@ -36,11 +36,11 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
         tensorboard_log=str(tmp_path / "tb"),
         save_dir=str(tmp_path / "rllib_ppo"),
     )
-    return train_config(**{**base, **kw})
+    return train_config(RLlibConfig, **{**base, **kw})
 
 
 def test_env_creator_forces_next_step_and_refuses_other_modes():
-    config = env_config(TrainConfig(env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4)), RLlibConfig())
+    config = env_config(RLlibConfig(env=EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4)))
     venv = make_rllib_env({**config, "num_envs": 3})
     try:
         assert type(venv.unwrapped).__name__ == "ProxyRLHFVectorEnv" and venv.num_envs == 3
@@ -48,7 +48,7 @@ def test_env_creator_forces_next_step_and_refuses_other_modes():
         venv.reset(seed=0)
         for _ in range(4):  # max_new_tokens=4 and always accept: every episode ends by step 4 ...
             _, _, terminated, truncated, _ = venv.step(np.ones(3, dtype=np.int64))
-        # ... as a termination: bootstrap_truncated=False must not let RLlib bootstrap a value at the budget
+        # ... as a termination (the env's own semantics): RLlib must not bootstrap a value at the budget
         assert terminated.all() and not truncated.any()
     finally:
         venv.close()
@@ -62,13 +62,14 @@ def test_env_creator_forces_next_step_and_refuses_other_modes():
         ({"algo": "a3c"}, "not an algorithm of the rllib backend"),
         ({"algo": "dqn"}, "cannot hold"),
         ({"kl_coef": 0.1, "observation": "prefix"}, "kl_coef=0.1 is not supported"),
-        ({"resume": "."}, "resume='.' is not supported"),
     ],
-    ids=["unknown-algo", "dqn-save", "kl", "resume"],
+    ids=["unknown-algo", "dqn-save", "kl"],
 )
 def test_validate_names_what_is_unsupported(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
-        validate(_cfg(tmp_path, **kw), RLlibConfig())
+        _cfg(tmp_path, **kw).validate()
+    with pytest.raises(TypeError, match="resume"):  # an SB3 setting: not a field of RLlibConfig at all
+        _cfg(tmp_path, resume=".")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def test_ppo_two_runners_trains_saves_and_benches(tmp_path, tiny):
             seen["module"] = algo.get_module()
 
     cfg = _cfg(tmp_path)
-    result = train_rllib(cfg, RLlibConfig(num_env_runners=2, num_envs_per_runner=4), on_iteration=hook)
+    result = train_rllib(replace(cfg, num_env_runners=2, num_envs_per_runner=4), on_iteration=hook)
     assert not ray.is_initialized(), "train_rllib shuts down the Ray it started"
     # both runners hold our native vector env, with NEXT_STEP autoreset, in their own processes
     facts = seen["facts"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import proxy_env
 from agents.algos import ALGOS, get_algo
 from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
 from proxy_env.adapters.sb3 import SB3VecEnv, episode_infos
@@ -74,17 +75,49 @@ def test_terminal_observation_exactly_on_done(sb3_env):
     assert ended >= 8
 
 
-def test_time_limit_truncated_follows_truncation(sb3_env):
-    """Budget truncation (no EOS) is reported, unless bootstrap_truncated=False."""
-    for bootstrap in (True, False):
-        env = sb3_env(4, max_new_tokens=2)
-        env.bootstrap_truncated = bootstrap
-        flags = [
-            info["TimeLimit.truncated"]
-            for *_, infos in _rollout(env, 12, np.random.default_rng(1))
-            for info in episode_infos(infos)
-        ]
-        assert flags and any(flags) == bootstrap
+def test_the_budget_is_terminal_so_sb3_does_not_bootstrap(tiny):
+    """A fixed-horizon task with a known value: reward 1 when each response ends, γ = λ = 1, a critic fixed at 5.
+
+    Every step of an episode that ends inside the rollout has return exactly 1 (the episode's reward);
+    had the budget been reported as a truncation, SB3 would add γ·V(final obs) = 5 at its last step (6).
+    """
+    from stable_baselines3 import PPO
+
+    from agents.policies import proxy_policy_kwargs
+
+    venv = gym.make_vec(
+        proxy_env.ENV_ID,
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        model=tiny,
+        prompts=["Hi!"],
+        max_new_tokens=3,
+        reward=lambda p, r: [1.0] * len(r),
+    )
+    env = SB3VecEnv(venv)
+    agent = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=16,
+        batch_size=32,
+        gamma=1.0,
+        gae_lambda=1.0,
+        seed=0,
+        device="cpu",
+        policy_kwargs=proxy_policy_kwargs(),
+    )
+    with torch.no_grad():
+        agent.policy.value_net.weight.zero_()
+        agent.policy.value_net.bias.fill_(5.0)
+    _, callback = agent._setup_learn(16, None)
+    agent.collect_rollouts(env, callback, agent.rollout_buffer, n_rollout_steps=16)
+    buffer = agent.rollout_buffer
+    ends = np.vstack([buffer.episode_starts[1:], agent._last_episode_starts[None]]).astype(bool)  # (T, B): t ended one
+    ended_later = np.flip(np.maximum.accumulate(np.flip(ends, 0), 0), 0).astype(bool)  # (T, B): an end at t or after
+    assert ended_later.sum() >= 8 and not ended_later.all()
+    np.testing.assert_allclose(buffer.returns[ended_later], 1.0, atol=1e-5)
+    np.testing.assert_allclose(buffer.returns[~ended_later], 5.0, atol=1e-5)  # cut by the rollout: bootstrapped
+    env.close()
 
 
 def test_seeding_is_reproducible(sb3_env):

@@ -1,4 +1,4 @@
-"""``--backend tilt`` (agents/tilt.py): what it collects, the optimum it fits, its cache and its errors."""
+"""``--backend tilt`` (agents/tilt/): what it collects, the optimum it fits, its cache and its errors."""
 
 import math
 
@@ -9,25 +9,18 @@ import torch
 from agents.accept import accept_model
 from agents.cli.app import main
 from agents.saving.checkpoint import load_checkpoint
-from agents.tilt import (
-    Positions,
-    TiltConfig,
-    check_tilt,
-    collect,
-    fit,
-    load_positions,
-    save_positions,
-    tilt_loss,
-    train_tilt,
-)
-from agents.train import TrainConfig, build_agent, make_sb3_env
+from agents.tilt.backend import TiltConfig, train_tilt
+from agents.tilt.collect import collect
+from agents.tilt.data import Positions, load_positions, save_positions
+from agents.tilt.fit import balance_norm, fit, tilt_loss
+from agents.train import build_agent, make_sb3_env
 from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
 from tests.conftest import PROMPTS, train_config
 
 
-def _cfg(**kwargs) -> TrainConfig:
+def _cfg(**kwargs) -> TiltConfig:
     base = dict(
         model="tiny",
         prompts=PROMPTS,
@@ -36,14 +29,12 @@ def _cfg(**kwargs) -> TrainConfig:
         total_timesteps=64,
         seed=0,
         policy_device="cpu",
-        eval_freq=0,
-        eval_prompts="",
         observation="prefix",
         top_k=6,
         top_p=1.0,
         kl_coef=0.5,
     )
-    return train_config(**{**base, **kwargs})
+    return train_config(TiltConfig, **{**base, **kwargs})
 
 
 def _length_reward(prompts, responses):
@@ -100,7 +91,7 @@ def _agent_and_positions(tiny):
         },
         2,
     )
-    return build_agent(_cfg(), env), collect(env.unwrapped, 32, seed=1)
+    return build_agent(_cfg().actor_config(), env), collect(env.unwrapped, 32, seed=1)
 
 
 def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
@@ -139,7 +130,7 @@ def test_fit_reaches_the_tilt_q_exp_delta_over_beta(tiny, beta):
     env = make_sb3_env(
         {"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 2, "top_p": 1.0}, 1
     )
-    agent = build_agent(cfg, env)
+    agent = build_agent(cfg.actor_config(), env)
     probe = _two_token_positions(tiny, 1, (0.0, 0.0))
     q = probe.logq[0].double().exp()
     q = q / q.sum()
@@ -176,10 +167,9 @@ def test_fit_kl_is_the_bench_exact_kl_of_the_same_accept_probabilities(tiny):
 
 
 def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_path, monkeypatch):
-    cfg = _cfg(save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"))
-    result = train_tilt(
-        cfg, TiltConfig(tilt_epochs=2, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward
-    )
+    data = str(tmp_path / "data.pt")
+    cfg = _cfg(save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"), tilt_epochs=2, tilt_data=data)
+    result = train_tilt(cfg, model=tiny, reward=_length_reward)
     assert result.model.num_timesteps == 64 and len(result.kl_history) == 2 and result.interrupted is None
     loaded = load_checkpoint(result.checkpoint)
     assert loaded.meta.config["backend"] == "tilt" and loaded.meta.env_kwargs["observation"] == "prefix"
@@ -189,41 +179,29 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     )
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     # the cached positions are reused: a second run with the same settings collects nothing
-    import agents.tilt
-    import agents.tilt_future
+    import agents.tilt.backend
+    import agents.tilt.future
 
     def no_collect(*args, **kwargs):
         raise AssertionError("collected again")
 
     fitted = []
-    real_fit = agents.tilt.fit
-    monkeypatch.setattr(agents.tilt, "collect", no_collect)
+    real_fit = agents.tilt.backend.fit
+    monkeypatch.setattr(agents.tilt.backend, "collect", no_collect)
     monkeypatch.setattr(
-        agents.tilt, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw)
+        agents.tilt.backend, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw)
     )
-    again = train_tilt(
-        _cfg(), TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")), model=tiny, reward=_length_reward
-    )
+    again = train_tilt(_cfg(tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
     assert len(again.kl_history) == 1
     # --tilt-future fits the same positions with Δ + the estimated reward to come
-    train_tilt(
-        _cfg(),
-        TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt"), tilt_future=True),
-        model=tiny,
-        reward=_length_reward,
-    )
+    train_tilt(_cfg(tilt_epochs=1, tilt_data=data, tilt_future=True), model=tiny, reward=_length_reward)
     base, future = fitted
     assert torch.equal(
         future.tokens, base.tokens
     )  # (on this tiny data the position-only model may win: a zero correction)
-    assert torch.allclose(future.delta, base.delta + agents.tilt_future.future_values(tiny, base)[0])
+    assert torch.allclose(future.delta, base.delta + agents.tilt.future.future_values(tiny, base)[0])
     with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
-        train_tilt(
-            _cfg(seed=1),
-            TiltConfig(tilt_epochs=1, tilt_data=str(tmp_path / "data.pt")),
-            model=tiny,
-            reward=_length_reward,
-        )
+        train_tilt(_cfg(seed=1, tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
 
 
 def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
@@ -254,14 +232,14 @@ def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
         ({"kl_coef": 0.0}, "--kl-coef=0.0.*β > 0"),
         ({"observation": "candidate"}, "needs observation='prefix'"),
         ({"algo": "dqn"}, "--algo='dqn'.*ppo, a2c or trpo"),
-        ({"kl_target": 1.0}, "--kl-target=1.0 is not supported by --backend tilt"),
+        ({"tilt_epochs": 0}, "tilt_epochs=0 must be an int >= 1"),
     ],
 )
 def test_settings_the_backend_cannot_honour_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
-        check_tilt(_cfg(**change), TiltConfig())
-    with pytest.raises(ConfigError, match="--tilt-epochs=0"):
-        check_tilt(_cfg(), TiltConfig(tilt_epochs=0))
+        _cfg(**change).validate()
+    with pytest.raises(TypeError, match="kl_target"):  # an SB3 setting: not a field of TiltConfig at all
+        _cfg(kl_target=1.0)
 
 
 def test_cli_refuses_tilt_flags_on_another_backend(capsys):
@@ -270,8 +248,6 @@ def test_cli_refuses_tilt_flags_on_another_backend(capsys):
 
 
 def test_balance_norm_gives_every_block_of_the_prefix_observation_unit_scale(tiny):
-    from agents.tilt import balance_norm
-
     agent, data = _agent_and_positions(tiny)
     norm = agent.policy.features_extractor.net[0]
     scales = balance_norm(agent, tiny, data)
@@ -317,7 +293,7 @@ def test_collect_records_the_reward_still_to_come_after_the_taken_token(tiny):
 def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     # synthetic positions whose reward to come is linear in the taken candidate's embedding and log q, plus a term of
     # the prefix alone: the estimate of every candidate is the candidate part, centred under q (the prefix part cancels)
-    from agents.tilt_future import future_values
+    from agents.tilt.future import future_values
 
     gen = torch.Generator().manual_seed(0)
     n, k, h = 3000, 4, tiny.hidden_size

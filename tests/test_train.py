@@ -13,7 +13,7 @@ from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import run_episodes
 from agents.saving import checkpoint as ckpt
 from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta
-from agents.train import TrainConfig, make_sb3_env, train
+from agents.train import SB3Config, make_sb3_env, train
 from proxy_env.errors import ConfigError
 from tests.conftest import PROMPTS, train_config
 
@@ -22,7 +22,7 @@ def _zero(prompts, responses):
     return [0.0] * len(responses)
 
 
-def _tiny_cfg(**kwargs) -> TrainConfig:
+def _tiny_cfg(**kwargs) -> SB3Config:
     base = dict(
         model="tiny",
         prompts=PROMPTS,
@@ -70,7 +70,7 @@ def _score(agent, env) -> tuple[float, float]:
 
 def test_ppo_learns_to_reject_a_banned_token(tiny):
     reward = _banned_reward(tiny)
-    env = make_sb3_env({**TASK, "model": tiny, "reward": reward, "info_text": True}, 8, bootstrap_truncated=False)
+    env = make_sb3_env({**TASK, "model": tiny, "reward": reward, "info_text": True}, 8)
     accept_return, accept_banned = _score(AlwaysAccept(), env)
     reject_return, _ = _score(RandomReject(p=1.0), env)
     assert accept_return < -5 and accept_banned > 5, "the task must be hard for the frozen LLM alone"

@@ -147,7 +147,8 @@ def test_always_reject_respects_the_pool(make_env, tiny, max_rejections):
     assert info["forced_commits"] == len(response)
 
 
-def test_eos_terminates_and_budget_truncates(make_env, tiny):
+def test_eos_and_the_budget_both_terminate(make_env, tiny):
+    """The budget is part of the task: the reward model scores the response and nothing follows (never truncated)."""
     env = make_env(prompts=["Hello!"], order="greedy", max_new_tokens=3, info_text=True)
     env.reset(seed=0)
     first = env.unwrapped.vector_env.state.pool.tokens[0, 0].item()
@@ -155,7 +156,7 @@ def test_eos_terminates_and_budget_truncates(make_env, tiny):
         _, _, term, trunc, info = env.step(Action.ACCEPT)
         if term or trunc:
             break
-    assert trunc and not term and info["response_ids"][-1] != 2 and len(info["response_ids"]) == 3
+    assert term and not trunc and info["response_ids"][-1] != 2 and len(info["response_ids"]) == 3
     saved = tiny.model.generation_config.eos_token_id
     tiny.model.generation_config.eos_token_id = [2, first]  # make the greedy first token an EOS
     try:
@@ -320,7 +321,7 @@ def test_cache_bounded_over_long_runs(make_venv):
 
 
 def test_registration_and_make_by_module_string(tiny):
-    env = gym.make("proxy_env:proxy_env/ProxyRLHF-v0", model=tiny, prompts=PROMPTS, max_new_tokens=2)
+    env = gym.make("proxy_env:proxy_env/ProxyRLHF-v1", model=tiny, prompts=PROMPTS, max_new_tokens=2)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (64,) and proxy_env.Action.REJECT == 0 and proxy_env.Action.ACCEPT == 1
     spec = gym.spec(proxy_env.ENV_ID)

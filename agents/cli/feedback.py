@@ -49,7 +49,7 @@ def _source(args: argparse.Namespace, lm: Any, template: str | None = None) -> A
     from proxy_env.engine.models import as_frozen_lm
 
     judge_lm = lm if args.judge_model in (None, args.model) else as_frozen_lm(args.judge_model, device=args.device)
-    kwargs = {"template": template} if template is not None else {}
+    kwargs: dict[str, Any] = {"template": template} if template is not None else {}
     return LLMJudge(judge_lm, mode=args.judge_mode, batch_size=args.judge_batch_size, seed=args.seed, **kwargs)
 
 

@@ -64,6 +64,8 @@ def add_config_flags(parser: Any, config_cls: type, *, defaults: dict[str, Any] 
             group = parser.add_argument_group(f.name, f.metadata.get("help"))
             add_config_flags(group, type(value), defaults=defaults)
             continue
+        # config modules use ``from __future__ import annotations``: every annotation is its source text
+        assert isinstance(f.type, str), f"{config_cls.__name__}.{f.name}: annotation {f.type!r} is not a string"
         flag, help_text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
         default = (defaults or {}).get(f.name, value)
         if f.type == "bool":

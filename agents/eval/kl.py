@@ -180,6 +180,7 @@ def trajectory(
     if isinstance(accept, float) and not rank_dependent:
         a = torch.full_like(q, accept)
     elif prefix:  # what the LLM computed at each position: no second forward
+        assert not isinstance(accept, float)  # prefix is not rank_dependent: a float took the branch above
         hidden = out.hidden_states[hidden_layer][0, window]  # (T, H) at each position's last prefix token
         obs = prefix_observation(lm, hidden, pool.tokens, pool.logprob, pool.logprob_trunc)  # (T, K, d)
         a = torch.as_tensor(accept(obs.reshape(-1, obs.shape[-1]).cpu().numpy()), dtype=torch.float64).reshape(q.shape)

@@ -164,8 +164,8 @@ def sample(
                 out = lm.model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **kwargs)
                 logits, position = out.logits[:, -1].float(), position + 1
             rows = torch.cat(tokens, 1).tolist()
-            sums = sums.cpu().numpy().reshape(2, len(chunk), n)
-            nll[start : start + len(chunk)], log_ratio[start : start + len(chunk)] = sums
+            totals = sums.cpu().numpy().reshape(2, len(chunk), n)
+            nll[start : start + len(chunk)], log_ratio[start : start + len(chunk)] = totals
             for i in range(len(chunk)):
                 ids_out.append([_cut(row, eos_set) for row in rows[i * n : (i + 1) * n]])
     return Samples(ids_out, nll, log_ratio)

@@ -394,12 +394,13 @@ def read_frontier(path: str | Path, rows: list[dict[str, Any]] | None) -> list[d
         raise ConfigError(
             f"frontier_from={str(path)!r} holds no always-accept and best-of-N rows; pass the results.csv of a bench run with --n."
         )
-    for key in ("prompts", "reward", "length", "distinct_2", "perplexity") if new is not None else ():
-        if not math.isclose(float(old[key]), float(new[key]), rel_tol=1e-6, abs_tol=1e-9):
-            raise ConfigError(
-                f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs {new[key]} here "
-                "(different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead."
-            )
+    if new is not None:  # rows None: nothing to compare against yet
+        for key in ("prompts", "reward", "length", "distinct_2", "perplexity"):
+            if not math.isclose(float(old[key]), float(new[key]), rel_tol=1e-6, abs_tol=1e-9):
+                raise ConfigError(
+                    f"frontier_from={str(path)!r} is another run's: always-accept {key} {old[key]} there vs "
+                    f"{new[key]} here (different prompts, seed or settings); run best-of-N here (--n 2 4 8 16) instead."
+                )
     return bon
 
 

@@ -99,7 +99,13 @@ class BenchConfig:
         cfg = self
         if self.quick:  # shrink only what was left at its default
             defaults = {f.name: f.default for f in fields(BenchConfig)}
-            small = {"model": "tiny", "num_prompts": 4, "n": (2, 4), "bon_reference": 4, "max_new_tokens": 8}
+            small: dict[str, Any] = {
+                "model": "tiny",
+                "num_prompts": 4,
+                "n": (2, 4),
+                "bon_reference": 4,
+                "max_new_tokens": 8,
+            }
             cfg = replace(self, **{k: v for k, v in small.items() if getattr(self, k) == defaults[k]})
         if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x >= 0 for x in cfg.accept_powers):
             raise ConfigError(

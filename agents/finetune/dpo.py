@@ -85,6 +85,8 @@ def pairs_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
 
     from agents.finetune.common import conversational
 
+    chosen: list[list[dict[str, str]]] | list[str]  # conversational: one assistant turn each; else plain text
+    rejected: list[list[dict[str, str]]] | list[str]
     if conversational(tokenizer):
         chosen = [[{"role": "assistant", "content": p.chosen}] for p in pairs]
         rejected = [[{"role": "assistant", "content": p.rejected}] for p in pairs]

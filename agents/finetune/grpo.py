@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agents.finetune.common import MetricKeys, TrainData, prompt_dataset, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
@@ -27,9 +28,11 @@ def build_trainer(
         beta=cfg.beta_value,
         use_vllm=False,
     )
+    # TRL's RewardFunc returns list[float | None], and list is invariant: a list[float] reward is one too
+    reward = cast("Callable[..., list[float | None]] | None", data.reward)
     return GRPOTrainer(
         model=model,
-        reward_funcs=data.reward,
+        reward_funcs=reward,
         args=args,
         train_dataset=prompt_dataset(data.prompts, tokenizer),
         processing_class=tokenizer,

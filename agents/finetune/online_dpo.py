@@ -14,14 +14,18 @@ it scores both samples and the higher score is ``chosen`` (a tie: the first). Th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agents.finetune.common import MetricKeys, TrainData, message_text, prompt_dataset, trainer_kwargs
 from agents.finetune.config import FinetuneConfig
 from feedback.sources import FeedbackSource
 from proxy_env.errors import StateError
+
+if TYPE_CHECKING:
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
 KEYS = MetricKeys(reward="objective/scores", kl="objective/kl")  # kl: summed over the response, per sample
 JUDGE_KEYS = MetricKeys(reward=None, kl="objective/kl")  # a judge's 1/0 scores always average 0.5
@@ -85,7 +89,7 @@ def judge_annotator(cfg: FinetuneConfig) -> PairwiseAnnotator:
     return pairwise_reward(LLMJudge(as_frozen_lm(cfg.judge_model, device=device), mode=cfg.judge_mode, seed=cfg.seed))
 
 
-def _trainer_class() -> type:
+def _trainer_class() -> tuple[type[OnlineDPOConfig], type[OnlineDPOTrainer]]:
     # the experimental warning is TRL's, for every import; we chose this trainer knowingly and say so in the docs
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trl.experimental.*")
@@ -104,12 +108,14 @@ def build_trainer(
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p,
-        beta=cfg.beta_value,
+        beta=cfg.beta_value,  # type: ignore[arg-type]  # TRL documents float or list[float]; its field says list
         use_vllm=False,
     )
+    # TRL's RewardFunc returns list[float | None], and list is invariant: a list[float] reward is one too
+    reward = cast("Callable[..., list[float | None]] | None", data.reward)
     return trainer_cls(
         model=model,
-        reward_funcs=data.reward,
+        reward_funcs=reward,
         args=args,
         train_dataset=prompt_dataset(data.prompts, tokenizer),
         processing_class=tokenizer,

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
-from operator import attrgetter
+from dataclasses import dataclass, field
 from typing import Any
 
-from agents.train import TrainConfig, env_kwargs
+from agents.training import TrainConfig, check_int, check_number, env_kwargs, help_text
 from proxy_env.adapters.rllib import is_plain_data, make_rllib_env
 from proxy_env.errors import ConfigError, did_you_mean
 
@@ -36,50 +35,78 @@ ALGOS: dict[str, tuple[str, str, bool]] = {
     ),  # RLlib's own Q-network: trains, cannot be saved in our format
     "sac": ("ray.rllib.algorithms.sac", "SACConfig", False),  # discrete SAC, likewise
 }
-# TrainConfig fields this backend does not implement: (field, value that means "off")
-_UNSUPPORTED = (("resume", None), ("eval_freq", 0), ("env.kl_coef", 0.0), ("kl_target", None))
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+@dataclass(kw_only=True)
+class RLlibConfig(TrainConfig):
+    """``proxy-rlhf train --backend rllib``: the shared settings, RLlib's, and how training spreads over Ray.
 
+    Each field is a flag. The env's ``kl_coef`` must be 0 (the KL charge needs the proxy's accept probabilities
+    in every runner's env, which RLlib does not hand over).
+    """
 
-@dataclass
-class RLlibConfig:
-    """How ``--backend rllib`` spreads training over Ray; each field is a ``proxy-rlhf train`` flag."""
+    algo: str = field(default="ppo", metadata=help_text(f"RLlib algorithm: one of {list(ALGOS)}"))
+    n_steps: int | None = field(
+        default=None, metadata=help_text("rollout fragment per env and runner (None: RLlib's 'auto')")
+    )
+    gamma: float = field(
+        default=1.0, metadata=help_text("discount; 1.0 since episodes are short and the reward is terminal")
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=help_text("extra training() settings of RLlib's algorithm config (CLI: JSON)")
+    )
+    save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
+    time_limit_s: float = field(
+        default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")
+    )
 
     num_env_runners: int = field(
-        default=2, metadata=_help("RLlib env runners (Ray actors), each with its own LLM and vector env")
+        default=2, metadata=help_text("RLlib env runners (Ray actors), each with its own LLM and vector env")
     )
     num_envs_per_runner: int | None = field(
-        default=None, metadata=_help("rows of each runner's vector env (None: --num-envs)")
+        default=None, metadata=help_text("rows of each runner's vector env (None: --num-envs)")
     )
     gpus_per_runner: float = field(
-        default=0.0, metadata=_help("GPUs per env runner (fractional: 0.5 puts two runners on a GPU)")
+        default=0.0, metadata=help_text("GPUs per env runner (fractional: 0.5 puts two runners on a GPU)")
     )
-    cpus_per_runner: float = field(default=1.0, metadata=_help("CPUs Ray reserves per env runner"))
+    cpus_per_runner: float = field(default=1.0, metadata=help_text("CPUs Ray reserves per env runner"))
     threads_per_runner: int = field(
-        default=1, metadata=_help("torch threads in each env runner (and the local learner)")
+        default=1, metadata=help_text("torch threads in each env runner (and the local learner)")
     )
-    num_learners: int = field(default=0, metadata=_help("remote learner actors (0: learn in the driver process)"))
+    num_learners: int = field(default=0, metadata=help_text("remote learner actors (0: learn in the driver process)"))
     gpus_per_learner: float = field(
-        default=0.0, metadata=_help("GPUs per learner (with --num-learners 0: the driver's learner)")
+        default=0.0, metadata=help_text("GPUs per learner (with --num-learners 0: the driver's learner)")
     )
     address: str | None = field(
         default=None,
-        metadata=_help("Ray cluster to join ('auto' or host:port of `ray start --head`); None starts a local Ray"),
+        metadata=help_text("Ray cluster to join ('auto' or host:port of `ray start --head`); None starts a local Ray"),
     )
     num_cpus: int | None = field(
-        default=None, metadata=_help("CPUs of the local Ray (None: what the runners and learners need, >= 2)")
+        default=None, metadata=help_text("CPUs of the local Ray (None: what the runners and learners need, >= 2)")
     )
     llm_device_map: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=help_text(
             "spread each runner's LLM over its GPUs with this transformers device_map ('auto', 'balanced'...); None: one device"
         ),
     )
 
     def validate(self) -> None:
+        """The shared checks, then RLlib's and the cluster's, before Ray starts."""
+        check_algo(self.algo)
+        super().validate()
+        if self.env.kl_coef != 0.0:
+            raise ConfigError(
+                f"kl_coef={self.env.kl_coef!r} is not supported by --backend rllib; leave it at 0.0 "
+                "or train with --backend sb3."
+            )
+        if self.n_steps is not None:
+            check_int("n_steps", self.n_steps, minimum=1, hint="or None for RLlib's 'auto'")
+        check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
+        check_int("save_freq", self.save_freq, minimum=0, hint="0 disables")
+        if self.save_freq and not self.save_dir:
+            raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
+        check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
         for name in ("num_env_runners", "num_learners"):
             _int(name, getattr(self, name), 0)
         _int("threads_per_runner", self.threads_per_runner, 1)
@@ -91,6 +118,12 @@ class RLlibConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be a number >= 0 (fractions share a device).")
+        if self.save_dir is not None and not ALGOS[check_algo(self.algo)][2]:
+            raise ConfigError(
+                f"algo={self.algo!r} on the rllib backend trains RLlib's own network, which our checkpoint format "
+                f"cannot hold; drop save_dir or use one of {[a for a, s in ALGOS.items() if s[2]]}."
+            )
+        env_config(self)
 
 
 def _int(name: str, value: Any, low: int) -> None:
@@ -120,15 +153,14 @@ def require_ray() -> Any:
     return ray
 
 
-def env_config(cfg: TrainConfig, rl: RLlibConfig) -> dict[str, Any]:
+def env_config(cfg: RLlibConfig) -> dict[str, Any]:
     """The plain-data env config each runner rebuilds its vector env from."""
     config = {
         **env_kwargs(cfg),
         "autoreset_mode": "next_step",
-        "threads": rl.threads_per_runner,
+        "threads": cfg.threads_per_runner,
         "device": cfg.llm_device,
-        "device_map": rl.llm_device_map,
-        "bootstrap_truncated": cfg.bootstrap_truncated,
+        "device_map": cfg.llm_device_map,
     }
     bad = {k: v for k, v in config.items() if not is_plain_data(v)}
     if bad:
@@ -151,8 +183,8 @@ def _on_episode_end(*, episode: Any, metrics_logger: Any = None, **kwargs: Any) 
             metrics_logger.log_value(key, float(info[key]), window=100)
 
 
-def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
-    """The RLlib ``AlgorithmConfig`` of ``cfg`` and ``rl`` (the env registered under :data:`ENV_NAME`)."""
+def build_config(cfg: RLlibConfig) -> Any:
+    """The RLlib ``AlgorithmConfig`` of ``cfg`` (the env registered under :data:`ENV_NAME`)."""
     import importlib
 
     from ray import tune
@@ -161,20 +193,20 @@ def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
     algo = check_algo(cfg.algo)
     module, cls_name, ours = ALGOS[algo]
     tune.register_env(ENV_NAME, make_rllib_env)
-    envs = rl.num_envs_per_runner or cfg.num_envs
-    runners = max(1, rl.num_env_runners)
+    envs = cfg.num_envs_per_runner or cfg.num_envs
+    runners = max(1, cfg.num_env_runners)
     config = (
         getattr(importlib.import_module(module), cls_name)()
-        .environment(ENV_NAME, env_config=env_config(cfg, rl))
+        .environment(ENV_NAME, env_config=env_config(cfg))
         .env_runners(
-            num_env_runners=rl.num_env_runners,
+            num_env_runners=cfg.num_env_runners,
             num_envs_per_env_runner=envs,
             gym_env_vectorize_mode="vector_entry_point",
-            num_gpus_per_env_runner=rl.gpus_per_runner,
-            num_cpus_per_env_runner=rl.cpus_per_runner,
+            num_gpus_per_env_runner=cfg.gpus_per_runner,
+            num_cpus_per_env_runner=cfg.cpus_per_runner,
             rollout_fragment_length=cfg.n_steps or "auto",
         )
-        .learners(num_learners=rl.num_learners, num_gpus_per_learner=rl.gpus_per_learner)
+        .learners(num_learners=cfg.num_learners, num_gpus_per_learner=cfg.gpus_per_learner)
         .callbacks(on_episode_end=_on_episode_end)
         .debugging(seed=cfg.seed)
     )
@@ -182,7 +214,7 @@ def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
     if cfg.learning_rate is not None:
         training["lr"] = cfg.learning_rate
     if algo != "dqn" and cfg.n_steps is not None:
-        training["train_batch_size_per_learner"] = cfg.n_steps * envs * runners // max(1, rl.num_learners)
+        training["train_batch_size_per_learner"] = cfg.n_steps * envs * runners // max(1, cfg.num_learners)
     if algo in ("ppo",) and cfg.batch_size is not None:
         training["minibatch_size"] = cfg.batch_size
     try:
@@ -203,36 +235,16 @@ def build_config(cfg: TrainConfig, rl: RLlibConfig) -> Any:
     return config
 
 
-def validate(cfg: TrainConfig, rl: RLlibConfig) -> None:
-    """Check both configurations before Ray starts; unsupported TrainConfig settings are named."""
-    check_algo(cfg.algo)
-    replace(cfg, algo="ppo").validate()  # every other field as for SB3 (its algo registry is SB3's)
-    rl.validate()
-    for name, off in _UNSUPPORTED:
-        value = attrgetter(name)(cfg)
-        if value != off:
-            raise ConfigError(
-                f"{name.removeprefix('env.')}={value!r} is not supported by --backend rllib; leave it at {off!r} "
-                "or train with --backend sb3."
-            )
-    if cfg.save_dir is not None and not ALGOS[check_algo(cfg.algo)][2]:
-        raise ConfigError(
-            f"algo={cfg.algo!r} on the rllib backend trains RLlib's own network, which our checkpoint format "
-            f"cannot hold; drop save_dir or use one of {[a for a, s in ALGOS.items() if s[2]]}."
-        )
-    env_config(cfg, rl)
-
-
-def ray_init(rl: RLlibConfig) -> Any:
+def ray_init(cfg: RLlibConfig) -> Any:
     """Start (or join, with ``address``) Ray without a dashboard; return the ``ray`` module."""
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    if rl.address:
-        ray.init(address=rl.address, include_dashboard=False, log_to_driver=False)
+    if cfg.address:
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
     else:
-        need = math.ceil(rl.num_env_runners * rl.cpus_per_runner) + rl.num_learners
-        ray.init(num_cpus=rl.num_cpus or max(2, need), include_dashboard=False, log_to_driver=False)
+        need = math.ceil(cfg.num_env_runners * cfg.cpus_per_runner) + cfg.num_learners
+        ray.init(num_cpus=cfg.num_cpus or max(2, need), include_dashboard=False, log_to_driver=False)
     return ray
 
 

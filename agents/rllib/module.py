@@ -41,10 +41,14 @@ class ProxyRLModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     def setup(self) -> None:
         from stable_baselines3.common.policies import ActorCriticPolicy
 
-        config = {**MODEL_CONFIG, **(self.model_config or {})}
+        model_config = self.model_config or {}
+        assert isinstance(model_config, dict), "RLModuleSpec hands the module its model_config as a dict"
+        assert self.observation_space is not None and self.action_space is not None  # set by RLModuleSpec.build
+        config = {**MODEL_CONFIG, **model_config}
         kwargs = proxy_policy_kwargs("ppo", features_dim=int(config["features_dim"]), hidden=tuple(config["hidden"]))
         self.policy = ActorCriticPolicy(self.observation_space, self.action_space, _zero_lr, **kwargs)
-        self.policy.optimizer = None  # not a module: RLlib's learner optimises self.parameters()
+        # not a module: RLlib's learner optimises self.parameters()
+        self.policy.optimizer = None  # type: ignore[assignment]  # SB3 types it as always set
         if config["init_accept_prob"] is not None:
             init_accept_bias(self, float(config["init_accept_prob"]))
 

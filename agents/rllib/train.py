@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agents.rllib.backend import ALGOS, RLlibConfig, build_config, ray_init, require_ray, runner_facts, validate
-from agents.train import TrainConfig, TrainResult, config_dict, env_kwargs
+from agents.rllib.backend import ALGOS, RLlibConfig, build_config, ray_init, require_ray, runner_facts
+from agents.training import TrainResult, config_dict, env_kwargs, run_training
 
 # RLlib learner metric -> the SB3 TensorBoard tag it corresponds to
 SB3_TAGS = {
@@ -39,7 +38,7 @@ def module_weights(algo: Any) -> dict[str, Any]:
     return algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
 
 
-def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: TrainConfig, num_timesteps: int) -> Any:
+def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: RLlibConfig, num_timesteps: int) -> Any:
     """An SB3 PPO holding the proxy of ``weights`` (a :class:`ProxyRLModule` state): what our checkpoints and ``bench`` take."""
     import torch
     from gymnasium import spaces
@@ -50,12 +49,12 @@ def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: TrainConfig, nu
     kwargs = proxy_policy_kwargs("ppo", features_dim=cfg.features_dim, hidden=tuple(cfg.hidden))
     model = PPO(
         "MlpPolicy",
-        None,
+        None,  # type: ignore[arg-type]  # no env: SB3's own load() builds a model this way
         policy_kwargs=kwargs,
         device="cpu",
         gamma=cfg.gamma,
         _init_setup_model=False,
-        **({"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}),
+        learning_rate=cfg.learning_rate if cfg.learning_rate is not None else 3e-4,  # PPO's own default
     )
     model.observation_space, model.action_space, model.n_envs = observation_space, spaces.Discrete(2), 1
     model._setup_model()  # what SB3's load() does for a model without an env
@@ -65,58 +64,44 @@ def to_sb3(weights: dict[str, Any], observation_space: Any, cfg: TrainConfig, nu
     return model
 
 
-def train_rllib(
-    cfg: TrainConfig, rl: RLlibConfig | None = None, *, on_iteration: IterationHook | None = None
-) -> TrainResult:
-    """Train a proxy with RLlib as configured by ``cfg`` (what to train) and ``rl`` (where: runners, GPUs, cluster).
+def train_rllib(cfg: RLlibConfig, *, on_iteration: IterationHook | None = None) -> TrainResult:
+    """Train a proxy with RLlib as configured by ``cfg`` (what to train, and where: runners, GPUs, cluster).
 
-    As :func:`agents.train.train`: everything is validated and the save folder locked before Ray
-    starts; SIGINT/SIGTERM stop after the current iteration and the checkpoint is still saved. An
+    Runs in :func:`agents.training.run_training`: everything is validated and the save folder locked before
+    Ray starts; SIGINT/SIGTERM stop after the current iteration and the checkpoint is still saved. An
     iteration samples ``n_steps`` per env on every runner (RLlib's ``"auto"`` when None), so training
     stops at the first iteration that reaches ``total_timesteps``. Ray is shut down at the end when
     this call started it.
 
     Args:
-        cfg: what to train (as for SB3; ``algo`` is one of :data:`agents.rllib.backend.ALGOS`).
-        rl: where to train it (runners, envs per runner, GPUs, learners, cluster address).
+        cfg: the configuration (``algo`` is one of :data:`agents.rllib.backend.ALGOS`).
         on_iteration: called with ``(algo, None)`` once the runners are up, then with ``(algo, result)``
             after each ``algo.train()`` (RLlib's ``Algorithm`` and its result dict).
 
     Returns:
-        A :class:`~agents.train.TrainResult` whose ``model`` is the proxy as an SB3 PPO (what the
+        A :class:`~agents.training.TrainResult` whose ``model`` is the proxy as an SB3 PPO (what the
         checkpoint holds; ``num_timesteps`` = env steps sampled).
     """
-    from agents.interrupt import GracefulStop
-    from agents.saving.checkpoint import lock_save_dir
-
-    rl = rl or RLlibConfig()
-    validate(cfg, rl)
-    lock = lock_save_dir(cfg.save_dir) if cfg.save_dir else None
-    try:
-        with GracefulStop() as stop:
-            return _train(cfg, rl, stop, on_iteration)
-    finally:
-        if lock is not None:
-            lock.release()
+    return run_training(cfg, lambda stop: _train(cfg, stop, on_iteration))
 
 
-def _train(cfg: TrainConfig, rl: RLlibConfig, stop: Any, on_iteration: IterationHook | None) -> TrainResult:
+def _train(cfg: RLlibConfig, stop: Any, on_iteration: IterationHook | None) -> TrainResult:
     import torch
 
     from agents.policies import ParamReport
 
     ray = require_ray()
     started_here = not ray.is_initialized()
-    ray_init(rl)
+    ray_init(cfg)
     threads = torch.get_num_threads()
-    torch.set_num_threads(rl.threads_per_runner)  # the driver's learner, like each runner
+    torch.set_num_threads(cfg.threads_per_runner)  # the driver's learner, like each runner
     algo = writer = bar = None
     try:
-        algo = build_config(cfg, rl).build_algo()
+        algo = build_config(cfg).build_algo()
         facts = runner_facts(algo)
         writer = _writer(cfg.tensorboard_log, cfg.algo.lower())
         steps, start, saved_at, path = 0, time.perf_counter(), 0, None
-        save = _saver(cfg, rl, facts[0]) if cfg.save_dir else None
+        save = _saver(cfg, facts[0]) if cfg.save_dir else None
         if on_iteration is not None:
             on_iteration(algo, None)
         if cfg.progress_bar:
@@ -148,15 +133,15 @@ def _train(cfg: TrainConfig, rl: RLlibConfig, stop: Any, on_iteration: Iteration
             if ALGOS[cfg.algo.lower()][2]
             else RLlibWeights(steps, weights)
         )
-        if save is not None:
+        if save is not None and (save_dir := cfg.save_dir):
             from agents.saving.checkpoint import save_or_rescue
 
-            path = save_or_rescue(lambda agent, **kw: save(algo, steps, **kw), model, cfg.save_dir)
+            path = save_or_rescue(lambda agent, **kw: save(algo, steps, **kw), model, save_dir)
         from agents.policies import count_trainable
 
         proxy = (
             count_trainable(model)
-            if hasattr(model, "policy")
+            if not isinstance(model, RLlibWeights)
             else sum(int(v.size) for k, v in weights.items() if "target" not in k)
         )
         params = ParamReport(proxy, int(facts[0]["llm_parameters"]))
@@ -187,17 +172,19 @@ def _obs_space(facts: dict[str, Any]) -> Any:
     return spaces.Box(-np.inf, np.inf, (int(facts["obs_dim"]),), np.float32)
 
 
-def _saver(cfg: TrainConfig, rl: RLlibConfig, facts: dict[str, Any]) -> Any:
+def _saver(cfg: RLlibConfig, facts: dict[str, Any]) -> Any:
     """``save(algo, steps, path=cfg.save_dir)``: the learner's proxy written in our checkpoint format."""
     from agents.saving.checkpoint import plain, save_checkpoint
 
-    config = {**config_dict(cfg), "backend": "rllib", "rllib": asdict(rl), "rllib_algo": cfg.algo.lower()}
+    config = {**config_dict(cfg), "backend": "rllib", "rllib_algo": cfg.algo.lower()}
 
     def save(algo: Any, steps: int, path: str | None = None) -> Path:
         model = to_sb3(module_weights(algo), _obs_space(facts), cfg, steps)
+        target = path or cfg.save_dir
+        assert target is not None  # a saver is made only with save_dir
         return save_checkpoint(
             model,
-            path or cfg.save_dir,
+            target,
             env_kwargs=plain(env_kwargs(cfg)),
             seed=cfg.seed,
             config=config,

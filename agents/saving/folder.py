@@ -146,7 +146,7 @@ def load_proxy(path: str | Path, *, device: str | torch.device = "cpu") -> Proxy
         )
     tensors = _tensors(path / WEIGHTS_FILE, where)
     net = _build(algo, config, tensors, where).to(device).eval().requires_grad_(False)
-    info = {
+    info: dict[str, Any] = {
         **summary(config.get("env_kwargs") or {}),
         **{k: config[k] for k in ("observation", "hidden_layer", "skam") if k in config},
     }

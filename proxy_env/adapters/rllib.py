@@ -28,14 +28,6 @@ def is_plain_data(value: Any) -> bool:
     return isinstance(value, dict) and all(is_plain_data(v) for v in value.values())
 
 
-class TruncationAsTermination(gym.vector.VectorWrapper):
-    """Report a response-budget truncation as a termination, so RLlib does not bootstrap a value there (``bootstrap_truncated=False``)."""
-
-    def step(self, actions: Any) -> Any:
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        return obs, reward, terminated | truncated, truncated & False, info
-
-
 def make_rllib_env(config: dict[str, Any]) -> gym.vector.VectorEnv:
     """The env creator registered with ``tune.register_env``: one native vector env of ``config["num_envs"]`` rows.
 
@@ -52,7 +44,6 @@ def make_rllib_env(config: dict[str, Any]) -> gym.vector.VectorEnv:
     if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.NEXT_STEP.value, "next_step", "NEXT_STEP"):
         check_autoreset_mode("the rllib backend", mode, AutoresetMode.NEXT_STEP, why)  # raises, naming the mode
     torch.set_num_threads(int(kwargs.pop("threads", 1)))
-    bootstrap = bool(kwargs.pop("bootstrap_truncated", False))
     device_map = kwargs.pop("device_map", None)
     if device_map is not None:  # one LLM spread over this runner's GPUs
         from proxy_env.engine.lm import FrozenLM
@@ -71,4 +62,4 @@ def make_rllib_env(config: dict[str, Any]) -> gym.vector.VectorEnv:
         **kwargs,
     )
     check_autoreset_mode("the rllib backend", venv.metadata.get("autoreset_mode"), AutoresetMode.NEXT_STEP, why)
-    return venv if bootstrap else TruncationAsTermination(venv)
+    return venv

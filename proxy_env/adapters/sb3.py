@@ -11,7 +11,7 @@ This module and ``agents/`` are the only places that import stable-baselines3.
 >>> import gymnasium as gym, numpy as np, proxy_env
 >>> from proxy_env.adapters.sb3 import SB3VecEnv
 >>> from proxy_env.engine.tiny import tiny_lm
->>> venv = gym.make_vec("proxy_env/ProxyRLHF-v0", num_envs=2, vectorization_mode="vector_entry_point",
+>>> venv = gym.make_vec("proxy_env/ProxyRLHF-v1", num_envs=2, vectorization_mode="vector_entry_point",
 ...                     model=tiny_lm(), prompts=["Hi!"], max_new_tokens=2, reward=lambda p, r: [1.0] * len(r))
 >>> env = SB3VecEnv(venv)
 >>> env.seed(0)
@@ -52,7 +52,8 @@ class SB3VecEnv(VecEnv):
     """A stable-baselines3 ``VecEnv`` view of a Gymnasium vector env with ``SAME_STEP`` autoreset.
 
     Per-env infos of a finished episode hold ``terminal_observation`` (the last observation),
-    ``TimeLimit.truncated`` (the response budget ran out before EOS), ``episode`` = ``{"r": return,
+    ``TimeLimit.truncated`` (Gymnasium's ``truncated``: SB3 bootstraps the value there; our env never
+    truncates, since the response budget is part of the task, but a wrapper's time limit would), ``episode`` = ``{"r": return,
     "l": agent decisions, "t": seconds since the adapter was made}`` (what SB3's
     ``rollout/ep_rew_mean`` and ``ep_len_mean`` read, so no ``VecMonitor`` is needed),
     ``rejection_rate`` (rejections / decisions), ``response_length`` (tokens) and the env's
@@ -64,13 +65,9 @@ class SB3VecEnv(VecEnv):
         venv: a vector env made with ``gym.make_vec(..., vectorization_mode="vector_entry_point")``
             (or a :class:`~proxy_env.vector.vector_env.ProxyRLHFVectorEnv`), ``autoreset_mode=SAME_STEP``;
             another mode raises :class:`~proxy_env.errors.AutoresetModeError`.
-        bootstrap_truncated: report ``TimeLimit.truncated=True`` on budget truncations, so SB3
-            bootstraps the value of the terminal observation there. Pass ``False`` to treat the
-            end of the response budget as a true end (the reward model scores the truncated
-            response; no reward follows it).
     """
 
-    def __init__(self, venv: gym.vector.VectorEnv, *, bootstrap_truncated: bool = True) -> None:
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
         if not isinstance(venv, gym.vector.VectorEnv):
             raise ConfigTypeError(
                 f"venv must be a gymnasium VectorEnv (gym.make_vec(..., vectorization_mode='vector_entry_point')), "
@@ -84,7 +81,6 @@ class SB3VecEnv(VecEnv):
             "transition per episode whose action is ignored; DISABLED never resets)",
         )
         self.venv = venv
-        self.bootstrap_truncated = bootstrap_truncated
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
@@ -101,7 +97,8 @@ class SB3VecEnv(VecEnv):
         """Reset every env; seeds set by :meth:`seed` apply to this reset only (then cleared)."""
         seeds = None if any(s is None for s in self._seeds) else [int(s) for s in self._seeds]  # type: ignore[arg-type]
         options = self._options[0] if self._options and self._options[0] else None
-        obs, info = self.venv.reset(seed=seeds, options=options)
+        # Gymnasium's vector reset takes one seed per env (documented); its annotation says int only
+        obs, info = self.venv.reset(seed=seeds, options=options)  # type: ignore[arg-type]
         self._reset_seeds()
         self._reset_options()
         self._returns[:] = 0.0
@@ -124,7 +121,7 @@ class SB3VecEnv(VecEnv):
         self._lengths += 1
         infos = self._per_env(info)
         for i in np.flatnonzero(dones):
-            infos[i].update(self._episode_info(i, info, bool(terminated[i]), bool(truncated[i])))
+            infos[i].update(self._episode_info(int(i), info, bool(terminated[i]), bool(truncated[i])))
         self._returns[dones] = 0.0
         self._lengths[dones] = 0
         return np.asarray(obs, dtype=np.float32), rewards.astype(np.float32), dones, infos
@@ -142,7 +139,7 @@ class SB3VecEnv(VecEnv):
         out.update(
             {
                 "terminal_observation": np.asarray(info["final_obs"][i], dtype=np.float32),
-                "TimeLimit.truncated": bool(truncated and not terminated and self.bootstrap_truncated),
+                "TimeLimit.truncated": bool(truncated and not terminated),
                 "episode": {
                     "r": round(float(self._returns[i]), 6),
                     "l": int(self._lengths[i]),

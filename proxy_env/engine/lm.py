@@ -382,10 +382,9 @@ def _dispatch(model: Any, device_map: str | dict[str, Any], dtype: torch.dtype) 
     from accelerate import dispatch_model, infer_auto_device_map
 
     model = model.to(dtype=dtype)
-    if isinstance(device_map, str):
-        device_map = infer_auto_device_map(model, dtype=dtype)
-    model = dispatch_model(model, device_map=device_map, force_hooks=True)  # hooks even on one device: one code path
-    model.hf_device_map = dict(device_map)
+    mapping: dict[str, Any] = infer_auto_device_map(model, dtype=dtype) if isinstance(device_map, str) else device_map
+    model = dispatch_model(model, device_map=mapping, force_hooks=True)  # hooks even on one device: one code path
+    model.hf_device_map = dict(mapping)
     return model
 
 

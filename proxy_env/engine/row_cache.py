@@ -13,7 +13,7 @@ compaction, so memory stays bounded by the longest live sequence.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -34,6 +34,9 @@ class SlotLayer(DynamicLayer):
     ``keys``/``values`` are views of the first ``length`` columns, which is what the model's attention
     reads and what ``DynamicLayer`` reports as the sequence length.
     """
+
+    keys: torch.Tensor  # never None here: set from the buffers at construction
+    values: torch.Tensor
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
         super().__init__()
@@ -85,7 +88,15 @@ class SlotCache(Cache):
     """A Hugging Face ``Cache`` of :class:`SlotLayer` s (accepted wherever a ``DynamicCache`` is)."""
 
     def __init__(self, layers: list[SlotLayer]) -> None:
-        super().__init__(layers=layers)
+        # the cache keeps this very list (RowCache fills it in place), so it is cast, not copied, to Cache's wider type
+        super().__init__(layers=cast("list[Any]", layers))
+
+
+def _layer_kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values of a filled ``DynamicCache`` layer (transformers types them as optional)."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    assert isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor), f"{type(layer).__name__} holds no keys"
+    return keys, values
 
 
 def _regrow(buf: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
@@ -199,11 +210,12 @@ class RowCache:
             self._pad_left(width - self.length)
         start = self.length - width
         for layer, new in zip(self.layers, fresh.layers):
+            new_keys, new_values = _layer_kv(new)
             index = index.to(layer.device)  # each layer's buffers live on its layer's device (device_map)
             layer.kbuf[index, :, : self.length] = 0.0  # clears what the row held before
             layer.vbuf[index, :, : self.length] = 0.0
-            layer.kbuf[index, :, start : self.length] = new.keys
-            layer.vbuf[index, :, start : self.length] = new.values
+            layer.kbuf[index, :, start : self.length] = new_keys
+            layer.vbuf[index, :, start : self.length] = new_values
         index = index.to(self._mask.device)
         self._mask[index, : self.length] = 0
         self._mask[index, start : self.length] = pmask
@@ -231,7 +243,7 @@ class RowCache:
                 self.forwards += 1
                 self.row_forwards += 1
                 self.lm.model(input_ids=ids, use_cache=True, **self.lm.cache_kwargs(cache))
-                kv = [(layer.keys, layer.values) for layer in cache.layers]
+                kv = [_layer_kv(layer) for layer in cache.layers]
             self._prefix = (prefix, kv)
         return self._prefix
 

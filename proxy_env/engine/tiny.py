@@ -26,8 +26,10 @@ def tiny_model(
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    model: torch.nn.Module
+    norm_weight: torch.Tensor  # the final norm's scale
     if arch == "llama":
-        config = LlamaConfig(
+        llama_config = LlamaConfig(
             vocab_size=vocab_size,
             hidden_size=64,
             intermediate_size=128,
@@ -40,9 +42,10 @@ def tiny_model(
             eos_token_id=2,
             pad_token_id=2,
         )
-        model = LlamaForCausalLM(config)
+        llama = LlamaForCausalLM(llama_config)
+        model, norm_weight = llama, llama.model.norm.weight
     elif arch == "gpt2":
-        config = GPT2Config(
+        gpt2_config = GPT2Config(
             vocab_size=vocab_size,
             n_embd=64,
             n_layer=2,
@@ -52,12 +55,12 @@ def tiny_model(
             eos_token_id=2,
             pad_token_id=2,
         )
-        model = GPT2LMHeadModel(config)
+        gpt2 = GPT2LMHeadModel(gpt2_config)
+        model, norm_weight = gpt2, gpt2.transformer.ln_f.weight
     else:
         raise ValueError(f"arch={arch!r}; expected one of {ARCHS}")
-    final_norm = model.model.norm if arch == "llama" else model.transformer.ln_f
     with torch.no_grad():
-        final_norm.weight.mul_(sharpness)
+        norm_weight.mul_(sharpness)
     return model.eval()
 
 

@@ -95,7 +95,8 @@ class HFRewardModel:
             self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         else:
             raise ConfigTypeError(f"model must be a hub id, a path or a PreTrainedModel, got {type(model).__name__}.")
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        # transformers wraps PreTrainedModel.to with functools.wraps, whose stub drops the bound self
+        self.model = model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.tokenizer = tokenizer
         num_labels = int(self.model.config.num_labels)
         if isinstance(label, str):

@@ -31,6 +31,9 @@ READ_VERSIONS = (2, 3)  # pooled heads are still written as version 2, so older 
 class Standardize(nn.Module):
     """``(x - mean) / std`` per feature, with the statistics of the training embeddings as buffers (saved with the head)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

@@ -83,11 +83,11 @@ class CandidateDecoder(Decoder):
             self.cache.commit(forced)
             state.forced += forced.long()
             self._append(forced, token, next_pool)
-            pending = forced & ~state.ended
+            pending = forced & ~state.terminated
 
     def _append(self, rows: torch.Tensor, token: torch.Tensor, next_pool: candidates.Pool) -> None:
         """Commit ``token`` (B,) to the responses of ``rows``; end episodes or offer the next position."""
         self._commit_tokens(rows, token)
-        live = rows & ~self.state.ended
+        live = rows & ~self.state.terminated
         self.state.offer = torch.where(live, 0, self.state.offer)
         self._set_pool(live, self._ordered(next_pool), "pool")

@@ -33,6 +33,7 @@ def check_vector_env(venv: VectorEnv, *, seed: int = 0, steps: int = 64) -> None
     _check(isinstance(venv.single_observation_space, spaces.Space), "single_observation_space is not a gymnasium Space")
     mode = venv.metadata.get("autoreset_mode")
     _check(isinstance(mode, AutoresetMode), f"metadata['autoreset_mode'] must be an AutoresetMode, got {mode!r}")
+    assert isinstance(mode, AutoresetMode)  # _check raised otherwise
 
     first = _rollout(venv, mode, seed, steps)
     second = _rollout(venv, mode, seed, steps)
@@ -59,11 +60,11 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
     _check_obs(venv, obs, "reset")
     _check(isinstance(info, dict), f"reset() info must be a dict, got {type(info).__name__}")
     rng = np.random.default_rng(seed)
-    history = []
+    history: list[tuple[np.ndarray, ...]] = []
     ended_before = np.zeros(n, bool)
     for t in range(steps):
         actions = (
-            np.array([rng.integers(venv.single_action_space.n) for _ in range(n)])
+            np.array([rng.integers(int(venv.single_action_space.n)) for _ in range(n)])
             if isinstance(venv.single_action_space, spaces.Discrete)
             else venv.action_space.sample()
         )
@@ -106,7 +107,7 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
                 )
         if mode == AutoresetMode.NEXT_STEP:
             _check(not (ended & ended_before).any(), f"{where}: an env ended on its NEXT_STEP reset step")
-            _check(np.all(reward[ended_before] == 0), f"{where}: NEXT_STEP reset step must give reward 0")
+            _check(bool(np.all(reward[ended_before] == 0)), f"{where}: NEXT_STEP reset step must give reward 0")
         ended_before = ended
         history.append((obs, reward, terminated, truncated))
     return history
@@ -115,6 +116,7 @@ def _rollout(venv: VectorEnv, mode: AutoresetMode, seed: int, steps: int) -> lis
 def _check_obs(venv: VectorEnv, obs: Any, where: str) -> None:
     space = venv.single_observation_space
     _check(isinstance(obs, np.ndarray), f"{where}: observations must be a numpy array, got {type(obs).__name__}")
+    assert space.shape is not None, f"{where}: single_observation_space has no shape"
     _check(
         obs.shape == (venv.num_envs, *space.shape),
         f"{where}: observations have shape {obs.shape}, expected {(venv.num_envs, *space.shape)}",

@@ -78,7 +78,7 @@ class Decoder(ABC):
         state = self.state
         for _ in range(_MAX_SKIPPED_EPISODES):
             self._start_once(rows, prompt_index, feed)
-            rows = rows & state.ended
+            rows = rows & state.terminated
             if not bool(rows.any()):
                 return
         raise StateError(
@@ -153,15 +153,16 @@ class Decoder(ABC):
         self.state.hidden = torch.where(rows[:, None], hidden, self.state.hidden)
 
     def _commit_tokens(self, rows: torch.Tensor, token: torch.Tensor) -> None:
-        """Append ``token`` (B,) to the responses of ``rows``; mark ended episodes."""
+        """Append ``token`` (B,) to the responses of ``rows``; mark ended episodes (EOS, or the budget)."""
         state, budget = self.state, self.config.max_new_tokens
         self.log(rows, token, rejected=False)
         column = state.position.clamp(max=budget - 1)[:, None]  # (B, 1)
         current = state.response.gather(1, column)
         state.response.scatter_(1, column, torch.where(rows[:, None], token[:, None], current))
         state.position += rows.long()
-        state.terminated |= rows & torch.isin(token, self._eos)
-        state.truncated |= rows & ~state.terminated & (state.position >= budget)
+        # the budget is part of the task: the reward model scores the response and nothing follows, so it is
+        # a terminal state (a value bootstrapped there would add V(s) to a return that has ended)
+        state.terminated |= rows & (torch.isin(token, self._eos) | (state.position >= budget))
 
     def _reject(self, reject: torch.Tensor) -> None:
         """Move ``reject`` rows (B,) to the next candidate of their pool."""

@@ -85,7 +85,7 @@ def host_copy(*tensors: torch.Tensor) -> list[np.ndarray]:
     return out
 
 
-_NUMPY = {
+_NUMPY: dict[torch.dtype, type[np.generic]] = {
     torch.float32: np.float32,
     torch.float64: np.float64,
     torch.int64: np.int64,

@@ -94,7 +94,7 @@ class PrefixDecoder(Decoder):
     def _feed(self, rows: torch.Tensor, token: torch.Tensor) -> None:
         """Commit ``token`` (B,) of ``rows`` to the cache; their next pool comes from its forward."""
         state = self.state
-        rows = rows & ~state.ended
+        rows = rows & ~state.terminated
         if not bool(rows.any()):
             return
         hidden, logits, all_rows = self._step_rows(token, rows)
@@ -108,7 +108,7 @@ class PrefixDecoder(Decoder):
     def _settle(self, rows: torch.Tensor) -> None:
         """Commit, without asking, each of ``rows`` whose candidate on offer is forced, and feed it."""
         state = self.state
-        forced = rows & self.forced_at(state.offer) & ~state.ended
+        forced = rows & self.forced_at(state.offer) & ~state.terminated
         if self.config.forced_steps or not bool(forced.any()):
             return
         token = self.on_offer()

@@ -37,8 +37,7 @@ class EnvState:
     forced: torch.Tensor  # (B,) long: candidates committed without asking this episode
     kl_paid: torch.Tensor  # (B,) float64: Σ over committed tokens of log π - log q (kl_coef > 0)
     kl_exact_paid: torch.Tensor  # (B,) float64: Σ over positions of KL(π_t || q_t) (kl_coef > 0)
-    terminated: torch.Tensor  # (B,) bool: the episode ended at this step
-    truncated: torch.Tensor  # (B,) bool: the response budget ran out at this step
+    terminated: torch.Tensor  # (B,) bool: the episode ended at this step (EOS, or the response budget)
     needs_reset: torch.Tensor  # (B,) bool: ended, waiting for a reset (NEXT_STEP or DISABLED autoreset)
     render_log: list[list[str]] = field(default_factory=list)  # per env, its response's tokens as drawn
 
@@ -71,22 +70,15 @@ class EnvState:
             kl_paid=zeros(b, dtype=torch.float64),
             kl_exact_paid=zeros(b, dtype=torch.float64),
             terminated=zeros(b, dtype=torch.bool),
-            truncated=zeros(b, dtype=torch.bool),
             needs_reset=torch.ones(b, dtype=torch.bool, device=device),
             render_log=[[] for _ in range(b)],
         )
-
-    @property
-    def ended(self) -> torch.Tensor:
-        """(B,) bool: the episode ended at this step (EOS or the response budget)."""
-        return self.terminated | self.truncated
 
     def begin(self, rows: torch.Tensor) -> None:
         """Zero the episode counters of ``rows`` (B,) bool: their new episodes start."""
         for name in EPISODE_COUNTERS:
             getattr(self, name)[rows] = 0
         self.terminated[rows] = False
-        self.truncated[rows] = False
         self.needs_reset[rows] = False
         for i in rows.nonzero().squeeze(1).tolist():
             self.render_log[i] = []

@@ -102,8 +102,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     ## Episode End
 
-    ``terminated`` when the committed token is an EOS token; ``truncated`` when the response holds
-    ``max_new_tokens`` tokens. A candidate is committed without asking when it is the last one of its
+    ``terminated`` when the committed token is an EOS token or the response holds ``max_new_tokens``
+    tokens: the budget is part of the task (the reward model scores the response as it is and nothing
+    follows), so no library bootstraps a value there. ``truncated`` is always False. A candidate is committed without asking when it is the last one of its
     pool or after ``max_rejections`` rejections at that position. With ``forced_steps=True`` such a
     candidate is offered as a step of its own whose action is ignored (``info["forced"]``; not counted
     in ``decisions``), so every env step is exactly one batched LLM forward.
@@ -127,7 +128,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     >>> import gymnasium as gym, numpy as np, proxy_env
     >>> from proxy_env.engine.tiny import tiny_lm
-    >>> venv = gym.make_vec("proxy_env/ProxyRLHF-v0", num_envs=4, vectorization_mode="vector_entry_point",
+    >>> venv = gym.make_vec("proxy_env/ProxyRLHF-v1", num_envs=4, vectorization_mode="vector_entry_point",
     ...                     model=tiny_lm(), prompts=["Hello!", "How are you?"], max_new_tokens=8)
     >>> obs, info = venv.reset(seed=0)
     >>> obs.shape, obs.dtype
@@ -138,9 +139,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     ## Version History
 
-    * v0: initial version. Later additions keep the default dynamics: ``observation="prefix"``,
-      ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly; the
-      ``"prefix"`` observation gained the pool's mean embedding ``ē`` (``d`` from ``2H + 2`` to ``3H + 2``).
+    * v1 (0.2.0): the end of the response budget is ``terminated``, not ``truncated`` (v0 reported
+      ``truncated``, so libraries bootstrapped a value after a response the reward model had already
+      scored); the ``"prefix"`` observation is ``[h, e, ē, log p, log q]`` (``d = 3H + 2``; v0 began as
+      ``2H + 2``, without ``ē``); ``reward_normalize`` is gone (use Gymnasium's ``NormalizeReward`` or SB3's
+      ``VecNormalize``). v0 is no longer registered.
+    * v0: initial version. Later additions kept the default dynamics: ``observation="prefix"``,
+      ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -243,7 +248,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
         accept = acting & ((act == Action.ACCEPT) | forced_now)
         reject = acting & ~accept
         state.terminated[:] = False
-        state.truncated[:] = False
         state.decisions += (acting & ~forced_now).long()
         state.forced += forced_now.long()
         kl = self._kl_charge(accept, reject) if self.kl_coef > 0 else None
@@ -252,16 +256,16 @@ class ProxyRLHFVectorEnv(VectorEnv):
         decoder.transition(accept, reject)
         if reset_now.any():
             decoder.start(reset_now, feed=not cfg.forced_steps)
-        decoder.feed_after_actions(acting & ~state.ended)
+        decoder.feed_after_actions(acting & ~state.terminated)
 
         reward = torch.where(reject, -cfg.reject_cost, 0.0).double()
         if kl is not None:
             reward -= self.kl_coef * kl.logratio
             state.kl_paid += kl.logratio
             state.kl_exact_paid += kl.exact
-        ended = state.ended
-        terminated, truncated = infos.host_copy(state.terminated, state.truncated)
-        ended_np = terminated | truncated
+        ended = state.terminated.clone()  # a copy: starting new episodes clears state.terminated
+        (ended_np,) = infos.host_copy(ended)
+        truncated = np.zeros(self.num_envs, dtype=np.bool_)  # nothing outside the task cuts an episode short
         if self.shaping is not None:
             moved = np_copy(acting & (state.position != position_before))
             reward += torch.as_tensor(self.shaping.step(moved, ended_np, self._potential), device=reward.device)
@@ -289,9 +293,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
         info.update(step_info)
         if kl is not None:
             info.update(kl=out["kl"], kl_exact=out["kl_exact"], kl_coef=np.full(self.num_envs, self.kl_coef))
-        return obs, out["reward"], terminated, truncated, info
+        return obs, out["reward"], ended_np.copy(), truncated, info
 
-    def render(self) -> tuple[str, ...] | None:
+    def render(self) -> tuple[str, ...] | None:  # type: ignore[override]  # ansi frames are str; RenderFrame is unbound
         """With ``render_mode="ansi"``: per env, the prompt and the response so far, rejected tokens as ``~~tok~~``."""
         if self.render_mode != "ansi":
             return None
@@ -437,7 +441,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
             "reward_baseline": baseline,
             "reject_cost": self.config.reject_cost * np_copy(state.rejections.double()),
         }
-        text = {"prompt": prompts, "response": texts, "response_ids": ids} if self.info_text else None
+        text: dict[str, list[Any]] | None = (
+            {"prompt": prompts, "response": texts, "response_ids": ids} if self.info_text else None
+        )
         return infos.end_info(np_copy(ended), numeric, text)
 
 

@@ -35,7 +35,14 @@ class Positions(NamedTuple):
 
     def take(self, index: Any) -> Positions:
         """The positions at ``index`` (a slice, or a tensor of indices)."""
-        return Positions(*[None if x is None else x[index] for x in self])
+        return Positions(
+            self.hidden[index],
+            self.tokens[index],
+            self.logprob[index],
+            self.logq[index],
+            self.delta[index],
+            None if self.togo is None else self.togo[index],
+        )
 
     @property
     def valid(self) -> torch.Tensor:
@@ -70,7 +77,7 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
     try:
         raw = torch.load(target, map_location="cpu", weights_only=True)
         stored = raw["key"]
-        data = Positions(*[raw[name] for name in Positions._fields[:-1]], raw.get("togo"))
+        data = Positions(raw["hidden"], raw["tokens"], raw["logprob"], raw["logq"], raw["delta"], raw.get("togo"))
     except Exception as exc:
         raise ConfigError(
             f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "

@@ -1,0 +1,181 @@
+"""What every training backend shares: the base config, the typed result, and the one run skeleton.
+
+A backend (:mod:`agents.train` for SB3, :mod:`agents.tilt.backend`, :mod:`agents.rllib.train`) subclasses
+:class:`TrainConfig` with its own fields (as TRL's trainer configs subclass ``TrainingArguments``), so no
+config and no ``proxy-rlhf train --backend X`` carries a flag that backend does not use. Each runs its
+body inside :func:`run_training`: the config validated before anything loads, the save folder locked,
+SIGINT/SIGTERM turned into a graceful stop, and the final save rescued beside ``save_dir`` if it fails
+(:func:`agents.saving.checkpoint.save_or_rescue`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from agents.callbacks import EvalResult
+from agents.interrupt import GracefulStop
+from agents.policies import ParamReport
+from agents.saving.checkpoint import check_save_dir, lock_save_dir, plain, save_checkpoint
+from proxy_env.config import EnvConfig
+from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.models import as_frozen_lm
+from proxy_env.errors import ConfigError, ConfigTypeError
+
+
+def help_text(text: str) -> dict[str, str]:
+    """A dataclass field's metadata: its help, which the CLI flag shows (:mod:`agents.cli.flags`)."""
+    return {"help": text}
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """What every backend takes: the env, the budget, the proxy's shape, where to save. Each field is a flag."""
+
+    env: EnvConfig = field(
+        default_factory=EnvConfig, metadata=help_text("the env's settings: every field of proxy_env.EnvConfig")
+    )
+    num_envs: int = field(default=8, metadata=help_text("episodes run in parallel (rows of the batched LLM)"))
+    total_timesteps: int = field(
+        default=20_000, metadata=help_text("proxy decisions to train for (with --resume: additional ones)")
+    )
+    seed: int = field(default=0, metadata=help_text("seed of the algorithm and the environment"))
+    policy_device: str = field(
+        default="auto", metadata=help_text("torch device of the proxy policy: 'auto', 'cpu', 'cuda'")
+    )
+    llm_device: str | None = field(
+        default=None, metadata=help_text("device of the frozen LLM (None: CUDA when available)")
+    )
+    learning_rate: float | None = field(default=None, metadata=help_text("learning rate (None: the backend's default)"))
+    batch_size: int | None = field(default=None, metadata=help_text("minibatch size (None: the backend's default)"))
+    features_dim: int = field(default=64, metadata=help_text("width of the proxy's projection of the hidden state"))
+    hidden: tuple[int, ...] = field(default=(64,), metadata=help_text("hidden layer widths of each policy/value head"))
+    init_accept_prob: float | None = field(
+        default=0.9,
+        metadata=help_text(
+            "the proxy starts at this P(accept) (near the unsteered LLM); None keeps the library's init"
+        ),
+    )
+    save_dir: str | None = field(
+        default=None,
+        metadata=help_text(
+            "checkpoint folder (model.safetensors + proxy_config.json), written at the end and on Ctrl-C/SIGTERM; "
+            "a folder holding anything but a checkpoint is refused"
+        ),
+    )
+    tensorboard_log: str | None = field(default=None, metadata=help_text("TensorBoard log folder (None: no logs)"))
+    progress_bar: bool = field(default=False, metadata=help_text("show a progress bar"))
+
+    def validate(self) -> None:
+        """Check the values that need no model; raise :class:`ConfigError` naming the field. Backends extend it."""
+        if not isinstance(self.env, EnvConfig):
+            raise ConfigTypeError(
+                f"env={self.env!r} must be a proxy_env.EnvConfig (its fields are the env's settings)."
+            )
+        for name in ("num_envs", "total_timesteps", "features_dim"):
+            check_int(name, getattr(self, name), minimum=1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(
+                f"seed={self.seed!r} must be an int in [0, 2**32) (SB3 seeds numpy's global RNG, which takes no more)."
+            )
+        if self.learning_rate is not None:
+            check_number(
+                "learning_rate",
+                self.learning_rate,
+                lambda v: 0 < v <= 1,
+                "in (0, 1] (or None for the backend's default; typical: 1e-4 to 3e-3)",
+            )
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1, hint="or None for the backend's default")
+        if self.init_accept_prob is not None:
+            check_number(
+                "init_accept_prob", self.init_accept_prob, lambda v: 0 < v < 1, "in (0, 1) (or None to keep the init)"
+            )
+        if self.policy_device != "auto":
+            from proxy_env.engine.lm import resolve_device
+
+            resolve_device(self.policy_device)
+        if self.save_dir is not None:
+            check_save_dir(self.save_dir)
+
+
+def check_number(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+    """``value`` must be a finite real number for which ``ok`` holds; else a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number {what}.")
+
+
+def check_int(name: str, value: Any, *, minimum: int, hint: str = "") -> None:
+    """``value`` must be an int (not a bool) >= ``minimum``; else a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an int >= {minimum}" + (f" ({hint})" if hint else "") + ".")
+
+
+class KLRecord(NamedTuple):
+    """One point of a run's KL trace."""
+
+    step: int  # SB3: timesteps at the end of the rollout; tilt: the fitting epoch
+    beta: float  # the KL coefficient then
+    kl: float  # mean KL, in nats, per what ``per`` says
+    per: str  # "response" (SB3: Σ log π/q of the rollout's finished responses) or "position" (tilt: exact KL)
+
+
+class TrainResult(NamedTuple):
+    """What every backend's training call returns."""
+
+    model: Any  # the trained proxy: an SB3 algorithm (RLlib's DQN: its weights)
+    checkpoint: Path | None  # the final checkpoint folder, if save_dir was set
+    params: ParamReport  # proxy trainable params vs the LLM's
+    evaluations: list[tuple[int, EvalResult]] = []  # (timestep, result) of each periodic evaluation (SB3)
+    kl_history: list[KLRecord] = []  # the KL trace (SB3 with kl_coef, tilt)
+    interrupted: str | None = None  # "SIGINT"/"SIGTERM" when a signal stopped training early (the checkpoint was saved)
+
+
+def run_training(cfg: TrainConfig, body: Callable[[GracefulStop], TrainResult]) -> TrainResult:
+    """The skeleton of every backend: ``cfg.validate()`` before anything loads, the save folder locked for this
+    run (a second run on it fails at once), then ``body(stop)`` with the first SIGINT/SIGTERM turned into
+    ``stop.received`` (a second one interrupts at once)."""
+    cfg.validate()
+    lock = lock_save_dir(cfg.save_dir) if cfg.save_dir else None
+    try:
+        with GracefulStop() as stop:
+            return body(stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def resolve_lm(model: str | FrozenLM, device: str | None = None) -> FrozenLM:
+    """``"tiny"`` -> :func:`proxy_env.engine.tiny.tiny_lm`; a :class:`FrozenLM` as is; anything else -> ``FrozenLM(model)``."""
+    return as_frozen_lm(model, device=device)
+
+
+def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The env's keyword arguments of ``cfg`` but the KL charge, which only the training env pays."""
+    return {name: value for name, value in cfg.env.kwargs().items() if name != "kl_coef"}
+
+
+def saved_env_kwargs(cfg: TrainConfig, model: Any, reward: Any) -> dict[str, Any]:
+    """The env kwargs a checkpoint records: a model object loaded from ``cfg.env.model`` (the demo's) is recorded by
+    that name, so the checkpoint loads on its own; another model object or a reward callable as themselves."""
+    recorded = model if model is not None and getattr(model, "name", None) != cfg.env.model else None
+    return {
+        **env_kwargs(cfg),
+        **({"model": recorded} if recorded is not None else {}),
+        **({"reward": reward} if reward is not None else {}),
+    }
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as a dict for the checkpoint's record (``asdict`` would deep-copy a model object in ``cfg.env``)."""
+    return {**{f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "env"}, "env": cfg.env.kwargs()}
+
+
+def save_agent(
+    agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None
+) -> Path:
+    """Write ``agent`` as a checkpoint folder (:func:`agents.saving.checkpoint.save_checkpoint`)."""
+    return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config, lm=lm)
