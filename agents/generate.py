@@ -26,7 +26,7 @@ from proxy_env.errors import ConfigError
 from proxy_env.prompts import load_prompts
 
 # env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
-_IGNORED = ("reward", "prompts", "reward_baseline", "reject_cost")
+_IGNORED = ("reward", "prompts", "reward_baseline")
 
 
 class Generation(NamedTuple):

@@ -181,7 +181,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
         )
         _b, k = pool.tokens.shape
         valid = torch.arange(k, device=scores.device)[None, :] < pool.size[:, None]  # (B, K)
-        q = pool.logprob_trunc.double().exp()
+        q = pool.logq.double().exp()
         q = q / q.sum(-1, keepdim=True)
         accept = self._accept(pool, step).masked_fill(~valid, 0.0)  # (B, K)
         pi = steered_probs(q, accept, skam_cfg.get("max_rejections"), order=str(skam_cfg.get("order", "sample")))
@@ -197,9 +197,7 @@ class ProxyLogitsProcessor(LogitsProcessor):
         """P(accept) (B, K) float64 of every pool candidate."""
         b, k = pool.tokens.shape
         if self.proxy.observation == "prefix":
-            obs = prefix_observation(
-                self._view, step["hidden"], pool.tokens, pool.logprob, pool.logprob_trunc
-            )  # (B, K, 3H + 2)
+            obs = prefix_observation(self._view, step["hidden"], pool.tokens, pool.logprob, pool.logq)  # (B, K, 3H + 2)
         else:
             obs = self._candidate_hidden(pool.tokens, step)  # (B, K, H)
         net: AcceptNet = self.proxy.net

@@ -45,6 +45,7 @@ from agents.training import (
 from proxy_env.adapters.sb3 import SB3VecEnv
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError
+from proxy_env.wrappers import RejectCost
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class SB3Config(TrainConfig):
     kl_horizon: int = field(
         default=10_000,
         metadata=help_text("decisions over which the adaptive controller moves β by at most a factor of 1.2"),
+    )
+    reject_cost: float = field(
+        default=0.0,
+        metadata=help_text("reward subtracted per rejection while training (proxy_env.wrappers.RejectCost; 0: none)"),
     )
     eval_prompts: str = field(
         default="default-eval", metadata=help_text("held-out prompts for periodic evaluation ('' disables)")
@@ -109,6 +114,7 @@ class SB3Config(TrainConfig):
             )
         check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
         check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
+        check_number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0 (0: no cost)")
         for key, (ok, what) in _ALGO_RANGES.items():
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
@@ -138,13 +144,18 @@ _ALGO_RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-def make_sb3_env(kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None) -> SB3VecEnv:
-    """A :class:`SB3VecEnv` over ``gym.make_vec(ENV_ID, num_envs, **kwargs)``; ``"tiny"`` models resolved."""
+def make_sb3_env(
+    kwargs: dict[str, Any], num_envs: int, *, seed: int | None = None, reject_cost: float = 0.0
+) -> SB3VecEnv:
+    """A :class:`SB3VecEnv` over ``gym.make_vec(ENV_ID, num_envs, **kwargs)``; ``"tiny"`` models resolved.
+
+    ``reject_cost > 0`` wraps the vector env in :class:`proxy_env.wrappers.RejectCost` first.
+    """
     kwargs = dict(kwargs)
     if kwargs.get("model") == "tiny":
         kwargs["model"] = resolve_lm("tiny")
     venv = gym.make_vec(proxy_env.ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-    env = SB3VecEnv(venv)
+    env = SB3VecEnv(RejectCost(venv, reject_cost) if reject_cost else venv)
     if seed is not None:
         env.seed(seed)
     return env
@@ -269,7 +280,7 @@ def _train(
     penalty = (
         {"kl_coef": cfg.env.kl_coef} if cfg.env.kl_coef else {}
     )  # training only: checkpoints and evaluation envs pay no KL
-    env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed)
+    env = make_sb3_env({**kwargs, **penalty}, cfg.num_envs, seed=cfg.seed, reject_cost=cfg.reject_cost)
     evaluator = None
     kl_callback = (
         KLPenaltyCallback(KLController(cfg.env.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon))
@@ -285,7 +296,7 @@ def _train(
         if kl_callback is not None:
             extra.append(kl_callback)
         if cfg.eval_freq > 0 and cfg.eval_prompts:
-            eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs)
+            eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, reject_cost=cfg.reject_cost)
             evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)
             extra.append(evaluator)
         saved = saved_env_kwargs(cfg, model, reward)

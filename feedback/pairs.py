@@ -128,7 +128,7 @@ def _generate(
     tokens: list[torch.Tensor] = []
     for t in range(max_new_tokens):
         pool = candidates.truncate(logits, top_k, top_p, temperature)  # (B, K)
-        pick = torch.multinomial(pool.logprob_trunc.exp().cpu(), 1, generator=generator).to(lm.device)  # (B, 1)
+        pick = torch.multinomial(pool.logq.exp().cpu(), 1, generator=generator).to(lm.device)  # (B, 1)
         token = pool.tokens.gather(1, pick).squeeze(1)  # (B,)
         ended = live & torch.isin(token, eos)
         kept = live & ~ended

@@ -77,10 +77,9 @@ class EnvConfig:
         False,
         "offer a forced candidate (one-token pool, or the rejection cap) as a step whose action is ignored: one LLM forward per step",
     )
-    reward_baseline: float | str | None = _setting(
-        None, "subtracted from the reward: None, a float, or 'reference' (the LLM's greedy response's reward)"
+    reward_baseline: str | None = _setting(
+        None, "subtracted from the terminal reward: None, or 'reference' (the reward of the LLM's own greedy response)"
     )
-    reject_cost: float = _setting(0.0, "reward subtracted per rejection")
     reward_shaping: bool = _setting(
         False, "pay the reward of the response so far as it changes (potential-based: the same return)"
     )
@@ -119,10 +118,6 @@ class EnvConfig:
             raise ConfigError(
                 f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding."
             )
-        if not _real(self.reject_cost) or self.reject_cost < 0.0:
-            raise ConfigError(
-                f"reject_cost={self.reject_cost!r} must be a finite float >= 0 (a cost subtracted per rejection)."
-            )
         if not isinstance(self.forced_steps, bool):
             raise ConfigTypeError(
                 f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored)."
@@ -140,9 +135,12 @@ class EnvConfig:
                 f"kl_coef={self.kl_coef} needs observation='prefix' (got {self.observation!r}): the penalty needs the accept "
                 "probability of every pool candidate, which only 'prefix' gives without an LLM forward per candidate."
             )
-        baseline = self.reward_baseline
-        if not (baseline is None or baseline == "reference" or (_real(baseline) and not isinstance(baseline, str))):
-            raise ConfigError(f"reward_baseline={baseline!r} must be None, a finite float, or 'reference'.")
+        if self.reward_baseline is not None and self.reward_baseline != "reference":
+            raise ConfigError(
+                f"reward_baseline={self.reward_baseline!r} must be None or 'reference'; a constant baseline moves no "
+                "policy gradient in expectation (a critic learns it): drop it, or wrap the env in Gymnasium's "
+                "TransformReward." + did_you_mean(str(self.reward_baseline), ["reference"])
+            )
 
 
 def _real(value: object) -> bool:

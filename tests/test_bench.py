@@ -206,7 +206,7 @@ def test_sample_draws_each_token_from_its_pool(kind, request):
 
     def pvalue(tokens: list[int], context: list[int]) -> float:
         pool = candidates.truncate(lm.forward_full(context).logits[-1:], **POOL)
-        q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logprob_trunc[0].exp()) if p > 0}
+        q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logq[0].exp()) if p > 0}
         assert len(q) >= 3, "a pool of several tokens, or the test means little"
         counts = Counter(tokens)
         assert set(counts) <= set(q), f"tokens outside the pool: {set(counts) - set(q)}"

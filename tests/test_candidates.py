@@ -49,7 +49,7 @@ def test_truncation_is_the_support_of_hf_samplers(logits_name):
             case = (top_k, top_p, temperature, b)
             size = int(pool.size[b])
             ours = pool.tokens[b, :size].tolist()
-            assert len(set(ours)) == size and torch.isinf(pool.logprob_trunc[b, size:]).all(), case
+            assert len(set(ours)) == size and torch.isinf(pool.logq[b, size:]).all(), case
             kth = scores[b].topk(min(top_k, 200)).values[-1]
             in_k = (scores[b] >= kth).nonzero().squeeze(1)  # HF's top-k: every score >= the k-th, ties included
             assert set(ours) <= set(in_k.tolist()), case
@@ -60,7 +60,7 @@ def test_truncation_is_the_support_of_hf_samplers(logits_name):
             if not ambiguous:
                 assert set(ours) == support[b], case
                 torch.testing.assert_close(
-                    pool.logprob_trunc[b, :size].exp(), ref_probs[b, pool.tokens[b, :size]], atol=1e-6, rtol=1e-4
+                    pool.logq[b, :size].exp(), ref_probs[b, pool.tokens[b, :size]], atol=1e-6, rtol=1e-4
                 )
             elif top_p < 1.0:  # the rule: dropped mass <= 1 - top_p < dropped mass + the least kept token's
                 dropped = sum(p for t, p in probs.items() if t not in ours)
@@ -111,7 +111,7 @@ def test_pool_width_covers_long_ties():
     assert pool.size.tolist() == [300, 300] and pool.tokens.shape == (2, 300)
     assert (
         candidates.pad(pool, 310).tokens.shape == (2, 310)
-        and torch.isinf(candidates.pad(pool, 310).logprob_trunc[:, 300:]).all()
+        and torch.isinf(candidates.pad(pool, 310).logq[:, 300:]).all()
     )
 
 

@@ -18,6 +18,7 @@ import torch
 import proxy_env
 from proxy_env import Action
 from proxy_env.adapters.sb3 import SB3VecEnv
+from proxy_env.wrappers import RejectCost
 from tests.conftest import PROMPTS
 
 INSTALL = {
@@ -83,7 +84,7 @@ def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 def gym_venv(make_venv):
     def make(mode: str = "next_step", **kwargs):
         kwargs.setdefault("reward", _length_reward)
-        return make_venv(4, max_new_tokens=3, autoreset_mode=mode, reject_cost=0.05, **kwargs)
+        return RejectCost(make_venv(4, max_new_tokens=3, autoreset_mode=mode, **kwargs), 0.05)
 
     return make
 

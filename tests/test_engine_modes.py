@@ -7,6 +7,7 @@ import torch
 from agents.eval.kl import trajectory
 from proxy_env import Action
 from proxy_env.errors import ConfigError, StateError
+from proxy_env.wrappers import RejectCost
 
 
 def _count_steps(venv):
@@ -172,14 +173,9 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
 def test_reward_shaping_keeps_each_episode_return(make_venv, observation):
     # Φ = number of characters so far: shaped steps pay the growth, the last one pays the rest
     reward = lambda p, r: [float(len(x)) for x in r]  # noqa: E731
-    venv = make_venv(
-        4,
-        observation=observation,
-        max_new_tokens=6,
-        reward=reward,
-        reward_shaping=True,
-        reject_cost=0.01,
-        info_text=True,
+    venv = RejectCost(
+        make_venv(4, observation=observation, max_new_tokens=6, reward=reward, reward_shaping=True, info_text=True),
+        0.01,
     )
     venv.reset(seed=3)
     returns, paid_before_end, done = np.zeros(4), np.zeros(4), 0

@@ -133,8 +133,8 @@ def test_cli_train_then_resume(tmp_path, capsys):
         "--hidden",
         "32",
         "32",
-        "--reward-baseline",
-        "0.5",
+        "--reject-cost",
+        "0.05",
         "--algo-kwargs",
         '{"n_epochs": 2}',
         "--no-progress-bar",
@@ -148,7 +148,7 @@ def test_cli_train_then_resume(tmp_path, capsys):
     from agents.saving.checkpoint import read_meta
 
     meta = read_meta(tmp_path / "ck")
-    assert meta.num_timesteps >= 64 and meta.env_kwargs["reward_baseline"] == 0.5 and meta.config["hidden"] == [32, 32]
+    assert meta.num_timesteps >= 64 and meta.config["reject_cost"] == 0.05 and meta.config["hidden"] == [32, 32]
 
 
 def test_cli_reports_config_errors(capsys):

@@ -80,9 +80,9 @@ def _exact(lm, agent, ids: list[int], observation: str = "prefix", max_rejection
     out = lm.forward_full(ids)
     pool = candidates.truncate(out.logits[-1:], SKAM["top_k"], SKAM["top_p"], SKAM["temperature"])
     size = int(pool.size[0])
-    q = pool.logprob_trunc.double().exp()
+    q = pool.logq.double().exp()
     if observation == "prefix":
-        obs = prefix_observation(lm, out.hidden[-1:], pool.tokens, pool.logprob, pool.logprob_trunc)[0]  # (K, d)
+        obs = prefix_observation(lm, out.hidden[-1:], pool.tokens, pool.logprob, pool.logq)[0]  # (K, d)
     else:
         obs = torch.stack([lm.forward_full(ids + [int(t)]).hidden[-1] for t in pool.tokens[0]])  # (K, H)
     a = torch.as_tensor(accept_model(agent, deterministic=False)(obs.numpy()), dtype=torch.float64)[None]
@@ -149,7 +149,7 @@ def test_generate_first_and_second_tokens_match_exact_pi_and_the_env(lm, prefix_
         ids = lm.encode_prompt(prompt)
         first, joint = _exact(lm, agent, ids), _exact_pairs(lm, agent, ids)
         pool = candidates.truncate(lm.forward_full(ids).logits[-1:], **SKAM)
-        q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logprob_trunc[0].exp()) if p > 0}
+        q = {int(t): float(p) for t, p in zip(pool.tokens[0], pool.logq[0].exp()) if p > 0}
         assert sum(abs(first[t] - q[t]) for t in q) > 0.2, "the proxy must steer for the test to mean anything"
         ours, theirs = rows[i * N : (i + 1) * N], env_rows[i * N : (i + 1) * N]
         assert _chisquare([int(r[0]) for r in ours], first) > P_MIN

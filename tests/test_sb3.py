@@ -12,6 +12,7 @@ from agents.algos import ALGOS, get_algo
 from agents.policies import HiddenStateExtractor, param_report, proxy_policy_kwargs
 from proxy_env.adapters.sb3 import SB3VecEnv, episode_infos
 from proxy_env.errors import AutoresetModeError, ConfigError, ConfigTypeError
+from proxy_env.wrappers import RejectCost
 
 
 def _const_reward(prompts, responses):
@@ -22,7 +23,9 @@ def _const_reward(prompts, responses):
 def sb3_env(make_venv):
     def make(num_envs: int = 4, **kwargs):
         kwargs.setdefault("reward", _const_reward)
-        env = SB3VecEnv(make_venv(num_envs, **kwargs))
+        cost = kwargs.pop("reject_cost", 0.0)
+        venv = make_venv(num_envs, **kwargs)
+        env = SB3VecEnv(RejectCost(venv, cost) if cost else venv)
         env.seed(0)
         return env
 

@@ -45,7 +45,8 @@ def _tiny_cfg(**kwargs) -> SB3Config:
 # exactly the banned token scores about -0.1 (it needs a few rejections); always-accept scores about
 # -7, always-reject (which also avoids it, by committing the last candidate) -1.6.
 BANNED = 198
-TASK = dict(prompts=PROMPTS, max_new_tokens=8, top_k=5, top_p=1.0, reject_cost=0.05)
+TASK = dict(prompts=PROMPTS, max_new_tokens=8, top_k=5, top_p=1.0)
+REJECT_COST = 0.05
 BUDGET = 4096  # proxy decisions: 8 PPO updates of 8 envs x 64 steps, ~10 s on one CPU thread
 THRESHOLD = -0.3  # mean episode return the trained proxy must reach
 
@@ -70,7 +71,7 @@ def _score(agent, env) -> tuple[float, float]:
 
 def test_ppo_learns_to_reject_a_banned_token(tiny):
     reward = _banned_reward(tiny)
-    env = make_sb3_env({**TASK, "model": tiny, "reward": reward, "info_text": True}, 8)
+    env = make_sb3_env({**TASK, "model": tiny, "reward": reward, "info_text": True}, 8, reject_cost=REJECT_COST)
     accept_return, accept_banned = _score(AlwaysAccept(), env)
     reject_return, _ = _score(RandomReject(p=1.0), env)
     assert accept_return < -5 and accept_banned > 5, "the task must be hard for the frozen LLM alone"
@@ -79,6 +80,7 @@ def test_ppo_learns_to_reject_a_banned_token(tiny):
     cfg = train_config(
         algo="ppo",
         **TASK,
+        reject_cost=REJECT_COST,
         num_envs=8,
         total_timesteps=BUDGET,
         n_steps=64,

@@ -9,6 +9,7 @@ import proxy_env
 from proxy_env import Action
 from proxy_env.engine import candidates
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
+from proxy_env.wrappers import RejectCost
 from tests.conftest import PROMPTS
 
 # Chi-square critical values at p = 0.001 by degrees of freedom.
@@ -91,7 +92,7 @@ def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
     logits = tiny.forward_full(tiny.encode_prompt("Hello!")).logits[-1:]
     pool = candidates.truncate(logits, top_k, 1.0, temperature)
     size = int(pool.size[0])
-    expected = dict(zip(pool.tokens[0, :size].tolist(), pool.logprob_trunc[0, :size].exp().tolist()))
+    expected = dict(zip(pool.tokens[0, :size].tolist(), pool.logq[0, :size].exp().tolist()))
     assert set(counts) <= set(expected)
     total = sum(counts.values())
     chi2 = sum((counts.get(t, 0) - total * p) ** 2 / (total * p) for t, p in expected.items())
@@ -185,19 +186,27 @@ def test_same_seed_same_everything(make_venv):
             np.testing.assert_array_equal(a, b)
 
 
-def test_reward_components(make_venv):
-    venv = make_venv(2, max_new_tokens=2, reward=lambda p, r: [1.0] * len(r), reward_baseline=0.25, reject_cost=0.1)
+@pytest.mark.parametrize("mode", ["same_step", "next_step"])
+def test_reject_cost_wrapper_charges_each_rejection(make_venv, mode):
+    venv = RejectCost(make_venv(2, max_new_tokens=2, reward=lambda p, r: [1.0] * len(r), autoreset_mode=mode), 0.1)
     venv.reset(seed=0)
-    total = np.zeros(2)
+    total, ended, rejected = np.zeros(2), 0, 0
     for _ in range(30):
-        _, reward, term, trunc, info = venv.step(np.array([0, 1]))
+        _, reward, term, trunc, info = venv.step(np.array([0, 1]))  # env 0 always rejects, env 1 always accepts
         total += reward
-        if (term | trunc).any():
-            final = info["final_info"]
-            i = int(np.flatnonzero(term | trunc)[0])
-            assert final["reward_raw"][i] == 1.0 and final["reward_baseline"][i] == 0.25
-            assert final["reject_cost"][i] == pytest.approx(0.1 * final["num_rejections"][i])
-    assert total[1] > 0 and total[0] < total[1]
+        # each step pays the terminal reward (1) if its episode ended, minus 0.1 if its action rejected
+        np.testing.assert_allclose(reward, np.where(term | trunc, 1.0, 0.0) - 0.1 * info["rejected"])
+        assert not info["rejected"][1]  # env 1 accepts; env 0 rejects except on NEXT_STEP's reset steps
+        rejected += int(info["rejected"][0])
+        for i in np.flatnonzero(term | trunc):
+            end = info["final_info"] if mode == "same_step" else info
+            assert end["reward_raw"][i] == 1.0 and end["reward_baseline"][i] == 0.0
+            assert end["reject_cost"][i] == pytest.approx(0.1 * end["num_rejections"][i])
+            assert (end["num_rejections"][i] > 0) == (i == 0)
+            ended += 1
+    assert ended >= 4 and rejected >= 10 and total[1] > 0 and total[0] < total[1]
+    with pytest.raises(ConfigError, match="cost=-1.0 must be a finite float >= 0"):
+        RejectCost(venv.env, -1.0)
 
 
 def test_reference_baseline(make_venv, tiny):
@@ -231,7 +240,8 @@ def test_reference_baseline(make_venv, tiny):
         ({"order": "sampled"}, ConfigError, "order='sampled'.*Did you mean 'sample'"),
         ({"observation": "candidat"}, ConfigError, "observation='candidat'.*Did you mean 'candidate'"),
         ({"reward_baseline": "refrence"}, ConfigError, "reward_baseline='refrence'"),
-        ({"reject_cost": -1.0}, ConfigError, "reject_cost=-1.0"),
+        ({"reward_baseline": 0.25}, ConfigError, "reward_baseline=0.25 must be None or 'reference'"),
+        ({"reject_cost": 0.1}, ConfigTypeError, "unexpected keyword argument 'reject_cost'"),
         ({"hidden_layer": 9}, ConfigError, "hidden_layer=9 is out of range"),
         ({"autoreset_mode": "same"}, ConfigError, "autoreset_mode='same'"),
         ({"prompts": []}, ConfigError, r"prompts=\[\] is empty"),
@@ -279,8 +289,8 @@ def test_observation_modes_and_infos(make_venv, tiny):
     obs, info = venv.reset(seed=0)
     assert obs.shape == (2, tiny.hidden_size + 3)
     np.testing.assert_allclose(obs[:, -3], info["logprob"], rtol=1e-6)
-    np.testing.assert_allclose(obs[:, -2], info["logprob_truncated"], rtol=1e-6)
-    assert (info["logprob_truncated"] >= info["logprob"]).all() and (info["logprob"] < 0).all()
+    np.testing.assert_allclose(obs[:, -2], info["logq"], rtol=1e-6)
+    assert (info["logq"] >= info["logprob"]).all() and (info["logprob"] < 0).all()
     assert [tiny.tokenizer.decode([t]) for t in info["token_id"]] == list(info["token"])
     assert venv.single_observation_space.shape == (tiny.hidden_size + 3,)
     assert venv.single_action_space == gym.spaces.Discrete(2)

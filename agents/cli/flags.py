@@ -17,16 +17,6 @@ def _optional(convert: Any) -> Any:
     return parse
 
 
-def _number_or_text(text: str) -> Any:
-    """``--reward-baseline``: None, a float, or a name such as 'reference'."""
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _json_object(text: str) -> dict[str, Any]:
     """``--algo-kwargs``: a JSON object such as '{"n_epochs": 4}'."""
     value = json.loads(text)
@@ -45,7 +35,6 @@ _CONVERTERS: dict[str, Any] = {
     "str | None": _optional(str),
     "int | None": _optional(int),
     "float | None": _optional(float),
-    "float | str | None": _number_or_text,
     "dict[str, Any]": _json_object,
 }
 

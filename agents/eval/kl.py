@@ -128,7 +128,7 @@ class Trajectory(NamedTuple):
 def _pools(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> tuple[candidates.Pool, torch.Tensor]:
     """Pools (T, K) of response positions and their unsteered probabilities q (T, K), 0 on padding."""
     pool = candidates.truncate(logits, top_k, top_p, temperature)
-    q = pool.logprob_trunc.double().exp()
+    q = pool.logq.double().exp()
     return pool, q / q.sum(-1, keepdim=True)  # renormalised in float64: always-accept's KL is then 0 to ~1e-12
 
 
@@ -182,7 +182,7 @@ def trajectory(
     elif prefix:  # what the LLM computed at each position: no second forward
         assert not isinstance(accept, float)  # prefix is not rank_dependent: a float took the branch above
         hidden = out.hidden_states[hidden_layer][0, window]  # (T, H) at each position's last prefix token
-        obs = prefix_observation(lm, hidden, pool.tokens, pool.logprob, pool.logprob_trunc)  # (T, K, d)
+        obs = prefix_observation(lm, hidden, pool.tokens, pool.logprob, pool.logq)  # (T, K, d)
         a = torch.as_tensor(accept(obs.reshape(-1, obs.shape[-1]).cpu().numpy()), dtype=torch.float64).reshape(q.shape)
     else:
         obs_hidden = _candidate_hidden(lm, cache, pool, p_len, hidden_layer)  # (T, K, H), zeros on padding
@@ -234,9 +234,7 @@ def _accept_table(
         return torch.as_tensor(accept(hidden.reshape(-1, h).cpu().numpy()), dtype=torch.float64).reshape(t_len, k)
     table = torch.zeros(t_len, k, k, dtype=torch.float64)
     for r in range(k):  # the observation's last entry is the offer rank / top_k
-        stats = torch.stack([pool.logprob, pool.logprob_trunc, torch.full_like(pool.logprob, r / top_k)], -1).clamp(
-            min=-1e4
-        )
+        stats = torch.stack([pool.logprob, pool.logq, torch.full_like(pool.logprob, r / top_k)], -1).clamp(min=-1e4)
         obs = torch.cat([hidden, stats.to(hidden)], -1).reshape(t_len * k, h + 3)
         table[:, :, r] = torch.as_tensor(accept(obs.cpu().numpy()), dtype=torch.float64).reshape(t_len, k)
     return table

@@ -151,10 +151,10 @@ def sample(
             tokens = []
             for t in range(max_new_tokens):
                 pool = truncate(logits, top_k, top_p, temperature)
-                col = torch.multinomial(pool.logprob_trunc.exp(), 1)  # (R, 1)
+                col = torch.multinomial(pool.logq.exp(), 1)  # (R, 1)
                 token = pool.tokens.gather(1, col)  # (R, 1)
                 step_nll = torch.logsumexp(logits, -1) - logits.gather(1, token).squeeze(1)
-                step_ratio = (pool.logprob_trunc.gather(1, col) - pool.logprob.gather(1, col)).squeeze(1)
+                step_ratio = (pool.logq.gather(1, col) - pool.logprob.gather(1, col)).squeeze(1)
                 sums += torch.stack([step_nll, step_ratio]).double() * alive
                 tokens.append(token)
                 alive &= ~torch.isin(token.squeeze(1), eos)
@@ -231,8 +231,6 @@ def truncation_log_ratio(
                 continue
             pool = candidates.truncate(fwd.logits[row, width - t - 1 : width - 1], top_k, top_p, temperature)  # (t, K)
             match = pool.tokens == fwd.ids[row, width - t :, None]  # (t, K): the response token's pool column
-            ratio = torch.where(match, pool.logprob_trunc - pool.logprob, torch.zeros_like(pool.logprob)).sum(
-                -1
-            )  # (t,)
+            ratio = torch.where(match, pool.logq - pool.logprob, torch.zeros_like(pool.logprob)).sum(-1)  # (t,)
             out[i] = float(ratio.double().sum()) if bool(match.any(-1).all()) else math.inf
     return out

@@ -45,7 +45,7 @@ STEP_INFO_KEYS = STEP_KEYS
 # end-of-episode keys copied from ``final_info`` into the info dict of a finished env (the text ones,
 # ``prompt``, ``response`` and ``response_ids``, are there only when the env has ``info_text=True``;
 # the KL sums only when the env charges a KL penalty)
-FINAL_INFO_KEYS = TEXT_END_KEYS + END_KEYS + ("kl_paid", "kl_exact_paid")
+FINAL_INFO_KEYS = TEXT_END_KEYS + END_KEYS + ("kl_paid", "kl_exact_paid", "reject_cost")
 
 
 class SB3VecEnv(VecEnv):

@@ -25,7 +25,7 @@ class Pool(NamedTuple):
 
     tokens: torch.Tensor  # (B, K) long, in offer order
     logprob: torch.Tensor  # (B, K) log-prob under the tempered, untruncated LLM distribution
-    logprob_trunc: torch.Tensor  # (B, K) log-prob under the truncated (pool) distribution; -inf on padding
+    logq: torch.Tensor  # (B, K) log-prob under the truncated (pool) distribution; -inf on padding
     size: torch.Tensor  # (B,) long, number of valid candidates (>= 1)
 
 
@@ -48,7 +48,7 @@ def truncate(logits: torch.Tensor, top_k: int, top_p: float, temperature: float)
       stable, so nothing else reproduces it). Everywhere else equal scores are in ascending token
       id, as ``argmax`` orders them, so ``order="greedy"`` with always-accept is greedy decoding.
 
-    Columns past ``size`` are padding (``logprob_trunc = -inf``); the pool width is
+    Columns past ``size`` are padding (``logq = -inf``); the pool width is
     ``min(V, top_k + TIE_MARGIN)``, or wider when more tokens tie with the k-th score.
     """
     scores = logits.float() / temperature  # (B, V), as TemperatureLogitsWarper
@@ -74,8 +74,8 @@ def truncate(logits: torch.Tensor, top_k: int, top_p: float, temperature: float)
         if bool(split.any()):
             values, tokens, keep = _hf_tie_order(scores, values, tokens, in_k, keep, split.squeeze(1), top_p)
     logprob = values - torch.logsumexp(scores, -1, keepdim=True)  # (B, W) tempered, untruncated
-    logprob_trunc = torch.log_softmax(values.masked_fill(~keep, float("-inf")), dim=-1)
-    return Pool(tokens, logprob, logprob_trunc, keep.sum(-1))
+    logq = torch.log_softmax(values.masked_fill(~keep, float("-inf")), dim=-1)
+    return Pool(tokens, logprob, logq, keep.sum(-1))
 
 
 def _sorted_top(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +121,7 @@ def pad(pool: Pool, width: int) -> Pool:
     if extra <= 0:
         return pool
     fill = lambda x, value: torch.nn.functional.pad(x, (0, extra), value=value)  # noqa: E731
-    return Pool(
-        fill(pool.tokens, 0), fill(pool.logprob, float("-inf")), fill(pool.logprob_trunc, float("-inf")), pool.size
-    )
+    return Pool(fill(pool.tokens, 0), fill(pool.logprob, float("-inf")), fill(pool.logq, float("-inf")), pool.size)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -154,15 +152,15 @@ def gumbel(seed: torch.Tensor, episode: torch.Tensor, position: torch.Tensor, to
 def order(pool: Pool, noise: torch.Tensor | None) -> Pool:
     """Put each row's pool in offer order.
 
-    With Gumbel ``noise`` (B, K), sorting ``logprob_trunc + noise`` samples the pool without
+    With Gumbel ``noise`` (B, K), sorting ``logq + noise`` samples the pool without
     replacement from the truncated distribution (Gumbel-top-k); with ``None`` the pool keeps its
     descending-probability order (greedy).
     """
     if noise is None:
         return pool
-    keys = (pool.logprob_trunc.double() + noise).masked_fill(torch.isinf(pool.logprob_trunc), float("-inf"))
+    keys = (pool.logq.double() + noise).masked_fill(torch.isinf(pool.logq), float("-inf"))
     idx = keys.argsort(dim=-1, descending=True, stable=True)
-    return Pool(pool.tokens.gather(1, idx), pool.logprob.gather(1, idx), pool.logprob_trunc.gather(1, idx), pool.size)
+    return Pool(pool.tokens.gather(1, idx), pool.logprob.gather(1, idx), pool.logq.gather(1, idx), pool.size)
 
 
 def must_commit(offer_index: torch.Tensor, size: torch.Tensor, max_rejections: int | None) -> torch.Tensor:

@@ -16,17 +16,17 @@ from proxy_env.errors import check_choice
 
 
 def pool_embedding(
-    lm: Any, tokens: torch.Tensor, logprob_trunc: torch.Tensor, *, emb: torch.Tensor | None = None
+    lm: Any, tokens: torch.Tensor, logq: torch.Tensor, *, emb: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``ē`` (B, H): the input embedding of the pool ``tokens`` (B, K) averaged under the pool's ``q``.
 
     What the LLM would say here on average, independent of which candidate is on offer or what was
     rejected, so an accept probability built on it still depends on (position, candidate) only and
-    the steered distribution keeps its closed form. Padding (``logprob_trunc = -inf``) weighs 0.
+    the steered distribution keeps its closed form. Padding (``logq = -inf``) weighs 0.
     """
     if emb is None:  # ``emb``: the embeddings of ``tokens``, when the caller has them already
         emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
-    q = logprob_trunc.float().exp()  # exp(-inf) = 0 on padding
+    q = logq.float().exp()  # exp(-inf) = 0 on padding
     q = q / q.sum(-1, keepdim=True).clamp_min(1e-30)
     return torch.einsum("bk,bkh->bh", q, emb)
 
@@ -36,7 +36,7 @@ def prefix_observation(
     hidden: torch.Tensor,
     tokens: torch.Tensor,
     logprob: torch.Tensor,
-    logprob_trunc: torch.Tensor,
+    logq: torch.Tensor,
     *,
     pool_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -44,7 +44,7 @@ def prefix_observation(
 
     Built from what the LLM already computed at the position: ``hidden`` (B, H), the prefix's hidden
     state (the last committed token's), then the candidate's input embedding ``e``, the pool's mean
-    embedding ``ē`` (:func:`pool_embedding`; computed from ``tokens`` and ``logprob_trunc`` when
+    embedding ``ē`` (:func:`pool_embedding`; computed from ``tokens`` and ``logq`` when
     ``pool_mean`` is None, i.e. when they are the whole pool), the candidate's tempered
     log-probability and its log-probability in the pool (clamped at -1e4 so padding stays finite).
     ``e`` beside ``ē`` lets a linear read-out score a candidate against the alternatives it would
@@ -52,8 +52,8 @@ def prefix_observation(
     """
     emb = lm.model.get_input_embeddings()(tokens).float()  # (B, K, H)
     if pool_mean is None:
-        pool_mean = pool_embedding(lm, tokens, logprob_trunc, emb=emb)
-    stats = torch.stack([logprob, logprob_trunc], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
+        pool_mean = pool_embedding(lm, tokens, logq, emb=emb)
+    stats = torch.stack([logprob, logq], dim=-1).float().clamp(min=-1e4)  # (B, K, 2)
     k = tokens.shape[1]
     return torch.cat(
         [hidden.float()[:, None, :].expand(-1, k, -1), emb, pool_mean.float()[:, None, :].expand(-1, k, -1), stats],

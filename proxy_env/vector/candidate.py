@@ -33,7 +33,7 @@ class CandidateDecoder(Decoder):
         stats = torch.stack(
             [
                 candidates.select(state.pool.logprob, state.offer),
-                candidates.select(state.pool.logprob_trunc, state.offer),
+                candidates.select(state.pool.logq, state.offer),
                 state.offer.float() / self.config.top_k,
             ],
             dim=1,

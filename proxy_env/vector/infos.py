@@ -25,7 +25,7 @@ import torch
 from proxy_env.engine import candidates
 
 # per-step keys (the candidate now on offer), always present
-STEP_KEYS = ("token_id", "logprob", "logprob_truncated", "rank", "rejections", "position", "forced")
+STEP_KEYS = ("token_id", "logprob", "logq", "rejections", "position", "forced")
 # end-of-episode keys, always present at episode end (masked by their ``_key`` arrays)
 END_KEYS = (
     "decisions",
@@ -34,7 +34,6 @@ END_KEYS = (
     "response_length",
     "reward_raw",
     "reward_baseline",
-    "reject_cost",
 )
 # text keys, present only with ``info_text=True``
 TEXT_STEP_KEYS = ("token",)
@@ -51,8 +50,7 @@ def step_tensors(
     return {
         "token_id": candidates.select(pool.tokens, offer),
         "logprob": candidates.select(pool.logprob, offer),
-        "logprob_truncated": candidates.select(pool.logprob_trunc, offer),
-        "rank": offer,
+        "logq": candidates.select(pool.logq, offer),
         "rejections": offer,
         "position": position,
         "forced": forced,
@@ -64,7 +62,7 @@ def step_info(arrays: dict[str, np.ndarray], tokenizer: Any | None) -> dict[str,
     info: dict[str, np.ndarray] = {"token_id": arrays["token_id"]}
     if tokenizer is not None:
         info["token"] = np.array(tokenizer.batch_decode(arrays["token_id"][:, None]), dtype=object)
-    info.update({key: arrays[key].copy() for key in STEP_KEYS[1:]})  # rank and rejections: two arrays, not one
+    info.update({key: arrays[key].copy() for key in STEP_KEYS[1:]})  # copies: no entry aliases another
     return info
 
 

@@ -50,16 +50,14 @@ class PrefixDecoder(Decoder):
 
     def observation(self) -> torch.Tensor:
         pool, offer = self.state.pool, self.state.offer
-        tokens, logprob, logq = (
-            candidates.select(x, offer)[:, None] for x in (pool.tokens, pool.logprob, pool.logprob_trunc)
-        )
+        tokens, logprob, logq = (candidates.select(x, offer)[:, None] for x in (pool.tokens, pool.logprob, pool.logq))
         return self._observe(tokens, logprob, logq)[:, 0]
 
     def pool_observations(self) -> PoolView:
         """Every candidate of every env's current pool as the proxy would observe it."""
         pool = self.state.pool
-        q = pool.logprob_trunc.double().exp()
-        obs = self._observe(pool.tokens, pool.logprob, pool.logprob_trunc, whole_pool=True)
+        q = pool.logq.double().exp()
+        obs = self._observe(pool.tokens, pool.logprob, pool.logq, whole_pool=True)
         return PoolView(obs, q / q.sum(-1, keepdim=True), pool.tokens, pool.size)
 
     def _observe(
@@ -70,7 +68,7 @@ class PrefixDecoder(Decoder):
         ``whole_pool``: ``tokens`` are the current pool itself, so ``ē`` comes from the same embeddings.
         """
         pool = self.state.pool
-        mean = None if whole_pool else pool_embedding(self.lm, pool.tokens, pool.logprob_trunc)
+        mean = None if whole_pool else pool_embedding(self.lm, pool.tokens, pool.logq)
         return prefix_observation(self.lm, self.state.hidden, tokens, logprob, logq, pool_mean=mean)
 
     def transition(self, accept: torch.Tensor, reject: torch.Tensor) -> None:

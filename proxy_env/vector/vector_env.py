@@ -81,9 +81,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     ## Rewards
 
-    Terminal: ``RM(prompt, response) - b(prompt)`` where ``b`` is 0 (``reward_baseline=None``), a
-    constant, or ``"reference"``: the reward of the LLM's own greedy response to the same prompt,
-    computed once per prompt and cached. Each rejection costs ``reject_cost`` at that step. With
+    Terminal: ``RM(prompt, response) - b(prompt)`` where ``b`` is 0 (``reward_baseline=None``) or
+    ``"reference"``: the reward of the LLM's own greedy response to the same prompt, computed once per
+    prompt and cached (ChatGLM-RLHF's baseline: it needs the frozen LLM the env holds). With
     ``reward_shaping`` each step that commits tokens pays the change of the reward of the response so
     far, and the last step the rest, so the return is the same. If the reward source fails (raises, or
     returns NaN), ``step`` raises :class:`~proxy_env.errors.RewardError` and the env works again after
@@ -92,8 +92,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
     accept probabilities of :meth:`set_accept_fn`, ``q_t`` the pool: summed over a response, the
     sequence log-ratio, whose mean is the exact KL from the unsteered sampler. ``info["kl"]`` holds
     the log-ratio paid, ``info["kl_exact"]`` the position's exact ``KL(π_t || q_t)``; at episode end
-    ``kl_paid`` and ``kl_exact_paid`` hold their sums. For normalised rewards wrap the env in
-    Gymnasium's ``NormalizeReward`` or SB3's ``VecNormalize``.
+    ``kl_paid`` and ``kl_exact_paid`` hold their sums. Shaping and the KL charge stay in the env because
+    they need its internal state (the response so far, the whole pool). Transforms that need only
+    ``(reward, info)`` are wrappers: a cost per rejection is :class:`proxy_env.wrappers.RejectCost`;
+    normalisation is Gymnasium's ``NormalizeReward`` or SB3's ``VecNormalize``.
 
     ## Starting State
 
@@ -116,11 +118,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
     ## Vectorized environment
 
     This class is the vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``).
-    ``info`` holds numeric ``(num_envs,)`` arrays only. Per step it describes the candidate now on
-    offer: ``token_id``, ``logprob``, ``logprob_truncated``, ``rank``, ``rejections``, ``position``,
-    ``forced``; at episode end (masked by ``_key`` arrays): ``decisions``, ``num_rejections``,
-    ``forced_commits``, ``response_length`` (tokens), ``reward_raw``, ``reward_baseline``,
-    ``reject_cost``. ``info_text=True`` adds ``token`` per step and ``prompt``, ``response``,
+    ``info`` holds numeric ``(num_envs,)`` arrays only. ``rejected``: this step's action rejected the
+    candidate (what a rejection cost needs: :class:`proxy_env.wrappers.RejectCost`). The rest describes
+    the candidate now on offer: ``token_id``, ``logprob`` (log p), ``logq`` (log q, under the pool),
+    ``rejections`` (at this position: the offer index), ``position``, ``forced``; at episode end (masked
+    by ``_key`` arrays): ``decisions``, ``num_rejections``, ``forced_commits``, ``response_length``
+    (tokens), ``reward_raw``, ``reward_baseline``.
+    ``info_text=True`` adds ``token`` per step and ``prompt``, ``response``,
     ``response_ids`` (object arrays) at episode end. With SAME_STEP autoreset a finished env returns its
     next episode's first observation and puts the last one in ``info["final_obs"]`` and its info in
     ``info["final_info"]``. ``call``/``get_attr`` return the batched env's value once per env
@@ -142,8 +146,10 @@ class ProxyRLHFVectorEnv(VectorEnv):
     * v1 (0.2.0): the end of the response budget is ``terminated``, not ``truncated`` (v0 reported
       ``truncated``, so libraries bootstrapped a value after a response the reward model had already
       scored); the ``"prefix"`` observation is ``[h, e, ē, log p, log q]`` (``d = 3H + 2``; v0 began as
-      ``2H + 2``, without ``ē``); ``reward_normalize`` is gone (use Gymnasium's ``NormalizeReward`` or SB3's
-      ``VecNormalize``). v0 is no longer registered.
+      ``2H + 2``, without ``ē``); reward transforms left the env: ``reward_normalize`` (use Gymnasium's
+      ``NormalizeReward`` or SB3's ``VecNormalize``), ``reject_cost`` (:class:`proxy_env.wrappers.RejectCost`),
+      a constant ``reward_baseline``; ``info["rank"]`` (= ``rejections``) is gone and
+      ``logprob_truncated`` is ``logq``. v0 is no longer registered.
     * v0: initial version. Later additions kept the default dynamics: ``observation="prefix"``,
       ``forced_steps``, ``kl_coef``; the pool follows HF's top-k ties and top-p boundary exactly.
     """
@@ -258,7 +264,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
             decoder.start(reset_now, feed=not cfg.forced_steps)
         decoder.feed_after_actions(acting & ~state.terminated)
 
-        reward = torch.where(reject, -cfg.reject_cost, 0.0).double()
+        reward = torch.zeros(self.num_envs, dtype=torch.float64, device=self.lm.device)
         if kl is not None:
             reward -= self.kl_coef * kl.logratio
             state.kl_paid += kl.logratio
@@ -288,9 +294,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
                 state.needs_reset |= ended
                 info.update(end_info)
         decoder.feed_at_step_end()
-        extra = {"reward": reward} if kl is None else {"reward": reward, "kl": kl.logratio, "kl_exact": kl.exact}
+        extra = {"reward": reward, "rejected": reject}
+        if kl is not None:
+            extra.update(kl=kl.logratio, kl_exact=kl.exact)
         obs, step_info, out = self._outputs(**extra)
-        info.update(step_info)
+        info.update(step_info, rejected=out["rejected"])
         if kl is not None:
             info.update(kl=out["kl"], kl_exact=out["kl_exact"], kl_coef=np.full(self.num_envs, self.kl_coef))
         return obs, out["reward"], ended_np.copy(), truncated, info
@@ -430,8 +438,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
         baseline = np.zeros(self.num_envs)
         if self.baseline is not None:
             baseline[index] = self.baseline(prompt_index, prompts)
-        elif self.config.reward_baseline is not None:
-            baseline[index] = float(self.config.reward_baseline)
         numeric = {
             "decisions": np_copy(state.decisions),
             "num_rejections": np_copy(state.rejections),
@@ -439,7 +445,6 @@ class ProxyRLHFVectorEnv(VectorEnv):
             "response_length": np_copy(state.position),
             "reward_raw": raw,
             "reward_baseline": baseline,
-            "reject_cost": self.config.reject_cost * np_copy(state.rejections.double()),
         }
         text: dict[str, list[Any]] | None = (
             {"prompt": prompts, "response": texts, "response_ids": ids} if self.info_text else None
