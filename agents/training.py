@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from agents.callbacks import EvalResult
 from agents.interrupt import GracefulStop
@@ -68,6 +68,9 @@ class TrainConfig:
     )
     tensorboard_log: str | None = field(default=None, metadata=help_text("TensorBoard log folder (None: no logs)"))
     progress_bar: bool = field(default=False, metadata=help_text("show a progress bar"))
+
+    # settings of the env this backend refuses: its CLI shows no flag for them (RLlib: the KL charge)
+    refused_env_settings: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the field. Backends extend it."""

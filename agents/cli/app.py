@@ -80,31 +80,32 @@ def _chosen_backend(argv: list[str]) -> str:
 
 
 def _flags(config: Any) -> set[str]:
+    """The flags ``config`` (a backend's config class) has on the command line."""
     from dataclasses import fields, is_dataclass
 
-    base = config()
-    return {
-        flag
-        for f in fields(config)
-        for flag in (_flags(type(getattr(base, f.name))) if is_dataclass(getattr(base, f.name)) else {_flag(f.name)})
-    }
+    def walk(cls: Any) -> set[str]:
+        base = cls()
+        out: set[str] = set()
+        for f in fields(cls):
+            if f.name in config.refused_env_settings:
+                continue
+            value = getattr(base, f.name)
+            out |= walk(type(value)) if is_dataclass(value) else {f"--{f.name.replace('_', '-')}"}
+        return out
 
-
-def _flag(name: str) -> str:
-    return f"--{name.replace('_', '-')}"
+    return walk(config)
 
 
 def _other_backend_flags(unknown: list[str], backend: str) -> str | None:
     """A one-line error when ``unknown`` holds flags of another backend (``--tilt-epochs`` without ``--backend tilt``)."""
-    own = _flags(backend_config(backend))
-    for owner in BACKENDS:
-        if owner == backend:
-            continue
-        theirs = _flags(backend_config(owner)) - own
-        found = [flag for flag in dict.fromkeys(t.split("=", 1)[0] for t in unknown) if flag in theirs]
-        if found:
-            return f"{', '.join(found)} apply to --backend {owner} only; add --backend {owner} or drop them."
-    return None
+    flags = {name: _flags(backend_config(name)) for name in BACKENDS}
+    found = [t for t in dict.fromkeys(t.split("=", 1)[0] for t in unknown) if any(t in f for f in flags.values())]
+    if not found:
+        return None
+    owners = [name for name in BACKENDS if name != backend and all(t in flags[name] for t in found)]
+    if not owners:
+        return f"{', '.join(found)} belong to different backends; pass one --backend and its flags."
+    return f"{', '.join(found)} apply to --backend {' or '.join(owners)} only; add --backend {owners[0]} or drop them."
 
 
 def _interrupted(command: str, result: Any) -> int:
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     backend = _chosen_backend(argv) if argv[:1] == ["train"] else "sb3"
     # the CLI shows a bar; library calls do not print
-    add_config_flags(train, backend_config(backend), defaults={"progress_bar": True})
+    cfg_cls = backend_config(backend)
+    add_config_flags(train, cfg_cls, defaults={"progress_bar": True}, skip=cfg_cls.refused_env_settings)
     train.set_defaults(func=_train)
     gen = sub.add_parser("generate", help="generate aligned responses with a trained proxy checkpoint")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Collection
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -39,19 +40,24 @@ _CONVERTERS: dict[str, Any] = {
 }
 
 
-def add_config_flags(parser: Any, config_cls: type, *, defaults: dict[str, Any] | None = None) -> None:
+def add_config_flags(
+    parser: Any, config_cls: type, *, defaults: dict[str, Any] | None = None, skip: Collection[str] = ()
+) -> None:
     """One flag per dataclass field of ``config_cls`` (``--field-name``), with its help text and default.
 
     A field that holds a dataclass (``TrainConfig.env``, an :class:`~proxy_env.config.EnvConfig`) adds a
     group with one flag per field of its own, under the field's own name. ``defaults`` overrides a
-    field's default on the command line only. :func:`config_from_args` builds the config back.
+    field's default on the command line only; ``skip`` names fields (at any depth) that get no flag and
+    keep their default (a setting the command refuses). :func:`config_from_args` builds the config back.
     """
     base = config_cls()
     for f in fields(config_cls):
         value = getattr(base, f.name)
+        if f.name in skip:
+            continue
         if is_dataclass(value):
             group = parser.add_argument_group(f.name, f.metadata.get("help"))
-            add_config_flags(group, type(value), defaults=defaults)
+            add_config_flags(group, type(value), defaults=defaults, skip=skip)
             continue
         # config modules use ``from __future__ import annotations``: every annotation is its source text
         assert isinstance(f.type, str), f"{config_cls.__name__}.{f.name}: annotation {f.type!r} is not a string"
@@ -78,7 +84,10 @@ def add_config_flags(parser: Any, config_cls: type, *, defaults: dict[str, Any] 
 
 
 def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
-    """The ``config_cls`` whose flags :func:`add_config_flags` added, from the parsed ``args`` (nested configs too)."""
+    """The ``config_cls`` whose flags :func:`add_config_flags` added, from the parsed ``args`` (nested configs too).
+
+    A field without a flag (``skip``) keeps its default.
+    """
     base = config_cls()
     values: dict[str, Any] = {}
     for f in fields(config_cls):  # type: ignore[arg-type]
@@ -86,6 +95,6 @@ def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:
         if is_dataclass(default):
             values[f.name] = config_from_args(type(default), args)
         else:
-            value = getattr(args, f.name)
+            value = getattr(args, f.name, default)
             values[f.name] = tuple(value) if isinstance(default, tuple) else value
     return config_cls(**values)

@@ -94,12 +94,14 @@ class FinetuneConfig:
     )
     max_new_tokens: int = field(default=32, metadata=_help("response budget in tokens (as the env's max_new_tokens)"))
     top_k: int = field(
-        default=EnvConfig.top_k, metadata=_help("sampling during training: top-k (the env's SKAM default)")
+        default=EnvConfig.top_k, metadata=_help("sampling during training: top-k (the env's pool default)")
     )
     top_p: float = field(
-        default=EnvConfig.top_p, metadata=_help("sampling during training: top-p (the env's SKAM default)")
+        default=EnvConfig.top_p, metadata=_help("sampling during training: top-p (the env's pool default)")
     )
-    temperature: float = field(default=1.0, metadata=_help("sampling during training: temperature (the env's default)"))
+    temperature: float = field(
+        default=EnvConfig.temperature, metadata=_help("sampling during training: temperature (the env's default)")
+    )
     num_generations: int = field(default=4, metadata=_help("grpo: group size, responses sampled per prompt (>= 2)"))
     batch_size: int = field(
         default=8,

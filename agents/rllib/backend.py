@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.training import TrainConfig, check_int, check_number, env_kwargs, help_text
 from proxy_env.adapters.rllib import is_plain_data, make_rllib_env
@@ -55,6 +55,7 @@ class RLlibConfig(TrainConfig):
     algo_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata=help_text("extra training() settings of RLlib's algorithm config (CLI: JSON)")
     )
+    refused_env_settings: ClassVar[tuple[str, ...]] = ("kl_coef",)
     save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
     time_limit_s: float = field(
         default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")

@@ -133,7 +133,7 @@ def render(config: dict[str, Any], *, bench: list[dict[str, str]] | None = None,
         "```python",
         "from agents.logits_processor import ProxyLogitsProcessor   # pip install proxy-rlhf",
         'processor = ProxyLogitsProcessor("path/to/this/folder", model, tokenizer)  # model: the LLM above',
-        "out = model.generate(**inputs, max_new_tokens=48, **processor.generate_kwargs())  # do_sample, top_k=0, top_p=1, T=1",
+        "out = model.generate(**inputs, max_new_tokens=64, **processor.generate_kwargs())  # do_sample, top_k=0, top_p=1, T=1",
         "```",
         "",
         "The processor applies the pool settings above itself; `generate` must not truncate again (hence `top_k=0, "

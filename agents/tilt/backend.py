@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ class TiltConfig(TrainConfig):
 
     def actor_config(self) -> SB3Config:
         """The SB3 config that builds the actor (:func:`agents.train.build_agent`) from these settings."""
-        shared = {name: getattr(self, name) for name in TrainConfig.__dataclass_fields__}
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
         return SB3Config(**shared, algo=self.algo)
 
 
