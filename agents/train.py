@@ -30,7 +30,7 @@ from agents.kl_control import KLController, KLPenaltyCallback
 from agents.policies import init_accept_bias, param_report, proxy_policy_kwargs
 from agents.saving.checkpoint import check_lm, load_checkpoint, periodic_save, read_meta, save_or_rescue
 from agents.training import (
-    TrainConfig,
+    RLConfig,
     TrainResult,
     check_int,
     check_number,
@@ -53,19 +53,9 @@ __all__ = ["SB3Config", "build_agent", "make_sb3_env", "train"]
 
 
 @dataclass(kw_only=True)
-class SB3Config(TrainConfig):
+class SB3Config(RLConfig):
     """``proxy-rlhf train --backend sb3``: the shared settings plus SB3's; each field is a flag."""
 
-    algo: str = field(default="ppo", metadata=help_text("RL algorithm: ppo, a2c, dqn, qrdqn, recurrentppo or trpo"))
-    n_steps: int | None = field(
-        default=None, metadata=help_text("on-policy rollout length per env (None: the algorithm's default)")
-    )
-    gamma: float = field(
-        default=1.0, metadata=help_text("discount; 1.0 since episodes are short and the reward is terminal")
-    )
-    algo_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata=help_text("extra keyword arguments of the algorithm (CLI: JSON)")
-    )
     kl_target: float | None = field(
         default=None,
         metadata=help_text(
@@ -85,7 +75,6 @@ class SB3Config(TrainConfig):
     )
     eval_freq: int = field(default=0, metadata=help_text("evaluate on eval_prompts every this many steps (0: never)"))
     eval_episodes: int = field(default=16, metadata=help_text("episodes per evaluation"))
-    save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
     resume: str | None = field(default=None, metadata=help_text("continue training from this checkpoint folder"))
     trust_checkpoint: bool = field(
         default=False,
@@ -93,33 +82,23 @@ class SB3Config(TrainConfig):
             "allow --resume from an SB3 proxy.zip (format 1), whose loading unpickles Python objects and can run code"
         ),
     )
-    time_limit_s: float = field(
-        default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")
-    )
     verbose: int = field(default=0, metadata=help_text("SB3 verbosity: 0, 1 (log tables) or 2"))
 
     def validate(self) -> None:
         """The shared checks, then SB3's: raise :class:`ConfigError` naming the field, before any model loads."""
-        super().validate()
         get_algo(self.algo)
+        super().validate()
         check_int("eval_episodes", self.eval_episodes, minimum=1)
-        for name in ("eval_freq", "save_freq"):
-            check_int(name, getattr(self, name), minimum=0, hint="0 disables")
-        if self.save_freq and not self.save_dir:
-            raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
+        check_int("eval_freq", self.eval_freq, minimum=0, hint="0 disables")
         KLController(self.env.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
             raise ConfigError(
                 f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
             )
-        check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
-        check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
         check_number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0 (0: no cost)")
         for key, (ok, what) in _ALGO_RANGES.items():
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
-        if self.n_steps is not None:
-            check_int("n_steps", self.n_steps, minimum=1, hint="or None for the algorithm's default")
         _check_resume(self)
 
 

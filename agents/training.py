@@ -105,6 +105,50 @@ class TrainConfig:
             check_save_dir(self.save_dir)
 
 
+@dataclass(kw_only=True)
+class RLConfig(TrainConfig):
+    """What the backends that train by reinforcement learning (sb3, rllib) share, on top of :class:`TrainConfig`."""
+
+    algo: str = field(
+        default="ppo",
+        metadata=help_text(
+            "RL algorithm (sb3: an SB3/sb3-contrib algorithm of agents.algos; rllib: one of agents.rllib.backend.ALGOS)"
+        ),
+    )
+    n_steps: int | None = field(
+        default=None,
+        metadata=help_text(
+            "rollout length per env (sb3: on-policy algorithms; rllib: the fragment; None: the default)"
+        ),
+    )
+    gamma: float = field(
+        default=1.0, metadata=help_text("discount; 1.0 since episodes are short and the reward is terminal")
+    )
+    algo_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=help_text(
+            "extra keyword arguments of the algorithm (sb3: its constructor; rllib: training(); CLI: JSON)"
+        ),
+    )
+    save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
+    time_limit_s: float = field(
+        default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")
+    )
+
+    def validate(self) -> None:
+        """The shared checks, then these fields'."""
+        super().validate()
+        if self.n_steps is not None:
+            check_int("n_steps", self.n_steps, minimum=1, hint="or None for the algorithm's default")
+        check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
+        if not isinstance(self.algo_kwargs, dict):
+            raise ConfigTypeError(f"algo_kwargs={self.algo_kwargs!r} must be a dict of keyword arguments.")
+        check_int("save_freq", self.save_freq, minimum=0, hint="0 disables")
+        if self.save_freq and not self.save_dir:
+            raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
+        check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
+
+
 def check_number(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
     """``value`` must be a finite real number for which ``ok`` holds; else a ConfigError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):

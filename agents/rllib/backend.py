@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agents.training import TrainConfig, check_int, check_number, env_kwargs, help_text
+from agents.training import RLConfig, env_kwargs, help_text
 from proxy_env.adapters.rllib import is_plain_data, make_rllib_env
 from proxy_env.errors import ConfigError, did_you_mean
 
@@ -38,28 +38,14 @@ ALGOS: dict[str, tuple[str, str, bool]] = {
 
 
 @dataclass(kw_only=True)
-class RLlibConfig(TrainConfig):
+class RLlibConfig(RLConfig):
     """``proxy-rlhf train --backend rllib``: the shared settings, RLlib's, and how training spreads over Ray.
 
     Each field is a flag. The env's ``kl_coef`` must be 0 (the KL charge needs the proxy's accept probabilities
     in every runner's env, which RLlib does not hand over).
     """
 
-    algo: str = field(default="ppo", metadata=help_text(f"RLlib algorithm: one of {list(ALGOS)}"))
-    n_steps: int | None = field(
-        default=None, metadata=help_text("rollout fragment per env and runner (None: RLlib's 'auto')")
-    )
-    gamma: float = field(
-        default=1.0, metadata=help_text("discount; 1.0 since episodes are short and the reward is terminal")
-    )
-    algo_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata=help_text("extra training() settings of RLlib's algorithm config (CLI: JSON)")
-    )
     refused_env_settings: ClassVar[tuple[str, ...]] = ("kl_coef",)
-    save_freq: int = field(default=0, metadata=help_text("also checkpoint every this many steps (0: at the end only)"))
-    time_limit_s: float = field(
-        default=0.0, metadata=help_text("stop training after this many seconds of wall time (0: no limit)")
-    )
 
     num_env_runners: int = field(
         default=2, metadata=help_text("RLlib env runners (Ray actors), each with its own LLM and vector env")
@@ -101,13 +87,6 @@ class RLlibConfig(TrainConfig):
                 f"kl_coef={self.env.kl_coef!r} is not supported by --backend rllib; leave it at 0.0 "
                 "or train with --backend sb3."
             )
-        if self.n_steps is not None:
-            check_int("n_steps", self.n_steps, minimum=1, hint="or None for RLlib's 'auto'")
-        check_number("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
-        check_int("save_freq", self.save_freq, minimum=0, hint="0 disables")
-        if self.save_freq and not self.save_dir:
-            raise ConfigError(f"save_freq={self.save_freq} needs save_dir=...; pass a checkpoint folder.")
-        check_number("time_limit_s", self.time_limit_s, lambda v: v >= 0, ">= 0 seconds (0: no limit)")
         for name in ("num_env_runners", "num_learners"):
             _int(name, getattr(self, name), 0)
         _int("threads_per_runner", self.threads_per_runner, 1)

@@ -18,7 +18,6 @@ from agents.training import (
     TrainConfig,
     TrainResult,
     check_int,
-    check_number,
     config_dict,
     env_kwargs,
     help_text,
@@ -56,10 +55,6 @@ class TiltConfig(TrainConfig):
             "file caching the collected pools and reward changes: reused when its settings match, written otherwise"
         ),
     )
-    tilt_grid_step: float = field(
-        default=0.2,
-        metadata=help_text("quadrature step of the steered distribution during the fit (bench's KL is exact to 1e-6)"),
-    )
     tilt_future: bool = field(
         default=False,
         metadata=help_text(
@@ -87,7 +82,6 @@ class TiltConfig(TrainConfig):
             )
         check_int("tilt_epochs", self.tilt_epochs, minimum=1)
         check_int("tilt_warmup_epochs", self.tilt_warmup_epochs, minimum=0)
-        check_number("tilt_grid_step", self.tilt_grid_step, lambda v: 0 < v <= 1, "in (0, 1]; 0.2 is exact to ~1e-6")
 
     def actor_config(self) -> SB3Config:
         """The SB3 config that builds the actor (:func:`agents.train.build_agent`) from these settings."""
@@ -150,7 +144,6 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
                 lr=cfg.learning_rate or 3e-3,
                 batch_size=cfg.batch_size or 256,
                 seed=cfg.seed,
-                grid_step=cfg.tilt_grid_step,
                 max_rejections=cfg.env.max_rejections,
                 order=cfg.env.order,
                 progress=cfg.progress_bar,
