@@ -1,4 +1,4 @@
-"""Probe the env and the CLI as a careless or hostile user would (issue 20), and count the outcomes.
+"""Probe the env and the CLI as a careless or hostile user would, and count the outcomes.
 
 Each probe does one thing a user might do and judges what happened:
 
@@ -1185,7 +1185,7 @@ def main() -> int:
     print(f"\n{len(rows)} probes in {time.perf_counter() - start:.0f} s: {summary}")
     if args.out:
         lines = [
-            "# Reliability probes (issue 20)\n",
+            "# Reliability probes\n",
             f"`python benchmarks/probe_reliability.py` on the tiny model, CPU, 1 thread: "
             f"**{len(rows)} probes: {summary}**.\n",
             "| category | probe | result | message |",

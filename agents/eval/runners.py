@@ -251,7 +251,7 @@ def eval_finetuned(
         tick(1, f"{Path(path).name}: KL")
     tb = meta.get("tensorboard_dir")  # relative paths are relative to the model folder
     tb = str(Path(path).expanduser() / tb) if isinstance(tb, str) else None
-    curve, point = meta.get("curve"), meta.get("point")  # how the figure draws it (finetune.json since issue 16)
+    curve, point = meta.get("curve"), meta.get("point")  # how the figure draws it (finetune.json's curve and point)
     return AgentEval(
         f"fine-tuned ({Path(path).name})",
         "finetune",

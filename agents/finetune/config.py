@@ -12,7 +12,7 @@ from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, check_choice
 
 METHODS = ("grpo", "dpo", "online-dpo")
-DEFAULT_BETA = {"grpo": 0.04, "dpo": 0.1, "online-dpo": 0.1}  # TRL's DPO default; GRPO's project default since issue 5
+DEFAULT_BETA = {"grpo": 0.04, "dpo": 0.1, "online-dpo": 0.1}  # DPO and online DPO: TRL's default β; GRPO: 0.04
 METRICS_FILE = "finetune.json"
 TENSORBOARD_SUBDIR = "tensorboard"
 

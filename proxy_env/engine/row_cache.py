@@ -2,7 +2,10 @@
 
 :class:`RowCache` runs batched one-token steps whose rows are independent: each row can be
 prefilled with a new prompt, step one tentative token, then commit it or discard it, without
-touching the other rows. See ``../shared/NOTES.md`` for the transformers facts it relies on.
+touching the other rows. It relies on transformers' ``DynamicCache`` layers holding ``(batch, kv_heads,
+time, head_dim)`` keys and values that can be written in place, and on an explicit 2D attention mask and
+per-row ``position_ids`` for left-padded one-token steps (checked to ~1e-6 against a full forward by
+``tests/test_row_cache.py``).
 
 Keys and values live in buffers preallocated per layer, ``(B, kv_heads, capacity, head_dim)``: a
 step writes its one new column in place (:class:`SlotLayer`), so nothing is copied per step. The
