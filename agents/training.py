@@ -40,7 +40,7 @@ class TrainConfig:
     )
     num_envs: int = field(default=8, metadata=help_text("episodes run in parallel (rows of the batched LLM)"))
     total_timesteps: int = field(
-        default=20_000, metadata=help_text("proxy decisions to train for (with --resume: additional ones)")
+        default=20_000, metadata=help_text("proxy decisions to train for (sb3 with --resume: additional ones)")
     )
     seed: int = field(default=0, metadata=help_text("seed of the algorithm and the environment"))
     policy_device: str = field(

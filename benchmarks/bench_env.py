@@ -148,7 +148,7 @@ def side_by_side(lm: FrozenLM, num_envs: int, mode: str, args: Args) -> dict[str
     act = lambda: (rng.random(num_envs) >= args.reject).astype(np.int64)  # noqa: E731
     for _ in range(args.warmup):
         _, _, _, _, info = venv.step(act())
-    cache = env.cache
+    cache = env.decoder.cache
     bare = Bare(lm, num_envs, max(cache.mask.shape[1], 8) + args.max_new_tokens)
     forwards, rows = cache.forwards, cache.row_forwards
     decisions, context, env_s, bare_s, bare_forwards = 0, [], 0.0, 0.0, 0

@@ -1,0 +1,306 @@
+"""The device script's benchmarks: every engine figure the GPU work needs, in one run, as results.md + results.json.
+
+    bash benchmarks/gpu/run.sh                                    # on the device machine (see run.sh)
+    python benchmarks/gpu/bench_gpu.py --smoke --out /tmp/smoke   # any CPU: the tiny model, small sizes (CI runs it)
+
+Each stage prints one progress line and adds a section to the results; a stage that fails is recorded as failed
+(with its error) and the next one runs, so one bad stage costs its own minutes, not the run's.
+
+* **machine**: torch, CUDA, the device, the model and how it was built. ``--model random`` is
+  SmolLM2-135M-Instruct's architecture (``smollm2_config.json``, read from the converted default model) with
+  random weights and the real tokenizer: **random weights, speed only**; a random model's pools hold one
+  token more or less often than the real one's, so forced commits per decision are reported beside it.
+* **env**: ``benchmarks/bench_env.py``'s side-by-side measure (the env in each engine mode against a bare
+  one-token Hugging Face forward at the same batch and context) at each ``--num-envs``: decisions/s, the
+  ratio, forwards per step, rows fed per decision, forced commits per decision.
+* **host reads**: device-to-host reads per env step (``HostReads``), per mode.
+* **reward share**: the share of a step spent in the reward (VADER) at the largest batch: steps with VADER
+  against the same steps with a zero reward.
+* **sb3** and **tilt**: a few PPO updates and a short tilt collection + fit on the device; decisions/s and
+  whether the weights changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from bench_env import MODES, Args, _venv, side_by_side  # noqa: E402  (the benchmarks folder is not a package)
+from bench_host_reads import count  # noqa: E402
+
+from proxy_env.engine.lm import FrozenLM  # noqa: E402
+
+CONFIG = Path(__file__).with_name("smollm2_config.json")  # SmolLM2-135M-Instruct's config.json, weights not included
+
+
+def build_lm(model: str, device: str, dtype: str | None) -> tuple[FrozenLM, str]:
+    """The LLM and how it was built: ``tiny``, ``random`` (SmolLM2's architecture, random weights) or a path/name."""
+    from proxy_env.engine.tiny import tiny_lm
+
+    if model == "tiny":
+        return tiny_lm(device=device), "tiny random model (hidden 64, 2 layers): code paths only"
+    if model == "random":
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        from proxy_env.assets import default_tokenizer_dir
+
+        config = LlamaConfig(**{k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")})
+        torch.manual_seed(0)
+        net = LlamaForCausalLM(config).eval()
+        tokenizer = AutoTokenizer.from_pretrained(os.environ.get("PROXY_ENV_TOKENIZER") or default_tokenizer_dir())
+        lm = FrozenLM(net, tokenizer, device=device, dtype=dtype)
+        return lm, "SmolLM2-135M-Instruct architecture, RANDOM WEIGHTS: speed only"
+    return FrozenLM(model, device=device, dtype=dtype), f"{model} (trained weights)"
+
+
+class Results:
+    """The run's sections, written after every stage (a run cut short still leaves what it measured)."""
+
+    def __init__(self, out: Path, meta: dict[str, Any]) -> None:
+        self.out, self.meta, self.sections = out, meta, []  # type: ignore[var-annotated]
+        out.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str, run: Callable[[], tuple[dict[str, Any], list[str]]]) -> None:
+        start = time.perf_counter()
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        try:
+            data, lines = run()
+            status = "ok"
+        except Exception as exc:  # a failed stage is a result too; the next stage still runs
+            data, lines, status = (
+                {"error": f"{type(exc).__name__}: {exc}"},
+                ["```", traceback.format_exc(), "```"],
+                "failed",
+            )
+        seconds = time.perf_counter() - start
+        self.sections.append(
+            {"stage": name, "status": status, "seconds": round(seconds, 1), "data": data, "lines": lines}
+        )
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {status} in {seconds:.0f} s", flush=True)
+        self.write()
+
+    def write(self) -> None:
+        (self.out / "results.json").write_text(json.dumps({"meta": self.meta, "sections": self.sections}, indent=1))
+        md = ["# GPU device script results", ""] + [f"* {k}: {v}" for k, v in self.meta.items()] + [""]
+        for s in self.sections:
+            md += [f"## {s['stage']} ({s['status']}, {s['seconds']} s)", "", *s["lines"], ""]
+        (self.out / "results.md").write_text("\n".join(md))
+
+
+def env_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    bench = Args(steps=args.steps, rounds=2, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
+    rows, lines = (
+        [],
+        [
+            "| num_envs | mode | decisions/s | bare decisions/s | env / bare | forwards/step | rows fed / decision | forced / decision |",
+            "|---|---|---|---|---|---|---|---|",
+        ],
+    )
+    for num_envs in args.num_envs:
+        for mode in args.modes:
+            r = side_by_side(lm, num_envs, mode, bench)
+            r.update(num_envs=num_envs, mode=mode)
+            rows.append(r)
+            lines.append(
+                f"| {num_envs} | {mode} | {r['decisions/s']:,.0f} | {r['bare decisions/s']:,.0f} | "
+                f"{r['decisions/s'] / r['bare decisions/s']:.2f} | {r['forwards/step']:.2f} | "
+                f"{r['row-fwd/decision']:.2f} |"
+            )
+            print(f"    {lines[-1]}", flush=True)
+    return {"rows": rows}, lines
+
+
+def pools_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Forced commits per decision of this model (random weights change how often a pool holds one token)."""
+    num_envs = min(64, max(args.num_envs))
+    venv = _venv(lm, num_envs, args.max_new_tokens)
+    rng = np.random.default_rng(1)
+    venv.reset(seed=1)
+    forced = decisions = episodes = 0
+    for _ in range(2 * args.max_new_tokens):
+        _, _, term, trunc, info = venv.step((rng.random(num_envs) >= 0.3).astype(np.int64))
+        end = info.get("final_info", {})
+        for i in np.flatnonzero(term | trunc):
+            forced, decisions, episodes = (
+                forced + int(end["forced_commits"][i]),
+                decisions + int(end["decisions"][i]),
+                episodes + 1,
+            )
+    venv.close()
+    share = forced / max(1, decisions)
+    line = f"{num_envs} envs, {episodes} episodes: {forced:,} forced commits for {decisions:,} decisions = **{share:.3f} per decision**"
+    return {"forced": forced, "decisions": decisions, "episodes": episodes, "per_decision": share}, [line]
+
+
+def host_reads_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    num_envs = max(args.num_envs)
+    data, lines = {}, [f"{num_envs} envs", "", "| mode | host reads / step | the most frequent |", "|---|---|---|"]
+    for mode in args.modes:
+        total, top = count(lm, num_envs, mode, max(3, args.steps // 4))
+        data[mode] = {"per_step": total, "top": top}
+        lines.append(f"| {mode} | {total:.1f} | {', '.join(f'{k} {v:.1f}' for k, v in top.items())} |")
+    return data, lines
+
+
+def reward_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Steps with VADER against the same steps with a zero reward (prefix+forced_steps, the largest batch)."""
+    from proxy_env.rewards import resolve_reward
+
+    num_envs, mode = max(args.num_envs), "prefix+forced_steps"
+    seconds = {}
+    for name, reward in (("zero", lambda p, r: [0.0] * len(r)), ("vader", resolve_reward("default"))):
+        venv = _venv(lm, num_envs, args.max_new_tokens, **MODES[mode])
+        venv.unwrapped.reward_fn = reward  # the same env settings; only the reward source differs
+        rng = np.random.default_rng(0)
+        venv.reset(seed=0)
+        for _ in range(args.warmup):
+            venv.step((rng.random(num_envs) >= 0.3).astype(np.int64))
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            venv.step((rng.random(num_envs) >= 0.3).astype(np.int64))
+        seconds[name] = time.perf_counter() - start
+        venv.close()
+    share = max(0.0, (seconds["vader"] - seconds["zero"]) / seconds["vader"])
+    line = (
+        f"{num_envs} envs, {mode}, {args.steps} steps: {seconds['zero']:.2f} s with a zero reward, {seconds['vader']:.2f} s "
+        f"with VADER: **the reward is {share:.0%} of a step** (target: at most 20%)"
+    )
+    return {"seconds": seconds, "share": share, "num_envs": num_envs}, [line]
+
+
+class _InitialWeights(BaseCallback):
+    """Keeps the policy's weights as training starts, to check that training changed them."""
+
+    def _on_training_start(self) -> None:
+        self.weights = [p.detach().clone() for p in self.model.policy.parameters()]
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def sb3_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from agents.train import SB3Config, train
+    from proxy_env.config import EnvConfig
+
+    num_envs = max(args.num_envs[:2]) if args.smoke else 256
+    env = EnvConfig(prompts="default-eval", max_new_tokens=args.max_new_tokens, observation="prefix", forced_steps=True)
+    cfg = SB3Config(
+        env=env,
+        num_envs=num_envs,
+        total_timesteps=num_envs * 32 * 2,
+        n_steps=32,
+        batch_size=min(1024, num_envs * 32),
+        policy_device=lm.device.type,
+        eval_prompts="",
+        algo_kwargs={"n_epochs": 2},
+    )
+    initial = _InitialWeights()
+    start = time.perf_counter()
+    result = train(cfg, model=lm, reward=lambda p, r: [len(x) / 100 for x in r], callbacks=[initial])
+    seconds = time.perf_counter() - start
+    after = list(result.model.policy.parameters())
+    changed = any(not torch.equal(a.detach(), b) for a, b in zip(after, initial.weights))
+    steps = result.model.num_timesteps
+    line = (
+        f"SB3 PPO, {num_envs} envs, prefix+forced_steps: {steps:,} steps in {seconds:.1f} s = "
+        f"{steps / seconds:,.0f} steps/s; weights changed: {changed}"
+    )
+    return {"steps": steps, "seconds": seconds, "changed": changed, "num_envs": num_envs}, [line]
+
+
+def tilt_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from agents.tilt.backend import TiltConfig, train_tilt
+    from proxy_env.config import EnvConfig
+
+    num_envs = max(args.num_envs[:2]) if args.smoke else 256
+    cfg = TiltConfig(
+        env=EnvConfig(prompts="default-eval", max_new_tokens=args.max_new_tokens, observation="prefix", kl_coef=0.2),
+        num_envs=num_envs,
+        total_timesteps=num_envs * 16,
+        tilt_epochs=2,
+        policy_device=lm.device.type,
+    )
+    start = time.perf_counter()
+    result = train_tilt(cfg, model=lm, reward="default")
+    seconds = time.perf_counter() - start
+    kl = [round(r.kl, 4) for r in result.kl_history]
+    line = f"tilt, {num_envs} envs: {cfg.total_timesteps:,} decisions collected and 2 epochs fitted in {seconds:.1f} s; KL per position by epoch {kl}"
+    return {"seconds": seconds, "kl": kl, "num_envs": num_envs}, [line]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes: checks the script runs (CI, any CPU)")
+    p.add_argument("--model", default=None, help="'random' (default on a GPU), 'tiny' (default with --smoke) or a path")
+    p.add_argument("--dtype", default=None, help="LLM dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--num-envs", type=int, nargs="+", default=None, help="batch sizes (default: 1 64 512 4096)")
+    p.add_argument(
+        "--modes", nargs="+", choices=list(MODES), default=["candidate+forced_steps", "prefix+forced_steps", "prefix"]
+    )
+    p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default: 40; smoke: 4)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5; smoke: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--stages", nargs="+", default=["pools", "env", "host_reads", "reward", "sb3", "tilt"])
+    p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for results.md and results.json")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    args.model = args.model or ("tiny" if args.smoke or not cuda else "random")
+    args.num_envs = args.num_envs or ([1, 4] if args.smoke else [1, 64, 512, 4096])
+    args.steps = args.steps or (4 if args.smoke else 40)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 5)
+    if args.smoke:
+        args.max_new_tokens = min(args.max_new_tokens, 8)
+    if not cuda:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    start = time.perf_counter()
+    lm, how = build_lm(args.model, device, args.dtype)
+    meta = {
+        "device": torch.cuda.get_device_name()
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "model": how,
+        "dtype": str(lm.dtype),
+        "load_s": round(time.perf_counter() - start, 1),
+        "args": {k: v for k, v in vars(args).items()},
+    }
+    print(f"model: {how} on {meta['device']} ({meta['dtype']}), loaded in {meta['load_s']} s", flush=True)
+    results = Results(Path(args.out), meta)
+    stages = {
+        "pools": pools_stage,
+        "env": env_stage,
+        "host_reads": host_reads_stage,
+        "reward": reward_stage,
+        "sb3": sb3_stage,
+        "tilt": tilt_stage,
+    }
+    for name in args.stages:
+        results.stage(name, lambda fn=stages[name]: fn(lm, args))
+    failed = [s["stage"] for s in results.sections if s["status"] != "ok"]
+    print(
+        f"done in {time.perf_counter() - start:.0f} s; results in {args.out}"
+        + (f"; FAILED: {failed}" if failed else "")
+    )
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
