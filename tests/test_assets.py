@@ -1,9 +1,12 @@
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from proxy_env import assets
+from proxy_env.errors import DataError
+from tests.conftest import _truncate
 
 
 def test_build_atomically_survives_a_race(tmp_path):
@@ -59,3 +62,56 @@ def test_default_model_folder_is_plain_hf(tmp_path):
     path = assets.default_model_dir()
     assert (path / "config.json").is_file() and "quantization_config" not in (path / "config.json").read_text()
     assert any(path.glob("*.safetensors")) and (path / "tokenizer.json").is_file()
+
+
+@pytest.fixture
+def fake_default_cache(tmp_path, monkeypatch):
+    """The default model's cache under tmp_path, 'converted' by saving the tiny model (no 538 MB GGUF conversion)."""
+    from transformers import AutoTokenizer
+
+    from proxy_env import assets
+    from proxy_env.engine.tiny import tiny_model
+
+    real_tokenizer = assets.default_tokenizer_dir()
+    builds = []
+
+    def convert(gguf, tokenizer_dir, tmp):
+        builds.append(tmp)
+        tiny_model().save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(real_tokenizer).save_pretrained(tmp)
+
+    monkeypatch.setenv(assets.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        assets, "_default_root", lambda: (Path("unused.gguf"), tmp_path / "cache" / f"{assets.DEFAULT_NAME}-0123")
+    )
+    monkeypatch.setattr(assets, "default_tokenizer_dir", lambda: real_tokenizer)
+    monkeypatch.setattr(assets, "_convert_default_model", convert)
+    return builds
+
+
+def test_truncated_default_model_cache_is_rebuilt(fake_default_cache):
+    from proxy_env import assets
+    from proxy_env.engine.lm import FrozenLM
+
+    folder = assets.default_model_dir()
+    assert len(fake_default_cache) == 1
+    _truncate(folder / "model.safetensors")  # the manifest shows it: rebuilt before loading
+    assert FrozenLM("default", device="cpu").hidden_size == 64 and len(fake_default_cache) == 2
+    (folder / assets.MANIFEST).unlink()  # a cache from before manifests: the failed load triggers the rebuild
+    _truncate(folder / "model.safetensors")
+    assert FrozenLM("default", device="cpu").hidden_size == 64 and len(fake_default_cache) == 3
+
+
+def test_default_model_cache_that_stays_broken_names_the_fix(fake_default_cache, monkeypatch):
+    from proxy_env import assets
+    from proxy_env.engine.lm import FrozenLM
+
+    def broken(gguf, tokenizer_dir, tmp):
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+
+    monkeypatch.setattr(assets, "_convert_default_model", broken)
+    with pytest.raises(
+        DataError, match=r"model='default': the cached folder .* still fails to load after a rebuild.*delete it"
+    ):
+        FrozenLM("default", device="cpu")

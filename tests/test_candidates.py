@@ -85,7 +85,7 @@ def test_boundary_inside_a_tie_is_decided_by_hf(top_p):
 def test_top_p_one_keeps_every_top_k_token():
     logits = _logit_cases()["peaked"]
     pool = candidates.truncate(logits, 200, 1.0, 1.3)
-    assert pool.size.tolist() == [200] * 16  # the old rule dropped ~90 tail tokens of probability < 1e-7 here
+    assert pool.size.tolist() == [200] * 16  # ~90 tail tokens under probability 1e-7: top_p=1 keeps them too
     assert candidates.truncate(logits, 50, 1.0, 1.0).size.tolist() == [50] * 16
 
 

@@ -15,8 +15,7 @@ pytest.importorskip("datasets")
 from agents.cli.finetune import add_subcommands
 from agents.finetune import FinetuneConfig, finetune, reward_function
 from proxy_env.errors import ConfigError, MissingDependencyError, ModelNotFoundError, RewardError
-
-PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
+from tests.conftest import PROMPTS
 
 
 def length_reward(prompts: list[str], responses: list[str]) -> list[float]:

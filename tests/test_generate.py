@@ -1,23 +1,18 @@
-"""Aligned generation (agents/generate.py) and the `proxy-rlhf train` / `generate` commands."""
+"""Aligned generation (agents/generate.py): ProxyGenerator over prompts, seeded, and from a checkpoint."""
 
 from __future__ import annotations
 
 import pytest
 
 from agents.baselines import AlwaysAccept, RandomReject
-from agents.cli import main
 from agents.generate import ProxyGenerator
 from agents.train import SB3Config, train
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import ReferenceBaseline
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, _zero
 
 MORE = PROMPTS + ["Say something nice.", "Why is the sky blue?", "Good morning!"]
-
-
-def _zero(prompts, responses):
-    return [0.0] * len(responses)
 
 
 def test_always_accept_greedy_is_the_llms_greedy_decoding(tiny):
@@ -97,72 +92,3 @@ def test_model_object_checkpoint_needs_model(tmp_path, tiny):
     with pytest.raises(ConfigError, match="trained on a model object.*pass model="):
         ProxyGenerator.from_checkpoint(tmp_path / "p", device="cpu")
     assert ProxyGenerator.from_checkpoint(tmp_path / "p", model=tiny, device="cpu").generate(["Hi!"])
-
-
-# ---------------------------------------------------------------------------------- CLI
-def test_cli_generate(checkpoint, capsys):
-    assert (
-        main(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--max-new-tokens", "3", "Hello!", "Hi!"])
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert out.count("PROMPT: ") == 2 and "PROMPT: Hi!" in out and "rejections=" in out
-
-
-def test_cli_train_then_resume(tmp_path, capsys):
-    flags = [
-        "train",
-        "--model",
-        "tiny",
-        "--reward",
-        "default",
-        "--prompts",
-        str(_prompt_file(tmp_path)),
-        "--max-new-tokens",
-        "3",
-        "--num-envs",
-        "2",
-        "--total-timesteps",
-        "32",
-        "--n-steps",
-        "16",
-        "--batch-size",
-        "32",
-        "--policy-device",
-        "cpu",
-        "--hidden",
-        "32",
-        "32",
-        "--reject-cost",
-        "0.05",
-        "--algo-kwargs",
-        '{"n_epochs": 2}',
-        "--no-progress-bar",
-        "--save-dir",
-        str(tmp_path / "ck"),
-    ]
-    assert main(flags) == 0
-    out = capsys.readouterr().out
-    assert "trainable params" in out and f"checkpoint: {tmp_path / 'ck'}" in out
-    assert main(flags + ["--resume", str(tmp_path / "ck")]) == 0
-    from agents.saving.checkpoint import read_meta
-
-    meta = read_meta(tmp_path / "ck")
-    assert meta.num_timesteps >= 64 and meta.config["reject_cost"] == 0.05 and meta.config["hidden"] == [32, 32]
-
-
-def test_cli_reports_config_errors(capsys):
-    assert main(["train", "--algo", "dqnn", "--model", "tiny"]) == 2
-    assert "Did you mean 'dqn'?" in capsys.readouterr().err
-
-
-def _prompt_file(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("\n".join(PROMPTS), encoding="utf-8")
-    return path
-
-
-def test_cli_demo_still_registered():
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--help"])
-    assert exc.value.code == 0

@@ -20,7 +20,7 @@ def _check_final_obs(venv, info, ended):
     for i in range(venv.num_envs):
         if ended[i]:
             assert final[i].shape == venv.single_observation_space.shape and final[i].dtype == np.float32
-            assert torch.as_tensor(final[i]).shape == venv.single_observation_space.shape  # what the issue saw fail
+            assert torch.as_tensor(final[i]).shape == venv.single_observation_space.shape  # clients make it a tensor
         else:
             assert final[i] is None
 

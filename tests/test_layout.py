@@ -1,5 +1,5 @@
 """The package layout (ARCHITECTURE.md): no import circles, layers that import downwards only, small modules,
-and no import of another module's private names.
+no import of another module's private names, and test files named after the modules they test.
 
 The import graph is read from the source (``ast``), so the test needs no heavy import. An edge is every
 ``import`` / ``from ... import`` the module runs, at its top or inside a function (a lazy import is
@@ -23,6 +23,16 @@ LONG_MODULES: dict[str, str] = {
     "proxy_env.engine.lm": "FrozenLM: loading, the chat-template prefill and the batched forward of one model",
     "agents.eval.report": "the bench report: one table, its CSV and its figures share the row formatting",
     "proxy_env.vector.vector_env": "the env: its Gymnasium docstring (a doctest), settings, reset and step, read as one",
+}
+# test files not named after a module (tests/test_<name>.py for a <package>/.../<name>.py), each with the reason
+UNNAMED_TEST_FILES: dict[str, str] = {
+    "test_layout": "this file: the layout of the packages as a whole",
+    "test_clients": "third-party RL libraries run on the env through their own entry points (the README's table)",
+    "test_examples": "the scripts in examples/, outside the packages",
+    "test_bench_feedback": "benchmarks/bench_feedback.py, a script outside the packages",
+    "test_cli": "agents/cli/app.py, named after what users type: the proxy-rlhf command line",
+    "test_decoders": "proxy_env/vector/decoder.py and its subclasses in candidate.py and prefix.py, side by side",
+    "test_tilt": "the agents/tilt/ package (collect, data, future, fit, backend): one backend, tested together",
 }
 
 
@@ -193,3 +203,23 @@ def test_the_private_import_finder_finds_one(tmp_path):
 
 def test_no_module_imports_another_modules_private_names():
     assert private_imports(ROOT) == []
+
+
+def unnamed_test_files(root: Path) -> list[str]:
+    """The ``tests/test_<name>.py`` files of ``root`` for which no ``<package>/.../<name>.py`` exists."""
+    names = {file.stem for package in PACKAGES for file in (root / package).rglob("*.py")}
+    return sorted(f.stem for f in (root / "tests").glob("test_*.py") if f.stem.removeprefix("test_") not in names)
+
+
+def test_every_test_file_is_named_after_a_module(tmp_path):
+    """Tests mirror the packages, in one flat folder: the tests of ``agents/saving/checkpoint.py`` are in
+    ``tests/test_checkpoint.py``; a file that cannot be named so is listed in UNNAMED_TEST_FILES with the reason."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "agents" / "saving").mkdir(parents=True)
+    (tmp_path / "agents" / "saving" / "checkpoint.py").write_text("")
+    for name in ("test_checkpoint.py", "test_reliability.py", "conftest.py"):
+        (tmp_path / "tests" / name).write_text("")
+    assert unnamed_test_files(tmp_path) == ["test_reliability"]  # the check has power
+    unnamed = unnamed_test_files(ROOT)
+    assert [name for name in unnamed if name not in UNNAMED_TEST_FILES] == []
+    assert [name for name in UNNAMED_TEST_FILES if name not in unnamed] == []  # no stale or needless exception

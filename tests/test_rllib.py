@@ -14,12 +14,10 @@ from agents.rllib.backend import INSTALL, RLlibConfig, env_config
 from proxy_env.adapters.rllib import make_rllib_env
 from proxy_env.config import EnvConfig
 from proxy_env.errors import AutoresetModeError, ConfigError
-from tests.conftest import train_config
+from tests.conftest import PROMPTS, train_config
 
 ray = pytest.importorskip("ray", reason=f"Ray RLlib is not installed: {INSTALL}")
 pytest.importorskip("ray.rllib", reason=f"Ray RLlib is not installed: {INSTALL}")
-
-PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
 def _cfg(tmp_path, **kw) -> RLlibConfig:

@@ -1,25 +1,18 @@
-"""Training (agents/train.py), checkpoints (agents/saving/checkpoint.py) and callbacks (agents/callbacks.py)."""
+"""SB3 training (agents/train.py): PPO learns a task with a known optimum; resume; config, seed and memory checks
+before any model loads; TensorBoard, evaluation, periodic checkpoints and progress bars.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import run_episodes
-from agents.saving import checkpoint as ckpt
-from agents.saving.checkpoint import CheckpointError, load_checkpoint, read_meta
+from agents.saving.checkpoint import read_meta
 from agents.train import SB3Config, make_sb3_env, train
 from proxy_env.errors import ConfigError
-from tests.conftest import PROMPTS, train_config
-
-
-def _zero(prompts, responses):
-    return [0.0] * len(responses)
+from tests.conftest import PROMPTS, _cfg, _no_model, _zero, train_config
 
 
 def _tiny_cfg(**kwargs) -> SB3Config:
@@ -97,179 +90,7 @@ def test_ppo_learns_to_reject_a_banned_token(tiny):
     assert ppo_banned < 0.1
 
 
-# ---------------------------------------------------------------------------------- checkpoints
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, tiny) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "proxy"
-    result = train(_tiny_cfg(save_dir=str(path)), reward=_zero)
-    assert result.checkpoint == path
-    return path
-
-
-def test_round_trip_gives_identical_actions(saved, tiny):
-    first, second = load_checkpoint(saved, device="cpu"), load_checkpoint(saved, device="cpu")
-    meta = first.meta
-    assert meta.algo == "ppo" and meta.seed == 0 and meta.format_version == ckpt.FORMAT_VERSION
-    assert meta.env_kwargs["model"] == "tiny" and meta.env_kwargs["max_new_tokens"] == 4
-    assert meta.env_kwargs["reward"] == "<object: _zero>" and meta.num_timesteps >= 64
-    env = make_sb3_env({**meta.env_kwargs, "model": tiny, "reward": _zero}, 4, seed=5)
-    obs = np.concatenate([env.reset()] + [env.step(np.ones(4, dtype=np.int64))[0] for _ in range(15)])  # (64, 64)
-    obs = obs + np.random.default_rng(0).normal(0, 5, obs.shape).astype(np.float32)  # spread the decisions
-    a1, _ = first.model.predict(obs, deterministic=True)
-    a2, _ = second.model.predict(obs, deterministic=True)
-    np.testing.assert_array_equal(a1, a2)
-    p1 = first.model.policy.get_distribution(first.model.policy.obs_to_tensor(obs)[0]).distribution.probs
-    p2 = second.model.policy.get_distribution(second.model.policy.obs_to_tensor(obs)[0]).distribution.probs
-    assert torch.equal(p1, p2)
-
-
-def test_interrupted_save_keeps_previous_checkpoint(saved, tmp_path, monkeypatch):
-    import shutil
-
-    path = tmp_path / "proxy"
-    shutil.copytree(saved, path)
-    before = {p.name: p.read_bytes() for p in path.iterdir()}
-    model = load_checkpoint(path, device="cpu").model
-
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("simulated crash while writing meta.json")
-
-    monkeypatch.setattr(ckpt.json, "dump", crash)
-    with pytest.raises(KeyboardInterrupt, match="simulated crash"):
-        ckpt.save_checkpoint(model, path, env_kwargs={"model": "tiny"}, seed=1)
-    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["proxy"]  # no temporary folder left behind
-    monkeypatch.undo()
-
-    calls = []
-    real_replace = ckpt.os.replace
-
-    def fail_second_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:  # the old checkpoint has been moved aside; putting the new one in place fails
-            raise OSError("simulated crash during the swap")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(ckpt.os, "replace", fail_second_replace)
-    with pytest.raises(OSError, match="during the swap"):
-        ckpt.save_checkpoint(model, path, env_kwargs={"model": "tiny"}, seed=1)
-    monkeypatch.undo()
-    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
-    assert load_checkpoint(path, device="cpu").meta.seed == 0
-
-
-def _corrupt_config_missing(path: Path) -> None:
-    (path / "proxy_config.json").unlink()
-
-
-def _corrupt_config_json(path: Path) -> None:
-    (path / "proxy_config.json").write_text("{not json", encoding="utf-8")
-
-
-def _corrupt_weights(path: Path) -> None:
-    data = (path / "model.safetensors").read_bytes()
-    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
-
-
-def _weights_of_another_policy(path: Path) -> None:
-    config = json.loads((path / "proxy_config.json").read_text())
-    config["policy_kwargs"]["net_arch"] = [32]
-    (path / "proxy_config.json").write_text(json.dumps(config))
-
-
-def _edit_config(**changes):
-    def edit(path: Path) -> None:
-        config = json.loads((path / "proxy_config.json").read_text())
-        config.update(changes)
-        (path / "proxy_config.json").write_text(json.dumps(config))
-
-    return edit
-
-
-@pytest.mark.parametrize(
-    "corrupt, match",
-    [
-        (_corrupt_config_missing, "has no proxy_config.json"),
-        (_corrupt_config_json, "proxy_config.json is not valid JSON"),
-        (_corrupt_weights, "model.safetensors is damaged or truncated"),
-        (_weights_of_another_policy, "model.safetensors does not match the policy"),
-        (_edit_config(format_version=99), r"format_version=99.*reads format_version=\[1, 2\] only"),
-        (_edit_config(algo="ppo9000"), "algo='ppo9000'"),
-        (
-            _edit_config(policy_kwargs={"features_extractor_class": {"class": "Popen"}}),
-            "names class 'Popen', which is not one",
-        ),
-    ],
-    ids=[
-        "config-missing",
-        "config-unparseable",
-        "weights-truncated",
-        "weights-mismatch",
-        "wrong-version",
-        "unknown-algo",
-        "class-not-allowed",
-    ],
-)
-def test_corrupted_checkpoint_raises_clear_error(saved, tmp_path, corrupt, match):
-    import shutil
-
-    path = tmp_path / "proxy"
-    shutil.copytree(saved, path)
-    corrupt(path)
-    with pytest.raises(CheckpointError, match=match):
-        load_checkpoint(path, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def saved_sb3(tmp_path_factory, saved) -> Path:
-    """The same proxy in format 1 (SB3's pickled proxy.zip + meta.json)."""
-    path = tmp_path_factory.mktemp("ckpt1") / "proxy"
-    ckpt.save_checkpoint(
-        load_checkpoint(saved, device="cpu").model, path, env_kwargs={"model": "tiny"}, seed=0, format="sb3"
-    )
-    return path
-
-
-def _corrupt_zip(path: Path) -> None:
-    (path / "proxy.zip").write_bytes(b"this is not a zip archive")
-
-
-def _corrupt_zip_contents(path: Path) -> None:
-    import zipfile
-
-    with zipfile.ZipFile(path / "proxy.zip", "w") as zf:
-        zf.writestr("data", "{}")
-
-
-@pytest.mark.parametrize(
-    "corrupt, match",
-    [
-        (_corrupt_zip, "proxy.zip is missing or not a zip archive"),
-        (_corrupt_zip_contents, "proxy.zip could not be loaded as ppo"),
-    ],
-    ids=["zip-garbage", "zip-bad-contents"],
-)
-def test_corrupted_sb3_checkpoint_raises_clear_error(saved_sb3, tmp_path, corrupt, match):
-    import shutil
-
-    path = tmp_path / "proxy"
-    shutil.copytree(saved_sb3, path)
-    corrupt(path)
-    with pytest.raises(CheckpointError, match=match):
-        load_checkpoint(path, device="cpu", trust=True)
-
-
-def test_missing_checkpoint_folder(tmp_path, saved):
-    import shutil
-
-    with pytest.raises(CheckpointError, match="is not a folder"):
-        load_checkpoint(tmp_path / "nope")
-    assert issubclass(CheckpointError, ValueError)
-    shutil.copytree(saved, tmp_path / ".proxy.old-x1" / "proxy")  # a process killed between the swap's two renames
-    with pytest.raises(CheckpointError, match=r"previous checkpoint at .*\.proxy\.old-x1/proxy.*move it back"):
-        load_checkpoint(tmp_path / "proxy")
-
-
+# ---------------------------------------------------------------------------------- resuming
 def test_resume_continues_training(saved, tmp_path):
     done = read_meta(saved).num_timesteps
     out = tmp_path / "resumed"
@@ -298,6 +119,21 @@ def test_unknown_algo_suggests_closest():
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         train(_tiny_cfg(**kwargs), reward=_zero)
+
+
+def test_train_seed_range_is_checked_first(monkeypatch):
+    _no_model(monkeypatch)
+    with pytest.raises(ConfigError, match=r"seed=4294967296 must be an int in \[0, 2\*\*32\)"):
+        train(_cfg(seed=2**32), reward=_zero)
+
+
+def test_rollout_buffer_memory_checked(monkeypatch):
+    from proxy_env import guards
+
+    real = guards.available_bytes
+    monkeypatch.setattr(guards, "available_bytes", lambda device: 1 << 30 if device is None else real(device))
+    with pytest.raises(ConfigError, match=r"n_steps=10000000 x num_envs=2 .* lower n_steps or num_envs"):
+        train(_cfg(n_steps=10_000_000), reward=_zero)
 
 
 @pytest.mark.filterwarnings("ignore:rich is experimental")

@@ -1,3 +1,7 @@
+"""The batched env (proxy_env/vector/vector_env.py): batched equals single envs, the LLM's distribution under
+always-accept, pools and termination, the KL charge, a failing reward, settings and actions checked, registration.
+"""
+
 import warnings
 
 import gymnasium as gym
@@ -6,10 +10,10 @@ import pytest
 import torch
 
 import proxy_env
+from agents.eval.kl import trajectory
 from proxy_env import Action
 from proxy_env.engine import candidates
-from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, StateError
-from proxy_env.wrappers import RejectCost
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError
 from tests.conftest import PROMPTS
 
 # Chi-square critical values at p = 0.001 by degrees of freedom.
@@ -186,29 +190,6 @@ def test_same_seed_same_everything(make_venv):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("mode", ["same_step", "next_step"])
-def test_reject_cost_wrapper_charges_each_rejection(make_venv, mode):
-    venv = RejectCost(make_venv(2, max_new_tokens=2, reward=lambda p, r: [1.0] * len(r), autoreset_mode=mode), 0.1)
-    venv.reset(seed=0)
-    total, ended, rejected = np.zeros(2), 0, 0
-    for _ in range(30):
-        _, reward, term, trunc, info = venv.step(np.array([0, 1]))  # env 0 always rejects, env 1 always accepts
-        total += reward
-        # each step pays the terminal reward (1) if its episode ended, minus 0.1 if its action rejected
-        np.testing.assert_allclose(reward, np.where(term | trunc, 1.0, 0.0) - 0.1 * info["rejected"])
-        assert not info["rejected"][1]  # env 1 accepts; env 0 rejects except on NEXT_STEP's reset steps
-        rejected += int(info["rejected"][0])
-        for i in np.flatnonzero(term | trunc):
-            end = info["final_info"] if mode == "same_step" else info
-            assert end["reward_raw"][i] == 1.0 and end["reward_baseline"][i] == 0.0
-            assert end["reject_cost"][i] == pytest.approx(0.1 * end["num_rejections"][i])
-            assert (end["num_rejections"][i] > 0) == (i == 0)
-            ended += 1
-    assert ended >= 4 and rejected >= 10 and total[1] > 0 and total[0] < total[1]
-    with pytest.raises(ConfigError, match="cost=-1.0 must be a finite float >= 0"):
-        RejectCost(venv.env, -1.0)
-
-
 def test_reference_baseline(make_venv, tiny):
     venv = make_venv(
         2,
@@ -330,6 +311,157 @@ def test_cache_bounded_over_long_runs(make_venv):
     assert max(lengths) < 120
 
 
+def test_reset_with_chosen_prompts(make_venv):
+    venv = make_venv(3)
+    venv.reset(seed=0, options={"prompt_index": [2, 0, 1]})
+    assert venv.unwrapped.state.prompt_index.tolist() == [2, 0, 1]
+    with pytest.raises(ConfigError, match=r"options\['prompt_index'\] must be 3 ints in \[0, 4\)"):
+        venv.reset(seed=0, options={"prompt_index": [0, 1, 9]})
+
+
+# ---------------------------------------------------------------------------------- the KL charge (kl_coef)
+def _linear_accept(dim: int, seed: int = 0):
+    w = np.random.default_rng(seed).normal(size=dim) / np.sqrt(dim)
+    return lambda obs: 1.0 / (1.0 + np.exp(-(np.asarray(obs, dtype=np.float64) @ w + 1.0)))
+
+
+def test_kl_paid_is_the_exact_kl_of_agents_kl(make_venv, tiny):
+    n = 16
+    venv = make_venv(
+        n,
+        observation="prefix",
+        kl_coef=0.5,
+        max_new_tokens=6,
+        top_k=8,
+        top_p=0.95,
+        reward=lambda p, r: [1.0] * len(r),
+        info_text=True,
+    )
+    accept = _linear_accept(venv.unwrapped.single_observation_space.shape[0])
+    venv.unwrapped.set_accept_fn(accept)
+    obs, _ = venv.reset(seed=4)
+    rng = np.random.default_rng(0)
+    returns = np.zeros(n)
+    checked = 0
+    for _ in range(60):
+        obs, reward, term, trunc, info = venv.step((rng.random(n) < accept(obs)).astype(np.int64))
+        returns += reward
+        for i in np.flatnonzero(term | trunc):
+            final = info["final_info"]
+            ref = trajectory(
+                tiny,
+                tiny.encode_prompt(final["prompt"][i]),
+                list(final["response_ids"][i]),
+                accept,
+                top_k=8,
+                top_p=0.95,
+                temperature=1.0,
+                observation="prefix",
+            )
+            assert final["kl_exact_paid"][i] == pytest.approx(ref.kl, abs=1e-6, rel=1e-5)
+            assert returns[i] == pytest.approx(1.0 - 0.5 * final["kl_paid"][i], abs=1e-6)  # reward - β Σ log π/q
+            returns[i] = 0.0
+            checked += 1
+    assert checked >= 20
+
+
+def test_kl_logratio_is_unbiased_for_the_exact_kl(make_venv):
+    # actions sampled from the accept function the env is told about: mean Σ log π/q = mean Σ KL(π_t || q_t)
+    n = 64
+    venv = make_venv(n, observation="prefix", kl_coef=1.0, max_new_tokens=4, top_k=6, top_p=1.0)
+    accept = _linear_accept(venv.unwrapped.single_observation_space.shape[0], seed=3)
+    venv.unwrapped.set_accept_fn(accept)
+    obs, _ = venv.reset(seed=7)
+    rng = np.random.default_rng(1)
+    logratio, exact = [], []
+    while len(logratio) < 600:
+        obs, _, term, trunc, info = venv.step((rng.random(n) < accept(obs)).astype(np.int64))
+        for i in np.flatnonzero(term | trunc):
+            logratio.append(info["final_info"]["kl_paid"][i])
+            exact.append(info["final_info"]["kl_exact_paid"][i])
+    logratio, exact = np.array(logratio), np.array(exact)
+    assert exact.mean() > 0.05  # the proxy steers: there is a KL to estimate
+    se = np.std(logratio - exact, ddof=1) / np.sqrt(len(logratio))
+    assert abs(logratio.mean() - exact.mean()) < 4 * se + 1e-9
+
+
+def test_kl_coef_zero_charges_nothing(make_venv):
+    runs = []
+    for kwargs in ({}, {"kl_coef": 0.0}):
+        venv = make_venv(4, observation="prefix", reward=lambda p, r: [len(x) for x in r], **kwargs)
+        venv.reset(seed=2)
+        runs.append([venv.step(np.array([1, 0, 1, 1]))[1] for _ in range(12)])
+    np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))
+
+
+def test_kl_penalty_errors(make_venv):
+    with pytest.raises(ConfigError, match="kl_coef=0.1 needs observation='prefix'"):
+        make_venv(2, kl_coef=0.1)
+    venv = make_venv(2, observation="prefix", kl_coef=0.1)
+    venv.reset(seed=0)
+    with pytest.raises(StateError, match="set_accept_fn"):
+        venv.step(np.ones(2, dtype=np.int64))
+    with pytest.raises(ConfigError, match="pool_observations\\(\\) needs observation='prefix'"):
+        make_venv(2).unwrapped.pool_observations()
+
+
+# ---------------------------------------------------------------------------------- a reward that fails
+class Flaky:
+    """Raises (or returns NaN) on its ``bad``-th call, fine otherwise."""
+
+    name = "flaky"
+
+    def __init__(self, bad: int, nan: bool = False):
+        self.calls, self.bad, self.nan = 0, bad, nan
+
+    def __call__(self, prompts, responses):
+        self.calls += 1
+        if self.calls == self.bad:
+            if self.nan:
+                return [float("nan")] * len(responses)
+            raise ValueError("reward server timed out")
+        return [1.0] * len(responses)
+
+
+def _run_until_error(venv, n):
+    for _ in range(200):
+        venv.step(np.ones(n, dtype=np.int64))
+    raise AssertionError("no reward error")
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["raises", "nan"])
+def test_reward_failure_says_reset_and_the_env_recovers(make_venv, nan):
+    venv = make_venv(2, reward=Flaky(bad=1, nan=nan), max_new_tokens=3)
+    venv.reset(seed=0)
+    with pytest.raises(
+        RewardError, match=r"(raised ValueError: reward server timed out|returned nan).*usable again after reset\(\)"
+    ):
+        _run_until_error(venv, 2)
+    with pytest.raises(StateError, match=r"last step\(\) failed.*call reset\(\) before step\(\)"):
+        venv.step(np.ones(2, dtype=np.int64))
+    venv.reset(seed=1)
+    ended = 0
+    for _ in range(20):
+        _, reward, term, trunc, _ = venv.step(np.ones(2, dtype=np.int64))
+        ended += int((term | trunc).sum())
+        assert np.all(reward[term | trunc] == 1.0)
+    assert ended >= 2
+
+
+def test_reward_failure_partial_reset_must_cover_the_failed_envs(make_venv):
+    venv = make_venv(2, reward=Flaky(bad=1), max_new_tokens=3)
+    venv.reset(seed=0)
+    with pytest.raises(RewardError):
+        _run_until_error(venv, 2)
+    failed = venv.unwrapped._failed[1].cpu().numpy()
+    if not failed.all():
+        with pytest.raises(StateError, match="reset them too"):
+            venv.reset(options={"reset_mask": ~failed})
+    venv.reset(options={"reset_mask": failed})
+    venv.step(np.ones(2, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------- registration
 def test_registration_and_make_by_module_string(tiny):
     env = gym.make("proxy_env:proxy_env/ProxyRLHF-v1", model=tiny, prompts=PROMPTS, max_new_tokens=2)
     obs, _ = env.reset(seed=0)
@@ -338,9 +470,5 @@ def test_registration_and_make_by_module_string(tiny):
     assert spec.vector_entry_point and all(isinstance(v, (str, int, float, type(None))) for v in spec.kwargs.values())
 
 
-def test_reset_with_chosen_prompts(make_venv):
-    venv = make_venv(3)
-    venv.reset(seed=0, options={"prompt_index": [2, 0, 1]})
-    assert venv.unwrapped.state.prompt_index.tolist() == [2, 0, 1]
-    with pytest.raises(ConfigError, match=r"options\['prompt_index'\] must be 3 ints in \[0, 4\)"):
-        venv.reset(seed=0, options={"prompt_index": [0, 1, 9]})
+def test_env_still_registered():
+    assert proxy_env.ENV_ID in gym.registry

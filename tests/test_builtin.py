@@ -1,3 +1,5 @@
+"""Built-in rewards (proxy_env/rewards/builtin.py): VADER by default, bad reward sources named, an HF classifier."""
+
 import math
 
 import pytest

@@ -1,4 +1,6 @@
-"""The online pairwise reward."""
+"""The online pairwise reward (proxy_env/rewards/pairwise.py): a judge compares each response with the unsteered
+LLM's (1 win, 0.5 tie, 0 loss), the sampled reference is seeded, and reward="pairwise" builds it in the env.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import resolve_reward
-
-PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
 
 
 def _run(venv, steps=40):

@@ -13,8 +13,7 @@ pytest.importorskip("datasets")
 from agents.finetune import FinetuneConfig, finetune, pairwise_reward
 from feedback.sources import Preference
 from proxy_env.errors import ConfigError, StateError
-
-PROMPTS = ["Hello!", "How are you today?", "Tell me about the weather.", "What is your favourite book?"]
+from tests.conftest import PROMPTS
 
 
 def small(tiny_dir, out, **overrides) -> FinetuneConfig:

@@ -1,0 +1,78 @@
+"""The bench report (agents/eval/report.py): φ against the best-of-N frontier with collapse flags, and one line
+per fine-tuning curve in the figure.
+"""
+
+import numpy as np
+import pytest
+
+
+def test_phi_interpolates_best_of_n_and_flags_collapse():
+    from agents.eval.report import _frontier_scores
+
+    def row(agent, kind, kl, reward, d2=0.8, ppl=6.0):
+        return {"agent": agent, "kind": kind, "kl": kl, "reward": reward, "distinct_2": d2, "perplexity": ppl}
+
+    rows = [
+        row("always-accept", "baseline", 0.0, 0.2),
+        row("best-of-2", "best-of-n", 0.2, 0.4),
+        row("best-of-4", "best-of-n", 0.6, 0.5),
+        row("best-of-16", "best-of-n", 1.8, 0.8, ppl=6.5),
+        row("proxy", "proxy", 0.4, 0.4),
+        row("hacked", "proxy", 1.0, 0.9, d2=0.3),
+        row("far", "proxy", 5.0, 0.9),
+    ]
+    _frontier_scores(rows)
+    phi = {r["agent"]: r["phi"] for r in rows}
+    assert phi["proxy"] == pytest.approx(0.2 / 0.25)  # best-of-N at KL 0.4: 0.45
+    assert phi["hacked"] == pytest.approx(0.7 / (0.5 + 0.3 * 0.4 / 1.2 - 0.2))
+    assert np.isnan(phi["far"]) and np.isnan(phi["best-of-2"])  # beyond the frontier's range; the frontier itself
+    collapsed = {r["agent"]: r["collapsed"] for r in rows}
+    assert collapsed == {
+        "always-accept": False,
+        "best-of-2": False,
+        "best-of-4": False,
+        "best-of-16": False,
+        "proxy": False,
+        "hacked": True,
+        "far": False,
+    }
+    rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
+    _frontier_scores(rows)
+    assert rows[4]["collapsed"]
+
+
+def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.eval.report import _curves
+
+    def row(curve, point, kl, reward):
+        return {
+            "agent": f"fine-tuned ({point})",
+            "kind": "finetune",
+            "curve": curve,
+            "point": point,
+            "kl": kl,
+            "kl_lo": kl - 0.1,
+            "kl_hi": kl + 0.1,
+            "reward": reward,
+            "reward_lo": reward - 0.05,
+            "reward_hi": reward + 0.05,
+        }
+
+    rows = [
+        row("grpo", "β=0.5", 8.0, 0.5),
+        row("grpo", "β=0.1", 20.0, 0.8),
+        row("dpo (ppl ≤ q0.75)", "β=0.1", 6.0, 0.4),
+        row("grpo", "β=2", 6.0, 0.3),
+    ]
+    fig, ax = plt.subplots()
+    _curves(ax, rows)
+    assert ax.get_legend_handles_labels()[1] == ["grpo", "dpo (ppl ≤ q0.75)"]
+    grpo_line = ax.get_lines()[0]
+    assert list(grpo_line.get_xdata()) == [6.0, 8.0, 20.0] and list(grpo_line.get_ydata()) == [0.3, 0.5, 0.8]
+    assert [t.get_text() for t in ax.texts] == ["β=2", "β=0.5", "β=0.1", "β=0.1"]
+    plt.close(fig)
