@@ -25,7 +25,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+gpu-smoke: $(VENV)/.installed
+	OUT=$${OUT:-runs/gpu-smoke} bash benchmarks/gpu/run.sh --smoke
+
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo test test-fast lint gpu-smoke

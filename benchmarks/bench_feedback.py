@@ -82,10 +82,11 @@ def main() -> None:
     import torch
 
     from agents.training import resolve_lm
-    from feedback import RewardFeedback, build_preferences, is_reward_model_dir, write_jsonl
+    from feedback import RewardFeedback, build_preferences, write_jsonl
     from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import VaderReward
+    from proxy_env.rewards.learned import is_reward_model_dir
 
     if args.num_prompts < 0:
         raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
@@ -149,7 +150,8 @@ def main() -> None:
 
 def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[str, object]) -> None:
     """Stage 2: both encoders x every seed; figures per seed and their mean; the first seed's RMs saved (OUT_DIR/rm is the tuned one)."""
-    from feedback import RMTrainConfig, SentenceEncoder, train_reward_model
+    from feedback import RMTrainConfig, train_reward_model
+    from proxy_env.rewards.encoders import SentenceEncoder
 
     for name, pooling, layers in (("rm_mean_last", "mean", [-1]), ("rm", args.pooling, args.layers)):
         encoder, by_seed = _EmbedOnce(SentenceEncoder(pooling=pooling, layers=layers)), []
@@ -188,8 +190,8 @@ def _train_rms(pairs: list, args: argparse.Namespace, out: Path, figures: dict[s
 
 def _judge(lm: object, pairs: list, args: argparse.Namespace) -> dict[str, object]:
     """The LLM as an AI judge of VADER-labelled pairs: agreement with VADER, parse failures, position bias."""
-    from feedback import LLMJudge
     from feedback.sources import judge_agreement
+    from proxy_env.rewards.judge import LLMJudge
 
     report: dict[str, object] = {"pairs": len(pairs)}
     for mode in args.judge_modes:

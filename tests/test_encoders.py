@@ -9,8 +9,10 @@ import time
 import pytest
 import torch
 
-from feedback import LMEncoder, RMTrainConfig, SentenceEncoder, load_reward_model, train_reward_model
+from feedback import RMTrainConfig, train_reward_model
 from proxy_env.errors import ConfigError
+from proxy_env.rewards.encoders import LMEncoder, SentenceEncoder
+from proxy_env.rewards.learned import load_reward_model
 from tests.conftest import _toy_pairs
 
 

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from feedback import RMTrainConfig, SentenceEncoder, train_reward_model, write_jsonl
+from feedback import RMTrainConfig, train_reward_model, write_jsonl
 from proxy_env.errors import ConfigError
+from proxy_env.rewards.encoders import SentenceEncoder
 from tests.conftest import _toy_pairs
 
 

@@ -17,13 +17,22 @@ MORE = PROMPTS + ["Say something nice.", "Why is the sky blue?", "Good morning!"
 
 def test_always_accept_greedy_is_the_llms_greedy_decoding(tiny):
     """Each prompt gets its own response: with order='greedy', always-accept = HF greedy decoding."""
-    gen = ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=4)
+    _always_accept_greedy_is_greedy_generate(tiny)
+
+
+@pytest.mark.gpu
+def test_always_accept_greedy_is_hf_greedy_generate_on_cuda(cuda_lm):
+    _always_accept_greedy_is_greedy_generate(cuda_lm("float32"))
+
+
+def _always_accept_greedy_is_greedy_generate(lm):
+    gen = ProxyGenerator(lm, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=4)
     results = gen.generate(MORE)
     assert [g.prompt for g in results] == MORE
-    greedy = ReferenceBaseline(tiny, _zero, EnvConfig(max_new_tokens=6)).greedy(MORE)
+    greedy = ReferenceBaseline(lm, _zero, EnvConfig(max_new_tokens=6)).greedy(MORE)  # Hugging Face generate
     assert [g.text for g in results] == greedy
     assert all(g.rejections == 0 and g.rejected_ids == [] and len(g.token_ids) <= 6 for g in results)
-    one_batch = ProxyGenerator(tiny, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=16).generate(MORE)
+    one_batch = ProxyGenerator(lm, AlwaysAccept(), max_new_tokens=6, order="greedy", batch_size=16).generate(MORE)
     assert [g.token_ids for g in one_batch] == [g.token_ids for g in results]
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from feedback import LLMJudge
 from proxy_env.errors import ConfigError
-from proxy_env.rewards.judge import check_template
+from proxy_env.rewards.judge import LLMJudge, check_template
 from tests.conftest import PROMPTS, ScriptedLM
 
 

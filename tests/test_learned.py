@@ -10,11 +10,12 @@ import os
 import pytest
 import torch
 
-from feedback import BTRewardModel, RMTrainConfig, SentenceEncoder, load_reward_model, train_reward_model
+from feedback import RMTrainConfig, train_reward_model
 from feedback.records import PreferencePair
 from proxy_env.errors import ConfigError, DataError
 from proxy_env.rewards import resolve_reward
-from proxy_env.rewards.learned import CONFIG_NAME, Standardize, TokenMeanHead
+from proxy_env.rewards.encoders import SentenceEncoder
+from proxy_env.rewards.learned import CONFIG_NAME, BTRewardModel, Standardize, TokenMeanHead, load_reward_model
 from tests.conftest import Toy, _toy_pairs, _truncate
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from feedback import LLMJudge, RewardFeedback, build_preferences
+from feedback import RewardFeedback, build_preferences
+from proxy_env.rewards.judge import LLMJudge
 from tests.conftest import PROMPTS, ScriptedLM, length_reward
 
 

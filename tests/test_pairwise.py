@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedback import LLMJudge, PairwiseJudgeReward
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import resolve_reward
+from proxy_env.rewards.judge import LLMJudge
+from proxy_env.rewards.pairwise import PairwiseJudgeReward
 
 
 def _run(venv, steps=40):

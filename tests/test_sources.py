@@ -4,9 +4,10 @@ that labelled the pairs.
 
 from __future__ import annotations
 
-from feedback import LLMJudge, RewardFeedback
+from feedback import RewardFeedback
 from feedback.records import PreferencePair
 from feedback.sources import judge_agreement
+from proxy_env.rewards.judge import LLMJudge
 from tests.conftest import ScriptedLM, length_reward
 
 

@@ -331,3 +331,16 @@ def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
     assert torch.allclose(g.double(), -0.4 * delta, atol=0.02 * float(delta.std()))
     with pytest.raises(ConfigError, match="--tilt-future needs tilt data"):
         future_values(tiny, data.replace(togo=None))
+
+
+@pytest.mark.gpu
+def test_train_tilt_on_cuda_changes_the_actor(cuda_lm):
+    lm = cuda_lm("float32")
+    cfg = _cfg(policy_device="cuda", num_envs=8, total_timesteps=128, tilt_epochs=2)
+    env = make_sb3_env({"model": lm, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix"}, 1)
+    initial = build_agent(cfg.actor_config(), env).policy.action_net.weight.detach().clone()  # same seed, same init
+    env.close()
+    result = train_tilt(cfg, model=lm, reward=_length_reward)
+    head = result.model.policy.action_net.weight  # the fit moves it; balance_norm touches only the LayerNorm
+    assert head.device.type == "cuda" and len(result.kl_history) == 2
+    assert not torch.equal(head.detach(), initial.to(head.device))

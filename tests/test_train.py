@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from agents.baselines import AlwaysAccept, RandomReject
 from agents.callbacks import run_episodes
@@ -176,3 +177,42 @@ def test_tqdm_progress_bar_without_rich(monkeypatch, capsys):
     assert result.model.num_timesteps == 64
     err = capsys.readouterr().err
     assert "64/64" in err and "step/s" in err  # TqdmCallback writes to stderr with unit "step"
+
+
+class _InitialWeights:
+    """An SB3 callback (built lazily: SB3 is imported by the module under test anyway) keeping the initial weights."""
+
+    def __new__(cls):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Keep(BaseCallback):
+            def _on_training_start(self) -> None:
+                self.weights = [p.detach().clone() for p in self.model.policy.parameters()]
+
+            def _on_step(self) -> bool:
+                return True
+
+        return Keep()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("observation", ["candidate", "prefix"])
+def test_ppo_trains_on_cuda_and_changes_its_weights(cuda_lm, observation):
+    cfg = train_config(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=4,
+        observation=observation,
+        forced_steps=True,
+        num_envs=16,
+        total_timesteps=512,
+        n_steps=16,
+        batch_size=64,
+        policy_device="cuda",
+        eval_freq=0,
+    )
+    initial = _InitialWeights()
+    result = train(cfg, model=cuda_lm("float32"), reward=lambda p, r: [len(x) / 10 for x in r], callbacks=[initial])
+    after = list(result.model.policy.parameters())
+    assert result.model.num_timesteps >= 512 and after[0].device.type == "cuda"
+    assert any(not torch.equal(a.detach(), b) for a, b in zip(after, initial.weights))

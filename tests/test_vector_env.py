@@ -32,6 +32,24 @@ MODE_IDS = ["candidate", "prefix", "candidate-forced-steps", "prefix-forced-step
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_batched_env_equals_single_envs(make_venv, make_env, mode):
+    _batched_equals_single(make_venv, make_env, mode)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_batched_env_equals_single_envs_on_cuda(cuda_lm, mode):
+    lm = cuda_lm("float32")
+    _batched_equals_single(
+        lambda n, **kw: gym.make_vec(
+            proxy_env.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", model=lm, prompts=PROMPTS, **kw
+        ),
+        lambda **kw: gym.make(proxy_env.ENV_ID, model=lm, prompts=PROMPTS, **kw),
+        mode,
+    )
+
+
+def _batched_equals_single(make_venv, make_env, mode):
+    """Env i of a batched env, stepped by a seeded policy, gives what a single env run alone with seed + i gives."""
     n, steps, seed = 8, 40, 11
     venv = make_venv(n, max_new_tokens=5, reward=lambda p, r: [len(x) / 10 for x in r], **mode, info_text=True)
     obs, _ = venv.reset(seed=seed)
@@ -81,7 +99,22 @@ def test_batched_env_equals_single_envs(make_venv, make_env, mode):
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
-    # first response token under always-accept vs the LLM's truncated distribution
+    _always_accept_is_the_sampler(make_venv, tiny, mode)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_always_accept_samples_the_llm_distribution_on_cuda_in_bf16(cuda_lm, mode):
+    lm = cuda_lm("bfloat16")
+
+    def make_venv(n, **kw):
+        return gym.make_vec(proxy_env.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", model=lm, **kw)
+
+    _always_accept_is_the_sampler(make_venv, lm, mode)
+
+
+def _always_accept_is_the_sampler(make_venv, lm, mode):
+    """The first response token under always-accept against the LLM's truncated distribution (chi-square)."""
     n, top_k, temperature = 64, 5, 1.5
     venv = make_venv(
         n, prompts=["Hello!"], max_new_tokens=1, top_k=top_k, top_p=1.0, temperature=temperature, **mode, info_text=True
@@ -93,7 +126,7 @@ def test_always_accept_samples_the_llm_distribution(make_venv, tiny, mode):
         for i in np.flatnonzero(term | trunc):
             token = info["final_info"]["response_ids"][i][0]
             counts[token] = counts.get(token, 0) + 1
-    logits = tiny.forward_full(tiny.encode_prompt("Hello!")).logits[-1:]
+    logits = lm.forward_full(lm.encode_prompt("Hello!")).logits[-1:].float()
     pool = candidates.truncate(logits, top_k, 1.0, temperature)
     size = int(pool.size[0])
     expected = dict(zip(pool.tokens[0, :size].tolist(), pool.logq[0, :size].exp().tolist()))

@@ -41,8 +41,9 @@ def _judge_template(path: str | None) -> str | None:
 
 
 def _source(args: argparse.Namespace, lm: Any, template: str | None = None) -> Any:
-    from feedback import LLMJudge, RewardFeedback
+    from feedback import RewardFeedback
     from proxy_env.rewards import resolve_reward
+    from proxy_env.rewards.judge import LLMJudge
 
     if args.source == "reward":
         return RewardFeedback(resolve_reward(args.reward, lm=lm), tie_tolerance=args.tie_tolerance)
@@ -105,8 +106,8 @@ def _prefs_build(args: argparse.Namespace) -> int:
 
 
 def _encoder(args: argparse.Namespace) -> Any:
-    from feedback import LMEncoder, SentenceEncoder
     from proxy_env.errors import ConfigError
+    from proxy_env.rewards.encoders import LMEncoder, SentenceEncoder
 
     if args.encoder == "lm":
         from proxy_env.engine.models import as_frozen_lm
@@ -149,7 +150,8 @@ def _rm_train(args: argparse.Namespace) -> int:
 def _rm_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from feedback import load_pair_files, load_reward_model
+    from feedback import load_pair_files
+    from proxy_env.rewards.learned import load_reward_model
 
     lm = None
     if args.model is not None:
