@@ -406,9 +406,11 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def _potential(self, rows: np.ndarray) -> np.ndarray:
         """The reward of ``rows``' (indices) responses so far: reward shaping's potential."""
-        prompts, responses = self.prefixes()
-        texts = [self.lm.decode(responses[i]) for i in rows]
-        return np.asarray(score(self.reward_fn, [prompts[i] for i in rows], texts), dtype=np.float64)
+        state = self.state
+        position, prompt_index = state.position.tolist(), state.prompt_index.tolist()  # one read each, not per row
+        texts = [self.lm.decode(state.response[i, : position[i]].tolist()) for i in rows]
+        prompts = [self.prompts[prompt_index[i]] for i in rows]
+        return np.asarray(score(self.reward_fn, prompts, texts), dtype=np.float64)
 
     def _scored(self, ended: torch.Tensor) -> dict[str, Any]:
         """:meth:`_end_info`; if scoring fails, the env is marked for reset and the error says so."""
