@@ -22,7 +22,7 @@ import numpy as np
 import proxy_env
 from proxy_env.config import Action
 from proxy_env.engine.lm import FrozenLM
-from proxy_env.errors import ConfigError
+from proxy_env.errors import ActionError, ConfigError
 from proxy_env.prompts import load_prompts
 
 # env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
@@ -153,7 +153,7 @@ class ProxyGenerator:
                 actions, state = self.proxy.predict(
                     obs, state=state, episode_start=starts, deterministic=self.deterministic
                 )
-                actions = np.asarray(actions).reshape(m).astype(np.int64)
+                actions = _proxy_actions(actions, m)
                 for i in np.flatnonzero(actions == Action.REJECT):
                     if results[i] is None:
                         rejected[i].append(int(info["token_id"][i]))
@@ -188,3 +188,21 @@ def _resolve_model(model: Any, device: str | None) -> FrozenLM:
     from proxy_env.engine.models import as_frozen_lm
 
     return as_frozen_lm(model, device=device)
+
+
+def _proxy_actions(actions: Any, rows: int) -> np.ndarray:
+    """The proxy's ``predict`` output as ``rows`` int64 actions; anything but one 0/1 per row is refused, named."""
+    array = np.asarray(actions)
+    if array.size != rows:
+        raise ActionError(
+            f"the proxy's predict returned {array.size} actions for {rows} observations; it must return one action "
+            "(0 = REJECT, 1 = ACCEPT) per row."
+        )
+    array = array.reshape(rows)
+    bad = ~np.isin(array, (0, 1))
+    if bad.any():
+        raise ActionError(
+            f"the proxy's predict returned {array[bad][0].item()!r} as an action; actions are 0 (REJECT) or 1 (ACCEPT). "
+            "A probability is not an action: sample it or threshold it first."
+        )
+    return array.astype(np.int64)

@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import logger
 from gymnasium.vector import AutoresetMode
 
 from proxy_env.vector.seeding import single_seed
@@ -30,7 +31,13 @@ class ProxyRLHFEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        kwargs.pop("autoreset_mode", None)
+        if "autoreset_mode" in kwargs:  # gym.make_vec(..., vectorization_mode="sync", autoreset_mode=...) lands here
+            mode = kwargs.pop("autoreset_mode")
+            logger.warn(
+                f"autoreset_mode={mode!r} is ignored: the single env does not reset itself. For Gymnasium's "
+                "SyncVectorEnv pass vector_kwargs={'autoreset_mode': ...}; for the batched env use "
+                "gym.make_vec(..., vectorization_mode='vector_entry_point', autoreset_mode=...)."
+            )
         self.vector_env = ProxyRLHFVectorEnv(
             1, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs
         )

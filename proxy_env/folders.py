@@ -58,6 +58,16 @@ def _describe(foreign: list[str]) -> str:
     return f"{len(foreign)} {'entry' if len(foreign) == 1 else 'entries'} that proxy-rlhf did not write ({shown})"
 
 
+def check_not_a_file(path: str | Path, *, arg: str) -> Path:
+    """Refuse (:class:`OutputPathError` naming ``arg``) a folder path that is a file or lies under one."""
+    path = Path(path).expanduser()
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == path else f"lies under {str(parent)!r}, which is a file"
+            raise OutputPathError(f"{arg}={str(path)!r} {what}; pass a folder (it will hold the output files).")
+    return path
+
+
 def check_output_dir(path: str | Path, *, arg: str, markers: Iterable[str], names: Iterable[str]) -> Path:
     """Check, before any work, that the folder ``path`` can be written without destroying anything.
 
@@ -74,10 +84,7 @@ def check_output_dir(path: str | Path, *, arg: str, markers: Iterable[str], name
         raise OutputPathError(
             f"{shown} is a symbolic link; pass the folder it points to ({os.path.realpath(path)!r}) or a new folder."
         )
-    for parent in [path, *path.parents]:
-        if parent.exists() and not parent.is_dir():
-            what = "is a file" if parent == path else f"lies under {str(parent)!r}, which is a file"
-            raise OutputPathError(f"{shown} {what}; pass a folder (it will hold the output files).")
+    check_not_a_file(path, arg=arg)
     resolved, cwd = path.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
         raise OutputPathError(

@@ -151,3 +151,21 @@ def test_frontier_from_an_earlier_run_joins_the_table_and_is_checked(tiny, tmp_p
         )
     with pytest.raises(ConfigError, match="frontier_from=.*cannot be read"):
         run_bench(BenchConfig(**{**QUICK, "frontier_from": str(tmp_path / "missing.csv")}), lm=tiny)
+
+
+def test_cli_out_that_is_a_file_is_refused_before_the_benchmark_runs(tmp_path, capsys, monkeypatch):
+    """The benchmark's results must not be thrown away at the end: a bad --out fails before anything runs."""
+    import agents.eval.bench
+    from agents.cli import main
+
+    def not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(agents.eval.bench, "run_bench", not_run)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, says in ((afile, "is a file"), (afile / "sub", "lies under")):
+        assert main(["bench", "--quick", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out={str(out)!r} {says}" in err and "pass a folder" in err, err
+    assert afile.read_text() == "mine"

@@ -60,3 +60,17 @@ def test_hf_reward_model_on_a_tiny_classifier(tiny, tmp_path):
     assert isinstance(fn, HFRewardModel)
     with pytest.raises(ConfigError, match="label='happy' is not a label"):
         HFRewardModel(str(tmp_path), label="happy")
+
+
+@pytest.mark.parametrize("value", ["0.5", True, None, b"1"], ids=["str", "bool", "none", "bytes"])
+def test_score_refuses_values_that_are_not_numbers(value):
+    """A string or a bool would be coerced to a float without a word; it is refused, naming the value."""
+    with pytest.raises(RewardError, match=r"returned .* among its values; return one int or float per response"):
+        score(lambda p, r: [1.0, value], ["p", "p"], ["a", "b"])
+
+
+def test_score_takes_ints_floats_numpy_and_torch_values():
+    import numpy as np
+
+    for values in ([1, 2.5], np.array([1.0, 2.5], dtype=np.float32), torch.tensor([1.0, 2.5]), [np.int64(1), 2.5]):
+        assert score(lambda p, r, v=values: v, ["p", "p"], ["a", "b"]).tolist() == [1.0, 2.5]

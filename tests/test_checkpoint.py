@@ -351,3 +351,24 @@ def test_checkpoint_refuses_an_llm_with_another_fingerprint(saved, tiny_gpt2):
         CheckpointError, match=r"trained on the LLM 'tiny'.*model_type 'llama' vs 'gpt2'.*--model 'tiny'"
     ):
         ProxyGenerator.from_checkpoint(saved, model=tiny_gpt2, device="cpu")
+
+
+def test_a_tensor_writer_failure_is_rescued_too(tmp_path):
+    """safetensors' own error ("File too large" under a file-size limit) gets the rescue, not "a bug"."""
+    from safetensors import SafetensorError
+
+    from agents.saving.checkpoint import save_or_rescue
+
+    written = []
+
+    def save(agent, path=None):
+        if path is None:
+            raise SafetensorError("Error while serializing: IoError(File too large (os error 27))")
+        written.append(path)
+        return path
+
+    with pytest.raises(
+        CheckpointError, match=r"could not be written \(Error while serializing.*saved to .*run\.rescued-"
+    ):
+        save_or_rescue(save, object(), str(tmp_path / "run"))
+    assert len(written) == 1 and ".rescued-" in written[0]

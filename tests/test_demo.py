@@ -84,6 +84,23 @@ def test_demo_budget_must_be_positive(capsys, decisions, monkeypatch):
     assert code == 2 and f"--decisions={decisions} must be >= 1" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--num-envs", "0"], "num_envs=0 must be an int >= 1"),
+        (["--num-envs", "-2"], "num_envs=-2 must be an int >= 1"),
+        (["--learning-rate", "0"], "learning_rate=0.0 must be a finite number in (0, 1]"),
+        (["--recipe", "ppo", "--learning-rate", "0"], "learning_rate=0.0 must be a finite number in (0, 1]"),
+    ],
+    ids=["num-envs-0", "num-envs-negative", "lr-0-tilt", "lr-0-ppo"],
+)
+def test_demo_zero_or_negative_settings_are_refused_not_replaced(capsys, monkeypatch, flags, needle):
+    """0 is a value, not "unset": it gets train's error instead of silently becoming the recipe's default."""
+    _no_model(monkeypatch)
+    code, err = _cli(capsys, "demo", "--model", "tiny", *flags)
+    assert code == 2 and needle in err, err
+
+
 def test_cli_demo_is_registered():
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--help"])

@@ -48,3 +48,9 @@ def test_default_make_works_offline():
         obs, _reward, term, trunc, info = env.step(proxy_env.Action.ACCEPT)
         done = term or trunc
     assert -1.0 <= info["reward_raw"] <= 1.0 and info["prompt"] in proxy_env.prompts.load_prompts("default")
+
+
+def test_single_env_warns_that_it_ignores_autoreset_mode(tiny):
+    with pytest.warns(UserWarning, match=r"autoreset_mode='next_step' is ignored: the single env does not reset"):
+        env = gym.make(proxy_env.ENV_ID, model=tiny, prompts=["Hi!"], max_new_tokens=2, autoreset_mode="next_step")
+    env.close()

@@ -101,3 +101,28 @@ def test_model_object_checkpoint_needs_model(tmp_path, tiny):
     with pytest.raises(ConfigError, match="trained on a model object.*pass model="):
         ProxyGenerator.from_checkpoint(tmp_path / "p", device="cpu")
     assert ProxyGenerator.from_checkpoint(tmp_path / "p", model=tiny, device="cpu").generate(["Hi!"])
+
+
+class _FixedPredict:
+    """A proxy whose predict returns a fixed array, whatever the observations."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return self.make(len(obs)), state
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda n: [0.7] * n, r"returned 0.7 as an action.*A probability is not an action"),
+        (lambda n: [1] * (n + 1), r"returned 3 actions for 2 observations"),
+    ],
+    ids=["probability", "one-too-many"],
+)
+def test_a_proxy_whose_predict_is_not_one_0_or_1_per_row_is_refused(tiny, make, match):
+    from proxy_env.errors import ActionError
+
+    with pytest.raises(ActionError, match=match):
+        ProxyGenerator(tiny, _FixedPredict(make), max_new_tokens=3).generate(PROMPTS[:2])

@@ -344,3 +344,42 @@ def test_train_tilt_on_cuda_changes_the_actor(cuda_lm):
     head = result.model.policy.action_net.weight  # the fit moves it; balance_norm touches only the LayerNorm
     assert head.device.type == "cuda" and len(result.kl_history) == 2
     assert not torch.equal(head.detach(), initial.to(head.device))
+
+
+def test_a_stop_during_collection_saves_nothing_and_claims_no_decisions(tiny, tmp_path, monkeypatch):
+    """Ctrl-C while collecting: nothing was fitted, so no checkpoint claims the budget (it used to save the initial
+    proxy with num_timesteps = total_timesteps)."""
+    import os
+    import signal
+
+    import agents.tilt.backend
+
+    def interrupted_collect(venv, decisions, **kwargs):
+        data = collect(venv, 8, seed=0)
+        os.kill(os.getpid(), signal.SIGINT)  # the GracefulStop of train_tilt turns it into stop.received
+        return data
+
+    monkeypatch.setattr(agents.tilt.backend, "collect", interrupted_collect)
+    save_dir = tmp_path / "ck"
+    result = train_tilt(_cfg(save_dir=str(save_dir), total_timesteps=10_000), model=tiny, reward=_length_reward)
+    assert result.interrupted == "SIGINT" and result.checkpoint is None and result.model.num_timesteps == 0
+    assert not (save_dir / "proxy_config.json").exists() and result.kl_history == []
+
+
+def test_a_stop_during_the_fit_saves_what_was_fitted_and_says_so(tiny, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import agents.tilt.backend
+
+    real_fit = agents.tilt.backend.fit
+
+    def fit_then_stop(agent, lm, data, **kwargs):
+        history = real_fit(agent, lm, data, **{**kwargs, "epochs": 1})
+        os.kill(os.getpid(), signal.SIGINT)
+        return history
+
+    monkeypatch.setattr(agents.tilt.backend, "fit", fit_then_stop)
+    result = train_tilt(_cfg(save_dir=str(tmp_path / "ck"), tilt_epochs=5), model=tiny, reward=_length_reward)
+    meta = load_checkpoint(result.checkpoint).meta
+    assert result.interrupted == "SIGINT" and meta.config["tilt_fitted_epochs"] == 1 and meta.config["tilt_epochs"] == 5

@@ -505,3 +505,15 @@ def test_registration_and_make_by_module_string(tiny):
 
 def test_env_still_registered():
     assert proxy_env.ENV_ID in gym.registry
+
+
+def test_reset_refuses_unknown_options_and_fractional_prompt_indices(make_venv):
+    venv = make_venv(2)
+    with pytest.raises(
+        ConfigError, match=r"options\['promptindex'\] is not a reset option.*Did you mean 'prompt_index'"
+    ):
+        venv.reset(seed=0, options={"promptindex": [0, 1]})
+    with pytest.raises(ConfigError, match=r"options\['prompt_index'\] must be 2 ints.*dtype float64"):
+        venv.reset(seed=0, options={"prompt_index": [0.7, 1.2]})
+    venv.reset(seed=0, options={"prompt_index": [1, 0]})
+    assert venv.unwrapped.state.prompt_index.tolist() == [1, 0]

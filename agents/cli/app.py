@@ -111,9 +111,7 @@ def _other_backend_flags(unknown: list[str], backend: str) -> str | None:
 def _interrupted(command: str, result: Any) -> int:
     import signal
 
-    where = (
-        f"checkpoint saved to {result.checkpoint}" if result.checkpoint is not None else "nothing saved (no --save-dir)"
-    )
+    where = f"checkpoint saved to {result.checkpoint}" if result.checkpoint is not None else "nothing saved"
     print(
         f"proxy-rlhf {command}: {result.interrupted} received: stopped after {result.model.num_timesteps:,} decisions; {where}.",
         file=sys.stderr,

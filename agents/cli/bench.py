@@ -16,6 +16,7 @@ def _bench(args: Any) -> int:
 
     from agents.eval.bench import run_bench
     from agents.eval.report import write_outputs
+    from proxy_env.folders import check_not_a_file
 
     cfg = BenchConfig(
         model=args.model,
@@ -38,6 +39,7 @@ def _bench(args: Any) -> int:
         frontier_from=args.frontier_from,
         device=args.device,
     )
+    check_not_a_file(cfg.out, arg="--out")  # before the benchmark runs, not after its results exist
     bar = tqdm(total=1, unit="prompt", desc="bench")
 
     def progress(done: int, total: int, stage: str) -> None:

@@ -32,7 +32,9 @@ def train_demo(args: argparse.Namespace) -> tuple[Any, Any]:
         if getattr(args, name) < low:
             raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= {low}.")
     beta = args.kl_coef if args.kl_coef is not None else DEMO_BETA[args.recipe]
-    args.num_envs = args.num_envs or {"tilt": 32, "ppo": 16}[args.recipe]
+    # None means the recipe's default; 0 or a negative value is refused by the config's validation, not replaced
+    args.num_envs = {"tilt": 32, "ppo": 16}[args.recipe] if args.num_envs is None else args.num_envs
+    lr = {"tilt": 3e-3, "ppo": 1e-3}[args.recipe] if args.learning_rate is None else args.learning_rate
     env = EnvConfig(model=args.model, max_new_tokens=args.max_new_tokens, observation="prefix", kl_coef=beta)
     common = dict(
         num_envs=args.num_envs,
@@ -43,7 +45,7 @@ def train_demo(args: argparse.Namespace) -> tuple[Any, Any]:
     )
     if args.recipe == "tilt":
         cfg: SB3Config | TiltConfig = TiltConfig(
-            env=env, **common, learning_rate=args.learning_rate or 3e-3, batch_size=64, tilt_epochs=args.tilt_epochs
+            env=env, **common, learning_rate=lr, batch_size=64, tilt_epochs=args.tilt_epochs
         )  # small batches: enough Adam steps on 4k decisions
         what = (
             f"the tilt recipe: {args.decisions:,} decisions of the LLM's own sampler on {args.num_envs} envs, every candidate's "
@@ -57,7 +59,7 @@ def train_demo(args: argparse.Namespace) -> tuple[Any, Any]:
             init_accept_prob=args.init_accept_prob,
             n_steps=64,
             batch_size=256,
-            learning_rate=args.learning_rate or 1e-3,
+            learning_rate=lr,
             algo_kwargs={"n_epochs": args.n_epochs, "gae_lambda": args.gae_lambda, "ent_coef": 0.0},
         )
         what = (

@@ -366,15 +366,21 @@ def periodic_save(save: Any, agent: Any) -> Path | None:
 
 
 def save_or_rescue(save: Any, agent: Any, path: str) -> Path:
-    """The final save; if it fails, the trained proxy goes to a fresh sibling folder and the error names it."""
+    """The final save; if it fails, the trained proxy goes to a fresh sibling folder and the error names it.
+
+    A failure is the disk's (``OSError``: full, read-only, a file-size limit), ours (``ProxyEnvError``) or the
+    tensor writer's (``SafetensorError``, e.g. "File too large"): all three are rescued.
+    """
+    from safetensors import SafetensorError
+
     try:
         return save(agent)
-    except (OSError, ProxyEnvError) as exc:
+    except (OSError, ProxyEnvError, SafetensorError) as exc:
         target = Path(path).expanduser()
         rescue = target.with_name(f"{target.name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             save(agent, path=str(rescue))
-        except (OSError, ProxyEnvError):
+        except (OSError, ProxyEnvError, SafetensorError):
             logger.exception("could not save the trained proxy to %s either", rescue)
             raise exc from None
         raise CheckpointError(

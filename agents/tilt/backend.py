@@ -120,6 +120,9 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
             )
             if cfg.tilt_data and stop.received is None:
                 save_positions(cfg.tilt_data, key, data)
+        if stop.received is not None:  # stopped while collecting: nothing was fitted, so there is nothing to save
+            agent.num_timesteps = 0
+            return TrainResult(agent, None, param_report(agent, lm.num_parameters), [], [], stop.received)
         if cfg.tilt_future:
             from agents.tilt.future import future_values
 
@@ -131,28 +134,25 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
                     logger.record(f"tilt/future_{name}", value)
                 logger.dump(0)
         balance_norm(agent, lm, data)
-        history = (
-            []
-            if stop.received
-            else fit(
-                agent,
-                lm,
-                data,
-                beta=cfg.env.kl_coef,
-                epochs=cfg.tilt_epochs,
-                warmup_epochs=cfg.tilt_warmup_epochs,
-                lr=cfg.learning_rate or 3e-3,
-                batch_size=cfg.batch_size or 256,
-                seed=cfg.seed,
-                max_rejections=cfg.env.max_rejections,
-                order=cfg.env.order,
-                progress=cfg.progress_bar,
-                stop=stop,
-                logger=logger,
-            )
+        history = fit(
+            agent,
+            lm,
+            data,
+            beta=cfg.env.kl_coef,
+            epochs=cfg.tilt_epochs,
+            warmup_epochs=cfg.tilt_warmup_epochs,
+            lr=cfg.learning_rate or 3e-3,
+            batch_size=cfg.batch_size or 256,
+            seed=cfg.seed,
+            max_rejections=cfg.env.max_rejections,
+            order=cfg.env.order,
+            progress=cfg.progress_bar,
+            stop=stop,
+            logger=logger,
         )
         agent.num_timesteps = -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs  # whole steps, as SB3 counts
-        config = {**config_dict(cfg), "backend": "tilt"}
+        # a stop during the fit saves what was fitted; the config says how many epochs that was
+        config = {**config_dict(cfg), "backend": "tilt", "tilt_fitted_epochs": len(history)}
         save = (
             partial(
                 save_agent,

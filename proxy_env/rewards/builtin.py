@@ -170,6 +170,13 @@ def resolve_reward(
     )
 
 
+_REAL = object()  # a marker: every value was a real number
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def score(fn: RewardFn, prompts: list[str], responses: list[str]) -> np.ndarray:
     """Call a reward source and validate: one finite float per response, as a float64 array (n,)."""
     try:
@@ -182,6 +189,12 @@ def score(fn: RewardFn, prompts: list[str], responses: list[str]) -> np.ndarray:
         raise RewardError(
             f"reward source {reward_name(fn)!r} returned {type(values).__name__}, not a list of floats "
             f"(one per response)."
+        )
+    odd = next((v for v in np.asarray(values, dtype=object).reshape(-1) if not _is_real(v)), _REAL)
+    if odd is not _REAL:  # "0.5" or True would be coerced to a float without a word
+        raise RewardError(
+            f"reward source {reward_name(fn)!r} returned {odd!r} ({type(odd).__name__}) among its values; "
+            "return one int or float per response (not strings or bools)."
         )
     try:
         array = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -30,7 +30,7 @@ from proxy_env.config import (
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.engine.models import as_frozen_lm
-from proxy_env.errors import ConfigError, ConfigTypeError, RewardError, StateError
+from proxy_env.errors import ConfigError, ConfigTypeError, RewardError, StateError, did_you_mean
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
 from proxy_env.rewards.shaping import PotentialShaping
@@ -41,6 +41,7 @@ from proxy_env.vector.prefix import AcceptFn, KLCharge, PoolView, PrefixDecoder
 
 __all__ = ["AcceptFn", "KLCharge", "PoolView", "ProxyRLHFVectorEnv"]
 
+RESET_OPTIONS = ("reset_mask", "prompt_index")  # what reset(options=...) takes; any other key is refused
 # the constructor's arguments that are not settings of the MDP (EnvConfig): how this instance runs
 RUNTIME_HELP = {
     "num_envs": "episodes run in parallel (rows of the batched LLM)",
@@ -212,6 +213,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
         ``options["prompt_index"]``: one prompt index per env instead of the seeded draw.
         """
         seeds = seeding.env_seeds(seed, self.num_envs)
+        for key in options or {}:
+            if key not in RESET_OPTIONS:
+                raise ConfigError(
+                    f"options[{key!r}] is not a reset option of this env; it takes {list(RESET_OPTIONS)}."
+                    + did_you_mean(str(key), RESET_OPTIONS)
+                )
         super().reset(seed=seeding.first_seed(seed))
         state, device = self.state, self.lm.device
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=device)
@@ -376,7 +383,13 @@ class ProxyRLHFVectorEnv(VectorEnv):
         return rows
 
     def _prompt_index(self, value: Any) -> torch.Tensor:
-        index = torch.as_tensor(np.asarray(value), dtype=torch.long, device=self.lm.device)
+        array = np.asarray(value)
+        if not np.issubdtype(array.dtype, np.integer):  # 0.7 would be truncated to prompt 0 without a word
+            raise ConfigError(
+                f"options['prompt_index'] must be {self.num_envs} ints in [0, {len(self.prompts)}), got {value!r} "
+                f"(dtype {array.dtype})."
+            )
+        index = torch.as_tensor(array, dtype=torch.long, device=self.lm.device)
         if index.shape != (self.num_envs,) or bool(((index < 0) | (index >= len(self.prompts))).any()):
             raise ConfigError(
                 f"options['prompt_index'] must be {self.num_envs} ints in [0, {len(self.prompts)}), got {value!r}."
