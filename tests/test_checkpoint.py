@@ -372,3 +372,23 @@ def test_a_tensor_writer_failure_is_rescued_too(tmp_path):
     ):
         save_or_rescue(save, object(), str(tmp_path / "run"))
     assert len(written) == 1 and ".rescued-" in written[0]
+
+
+def test_flipped_bytes_in_the_weights_are_caught_by_the_recorded_digest(saved, tmp_path):
+    """safetensors has no checksum: a few flipped bytes load fine and steer differently, unless the digest is checked."""
+    import shutil
+
+    from agents.saving.folder import ProxyFolderError, load_proxy
+
+    path = tmp_path / "flipped"
+    shutil.copytree(saved, path)
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    for i in range(len(data) - 2000, len(data) - 1000):  # tensor data, not the header: still a valid file
+        data[i] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged or truncated: its sha256"):
+        load_checkpoint(path)
+    with pytest.raises(ProxyFolderError, match="model.safetensors is damaged or truncated: its sha256"):
+        load_proxy(path)
+    assert set(json.loads((saved / "proxy_config.json").read_text())["files"]) >= {"model.safetensors"}

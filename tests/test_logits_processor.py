@@ -231,3 +231,16 @@ def test_processor_refusals(lm, prefix_proxy, tiny_gpt2):
     processor.remove()
     with pytest.raises(ProxyEnvError, match="was removed"):
         processor(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, lm.vocab_size))
+
+
+def test_an_llm_with_the_same_architecture_and_other_weights_is_refused():
+    """The fingerprint covers the weights too (a sample, rounded to bfloat16), not only the config."""
+    from agents.saving.folder import ProxyFolderError, check_llm, fingerprint
+    from proxy_env.engine.tiny import tiny_lm
+
+    trained_on, other = tiny_lm(seed=0), tiny_lm(seed=1)
+    saved = {"name": "tiny", "fingerprint": fingerprint(trained_on.model, trained_on.tokenizer)}
+    check_llm(saved, trained_on.model, trained_on.tokenizer, where="proxy")  # the same LLM passes
+    check_llm(saved, trained_on.model.to(torch.bfloat16), trained_on.tokenizer, where="proxy")  # in bf16 too
+    with pytest.raises(ProxyFolderError, match=r"weights_hash '[0-9a-f]{16}' vs '[0-9a-f]{16}'"):
+        check_llm(saved, other.model, other.tokenizer, where="proxy")

@@ -144,7 +144,7 @@ def load_proxy(path: str | Path, *, device: str | torch.device = "cpu") -> Proxy
         raise ProxyFolderError(
             f"{where}: algo={algo!r} cannot steer a sampler ({why}); use agents.generate.ProxyGenerator instead."
         )
-    tensors = _tensors(path / WEIGHTS_FILE, where)
+    tensors = _tensors(path / WEIGHTS_FILE, where, config)
     net = _build(algo, config, tensors, where).to(device).eval().requires_grad_(False)
     info: dict[str, Any] = {
         **summary(config.get("env_kwargs") or {}),
@@ -188,10 +188,34 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
     return config
 
 
-def _tensors(file: Path, where: str) -> dict[str, torch.Tensor]:
+def file_digest(file: Path) -> str:
+    """The sha256 of ``file``'s bytes (what ``proxy_config.json``'s ``files`` records for each tensor file)."""
+    sha = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def verify_digest(file: Path, config: dict[str, Any], where: str, error: type[Exception]) -> None:
+    """Refuse ``file`` when its sha256 differs from the one ``config["files"]`` recorded at save time.
+
+    Folders saved before digests were recorded have no ``files`` entry and are not checked.
+    """
+    recorded = (config.get("files") or {}).get(file.name)
+    if recorded is not None and file_digest(file) != recorded:
+        raise error(
+            f"{where}: {file.name} is damaged or truncated: its sha256 is not the one {CONFIG_FILE} recorded when "
+            "it was saved (the file changed since: a bad copy, a full disk or an edit). Re-save or re-export the "
+            "proxy, or pass another folder."
+        )
+
+
+def _tensors(file: Path, where: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    verify_digest(file, config, where, ProxyFolderError)
     try:
         return load_file(str(file), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -276,7 +300,9 @@ def fingerprint(model: Any, tokenizer: Any) -> dict[str, Any]:
     """The LLM fingerprint of a Hugging Face ``model`` and ``tokenizer`` (sizes, vocabulary, their sha256 ``config_hash``).
 
     Only fields that mean the same across transformers versions are hashed, so an upgrade does not
-    orphan a proxy; two models of one architecture with different weights share a fingerprint.
+    orphan a proxy. ``weights_hash`` tells two models of one architecture with different weights apart: a
+    sha256 of a few rows of the input embeddings and of the last parameter, rounded to bfloat16 first so that
+    the same weights loaded in float32 or bfloat16, on any device, give the same hash.
     """
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     fields = {
@@ -289,7 +315,18 @@ def fingerprint(model: Any, tokenizer: Any) -> dict[str, Any]:
         "tokenizer_size": len(tokenizer),
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    return {**fields, "config_hash": digest}
+    return {**fields, "config_hash": digest, "weights_hash": _weights_hash(model)}
+
+
+@torch.no_grad()
+def _weights_hash(model: Any) -> str:
+    embeddings = model.get_input_embeddings().weight
+    last = list(model.parameters())[-1]
+    sample = [embeddings[:4], embeddings[-4:], last.reshape(-1)[:256]]
+    sha = hashlib.sha256()
+    for tensor in sample:
+        sha.update(tensor.detach().to("cpu", torch.bfloat16).float().numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 def check_llm(saved: dict[str, Any], model: Any, tokenizer: Any, *, where: str, name: str | None = None) -> None:
@@ -301,9 +338,10 @@ def check_llm(saved: dict[str, Any], model: Any, tokenizer: Any, *, where: str, 
     if not expected:
         return
     now = fingerprint(model, tokenizer)
-    if now["config_hash"] == expected.get("config_hash"):
+    same_weights = expected.get("weights_hash") in (None, now["weights_hash"])  # older records have none
+    if now["config_hash"] == expected.get("config_hash") and same_weights:
         return
-    keys = [k for k in now if k != "config_hash" and now.get(k) != expected.get(k)]
+    keys = [k for k in now if k != "config_hash" and k in expected and now.get(k) != expected.get(k)]
     diff = ", ".join(f"{k} {expected.get(k)!r} vs {now.get(k)!r}" for k in keys) or "config hash"
     given = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
     raise ProxyFolderError(

@@ -241,6 +241,10 @@ def write(model: Any, folder: Path, record: dict[str, Any]) -> None:
     save_model(model.policy, str(folder / WEIGHTS_FILE))
     if tensors:
         save_file(tensors, str(folder / OPTIMIZER_FILE))
+    from agents.saving.folder import file_digest
+
+    # the tensors' sha256, checked on every load: safetensors has no checksum of its own
+    config["files"] = {f.name: file_digest(f) for f in (folder / WEIGHTS_FILE, folder / OPTIMIZER_FILE) if f.is_file()}
     _write_json(folder / CONFIG_FILE, config)
 
 
@@ -292,6 +296,11 @@ def build(config: dict[str, Any], folder: Path, *, env: Any, device: str, where:
         raise DataError(
             f"{where}: the policy in {CONFIG_FILE} cannot be rebuilt ({type(exc).__name__}: {exc})."
         ) from exc
+    from agents.saving.folder import verify_digest
+
+    for file in (folder / WEIGHTS_FILE, folder / OPTIMIZER_FILE):
+        if file.is_file():
+            verify_digest(file, config, where, DataError)
     _load_weights(model.policy, folder / WEIGHTS_FILE, where)
     _load_optimizer(model, config, folder, where)
     for name, value in (config.get("state") or {}).items():
