@@ -25,8 +25,9 @@ from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ActionError, ConfigError
 from proxy_env.prompts import load_prompts
 
-# env kwargs that make no sense for generation (rewards are not computed; prompts come per call)
-_IGNORED = ("reward", "prompts", "reward_baseline")
+# env kwargs that make no sense for generation (rewards are not computed; prompts come per call). The last two are
+# reward transforms that left the env in 0.2.0 for wrappers: checkpoints saved before still record them.
+_IGNORED = ("reward", "prompts", "reward_baseline", "reject_cost", "reward_normalize")
 
 
 class Generation(NamedTuple):
@@ -102,10 +103,21 @@ class ProxyGenerator:
                 Python objects and can run arbitrary code (see :func:`agents.saving.checkpoint.load_checkpoint`).
             **kwargs: passed to :class:`ProxyGenerator` (``batch_size``, ``max_new_tokens``...).
         """
-        from agents.saving.checkpoint import check_lm, load_checkpoint
+        from dataclasses import fields
+
+        from agents.saving.checkpoint import CheckpointError, check_lm, load_checkpoint
+        from proxy_env.config import EnvConfig
+        from proxy_env.errors import did_you_mean
 
         checkpoint = load_checkpoint(path, device=device, trust=trust)
         env_kwargs = dict(checkpoint.meta.env_kwargs)
+        known = [f.name for f in fields(EnvConfig)] + list(_IGNORED)
+        unknown = [key for key in env_kwargs if key not in known]
+        if unknown:  # a hand-edited or foreign config: say which file holds the key, not only the env's complaint
+            raise CheckpointError(
+                f"checkpoint={str(path)!r}: proxy_config.json's env_kwargs holds {unknown[0]!r}, which is not a setting "
+                f"of the env." + did_you_mean(unknown[0], known) + " Fix or remove it, or re-save the checkpoint."
+            )
         if model is not None:
             env_kwargs["model"] = model
         generator = cls(env_kwargs, checkpoint.model, **kwargs)

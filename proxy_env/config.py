@@ -186,6 +186,8 @@ def check_info_text(info_text: object) -> bool:
 
 def check_actions(actions: object, num_envs: int) -> np.ndarray:
     """``step``'s actions as an int64 array (num_envs,) of 0/1; (num_envs, 1) and tensors are accepted."""
+    if getattr(getattr(actions, "device", None), "type", None) == "meta":
+        raise ActionError("actions are a tensor on the 'meta' device, which holds no values; pass real actions.")
     array = np.asarray(
         actions.detach().cpu() if hasattr(actions, "detach") else actions
     )  # a torch tensor, on any device

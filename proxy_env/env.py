@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import logger
 from gymnasium.vector import AutoresetMode
 
+from proxy_env.errors import ActionError, StateError
 from proxy_env.vector.seeding import single_seed
 from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
 
@@ -44,6 +45,7 @@ class ProxyRLHFEnv(gym.Env):
         self.render_mode = self.vector_env.render_mode  # None when the mode is not supported (ignored, with a warning)
         self.observation_space = self.vector_env.single_observation_space
         self.action_space = self.vector_env.single_action_space
+        self._episode_over = False  # the last step ended the episode: step() needs a reset() first
 
     @property
     def lm(self) -> Any:
@@ -55,10 +57,20 @@ class ProxyRLHFEnv(gym.Env):
         seed = single_seed(seed)  # numpy ints accepted; anything else refused naming the argument
         super().reset(seed=seed)
         obs, info = self.vector_env.reset(seed=None if seed is None else [seed], options=options)
+        self._episode_over = False
         return obs[0], _unbatch(info)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.vector_env.step(np.asarray([action]).reshape(1))
+        array = np.asarray(action.detach().cpu() if hasattr(action, "detach") else action)
+        if array.size != 1:
+            raise ActionError(
+                f"action={action!r}: the single env takes one action (0 = REJECT, 1 = ACCEPT), got {array.size} "
+                "values; for several envs use gym.make_vec."
+            )
+        if self._episode_over and not self.vector_env.closed:  # the vector env would name its reset_mask
+            raise StateError("the episode ended: call reset() before step().")
+        obs, reward, terminated, truncated, info = self.vector_env.step(array.reshape(1))
+        self._episode_over = bool(terminated[0] or truncated[0])
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _unbatch(info)
 
     def render(self) -> str | None:  # type: ignore[override]  # ansi frames are str; RenderFrame is unbound

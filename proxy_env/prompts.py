@@ -53,6 +53,9 @@ def chatterbot_prompts() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return train, held_out
 
 
+TEXT_SUFFIXES = (".txt", ".text", ".prompts")  # files read one prompt per line
+
+
 def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str = "prompt") -> list[str]:
     """Resolve a prompt source into a non-empty list of strings.
 
@@ -119,9 +122,23 @@ def _load_path(path: Path, column: str) -> list[str]:
             if not isinstance(record, dict) or not isinstance(record.get(column), str):
                 raise DataError(f"{path}:{number}: expected an object with a string field {column!r}.")
             out.append(record[column])
-        return load_prompts(out)
+        return _named(out, path)
+    if path.suffix not in TEXT_SUFFIXES:  # a .csv's header would become a prompt; a .json would be read as lines
+        raise ConfigError(
+            f"prompts={str(path)!r}: a {path.suffix or 'suffix-less'} file is not read as prompts; pass a .txt file "
+            "(one prompt per line), a .jsonl file (a 'prompt' field per line) or a saved datasets folder."
+        )
     lines = [line.strip() for line in _read_text(path).splitlines()]
-    return load_prompts([line for line in lines if line])
+    return _named([line for line in lines if line], path)
+
+
+def _named(items: list[str], path: Path) -> list[str]:
+    """``load_prompts(items)``, but an empty file is named as the file, not as an empty list."""
+    if not items:
+        raise ConfigError(
+            f"prompts={str(path)!r} holds no prompt (empty, or blank lines only); pass a file with prompts."
+        )
+    return load_prompts(items)
 
 
 def _read_text(path: Path) -> str:

@@ -81,3 +81,12 @@ def test_pool_observations_hold_the_observation_on_offer(make_venv):
         np.testing.assert_allclose(view.obs[torch.arange(4), offer].numpy(), obs, rtol=0, atol=0)
         torch.testing.assert_close(view.q.sum(-1), torch.ones(4, dtype=torch.float64))
         obs, *_ = venv.step(np.array([0, 1, 0, 1]))
+
+
+def test_a_tiny_temperature_is_named_when_every_pool_holds_one_candidate(make_venv):
+    """With temperature 1e-30 every pool is one token: the error names the temperature, not only top_k and top_p."""
+    from proxy_env.errors import StateError
+
+    venv = make_venv(2, temperature=1e-30, max_new_tokens=3)
+    with pytest.raises(StateError, match=r"temperature=1e-30\).*or the temperature \(a tiny one"):
+        venv.reset(seed=0)

@@ -54,3 +54,21 @@ def test_single_env_warns_that_it_ignores_autoreset_mode(tiny):
     with pytest.warns(UserWarning, match=r"autoreset_mode='next_step' is ignored: the single env does not reset"):
         env = gym.make(proxy_env.ENV_ID, model=tiny, prompts=["Hi!"], max_new_tokens=2, autoreset_mode="next_step")
     env.close()
+
+
+def test_single_env_misuse_gets_single_env_errors(make_env):
+    from proxy_env.errors import ActionError, StateError
+
+    env = make_env(max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(ActionError, match=r"the single env takes one action .* got 2 values"):
+        env.step([1, 0])
+    _, _, terminated, truncated, _ = env.step(1)
+    assert terminated or truncated  # one token is the whole budget
+    with pytest.raises(StateError, match=r"the episode ended: call reset\(\) before step\(\)"):
+        env.step(1)
+    env.reset()
+    env.step(1)
+    env.close()
+    with pytest.raises(StateError, match=r"step\(\) after close\(\)"):
+        env.step(1)

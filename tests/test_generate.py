@@ -126,3 +126,25 @@ def test_a_proxy_whose_predict_is_not_one_0_or_1_per_row_is_refused(tiny, make, 
 
     with pytest.raises(ActionError, match=match):
         ProxyGenerator(tiny, _FixedPredict(make), max_new_tokens=3).generate(PROMPTS[:2])
+
+
+def test_a_checkpoint_whose_env_kwargs_hold_an_unknown_key_is_refused_naming_the_file(saved, tmp_path):
+    import json
+    import shutil
+
+    from agents.saving.checkpoint import CheckpointError
+
+    path = tmp_path / "edited"
+    shutil.copytree(saved, path)
+    config = json.loads((path / "proxy_config.json").read_text())
+    config["env_kwargs"]["top_pp"] = 0.9
+    (path / "proxy_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"proxy_config.json's env_kwargs holds 'top_pp'.*Did you mean 'top_p'"):
+        ProxyGenerator.from_checkpoint(path, device="cpu")
+
+
+def test_reward_transforms_recorded_by_older_checkpoints_do_not_stop_generation(tiny):
+    gen = ProxyGenerator(
+        {"model": tiny, "reject_cost": 0.05, "reward_normalize": True}, AlwaysAccept(), max_new_tokens=2
+    )
+    assert len(gen.generate(["Hi!"])) == 1

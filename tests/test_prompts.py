@@ -34,3 +34,14 @@ def test_errors():
         load_prompts("nowhere.txt")
     with pytest.raises(ConfigError, match=r"prompts\[1\]=''"):
         load_prompts(["ok", ""])
+
+
+def test_an_empty_file_is_named_and_other_suffixes_are_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ConfigError, match=r"prompts='.*empty.txt' holds no prompt"):
+        load_prompts(empty)
+    csv = tmp_path / "p.csv"
+    csv.write_text("prompt\nhello\n")  # read as lines, its header would have become a prompt
+    with pytest.raises(ConfigError, match=r"a \.csv file is not read as prompts; pass a \.txt file"):
+        load_prompts(csv)

@@ -517,3 +517,22 @@ def test_reset_refuses_unknown_options_and_fractional_prompt_indices(make_venv):
         venv.reset(seed=0, options={"prompt_index": [0.7, 1.2]})
     venv.reset(seed=0, options={"prompt_index": [1, 0]})
     assert venv.unwrapped.state.prompt_index.tolist() == [1, 0]
+
+
+def test_reset_masks_and_closed_envs_get_clear_errors(make_venv):
+    venv = make_venv(2, autoreset_mode="disabled", max_new_tokens=3)
+    with pytest.raises(StateError, match="selects no env and no episode has started yet"):
+        venv.reset(options={"reset_mask": np.array([False, False])})
+    venv.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    with pytest.raises(StateError, match=r"envs \[1\] have not started an episode .* autoreset_mode is DISABLED"):
+        venv.step(np.ones(2, dtype=np.int64))
+    venv.reset(seed=0)
+    obs, _ = venv.reset(options={"reset_mask": np.array([False, False])})  # resets nothing: the envs go on
+    assert obs.shape[0] == 2
+    with pytest.raises(ActionError, match="'meta' device"):
+        venv.step(torch.ones(2, dtype=torch.long, device="meta"))
+    venv.close()
+    with pytest.raises(StateError, match=r"step\(\) after close\(\)"):
+        venv.step(np.ones(2, dtype=np.int64))
+    with pytest.raises(StateError, match=r"reset\(\) after close\(\)"):
+        venv.reset()

@@ -83,7 +83,9 @@ class Decoder(ABC):
                 return
         raise StateError(
             f"{_MAX_SKIPPED_EPISODES} episodes in a row ended before the proxy had a choice: every pool held one "
-            f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}). Raise top_k or top_p, or pass forced_steps=True."
+            f"candidate (top_k={self.config.top_k}, top_p={self.config.top_p}, temperature={self.config.temperature}). "
+            "Raise top_k or top_p, or the temperature (a tiny one puts all the probability on one token), or pass "
+            "forced_steps=True."
         )
 
     def _start_once(self, rows: torch.Tensor, prompt_index: torch.Tensor | None, feed: bool) -> None:

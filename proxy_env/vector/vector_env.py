@@ -212,6 +212,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         keep that env's seed), as Gymnasium takes them (:mod:`proxy_env.vector.seeding`).
         ``options["prompt_index"]``: one prompt index per env instead of the seeded draw.
         """
+        if self.closed:
+            raise StateError("reset() after close(): the env released its LLM cache; make a new env.")
         seeds = seeding.env_seeds(seed, self.num_envs)
         for key in options or {}:
             if key not in RESET_OPTIONS:
@@ -224,6 +226,14 @@ class ProxyRLHFVectorEnv(VectorEnv):
         rows = torch.ones(self.num_envs, dtype=torch.bool, device=device)
         if options and "reset_mask" in options:
             rows = self._reset_mask(options["reset_mask"])
+            if not bool(rows.any()):  # Gymnasium's meaning: reset nothing; the envs go on as they are
+                if not self._seeded:
+                    raise StateError(
+                        "reset(options={'reset_mask': ...}) selects no env and no episode has started yet; "
+                        "call reset() for every env first."
+                    )
+                obs, info, _ = self._outputs()
+                return obs, info
         if not self._seeded:
             entropy = np.random.SeedSequence().generate_state(self.num_envs, np.uint64).astype(np.int64)
             state.seed = torch.tensor(entropy, device=device)
@@ -249,9 +259,14 @@ class ProxyRLHFVectorEnv(VectorEnv):
         reset_now = torch.zeros_like(state.needs_reset)
         if state.needs_reset.any():
             if self.autoreset_mode != AutoresetMode.NEXT_STEP:
-                bad = state.needs_reset.nonzero().squeeze(1).tolist()
+                never = (state.needs_reset & (state.episode == 0)).nonzero().squeeze(1).tolist()
+                ended = (state.needs_reset & (state.episode > 0)).nonzero().squeeze(1).tolist()
+                what = "; ".join(
+                    [f"envs {ended} finished"] * bool(ended)
+                    + [f"envs {never} have not started an episode (a reset_mask left them out)"] * bool(never)
+                )
                 raise StateError(
-                    f"envs {bad} finished and autoreset_mode is DISABLED: call "
+                    f"{what}, and autoreset_mode is {self.autoreset_mode.name}: call "
                     "reset(options={'reset_mask': mask}) for them before step()."
                 )
             reset_now = state.needs_reset.clone()
@@ -362,6 +377,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ inside a step
     def _validate(self, actions: Any) -> torch.Tensor:
+        if self.closed:
+            raise StateError("step() after close(): the env released its LLM cache; make a new env.")
         if not self._seeded:
             raise StateError("step() called before reset(); call reset() first.")
         if self._failed is not None:
