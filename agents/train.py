@@ -45,6 +45,7 @@ from agents.training import (
 from proxy_env.adapters.sb3 import SB3VecEnv
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError
+from proxy_env.prompts import load_prompts
 from proxy_env.wrappers import RejectCost
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class SB3Config(RLConfig):
         super().validate()
         check_int("eval_episodes", self.eval_episodes, minimum=1)
         check_int("eval_freq", self.eval_freq, minimum=0, hint="0 disables")
+        if self.eval_freq and self.eval_prompts:  # a bad file is named as eval_prompts, before training starts
+            load_prompts(self.eval_prompts, arg="eval_prompts")
         KLController(self.env.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
             raise ConfigError(

@@ -140,6 +140,42 @@ def replace_dir(tmp: Path, target: Path, *, markers: Iterable[str], names: Itera
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_and_clean(path: Path) -> None:
+    """Undo what a save killed midway left: a checkpoint moved aside in the swap window goes back to ``path``;
+    half-written ``.tmp-`` folders and ``.old-`` folders are deleted (they used to stay forever)."""
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not path.exists():
+        for old in reversed(olds):
+            if (old / path.name).is_dir():
+                os.replace(old / path.name, path)
+                logger.warning("restored the checkpoint %s from %s, where a killed save had left it", path, old)
+                break
+    for leftover in [*path.parent.glob(f".{path.name}.tmp-*"), *olds]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def match_modes(tmp: Path, path: Path) -> None:
+    """Give the new folder the old one's mode (or the umask's), and its files the umask's: mkdtemp makes 0700."""
+    umask = _umask()
+    os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_dir() else 0o777 & ~umask)
+    for file in tmp.iterdir():
+        os.chmod(file, 0o666 & ~umask)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 _HELD: dict[str, FolderLock] = {}  # locks this process holds, by lock file path
 
 

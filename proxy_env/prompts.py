@@ -56,7 +56,9 @@ def chatterbot_prompts() -> tuple[tuple[str, ...], tuple[str, ...]]:
 TEXT_SUFFIXES = (".txt", ".text", ".prompts")  # files read one prompt per line
 
 
-def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str = "prompt") -> list[str]:
+def load_prompts(
+    prompts: str | Path | Sequence[str] = "default", *, column: str = "prompt", arg: str = "prompts"
+) -> list[str]:
     """Resolve a prompt source into a non-empty list of strings.
 
     Args:
@@ -64,6 +66,7 @@ def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str
             of strings, a ``.txt`` file (one prompt per line), a ``.jsonl`` file (field ``column``),
             or a local ``datasets`` folder saved with ``save_to_disk`` (column ``column``).
         column: the field holding the prompt in JSONL files and datasets.
+        arg: the argument errors name (``eval_prompts`` for the held-out prompts of training).
 
     >>> train, held_out = load_prompts("default"), load_prompts("default-eval")
     >>> len(train) > 500 and len(held_out) >= 200 and not set(train) & set(held_out)
@@ -73,7 +76,7 @@ def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str
         train, held_out = chatterbot_prompts()
         return list(train if prompts == "default" else held_out)
     if isinstance(prompts, (str, Path)):
-        return _load_path(Path(prompts).expanduser(), column)
+        return _load_path(Path(prompts).expanduser(), column, arg)
     if isinstance(prompts, Sequence):
         items = list(prompts)
         bad = [i for i, p in enumerate(items) if not isinstance(p, str) or not p.strip()]
@@ -87,10 +90,10 @@ def load_prompts(prompts: str | Path | Sequence[str] = "default", *, column: str
     )
 
 
-def _load_path(path: Path, column: str) -> list[str]:
+def _load_path(path: Path, column: str, arg: str) -> list[str]:
     if not path.exists():
         raise ConfigError(
-            f"prompts={str(path)!r}: no such file or folder; expected {list(PROMPT_SETS)}, a list, or a .txt/.jsonl/datasets path."
+            f"{arg}={str(path)!r}: no such file or folder; expected {list(PROMPT_SETS)}, a list, or a .txt/.jsonl/datasets path."
         )
     if path.is_dir():
         require_package("datasets", extra="datasets")
@@ -100,7 +103,7 @@ def _load_path(path: Path, column: str) -> list[str]:
             data = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError) as exc:
             raise DataError(
-                f"prompts={str(path)!r} is a folder but not a saved datasets folder ({exc}); pass a .txt/.jsonl "
+                f"{arg}={str(path)!r} is a folder but not a saved datasets folder ({exc}); pass a .txt/.jsonl "
                 "file or a folder written by Dataset.save_to_disk."
             ) from exc
         if isinstance(data, datasets.DatasetDict):
@@ -112,7 +115,7 @@ def _load_path(path: Path, column: str) -> list[str]:
         return load_prompts([str(x) for x in data[column]])
     if path.suffix == ".jsonl":
         out = []
-        for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        for number, line in enumerate(_read_text(path, arg).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -122,30 +125,30 @@ def _load_path(path: Path, column: str) -> list[str]:
             if not isinstance(record, dict) or not isinstance(record.get(column), str):
                 raise DataError(f"{path}:{number}: expected an object with a string field {column!r}.")
             out.append(record[column])
-        return _named(out, path)
+        return _named(out, path, arg)
     if path.suffix not in TEXT_SUFFIXES:  # a .csv's header would become a prompt; a .json would be read as lines
         raise ConfigError(
-            f"prompts={str(path)!r}: a {path.suffix or 'suffix-less'} file is not read as prompts; pass a .txt file "
+            f"{arg}={str(path)!r}: a {path.suffix or 'suffix-less'} file is not read as prompts; pass a .txt file "
             "(one prompt per line), a .jsonl file (a 'prompt' field per line) or a saved datasets folder."
         )
-    lines = [line.strip() for line in _read_text(path).splitlines()]
-    return _named([line for line in lines if line], path)
+    lines = [line.strip() for line in _read_text(path, arg).splitlines()]
+    return _named([line for line in lines if line], path, arg)
 
 
-def _named(items: list[str], path: Path) -> list[str]:
+def _named(items: list[str], path: Path, arg: str) -> list[str]:
     """``load_prompts(items)``, but an empty file is named as the file, not as an empty list."""
     if not items:
         raise ConfigError(
-            f"prompts={str(path)!r} holds no prompt (empty, or blank lines only); pass a file with prompts."
+            f"{arg}={str(path)!r} holds no prompt (empty, or blank lines only); pass a file with prompts."
         )
     return load_prompts(items)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, arg: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"prompts={str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); pass a .txt file with one "
+            f"{arg}={str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); pass a .txt file with one "
             "prompt per line or a .jsonl file."
         ) from exc

@@ -74,3 +74,26 @@ def test_score_takes_ints_floats_numpy_and_torch_values():
 
     for values in ([1, 2.5], np.array([1.0, 2.5], dtype=np.float32), torch.tensor([1.0, 2.5]), [np.int64(1), 2.5]):
         assert score(lambda p, r, v=values: v, ["p", "p"], ["a", "b"]).tolist() == [1.0, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("reward", "match"),
+    [
+        ("vadr", r"reward='vadr' .*Did you mean 'vader'"),
+        ("some/nonexistent-model", r"reward='some/nonexistent-model'"),
+    ],
+    ids=["typo", "missing-model"],
+)
+def test_a_bad_reward_is_named_as_the_reward_not_as_the_model(reward, match, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=match) as info:
+        resolve_reward(reward)
+    assert "model=" not in str(info.value) and "SmolLM2" not in str(info.value)
+
+
+def test_a_folder_that_is_no_reward_model_is_named_as_the_reward(tmp_path):
+    with pytest.raises(ConfigError, match=r"reward='.*' is a path but holds no config.json"):
+        resolve_reward(str(tmp_path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -392,3 +393,25 @@ def test_flipped_bytes_in_the_weights_are_caught_by_the_recorded_digest(saved, t
     with pytest.raises(ProxyFolderError, match="model.safetensors is damaged or truncated: its sha256"):
         load_proxy(path)
     assert set(json.loads((saved / "proxy_config.json").read_text())["files"]) >= {"model.safetensors"}
+
+
+def test_a_save_cleans_what_a_killed_save_left_and_keeps_the_folders_mode(saved, tmp_path):
+    """A kill in the swap window leaves the checkpoint only in a hidden .old- folder; the next save puts it back
+    first, deletes the leftovers, and keeps the folder's and files' modes (mkdtemp alone gives 0700 and 0600)."""
+    import shutil
+
+    model = load_checkpoint(saved, device="cpu").model
+    path = tmp_path / "ck"
+    old = tmp_path / ".ck.old-killed"
+    old.mkdir()
+    shutil.copytree(saved, old / "ck")  # the swap moved the checkpoint aside, then the process was killed
+    (tmp_path / ".ck.tmp-killed").mkdir()  # and a half-written new one
+    save_checkpoint(model, path, env_kwargs={"model": "tiny"})
+    assert read_meta(path).num_timesteps == model.num_timesteps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # nothing hidden left behind
+    os.chmod(path, 0o755)
+    save_checkpoint(model, path, env_kwargs={"model": "tiny"})
+    assert path.stat().st_mode & 0o777 == 0o755
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {f.stat().st_mode & 0o777 for f in path.iterdir()} == {0o666 & ~umask}  # as any file the user makes

@@ -45,3 +45,8 @@ def test_an_empty_file_is_named_and_other_suffixes_are_refused(tmp_path):
     csv.write_text("prompt\nhello\n")  # read as lines, its header would have become a prompt
     with pytest.raises(ConfigError, match=r"a \.csv file is not read as prompts; pass a \.txt file"):
         load_prompts(csv)
+
+
+def test_errors_name_the_argument_they_came_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"^eval_prompts='.*nowhere.txt': no such file"):
+        load_prompts(str(tmp_path / "nowhere.txt"), arg="eval_prompts")

@@ -216,3 +216,8 @@ def test_ppo_trains_on_cuda_and_changes_its_weights(cuda_lm, observation):
     after = list(result.model.policy.parameters())
     assert result.model.num_timesteps >= 512 and after[0].device.type == "cuda"
     assert any(not torch.equal(a.detach(), b) for a, b in zip(after, initial.weights))
+
+
+def test_a_bad_eval_prompts_file_is_named_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval_prompts='.*nowhere.txt': no such file"):
+        _cfg(eval_freq=64, eval_prompts=str(tmp_path / "nowhere.txt")).validate()

@@ -33,7 +33,7 @@ import proxy_env
 from agents.algos import ALGOS, algo_name, get_algo
 from agents.saving import format as proxy_format
 from proxy_env.errors import DataError, ProxyEnvError
-from proxy_env.folders import FolderLock, check_output_dir, held_here
+from proxy_env.folders import FolderLock, check_output_dir, held_here, match_modes, recover_and_clean
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ def save_checkpoint(
         "config": plain(config or {}),
     }
     lock = None if held_here(path) else FolderLock(path, arg="checkpoint path").acquire()
+    recover_and_clean(path)  # the lock is ours: no other save of this folder is running
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         if format == "sb3":
@@ -185,6 +186,7 @@ def save_checkpoint(
 
             extra = {**summary(record["env_kwargs"]), "param_count": count_trainable(model), "llm": llm}
             proxy_format.write(model, tmp, {**record, "format_version": FORMAT_VERSION, **extra})
+        match_modes(tmp, path)
         _swap(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -63,11 +63,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]  # type: ignore[return-value]
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, *, arg: str = "model") -> str:
     """Check that ``name`` can be loaded without a download when offline; return what to load.
 
     ``"default"`` is the embedded SmolLM2-135M-Instruct. A local folder must exist. A hub id must
     be in the local Hugging Face cache when offline (``HF_HUB_OFFLINE=1``): nothing is downloaded.
+    ``arg`` is the argument errors name (``reward`` when a reward model is resolved).
     """
     if name == "default":
         from proxy_env.assets import default_model_dir
@@ -77,24 +78,25 @@ def resolve_model_path(name: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(
-                f"model={name!r} is a path but holds no config.json; pass a Hugging Face model folder."
+                f"{arg}={name!r} is a path but holds no config.json; pass a Hugging Face model folder."
             )
         return str(path)
     looks_like_path = (
         name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
     )
     if looks_like_path:
-        raise ModelNotFoundError(f"model={name!r}: no such folder. Pass an existing local path, a hub id or 'default'.")
+        raise ModelNotFoundError(f"{arg}={name!r}: no such folder. Pass an existing local path, a hub id or 'default'.")
     from huggingface_hub import constants, try_to_load_from_cache
 
     try:
         cached = try_to_load_from_cache(name, "config.json")
     except Exception as exc:  # an invalid repo id (HFValidationError) lands here
-        raise ModelNotFoundError(f"model={name!r} is neither a local folder nor a valid hub id: {exc}") from exc
+        raise ModelNotFoundError(f"{arg}={name!r} is neither a local folder nor a valid hub id: {exc}") from exc
     if not isinstance(cached, str) and constants.HF_HUB_OFFLINE:
         raise ModelNotFoundError(
-            f"model={name!r} is not a local folder and is not in the Hugging Face cache; HF_HUB_OFFLINE is set, "
-            "so nothing is downloaded. Pass a local path, or 'default' for the embedded SmolLM2-135M-Instruct."
+            f"{arg}={name!r} is not a local folder and is not in the Hugging Face cache; HF_HUB_OFFLINE is set, "
+            "so nothing is downloaded. Pass a local path"
+            + (", or 'default' for the embedded SmolLM2-135M-Instruct." if arg == "model" else ".")
         )
     return name
 

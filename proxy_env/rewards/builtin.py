@@ -157,11 +157,20 @@ def resolve_reward(
         )
         return PairwiseJudgeReward(lm, **sampling)
     if isinstance(reward, (str, Path)):
+        from proxy_env.engine.lm import resolve_model_path
+        from proxy_env.errors import ModelNotFoundError, did_you_mean
         from proxy_env.rewards.learned import is_reward_model_dir, load_reward_model
 
         if is_reward_model_dir(reward):
             return load_reward_model(reward, lm=lm, device=device)
-        return HFRewardModel(reward, device=device)
+        try:
+            source = resolve_model_path(str(reward), arg="reward")
+        except ModelNotFoundError as exc:  # named as the reward, with the sources it could have meant
+            raise ModelNotFoundError(
+                f"{exc} reward= takes 'default' (VADER), 'pairwise', a callable, an `rm train` folder or a "
+                "sequence-classification model." + did_you_mean(str(reward), ["default", "vader", "pairwise"])
+            ) from exc
+        return HFRewardModel(source, device=device)
     if callable(reward):
         return reward
     raise ConfigTypeError(

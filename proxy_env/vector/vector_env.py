@@ -260,9 +260,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if state.needs_reset.any():
             if self.autoreset_mode != AutoresetMode.NEXT_STEP:
                 never = (state.needs_reset & (state.episode == 0)).nonzero().squeeze(1).tolist()
-                ended = (state.needs_reset & (state.episode > 0)).nonzero().squeeze(1).tolist()
+                finished = (state.needs_reset & (state.episode > 0)).nonzero().squeeze(1).tolist()
                 what = "; ".join(
-                    [f"envs {ended} finished"] * bool(ended)
+                    [f"envs {finished} finished"] * bool(finished)
                     + [f"envs {never} have not started an episode (a reset_mask left them out)"] * bool(never)
                 )
                 raise StateError(
