@@ -96,15 +96,26 @@ def check_budget(lm: Any, prompts: Sequence[str], *, max_new_tokens: int, num_en
             )
         room = limit - max_new_tokens
         for i, prompt in enumerate(prompts):
-            if 2 * len(prompt.encode("utf-8")) + overhead <= room:
+            try:
+                size = len(prompt.encode("utf-8"))
+            except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from a mis-decoded file) has no UTF-8 form
+                raise ConfigError(
+                    f"prompts[{i}] ({prompt[:40]!r}) holds {prompt[exc.start : exc.end]!r} at character {exc.start}, "
+                    "which is not valid text (a lone surrogate); fix the prompt or the file it came from."
+                ) from exc
+            if 2 * size + overhead <= room:
                 continue
             n = len(lm.encode_prompt(prompt))
             longest = max(longest, n)
             if n > room:
                 raise ConfigError(
                     f"prompts[{i}] ({prompt[:40]!r}...) is {n} tokens: with max_new_tokens={max_new_tokens} it needs "
-                    f"{n + max_new_tokens} positions, but model {name!r} has {limit}. Shorten it, or pass "
-                    f"max_new_tokens <= {limit - n}."
+                    f"{n + max_new_tokens} positions, but model {name!r} has {limit}. "
+                    + (
+                        f"Shorten it, or pass max_new_tokens <= {limit - n}."
+                        if limit - n >= 1
+                        else f"Shorten it to under {limit - overhead} tokens: alone it leaves no room for a response."
+                    )
                 )
     need = env_bytes(lm, num_envs=num_envs, tokens=max_new_tokens + max(longest, 64))
     free = available_bytes(lm.device)

@@ -40,3 +40,15 @@ def test_device_and_dtype_with_a_frozenlm_object(make_venv):
     with pytest.raises(ConfigError, match=r"dtype='bfloat16' was passed with a FrozenLM in torch.float32.*not cast"):
         make_venv(1, dtype="bfloat16")
     make_venv(1, dtype="float32", device="cpu").close()  # agreeing values are fine
+
+
+def test_a_lone_surrogate_in_a_prompt_is_named(make_venv):
+    with pytest.raises(ConfigError, match=r"prompts\[0\] .* holds '\\udcff' at character 3, which is not valid text"):
+        make_venv(1, prompts=["hi \udcff there"], max_new_tokens=4)
+
+
+def test_a_prompt_that_alone_fills_the_model_gets_a_remedy_that_can_be_followed(make_venv, tiny_gpt2):
+    """The remedy used to read 'max_new_tokens <= -839' for a prompt longer than all the positions."""
+    with pytest.raises(ConfigError, match=r"Shorten it to under \d+ tokens: alone it leaves no room") as info:
+        make_venv(1, model=tiny_gpt2, prompts=["word " * 1500], max_new_tokens=4)
+    assert "<= -" not in str(info.value)

@@ -383,3 +383,14 @@ def test_a_stop_during_the_fit_saves_what_was_fitted_and_says_so(tiny, tmp_path,
     result = train_tilt(_cfg(save_dir=str(tmp_path / "ck"), tilt_epochs=5), model=tiny, reward=_length_reward)
     meta = load_checkpoint(result.checkpoint).meta
     assert result.interrupted == "SIGINT" and meta.config["tilt_fitted_epochs"] == 1 and meta.config["tilt_epochs"] == 5
+
+
+def test_an_unreadable_data_file_error_never_advises_the_unsafe_load(tmp_path):
+    import pickle
+
+    bad = tmp_path / "pickled.pt"
+    bad.write_bytes(pickle.dumps({"key": object()}))  # a pickle torch's safe loader refuses
+    with pytest.raises(ConfigError, match="not a tilt data file") as info:
+        load_positions(bad, {})
+    assert "weights_only` set to `False`" not in str(info.value) and "arbitrary code" not in str(info.value)
+    assert "refuses to unpickle" in str(info.value)

@@ -80,7 +80,7 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
         data = Positions(raw["hidden"], raw["tokens"], raw["logprob"], raw["logq"], raw["delta"], raw.get("togo"))
     except Exception as exc:
         raise ConfigError(
-            f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {exc}); "
+            f"--tilt-data={str(path)!r} is not a tilt data file ({type(exc).__name__}: {_first_line(exc)}); "
             "pass a new path or delete it."
         ) from exc
     differ = sorted(k for k in set(key) | set(stored) if key.get(k) != stored.get(k))
@@ -90,3 +90,11 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
             f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings."
         )
     return data
+
+
+def _first_line(exc: Exception) -> str:
+    """What went wrong, without torch's advice to re-run with ``weights_only`` off: that is the unsafe load."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        return "it holds Python objects that the safe loader (weights_only=True) refuses to unpickle"
+    return text.splitlines()[0] if text else type(exc).__name__
