@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,6 +38,8 @@ from feedback.rm import (
 )
 from proxy_env.errors import ConfigError
 from proxy_env.rewards.encoders import Encoder, per_token
+
+logger = logging.getLogger(__name__)
 
 
 class TrainedRM(NamedTuple):
@@ -98,6 +101,15 @@ def train_reward_model(
     cfg.validate()
     start = time.perf_counter()
     pairs = balance_by_length(pairs, cfg.length_bucket_words, cfg.seed) if cfg.balance_length else list(pairs)
+    same = sum(p.chosen == p.rejected for p in pairs)
+    if same:  # chosen == rejected (or both empty) states no preference: a model trained on it sits at chance
+        if same == len(pairs):
+            raise ConfigError(
+                f"none of the {len(pairs)} pairs expresses a preference (chosen == rejected in every one); "
+                "rebuild them (proxy-rlhf prefs build drops identical responses)."
+            )
+        logger.warning("dropping %d of %d pairs whose chosen and rejected responses are identical", same, len(pairs))
+        pairs = [p for p in pairs if p.chosen != p.rejected]
     if len(pairs) < 2:
         raise ConfigError(f"{len(pairs)} preference pairs after filtering; the reward model needs at least 2.")
     emb, c, r = embed_pairs(pairs, encoder)

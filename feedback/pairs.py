@@ -22,7 +22,7 @@ import torch
 from feedback.perplexity import filter_by_perplexity, perplexities
 from feedback.records import PreferencePair
 from feedback.sources import FeedbackSource, human_pairs, to_pairs
-from proxy_env.config import EnvConfig
+from proxy_env.config import EnvConfig, check_pool
 from proxy_env.errors import ConfigError
 
 
@@ -76,6 +76,7 @@ def sample_responses(
     """
     if n < 1 or batch_size < 1:
         raise ConfigError(f"n={n}, batch_size={batch_size}: both must be >= 1.")
+    check_pool(top_k, top_p, temperature)  # top_p=0 wrote nothing, temperature=0 raised a NaN error
     per_batch = max(1, batch_size // n)  # prompts per generate call: batch_size sequences in all
     texts: list[list[str]] = []
     ppls: list[list[float]] = []

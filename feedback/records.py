@@ -49,8 +49,14 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass an existing JSONL file (one JSON object per line).")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:  # a latin-1 export, say: name the line, not "a bug"
+                raise DataError(
+                    f"{path}, line {number}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save the file as UTF-8."
+                ) from exc
             if not line.strip():
                 continue
             try:

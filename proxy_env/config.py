@@ -108,16 +108,10 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _int("top_k", self.top_k, minimum=2, hint="(top_k=1 leaves the proxy no choice)")
         _int("hidden_layer", self.hidden_layer)
         if self.max_rejections is not None:
             _int("max_rejections", self.max_rejections, minimum=0, hint="or None (= pool size - 1)")
-        if not _real(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p={self.top_p!r} must be a float in (0, 1]; 1.0 disables nucleus truncation.")
-        if not _real(self.temperature) or not self.temperature > 0.0:
-            raise ConfigError(
-                f"temperature={self.temperature!r} must be a float > 0; use order='greedy' for greedy decoding."
-            )
+        check_pool(self.top_k, self.top_p, self.temperature, min_top_k=2)
         if not isinstance(self.forced_steps, bool):
             raise ConfigTypeError(
                 f"forced_steps={self.forced_steps!r} must be a bool (True: a forced candidate is a step whose action is ignored)."
@@ -141,6 +135,18 @@ class EnvConfig:
                 "policy gradient in expectation (a critic learns it): drop it, or wrap the env in Gymnasium's "
                 "TransformReward." + did_you_mean(str(self.reward_baseline), ["reference"])
             )
+
+
+def check_pool(top_k: object, top_p: object, temperature: object, *, min_top_k: int = 1) -> None:
+    """The pool's settings (what every sampler of this package truncates with), each refused with its fix.
+
+    The env needs ``top_k >= 2`` (one candidate leaves the proxy no choice); a plain sampler takes 1.
+    """
+    _int("top_k", top_k, minimum=min_top_k, hint="(top_k=1 leaves the proxy no choice)" if min_top_k > 1 else "")
+    if not _real(top_p) or not 0.0 < top_p <= 1.0:  # type: ignore[operator]
+        raise ConfigError(f"top_p={top_p!r} must be a float in (0, 1]; 1.0 disables nucleus truncation.")
+    if not _real(temperature) or not temperature > 0.0:  # type: ignore[operator]
+        raise ConfigError(f"temperature={temperature!r} must be a float > 0; use order='greedy' for greedy decoding.")
 
 
 def _real(value: object) -> bool:

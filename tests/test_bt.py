@@ -51,3 +51,15 @@ def test_training_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     train_reward_model(_toy_pairs(20), Toy(), RMTrainConfig(hidden=4, epochs=2))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_pairs_without_a_preference_are_refused_or_dropped(caplog):
+    """chosen == rejected (or both empty) states no preference: all such pairs are refused, some are dropped."""
+    from feedback.records import PreferencePair
+
+    same = [PreferencePair(f"q{i}", "same", "same", "toy") for i in range(10)] + [PreferencePair("q", "", "", "toy")]
+    with pytest.raises(ConfigError, match=r"none of the 11 pairs expresses a preference"):
+        train_reward_model(same, Toy(), RMTrainConfig(hidden=0, epochs=2))
+    with caplog.at_level("WARNING", logger="feedback.bt"):
+        result = train_reward_model(_toy_pairs(40) + same, Toy(), RMTrainConfig(hidden=0, epochs=2))
+    assert "dropping 11 of 51 pairs" in caplog.text and result.metrics["pairs"] == 40

@@ -177,3 +177,32 @@ def test_pairs_from_several_files(tiny_bert, tmp_path, capsys):
 def _saved_toy_rm(tmp_path, folder):
     encoder = SentenceEncoder(folder, device="cpu", layers=(0,))
     return train_reward_model(_toy_pairs(20), encoder, RMTrainConfig(hidden=0, epochs=2)).model.save(tmp_path / "rm")
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--top-p", "0"], "top_p=0.0 must be a float in (0, 1]"),
+        (["--temperature", "0"], "temperature=0.0 must be a float > 0"),
+        (["--top-k", "0"], "top_k=0 must be >= 1"),
+    ],
+    ids=["top-p-0", "temperature-0", "top-k-0"],
+)
+def test_prefs_build_refuses_a_bad_pool_before_loading_the_model(tmp_path, capsys, monkeypatch, flags, needle):
+    """top_p 0 used to exit 0 having written nothing; temperature 0 failed on a NaN after the sampling started."""
+    import proxy_env.engine.models
+    from agents.cli import main
+
+    monkeypatch.setattr(proxy_env.engine.models, "as_frozen_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    out = tmp_path / "o.jsonl"
+    assert main(["prefs", "build", "--out", str(out), "--model", "tiny", *flags]) == 2
+    assert needle in capsys.readouterr().err and not out.exists()
+
+
+def test_prefs_build_refuses_a_folder_as_out_before_sampling(tmp_path, capsys, monkeypatch):
+    import proxy_env.engine.models
+    from agents.cli import main
+
+    monkeypatch.setattr(proxy_env.engine.models, "as_frozen_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["prefs", "build", "--out", str(tmp_path), "--model", "tiny"]) == 2
+    assert "is a folder or lies under a file" in capsys.readouterr().err

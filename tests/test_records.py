@@ -70,3 +70,11 @@ def test_write_is_atomic(tmp_path):
         write_jsonl(path, [{"ok": 1}, {"bad": float("inf")}])
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
+    path.write_bytes((good + "\n" + '{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n').encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.jsonl, line 2: not UTF-8 text \(byte \d+: invalid"):
+        load_pairs(path)

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 from proxy_env.config import EnvConfig
@@ -56,6 +57,7 @@ def _source(args: argparse.Namespace, lm: Any, template: str | None = None) -> A
 
 def _prefs_build(args: argparse.Namespace) -> int:
     from feedback import build_preferences, import_human, write_jsonl
+    from proxy_env.config import check_pool
     from proxy_env.engine.models import as_frozen_lm
     from proxy_env.errors import ConfigError
     from proxy_env.prompts import load_prompts
@@ -67,6 +69,13 @@ def _prefs_build(args: argparse.Namespace) -> int:
     if args.num_prompts < 0:
         raise ConfigError(f"--num-prompts {args.num_prompts} must be >= 0 (0: all prompts; N: the first N).")
     template = _judge_template(args.judge_template) if args.source == "judge" else None
+    # before the model loads and the sampling runs: a bad pool or --out used to fail after it, or write nothing
+    check_pool(args.top_k, args.top_p, args.temperature)
+    out = Path(args.out).expanduser()
+    if out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+        raise ConfigError(
+            f"--out={args.out!r} is a folder or lies under a file; pass the path of a .jsonl file to write."
+        )
     start = time.perf_counter()
     _log(f"loading {args.model!r} ...")
     lm = as_frozen_lm(args.model, device=args.device)
