@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ from agents.callbacks import CheckpointCallback, EpisodeStatsCallback, EvalCallb
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
 from agents.policies import init_accept_bias, param_report, proxy_policy_kwargs
-from agents.saving.checkpoint import check_lm, load_checkpoint, periodic_save, read_meta, save_or_rescue
+from agents.saving.checkpoint import check_lm, load_checkpoint, periodic_save, plain, read_meta, save_or_rescue
 from agents.training import (
     RLConfig,
     TrainResult,
@@ -228,6 +229,15 @@ def _check_resume(cfg: SB3Config) -> None:
         )
     if meta.format_version == 1 and not cfg.trust_checkpoint:
         load_checkpoint(cfg.resume, trust=False)  # raises the error that explains the risk and the flag
+    saved, now = meta.env_kwargs, plain(env_kwargs(cfg))
+    differ = sorted(k for k in set(saved) | set(now) if k not in ("model", "reward") and saved.get(k) != now.get(k))
+    if differ:  # allowed (a curriculum changes the budget, say), but never silently
+        warnings.warn(
+            f"resume={cfg.resume!r}: the env settings differ from the checkpoint's ("
+            + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
+            + "); training continues with the new ones, and the checkpoint it saves records them.",
+            stacklevel=3,
+        )
 
 
 def train(

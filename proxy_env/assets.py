@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy_env.errors import ModelNotFoundError
+from proxy_env.errors import ConfigError, ModelNotFoundError
 from proxy_env.folders import replace_dir  # noqa: F401  (re-exported: it used to live here)
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,13 @@ MANIFEST = ".proxy_env_manifest.json"  # {relative path: size in bytes} of a bui
 def cache_dir() -> Path:
     """The cache root: ``$PROXY_ENV_CACHE`` when set, else ``~/.cache/proxy_env``."""
     root = os.environ.get(CACHE_ENV_VAR)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "proxy_env"
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "proxy_env"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"the model cache {str(path)!r} ({CACHE_ENV_VAR if root else 'the default'}) is a file, not a folder; "
+            f"set {CACHE_ENV_VAR} to a folder (it will hold the converted default model, ~520 MB)."
+        )
+    return path
 
 
 def default_gguf_path() -> Path:
@@ -71,12 +77,15 @@ def _default_root() -> tuple[Path, Path]:
     # The sha256 is memoised per (size, mtime) so that later loads do not hash 98 MB each time.
     stat = gguf.stat()
     memo = cache_dir() / "sha256" / f"{DEFAULT_NAME}-{stat.st_size}-{int(stat.st_mtime)}.txt"
-    if memo.is_file():
-        sha = memo.read_text().strip()
-    else:
+    sha = memo.read_text().strip() if memo.is_file() else ""
+    if not _is_sha256(sha):  # missing, or damaged: a bad memo named a new cache folder and converted the model again
         sha = file_sha256(gguf)
         atomic_write_text(memo, sha)
     return gguf, cache_dir() / f"{DEFAULT_NAME}-{sha[:16]}"
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from proxy_env import assets
-from proxy_env.errors import DataError
+from proxy_env.errors import ConfigError, DataError
 from tests.conftest import _truncate
 
 
@@ -115,3 +115,23 @@ def test_default_model_cache_that_stays_broken_names_the_fix(fake_default_cache,
         DataError, match=r"model='default': the cached folder .* still fails to load after a rebuild.*delete it"
     ):
         FrozenLM("default", device="cpu")
+
+
+def test_a_cache_path_that_is_a_file_is_named(monkeypatch, tmp_path):
+    afile = tmp_path / "cachefile"
+    afile.write_text("")
+    monkeypatch.setenv(assets.CACHE_ENV_VAR, str(afile))
+    with pytest.raises(ConfigError, match=r"the model cache '.*cachefile' \(PROXY_ENV_CACHE\) is a file, not a folder"):
+        assets.cache_dir()
+
+
+def test_a_damaged_sha256_memo_is_recomputed_not_trusted(monkeypatch, tmp_path):
+    """A memo holding garbage used to name a new cache folder, and so a second 520 MB conversion."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"weights")
+    monkeypatch.setenv(assets.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "default_gguf_path", lambda: gguf)
+    _, root = assets._default_root()
+    memo = next((tmp_path / "cache" / "sha256").iterdir())
+    memo.write_text("garbage")
+    assert assets._default_root()[1] == root and memo.read_text() == assets.file_sha256(gguf)

@@ -221,3 +221,15 @@ def test_ppo_trains_on_cuda_and_changes_its_weights(cuda_lm, observation):
 def test_a_bad_eval_prompts_file_is_named_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"eval_prompts='.*nowhere.txt': no such file"):
         _cfg(eval_freq=64, eval_prompts=str(tmp_path / "nowhere.txt")).validate()
+
+
+def test_resume_with_other_env_settings_warns_naming_them(saved, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="resume=")  # the same settings: not a word
+        train(_tiny_cfg(resume=str(saved), save_dir=str(tmp_path / "same"), total_timesteps=32), reward=_zero)
+    with pytest.warns(
+        UserWarning, match=r"env settings differ from the checkpoint's \(max_new_tokens 4 -> 5, top_p 0.95 -> 1.0\)"
+    ):
+        train(_tiny_cfg(resume=str(saved), max_new_tokens=5, top_p=1.0, total_timesteps=32), reward=_zero)
