@@ -96,6 +96,7 @@ class SB3Config(RLConfig):
             load_prompts(self.eval_prompts, arg="eval_prompts")
         KLController(self.env.kl_coef, target=self.kl_target, horizon=self.kl_horizon)  # validates the three
         if self.resume is not None and not Path(self.resume).expanduser().is_dir():
+            read_meta(self.resume)  # raises, naming a copy a killed save left aside if there is one
             raise ConfigError(
                 f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
             )

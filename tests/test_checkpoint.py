@@ -415,3 +415,15 @@ def test_a_save_cleans_what_a_killed_save_left_and_keeps_the_folders_mode(saved,
     umask = os.umask(0)
     os.umask(umask)
     assert {f.stat().st_mode & 0o777 for f in path.iterdir()} == {0o666 & ~umask}  # as any file the user makes
+
+
+def test_resume_of_a_checkpoint_a_killed_save_left_aside_says_where_it_is(saved, tmp_path):
+    import shutil
+
+    from tests.conftest import _cfg
+
+    old = tmp_path / ".ck.old-killed"
+    old.mkdir()
+    shutil.copytree(saved, old / "ck")
+    with pytest.raises(CheckpointError, match=r"left the previous checkpoint at '.*\.ck\.old-killed/ck': move it back"):
+        _cfg(resume=str(tmp_path / "ck")).validate()

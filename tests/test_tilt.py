@@ -394,3 +394,12 @@ def test_an_unreadable_data_file_error_never_advises_the_unsafe_load(tmp_path):
         load_positions(bad, {})
     assert "weights_only` set to `False`" not in str(info.value) and "arbitrary code" not in str(info.value)
     assert "refuses to unpickle" in str(info.value)
+
+
+def test_a_bad_tilt_data_path_is_refused_before_collecting(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(ConfigError, match=r"--tilt-data's folder='.*afile' is a file"):
+        _cfg(tilt_data=str(afile / "data.pt")).validate()
+    with pytest.raises(ConfigError, match=r"--tilt-data='.*' is a folder"):
+        _cfg(tilt_data=str(tmp_path)).validate()

@@ -27,6 +27,7 @@ from agents.training import (
     saved_env_kwargs,
 )
 from proxy_env.errors import ConfigError
+from proxy_env.folders import check_not_a_file
 
 ACTORS = ("ppo", "a2c", "trpo")  # SB3 algorithms whose actor gives P(accept): what the fit trains and saves
 
@@ -80,6 +81,11 @@ class TiltConfig(TrainConfig):
                 f"--algo={self.algo!r}: --backend tilt fits an actor's accept probability: use "
                 f"{', '.join(ACTORS[:-1])} or {ACTORS[-1]}."
             )
+        if self.tilt_data is not None:  # checked now: a bad path used to fail after the whole collection
+            data = Path(self.tilt_data).expanduser()
+            if data.is_dir():
+                raise ConfigError(f"--tilt-data={self.tilt_data!r} is a folder; pass the path of a file to cache into.")
+            check_not_a_file(data.parent, arg="--tilt-data's folder")
         check_int("tilt_epochs", self.tilt_epochs, minimum=1)
         check_int("tilt_warmup_epochs", self.tilt_warmup_epochs, minimum=0)
 
