@@ -205,4 +205,8 @@ def test_prefs_build_refuses_a_folder_as_out_before_sampling(tmp_path, capsys, m
 
     monkeypatch.setattr(proxy_env.engine.models, "as_frozen_lm", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(["prefs", "build", "--out", str(tmp_path), "--model", "tiny"]) == 2
-    assert "is a folder or lies under a file" in capsys.readouterr().err
+    assert f"--out={str(tmp_path)!r} is a folder" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["prefs", "build", "--out", str(afile / "o.jsonl"), "--model", "tiny"]) == 2
+    assert "--out's folder=" in capsys.readouterr().err and afile.read_text() == ""

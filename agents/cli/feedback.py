@@ -60,6 +60,7 @@ def _prefs_build(args: argparse.Namespace) -> int:
     from proxy_env.config import check_pool
     from proxy_env.engine.models import as_frozen_lm
     from proxy_env.errors import ConfigError
+    from proxy_env.folders import check_not_a_file
     from proxy_env.prompts import load_prompts
 
     if args.source == "human" and not args.human:
@@ -71,11 +72,9 @@ def _prefs_build(args: argparse.Namespace) -> int:
     template = _judge_template(args.judge_template) if args.source == "judge" else None
     # before the model loads and the sampling runs: a bad pool or --out used to fail after it, or write nothing
     check_pool(args.top_k, args.top_p, args.temperature)
-    out = Path(args.out).expanduser()
-    if out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
-        raise ConfigError(
-            f"--out={args.out!r} is a folder or lies under a file; pass the path of a .jsonl file to write."
-        )
+    if Path(args.out).expanduser().is_dir():
+        raise ConfigError(f"--out={args.out!r} is a folder; pass the path of a .jsonl file to write.")
+    check_not_a_file(Path(args.out).expanduser().parent, arg="--out's folder")
     start = time.perf_counter()
     _log(f"loading {args.model!r} ...")
     lm = as_frozen_lm(args.model, device=args.device)
