@@ -552,7 +552,7 @@ def _():
 
 @probe("3 rewards", "reward returns strings")
 def _():
-    return recovers(Flaky(lambda r: ["good"] * len(r)), "not a list of floats")
+    return recovers(Flaky(lambda r: ["good"] * len(r)), "one int or float per response")
 
 
 @probe("3 rewards", "reward returns inf")
@@ -1155,6 +1155,398 @@ def _prepare_other_model() -> None:
     if not (path / "config.json").exists():
         tiny_model("gpt2").save_pretrained(path)
         AutoTokenizer.from_pretrained(default_tokenizer_dir()).save_pretrained(path)
+
+
+# ====================================================================== 13. round two (each a defect of the second review)
+@probe("13 round two", "tilt: Ctrl-C during collection claims no decisions")
+def _():
+    import agents.tilt.backend
+    from agents.tilt.backend import TiltConfig, train_tilt
+
+    real = agents.tilt.backend.collect
+
+    def interrupted(venv, decisions, **kwargs):
+        data = real(venv, 8, seed=0)
+        os.kill(os.getpid(), signal.SIGINT)
+        return data
+
+    agents.tilt.backend.collect = interrupted
+    try:
+        cfg = train_cfg_of(
+            TiltConfig,
+            observation="prefix",
+            kl_coef=0.5,
+            top_k=6,
+            top_p=1.0,
+            total_timesteps=10_000,
+            save_dir=str(ROOT / "p-tilt-stop"),
+        )
+        return expect_ok(
+            lambda: train_tilt(cfg, model=tiny(), reward=zero),
+            lambda r: r.checkpoint is None and r.model.num_timesteps == 0 and r.interrupted == "SIGINT",
+        )
+    finally:
+        agents.tilt.backend.collect = real
+
+
+@probe("13 round two", "flip 2000 bytes of the weights, then load")
+def _():
+    from agents.saving.checkpoint import load_checkpoint
+
+    path = copy_checkpoint("p-flip")
+    data = bytearray((path / "model.safetensors").read_bytes())
+    for i in range(len(data) - 2000, len(data)):
+        data[i] ^= 0xFF
+    (path / "model.safetensors").write_bytes(bytes(data))
+    return expect_error(lambda: load_checkpoint(path), "sha256")
+
+
+@probe("13 round two", "a proxy folder used with an LLM of the same architecture, other weights")
+def _():
+    from agents.saving.folder import check_llm, fingerprint
+    from proxy_env.engine.tiny import tiny_lm
+
+    other = tiny_lm(seed=1)
+    saved = {"name": "tiny", "fingerprint": fingerprint(tiny().model, tiny().tokenizer)}
+    return expect_error(lambda: check_llm(saved, other.model, other.tokenizer, where="proxy"), "weights_hash")
+
+
+@probe("13 round two", "bench --out a file")
+def _():
+    afile = ROOT / "p-bench-file"
+    afile.write_text("mine")
+    return expect_cli_error(["bench", "--quick", "--model", "tiny", "--out", str(afile)], "--out")
+
+
+@probe("13 round two", "a SafetensorError in the final save")
+def _():
+    from safetensors import SafetensorError
+
+    from agents.saving.checkpoint import save_or_rescue
+
+    def save(agent, path=None):
+        if path is None:
+            raise SafetensorError("File too large (os error 27)")
+        return path
+
+    return expect_error(lambda: save_or_rescue(save, object(), str(ROOT / "p-efbig")), "rescued")
+
+
+@probe("13 round two", "--tilt-data under a regular file")
+def _():
+    afile = ROOT / "p-tilt-file"
+    afile.write_text("")
+    argv = [
+        *TRAIN[:-4],
+        "--backend",
+        "tilt",
+        "--observation",
+        "prefix",
+        "--kl-coef",
+        "0.5",
+        "--tilt-data",
+        str(afile / "d.pt"),
+    ]
+    return expect_cli_error([a for a in argv if a not in ("--n-steps", "32", "--eval-prompts", "")], "--tilt-data")
+
+
+@probe("13 round two", "demo --num-envs 0")
+def _():
+    return expect_cli_error(["demo", "--model", "tiny", "--num-envs", "0", "--out", str(ROOT / "p-d0")], "num_envs=0")
+
+
+@probe("13 round two", "demo --learning-rate 0")
+def _():
+    return expect_cli_error(
+        ["demo", "--model", "tiny", "--learning-rate", "0", "--out", str(ROOT / "p-d1")], "learning_rate=0"
+    )
+
+
+@probe("13 round two", "train --resume with other env settings")
+def _():
+    import warnings
+
+    from agents.train import train
+
+    path = copy_checkpoint("p-resume-diff")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(train_cfg(resume=str(path), max_new_tokens=5, top_p=1.0, total_timesteps=32), reward=zero)
+    said = any("differ from the checkpoint" in str(w.message) for w in caught)
+    raise Outcome("ok" if said else "silent", "" if said else "no warning")
+
+
+@probe("13 round two", "a proxy whose predict returns 0.7")
+def _():
+    from agents.generate import ProxyGenerator
+
+    class Half:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.full(len(obs), 0.7), state
+
+    return expect_error(lambda: ProxyGenerator(tiny(), Half(), max_new_tokens=2).generate(["Hi"]), "probability")
+
+
+@probe("13 round two", "a proxy whose predict returns N+1 actions")
+def _():
+    from agents.generate import ProxyGenerator
+
+    class More:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.ones(len(obs) + 1, dtype=np.int64), state
+
+    return expect_error(lambda: ProxyGenerator(tiny(), More(), max_new_tokens=2).generate(["Hi", "Yo"]), "actions for")
+
+
+@probe("13 round two", "rm train on pairs with chosen == rejected")
+def _():
+    from feedback import RMTrainConfig, train_reward_model
+    from feedback.records import PreferencePair
+    from proxy_env.rewards.encoders import LMEncoder
+
+    pairs = [PreferencePair(f"q{i}", "same", "same", "toy") for i in range(8)]
+    return expect_error(
+        lambda: train_reward_model(pairs, LMEncoder(tiny()), RMTrainConfig(hidden=0, epochs=1)), "preference"
+    )
+
+
+@probe("13 round two", "prefs build --top-p 0")
+def _():
+    return expect_cli_error(
+        ["prefs", "build", "--model", "tiny", "--top-p", "0", "--out", str(ROOT / "p-tp.jsonl")], "top_p=0"
+    )
+
+
+@probe("13 round two", "prefs build --temperature 0")
+def _():
+    return expect_cli_error(
+        ["prefs", "build", "--model", "tiny", "--temperature", "0", "--out", str(ROOT / "p-t0.jsonl")], "temperature"
+    )
+
+
+@probe("13 round two", "prefs build --out an existing folder")
+def _():
+    return expect_cli_error(["prefs", "build", "--model", "tiny", "--out", str(folder("p-outdir"))], "--out")
+
+
+@probe("13 round two", "a .csv prompts file with a header")
+def _():
+    csv = ROOT / "p.csv"
+    csv.write_text("prompt\nhello\n")
+    return expect_error(lambda: venv(prompts=str(csv)), ".csv")
+
+
+@probe("13 round two", "an empty prompts file")
+def _():
+    empty = ROOT / "empty.txt"
+    empty.write_text("")
+    return expect_error(lambda: venv(prompts=str(empty)), "empty.txt")
+
+
+@probe("13 round two", "a surrogate character in a prompt")
+def _():
+    return expect_error(lambda: venv(prompts=["hi \udcff there"]), "surrogate")
+
+
+@probe("13 round two", "reward returns the string '0.5'")
+def _():
+    env = venv(reward=lambda p, r: ["0.5"] * len(r), max_new_tokens=1)
+    env.reset(seed=0)
+    return expect_error(lambda: [env.step(np.ones(2, dtype=np.int64)) for _ in range(4)], "'0.5'")
+
+
+@probe("13 round two", "reward returns True")
+def _():
+    env = venv(reward=lambda p, r: [True] * len(r), max_new_tokens=1)
+    env.reset(seed=0)
+    return expect_error(lambda: [env.step(np.ones(2, dtype=np.int64)) for _ in range(4)], "bool")
+
+
+@probe("13 round two", "reward='vadr' (a typo)")
+def _():
+    return expect_error(lambda: venv(reward="vadr"), "reward='vadr'")
+
+
+@probe("13 round two", "reward='emptydir' (a folder with no model)")
+def _():
+    return expect_error(lambda: venv(reward=str(folder("p-emptydir"))), "reward=")
+
+
+@probe("13 round two", "temperature=1e-30")
+def _():
+    return expect_error(lambda: venv(temperature=1e-30).reset(seed=0), "temperature")
+
+
+@probe("13 round two", "step with actions on the meta device")
+def _():
+    env = venv()
+    env.reset(seed=0)
+    return expect_error(lambda: env.step(torch.ones(2, dtype=torch.long, device="meta")), "meta")
+
+
+@probe("13 round two", "single env step([1, 0])")
+def _():
+    env = gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=4)
+    env.reset(seed=0)
+    return expect_error(lambda: env.step([1, 0]), "one action")
+
+
+@probe("13 round two", "step after close (vector and single env)")
+def _():
+    env = venv()
+    env.reset(seed=0)
+    env.close()
+    return expect_error(lambda: env.step(np.ones(2, dtype=np.int64)), "after close")
+
+
+@probe("13 round two", "DISABLED: reset with an all-False mask first")
+def _():
+    env = venv(autoreset_mode="disabled")
+    return expect_error(lambda: env.reset(options={"reset_mask": np.array([False, False])}), "selects no env")
+
+
+@probe("13 round two", "DISABLED: partial first reset, then step")
+def _():
+    env = venv(autoreset_mode="disabled")
+    env.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    return expect_error(lambda: env.step(np.ones(2, dtype=np.int64)), "have not started")
+
+
+@probe("13 round two", "single env: step after the episode ended")
+def _():
+    env = gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=1)
+    env.reset(seed=0)
+    env.step(1)
+    return expect_error(lambda: env.step(1), "call reset()")
+
+
+@probe("13 round two", "single env given autoreset_mode")
+def _():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gym.make(proxy_env.ENV_ID, model=tiny(), prompts=PROMPTS, max_new_tokens=2, autoreset_mode="next_step")
+    said = any("autoreset_mode" in str(w.message) for w in caught)
+    raise Outcome("ok" if said else "silent", "" if said else "no warning")
+
+
+@probe("13 round two", "reset(options={'prompt_index': [0.7, 1.2]})")
+def _():
+    return expect_error(lambda: venv().reset(seed=0, options={"prompt_index": [0.7, 1.2]}), "prompt_index")
+
+
+@probe("13 round two", "reset(options={'promptindex': [0, 1]}) (a typo)")
+def _():
+    return expect_error(lambda: venv().reset(seed=0, options={"promptindex": [0, 1]}), "prompt_index")
+
+
+@probe("13 round two", "a checkpoint whose env_kwargs hold 'bogus'")
+def _():
+    path = copy_checkpoint("p-bogus")
+    config = json.loads((path / "proxy_config.json").read_text())
+    config["env_kwargs"]["bogus"] = 1
+    (path / "proxy_config.json").write_text(json.dumps(config))
+    return expect_cli_error(["generate", "--checkpoint", str(path), "--device", "cpu", "Hi"], "proxy_config.json")
+
+
+@probe("13 round two", "rm train --pairs latin-1")
+def _():
+    pairs = ROOT / "latin1.jsonl"
+    pairs.write_bytes('{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n'.encode("latin-1"))
+    return expect_cli_error(["rm", "train", "--pairs", str(pairs), "--out", str(ROOT / "p-rm-l1")], "line 1")
+
+
+@probe("13 round two", "train --reward nonexistent-rm")
+def _():
+    return expect_cli_error([*TRAIN, "--reward", "nonexistent-rm"], "reward=")
+
+
+@probe("13 round two", "train --eval-prompts nonexistent.txt --eval-freq 64")
+def _():
+    return expect_cli_error([*TRAIN, "--eval-prompts", str(ROOT / "none.txt"), "--eval-freq", "64"], "eval_prompts=")
+
+
+@probe("13 round two", "a kill in the save swap window, then train --resume")
+def _():
+    path = ROOT / "p-swap"
+    old = ROOT / ".p-swap.old-killed"
+    old.mkdir(exist_ok=True)
+    shutil.copytree(checkpoint(), old / "p-swap", dirs_exist_ok=True)
+    return expect_cli_error([*TRAIN, "--resume", str(path)], "move it back")
+
+
+@probe("13 round two", "...then a new save puts it back and cleans the leftovers")
+def _():
+    from agents.saving.checkpoint import load_checkpoint, save_checkpoint
+
+    path = ROOT / "p-swap"
+    (ROOT / ".p-swap.tmp-killed").mkdir(exist_ok=True)
+    model = load_checkpoint(checkpoint(), device="cpu").model
+    save_checkpoint(model, path, env_kwargs={"model": "tiny"})
+    left = [p.name for p in ROOT.iterdir() if p.name.startswith(".p-swap.")]
+    raise Outcome("ok" if not left else "silent", "" if not left else f"left {left}")
+
+
+@probe("13 round two", "re-save keeps the folder's mode")
+def _():
+    from agents.saving.checkpoint import load_checkpoint, save_checkpoint
+
+    path = copy_checkpoint("p-mode")
+    os.chmod(path, 0o755)
+    save_checkpoint(load_checkpoint(path, device="cpu").model, path, env_kwargs={"model": "tiny"})
+    mode = path.stat().st_mode & 0o777
+    raise Outcome("ok" if mode == 0o755 else "silent", f"mode {oct(mode)}")
+
+
+@probe("13 round two", "PROXY_ENV_CACHE is a file")
+def _():
+    from proxy_env import assets
+
+    afile = ROOT / "cachefile"
+    afile.write_text("")
+    saved = os.environ.get(assets.CACHE_ENV_VAR)
+    os.environ[assets.CACHE_ENV_VAR] = str(afile)
+    try:
+        return expect_error(assets.cache_dir, "is a file")
+    finally:
+        if saved is None:
+            os.environ.pop(assets.CACHE_ENV_VAR)
+        else:
+            os.environ[assets.CACHE_ENV_VAR] = saved
+
+
+@probe("13 round two", "bench --frontier-from a results.csv cut mid-row")
+def _():
+    cut = ROOT / "cut.csv"
+    cut.write_text("agent,kind,reward\nalways-accept,baseline,0.3\nbest-of-2,best-of-n\n")
+    return expect_cli_error(
+        ["bench", "--quick", "--model", "tiny", "--frontier-from", str(cut), "--out", str(ROOT / "p-cut")], "line 3"
+    )
+
+
+@probe("13 round two", "a tilt data file of the right key, tensors of another width")
+def _():
+    from agents.tilt.data import Positions, load_positions, save_positions
+
+    z = torch.zeros
+    save_positions(ROOT / "wide.pt", {"k": 1}, Positions(z(2, 4).half(), z(2, 3).long(), z(2, 3), z(2, 5), z(2, 3)))
+    return expect_error(lambda: load_positions(ROOT / "wide.pt", {"k": 1}), "inconsistent shapes")
+
+
+def train_cfg_of(cls: Any, **kwargs: Any) -> Any:
+    """``train_cfg`` for another backend's config (the env's settings into ``env``)."""
+    from dataclasses import fields
+
+    from proxy_env.config import EnvConfig
+
+    base = dict(model="tiny", prompts=PROMPTS, max_new_tokens=6, num_envs=2, seed=0, policy_device="cpu")
+    merged = {**base, **kwargs}
+    names = {f.name for f in fields(EnvConfig)}
+    return cls(
+        env=EnvConfig(**{k: v for k, v in merged.items() if k in names}),
+        **{k: v for k, v in merged.items() if k not in names},
+    )
 
 
 def main() -> int:

@@ -76,3 +76,13 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
     assert list(grpo_line.get_xdata()) == [6.0, 8.0, 20.0] and list(grpo_line.get_ydata()) == [0.3, 0.5, 0.8]
     assert [t.get_text() for t in ax.texts] == ["β=2", "β=0.5", "β=0.1", "β=0.1"]
     plt.close(fig)
+
+
+def test_a_results_csv_cut_mid_row_names_the_line(tmp_path):
+    from agents.eval.report import read_rows
+    from proxy_env.errors import ConfigError
+
+    path = tmp_path / "results.csv"
+    path.write_text("agent,kind,reward\nalways-accept,baseline,0.3\nbest-of-2,best-of-n\n")  # the last row is cut
+    with pytest.raises(ConfigError, match=r"frontier_from='.*results.csv', line 3: 2 fields where the header has 3"):
+        read_rows(path, "frontier_from")

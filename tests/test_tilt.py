@@ -403,3 +403,16 @@ def test_a_bad_tilt_data_path_is_refused_before_collecting(tmp_path):
         _cfg(tilt_data=str(afile / "data.pt")).validate()
     with pytest.raises(ConfigError, match=r"--tilt-data='.*' is a folder"):
         _cfg(tilt_data=str(tmp_path)).validate()
+
+
+def test_a_data_file_of_the_right_key_and_inconsistent_shapes_is_refused(tmp_path):
+    data = Positions(
+        torch.zeros(2, 4).half(),
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.zeros(2, 3),
+        torch.zeros(2, 5),  # logq of another width
+        torch.zeros(2, 3),
+    )
+    save_positions(tmp_path / "d.pt", {"model": "a"}, data)
+    with pytest.raises(ConfigError, match="holds tensors of inconsistent shapes"):
+        load_positions(tmp_path / "d.pt", {"model": "a"})

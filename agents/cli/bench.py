@@ -15,7 +15,7 @@ def _bench(args: Any) -> int:
     from tqdm import tqdm
 
     from agents.eval.bench import run_bench
-    from agents.eval.report import write_outputs
+    from agents.eval.report import read_rows, write_outputs
     from proxy_env.folders import check_not_a_file
 
     cfg = BenchConfig(
@@ -40,6 +40,8 @@ def _bench(args: Any) -> int:
         device=args.device,
     )
     check_not_a_file(cfg.out, arg="--out")  # before the benchmark runs, not after its results exist
+    if cfg.frontier_from:  # likewise: a cut or unreadable file fails now, not after the run
+        read_rows(cfg.frontier_from, "--frontier-from")
     bar = tqdm(total=1, unit="prompt", desc="bench")
 
     def progress(done: int, total: int, stage: str) -> None:

@@ -410,11 +410,25 @@ def read_rows(path: str | Path, argument: str = "results") -> list[dict[str, Any
 
     try:
         with open(Path(path).expanduser(), newline="", encoding="utf-8") as fh:
-            return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(fh)]
+            reader = csv.DictReader(fh)
+            rows = []
+            for r in reader:
+                if None in r or None in r.values():  # a row cut short (or run over) by a copy or a full disk
+                    raise ConfigError(
+                        f"{argument}={str(path)!r}, line {reader.line_num}: {_fields(r)} fields where the "
+                        f"header has {len(reader.fieldnames or [])}; the file is cut or damaged. Run the bench again."
+                    )
+                rows.append({k: _parse(k, v) for k, v in r.items()})
+            return rows
     except OSError as exc:
         raise ConfigError(
             f"{argument}={str(path)!r} cannot be read ({exc}); pass the results.csv of an earlier `proxy-rlhf bench`."
         ) from exc
+
+
+def _fields(row: dict[Any, Any]) -> int:
+    """How many fields a ``csv.DictReader`` row really had (missing ones are None, extra ones under the key None)."""
+    return sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
 
 
 def _parse(key: str, value: str) -> Any:

@@ -89,6 +89,17 @@ def load_positions(path: str | os.PathLike, key: dict[str, Any]) -> Positions | 
         raise ConfigError(
             f"--tilt-data={str(path)!r} was collected under other settings ({what}); pass a new path or the same settings."
         )
+    shapes = {name: tuple(x.shape) for name, x in data._asdict().items() if x is not None}
+    n, k = shapes["tokens"] if len(shapes["tokens"]) == 2 else (-1, -1)
+    pool_fields = ("tokens", "logprob", "logq", "delta")
+    if (
+        any(shapes[f] != (n, k) for f in pool_fields)
+        or shapes["hidden"][:1] != (n,)
+        or shapes.get("togo", (n,)) != (n,)
+    ):  # the right key but tensors that do not fit together: a file written by hand or by another version
+        raise ConfigError(
+            f"--tilt-data={str(path)!r} holds tensors of inconsistent shapes ({shapes}); pass a new path or delete it."
+        )
     return data
 
 
