@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12: proxies on the reward–KL frontier, all 266 default-eval prompts.
+# Proxies on the reward–KL frontier, all 266 default-eval prompts.
 #   bash benchmarks/frontier.sh "1.0:0.0 0.3:0.7"     # β:GAE-λ pairs to train (default below), then bench
 #   NS="2 4 8 16 32" OUT=runs/frontier32 bash benchmarks/frontier.sh "0.0:0.0"   # β = 0 (no KL term) and best-of-32
 # One PPO proxy per (β, λ): KL-regularised (exact per-token charge), observation "prefix", reward shaping,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12: tilt proxies (`train --backend tilt`) on the reward–KL frontier, all 266 default-eval prompts.
+# Tilt proxies (`train --backend tilt`) on the reward–KL frontier, all 266 default-eval prompts.
 #   bash benchmarks/frontier_tilt.sh "0.5 0.3 0.2"      # the β to train (default below), then bench
 #   EPOCHS=12 LAMBDAS= OUT=runs/tilt12 FRONTIER=benchmarks/results/frontier32/results.csv bash benchmarks/frontier_tilt.sh "0.3"
 #   EXTRA=--tilt-future TAG=-future EPOCHS=12 LAMBDAS= OUT=runs/tilt12 FRONTIER=... bash benchmarks/frontier_tilt.sh "0.3"
@@ -23,7 +23,7 @@ for beta in $BETAS; do
   [ -f "$dir/proxy_config.json" ] && continue
   OMP_NUM_THREADS=2 proxy-rlhf train --backend tilt --observation prefix --kl-coef "$beta" \
     --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
-    --tilt-data "$OUT/data_32k.pt" --save-dir "$dir" --tensorboard-log "$dir-tb" --eval-prompts '' --seed "${SEED:-0}" $EXTRA
+    --tilt-data "$OUT/data_32k.pt" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}" $EXTRA
 done
 OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --prompts default-eval --n --frontier-from "$FRONTIER" \
   --max-new-tokens 32 --sample --batch-size 32 --out "$OUT/bench$TAG"
