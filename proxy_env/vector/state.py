@@ -83,10 +83,11 @@ class EnvState:
         for i in rows.nonzero().squeeze(1).tolist():
             self.render_log[i] = []
 
-    def prefixes(self, prompts: list[str]) -> tuple[list[str], list[list[int]]]:
-        """Each env's prompt and the token ids of its response so far (the state the candidate on offer extends)."""
-        position = self.position.tolist()
-        return (
-            [prompts[i] for i in self.prompt_index.tolist()],
-            [self.response[i, : position[i]].tolist() for i in range(len(position))],
-        )
+    def prefixes(self, prompts: list[str], rows: list[int] | None = None) -> tuple[list[str], list[list[int]]]:
+        """The prompt and the token ids of the response so far of ``rows`` (env indices; default: every env).
+
+        Positions and prompt indices are read once, not once per row.
+        """
+        position, prompt_index = self.position.tolist(), self.prompt_index.tolist()
+        index = range(len(position)) if rows is None else rows
+        return [prompts[prompt_index[i]] for i in index], [self.response[i, : position[i]].tolist() for i in index]

@@ -436,11 +436,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
 
     def _potential(self, rows: np.ndarray) -> np.ndarray:
         """The reward of ``rows``' (indices) responses so far: reward shaping's potential."""
-        state = self.state
-        position, prompt_index = state.position.tolist(), state.prompt_index.tolist()  # one read each, not per row
-        texts = [self.lm.decode(state.response[i, : position[i]].tolist()) for i in rows]
-        prompts = [self.prompts[prompt_index[i]] for i in rows]
-        return np.asarray(score(self.reward_fn, prompts, texts), dtype=np.float64)
+        prompts, ids = self.state.prefixes(self.prompts, rows.tolist())
+        return np.asarray(score(self.reward_fn, prompts, [self.lm.decode(x) for x in ids]), dtype=np.float64)
 
     def _scored(self, ended: torch.Tensor) -> dict[str, Any]:
         """:meth:`_end_info`; if scoring fails, the env is marked for reset and the error says so."""
@@ -461,15 +458,14 @@ class ProxyRLHFVectorEnv(VectorEnv):
         """Episode summaries of ``ended`` rows, scored by the reward source in one batched call."""
         state = self.state
         index = ended.nonzero().squeeze(1).tolist()
-        ids = [state.response[i, : int(state.position[i])].tolist() for i in index]
-        prompt_index = [int(state.prompt_index[i]) for i in index]
-        prompts = [self.prompts[i] for i in prompt_index]
+        prompts, ids = state.prefixes(self.prompts, index)
         texts = [self.lm.decode(x) for x in ids]
         raw = np.zeros(self.num_envs)
         raw[index] = score(self.reward_fn, prompts, texts)
         baseline = np.zeros(self.num_envs)
         if self.baseline is not None:
-            baseline[index] = self.baseline(prompt_index, prompts)
+            all_prompt_index = state.prompt_index.tolist()
+            baseline[index] = self.baseline([all_prompt_index[i] for i in index], prompts)
         numeric = {
             "decisions": np_copy(state.decisions),
             "num_rejections": np_copy(state.rejections),
