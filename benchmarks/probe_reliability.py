@@ -180,26 +180,10 @@ def venv(num_envs: int = 2, **kwargs: Any):
 
 
 def train_cfg(**kwargs: Any):
-    from dataclasses import fields
-
     from agents.train import SB3Config
-    from proxy_env.config import EnvConfig
 
-    base = dict(
-        model="tiny",
-        prompts=PROMPTS,
-        max_new_tokens=4,
-        num_envs=2,
-        total_timesteps=64,
-        n_steps=32,
-        batch_size=64,
-        seed=0,
-        policy_device="cpu",
-        eval_freq=0,
-    )
-    env_names = {f.name for f in fields(EnvConfig)}
-    env = EnvConfig(**{k: v for k, v in {**base, **kwargs}.items() if k in env_names})
-    return SB3Config(env=env, **{k: v for k, v in {**base, **kwargs}.items() if k not in env_names})
+    base = dict(total_timesteps=64, n_steps=32, batch_size=64, eval_freq=0, max_new_tokens=4)
+    return train_cfg_of(SB3Config, **{**base, **kwargs})
 
 
 def checkpoint() -> Path:
@@ -1535,7 +1519,7 @@ def _():
 
 
 def train_cfg_of(cls: Any, **kwargs: Any) -> Any:
-    """``train_cfg`` for another backend's config (the env's settings into ``env``)."""
+    """A backend's config (``cls``) on the tiny model from flat keywords: the env's settings go into ``env``."""
     from dataclasses import fields
 
     from proxy_env.config import EnvConfig

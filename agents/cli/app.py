@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from agents.cli import demo
-from agents.cli.flags import add_config_flags, config_from_args
+from agents.cli.flags import add_config_flags, config_from_args, flag_names
 
 # modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
 _SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
@@ -79,26 +79,13 @@ def _chosen_backend(argv: list[str]) -> str:
     return "sb3"
 
 
-def _flags(config: Any) -> set[str]:
-    """The flags ``config`` (a backend's config class) has on the command line."""
-    from dataclasses import fields, is_dataclass
-
-    def walk(cls: Any) -> set[str]:
-        base = cls()
-        out: set[str] = set()
-        for f in fields(cls):
-            if f.name in config.refused_env_settings:
-                continue
-            value = getattr(base, f.name)
-            out |= walk(type(value)) if is_dataclass(value) else {f"--{f.name.replace('_', '-')}"}
-        return out
-
-    return walk(config)
+def _configs() -> dict[str, Any]:
+    return {name: backend_config(name) for name in BACKENDS}
 
 
 def _other_backend_flags(unknown: list[str], backend: str) -> str | None:
     """A one-line error when ``unknown`` holds flags of another backend (``--tilt-epochs`` without ``--backend tilt``)."""
-    flags = {name: _flags(backend_config(name)) for name in BACKENDS}
+    flags = {name: flag_names(cfg, skip=cfg.refused_env_settings) for name, cfg in _configs().items()}
     found = [t for t in dict.fromkeys(t.split("=", 1)[0] for t in unknown) if any(t in f for f in flags.values())]
     if not found:
         return None

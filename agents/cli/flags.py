@@ -61,7 +61,7 @@ def add_config_flags(
             continue
         # config modules use ``from __future__ import annotations``: every annotation is its source text
         assert isinstance(f.type, str), f"{config_cls.__name__}.{f.name}: annotation {f.type!r} is not a string"
-        flag, help_text = f"--{f.name.replace('_', '-')}", f.metadata.get("help", "")
+        flag, help_text = _flag(f.name), f.metadata.get("help", "")
         default = (defaults or {}).get(f.name, value)
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
@@ -81,6 +81,21 @@ def add_config_flags(
             parser.add_argument(
                 flag, type=_CONVERTERS[f.type], default=default, help=f"{help_text} (default: {default!r})"
             )
+
+
+def flag_names(config_cls: type, *, skip: Collection[str] = ()) -> set[str]:
+    """The flags :func:`add_config_flags` adds for ``config_cls`` with this ``skip`` (nested configs included)."""
+    base = config_cls()
+    names: set[str] = set()
+    for f in fields(config_cls):
+        value = getattr(base, f.name)
+        if f.name not in skip:
+            names |= flag_names(type(value), skip=skip) if is_dataclass(value) else {_flag(f.name)}
+    return names
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def config_from_args(config_cls: type[T], args: argparse.Namespace) -> T:

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agents.training import RLConfig, env_kwargs, help_text
+from agents.training import RLConfig, check_int, check_number, env_kwargs, help_text
 from proxy_env.adapters.rllib import is_plain_data, make_rllib_env
 from proxy_env.errors import ConfigError, did_you_mean
 
@@ -88,27 +88,19 @@ class RLlibConfig(RLConfig):
                 "or train with --backend sb3."
             )
         for name in ("num_env_runners", "num_learners"):
-            _int(name, getattr(self, name), 0)
-        _int("threads_per_runner", self.threads_per_runner, 1)
-        if self.num_envs_per_runner is not None:
-            _int("num_envs_per_runner", self.num_envs_per_runner, 1)
-        if self.num_cpus is not None:
-            _int("num_cpus", self.num_cpus, 1)
+            check_int(name, getattr(self, name), minimum=0)
+        check_int("threads_per_runner", self.threads_per_runner, minimum=1)
+        for name in ("num_envs_per_runner", "num_cpus"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
         for name in ("gpus_per_runner", "gpus_per_learner", "cpus_per_runner"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name}={value!r} must be a number >= 0 (fractions share a device).")
+            check_number(name, getattr(self, name), lambda v: v >= 0, ">= 0 (fractions share a device)")
         if self.save_dir is not None and not ALGOS[check_algo(self.algo)][2]:
             raise ConfigError(
                 f"algo={self.algo!r} on the rllib backend trains RLlib's own network, which our checkpoint format "
                 f"cannot hold; drop save_dir or use one of {[a for a, s in ALGOS.items() if s[2]]}."
             )
         env_config(self)
-
-
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name}={value!r} must be an int >= {low}.")
 
 
 def check_algo(algo: str) -> str:
