@@ -8,49 +8,21 @@ does not depend on file order or on the corpus version's other files.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
+from proxy_env.corpus import chatterbot_prompts
 from proxy_env.errors import ConfigError, ConfigTypeError, DataError, require_package
 
-PROMPT_SETS = ("default", "default-eval")
-_MIN_CHARS, _MAX_CHARS = 4, 200
+PROMPT_SETS = ("default", "default-eval")  # the chatterbot user turns; the tasks' sets: proxy_env.tasks.PROMPT_SETS
 
 
-def _corpus_dir() -> Path:
-    spec = importlib.util.find_spec("chatterbot_corpus")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "prompts='default' needs the package 'chatterbot-corpus': pip install chatterbot-corpus==1.3.3"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "english"
+def prompt_set_names() -> list[str]:
+    """Every named prompt set ``load_prompts`` takes: the default ones, then each task's train and held-out set."""
+    from proxy_env.tasks import PROMPT_SETS as TASK_SETS
 
-
-def _is_eval(text: str) -> bool:
-    return hashlib.sha1(text.encode("utf-8")).digest()[0] % 10 < 3
-
-
-@lru_cache(maxsize=1)
-def chatterbot_prompts() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The (train, eval) user turns of chatterbot-corpus/english, disjoint and deterministic."""
-    import yaml
-
-    seen: dict[str, None] = {}
-    for path in sorted(_corpus_dir().glob("*.yml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for conversation in data.get("conversations") or []:
-            for turn in conversation[::2]:  # user turns; odd turns are the bot's answers
-                text = " ".join(str(turn).split())
-                if _MIN_CHARS <= len(text) <= _MAX_CHARS:
-                    seen.setdefault(text, None)
-    texts = list(seen)
-    train = tuple(t for t in texts if not _is_eval(t))
-    held_out = tuple(t for t in texts if _is_eval(t))
-    return train, held_out
+    return [*PROMPT_SETS, *TASK_SETS]
 
 
 TEXT_SUFFIXES = (".txt", ".text", ".prompts")  # files read one prompt per line
@@ -75,6 +47,10 @@ def load_prompts(
     if isinstance(prompts, str) and prompts in PROMPT_SETS:
         train, held_out = chatterbot_prompts()
         return list(train if prompts == "default" else held_out)
+    if isinstance(prompts, str) and prompts in prompt_set_names():
+        from proxy_env.tasks import prompt_set
+
+        return prompt_set(prompts)
     if isinstance(prompts, (str, Path)):
         return _load_path(Path(prompts).expanduser(), column, arg)
     if isinstance(prompts, Sequence):
@@ -93,7 +69,7 @@ def load_prompts(
 def _load_path(path: Path, column: str, arg: str) -> list[str]:
     if not path.exists():
         raise ConfigError(
-            f"{arg}={str(path)!r}: no such file or folder; expected {list(PROMPT_SETS)}, a list, or a .txt/.jsonl/datasets path."
+            f"{arg}={str(path)!r}: no such file or folder; expected one of {prompt_set_names()}, a list, or a .txt/.jsonl/datasets path."
         )
     if path.is_dir():
         require_package("datasets", extra="datasets")

@@ -2,8 +2,8 @@
 
 * :class:`VaderReward` — the default: VADER's compound positivity score in [-1, 1] of the response.
 * :class:`HFRewardModel` — any ``AutoModelForSequenceClassification`` (batched, truncated).
-* any callable with the :class:`RewardFn` signature; ``"pairwise"`` and saved Bradley–Terry models
-  (:mod:`proxy_env.rewards.learned`) through :func:`resolve_reward`.
+* any callable with the :class:`RewardFn` signature (:func:`proxy_env.rewards.resolve.resolve_reward`
+  turns the env's ``reward=`` argument into one).
 
 :func:`score` calls a source and checks that it returned one finite float per response, naming the
 source in the error otherwise.
@@ -127,56 +127,6 @@ class HFRewardModel:
 def reward_name(fn: Any) -> str:
     """A readable name for a reward source, for errors and logs."""
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
-
-
-def resolve_reward(
-    reward: Any = "default", *, device: str | torch.device | None = None, lm: Any = None, config: Any = None
-) -> RewardFn:
-    """Turn the env's ``reward`` argument into a reward callable.
-
-    * ``"default"``/``"vader"`` -> :class:`VaderReward`;
-    * ``"pairwise"`` -> :class:`~proxy_env.rewards.pairwise.PairwiseJudgeReward`: ``lm`` judges its
-      steered response against its own greedy one (needs ``lm``; ``config`` gives the budget and pool);
-    * a folder holding ``reward_model.json`` -> the Bradley–Terry model saved by ``proxy-rlhf rm train``
-      (an LLM-hidden-state encoder reuses ``lm``);
-    * any other name or path -> :class:`HFRewardModel`; a callable as is.
-    """
-    if isinstance(reward, str) and reward in ("default", "vader"):
-        return VaderReward()
-    if isinstance(reward, str) and reward == "pairwise":
-        if lm is None:
-            raise ConfigError(
-                "reward='pairwise' needs the frozen LLM (lm=...) to generate and judge the unsteered response."
-            )
-        from proxy_env.rewards.pairwise import PairwiseJudgeReward
-
-        sampling = (
-            {}
-            if config is None
-            else {k: getattr(config, k) for k in ("max_new_tokens", "top_k", "top_p", "temperature")}
-        )
-        return PairwiseJudgeReward(lm, **sampling)
-    if isinstance(reward, (str, Path)):
-        from proxy_env.engine.lm import resolve_model_path
-        from proxy_env.errors import ModelNotFoundError, did_you_mean
-        from proxy_env.rewards.learned import is_reward_model_dir, load_reward_model
-
-        if is_reward_model_dir(reward):
-            return load_reward_model(reward, lm=lm, device=device)
-        try:
-            source = resolve_model_path(str(reward), arg="reward")
-        except ModelNotFoundError as exc:  # named as the reward, with the sources it could have meant
-            raise ModelNotFoundError(
-                f"{exc} reward= takes 'default' (VADER), 'pairwise', a callable, an `rm train` folder or a "
-                "sequence-classification model." + did_you_mean(str(reward), ["default", "vader", "pairwise"])
-            ) from exc
-        return HFRewardModel(source, device=device)
-    if callable(reward):
-        return reward
-    raise ConfigTypeError(
-        "reward must be 'default', 'pairwise', a callable (prompts, responses) -> floats, a saved reward-model folder "
-        f"or a model id/path; got {type(reward).__name__}."
-    )
 
 
 _REAL = object()  # a marker: every value was a real number

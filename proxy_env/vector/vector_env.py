@@ -34,6 +34,7 @@ from proxy_env.errors import ConfigError, ConfigTypeError, RewardError, StateErr
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
 from proxy_env.rewards.shaping import PotentialShaping
+from proxy_env.tasks import task_table
 from proxy_env.vector import infos, seeding, sub_envs
 from proxy_env.vector.candidate import CandidateDecoder
 from proxy_env.vector.infos import np_copy
@@ -111,6 +112,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
     pool or after ``max_rejections`` rejections at that position. With ``forced_steps=True`` such a
     candidate is offered as a step of its own whose action is ignored (``info["forced"]``; not counted
     in ``decisions``), so every env step is exactly one batched LLM forward.
+
+    ## Tasks
+
+    Each task is a registered id with its own prompts and reward; everything else is the same MDP:
+
+    {tasks}
 
     ## Arguments
 
@@ -492,6 +499,8 @@ def _signature() -> inspect.Signature:
 
 
 ProxyRLHFVectorEnv.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
-ProxyRLHFVectorEnv.__doc__ = (ProxyRLHFVectorEnv.__doc__ or "").replace(
-    "{arguments}", settings_table(inspect.signature(ProxyRLHFVectorEnv.__init__), RUNTIME_HELP, indent="    ")
+ProxyRLHFVectorEnv.__doc__ = (
+    (ProxyRLHFVectorEnv.__doc__ or "")
+    .replace("{tasks}", task_table(indent="    "))
+    .replace("{arguments}", settings_table(inspect.signature(ProxyRLHFVectorEnv.__init__), RUNTIME_HELP, indent="    "))
 )
