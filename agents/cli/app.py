@@ -15,8 +15,14 @@ from typing import Any
 from agents.cli import demo
 from agents.cli.flags import add_config_flags, config_from_args, flag_names
 
-# modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`
-_SUBCOMMAND_MODULES = ("agents.cli.bench", "agents.cli.feedback", "agents.cli.finetune", "agents.cli.export")
+# modules that define ``add_subcommands(subparsers)``: `bench`, `prefs` and `rm`, `finetune`, `export`, `leaderboard`
+_SUBCOMMAND_MODULES = (
+    "agents.cli.bench",
+    "agents.cli.feedback",
+    "agents.cli.finetune",
+    "agents.cli.export",
+    "agents.cli.leaderboard",
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -37,6 +43,10 @@ def _train(args: argparse.Namespace) -> int:
         from agents.rllib.train import train_rllib
 
         result = train_rllib(cfg)
+    elif args.backend == "tianshou":
+        from agents.tianshou_backend import train_tianshou
+
+        result = train_tianshou(cfg)
     else:
         from agents.train import train
 
@@ -59,6 +69,7 @@ BACKENDS = {
     "sb3": ("agents.train", "SB3Config"),
     "tilt": ("agents.tilt.backend", "TiltConfig"),
     "rllib": ("agents.rllib.backend", "RLlibConfig"),
+    "tianshou": ("agents.tianshou_backend", "TianshouConfig"),
 }
 
 
@@ -146,15 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     ).set_defaults(func=_demo)
     train = sub.add_parser(
-        "train", help="train a proxy (--backend sb3, tilt or rllib); checkpoints and TensorBoard logs"
+        "train", help="train a proxy (--backend sb3, tilt, rllib or tianshou); checkpoints and TensorBoard logs"
     )
     train.add_argument(
         "--backend",
         choices=tuple(BACKENDS),
         default="sb3",
         help="sb3 (any SB3 algorithm, one process), tilt (the exact KL-regularised objective of each position over "
-        "the LLM's own samples: needs --observation prefix and --kl-coef β > 0; see agents/tilt/), or rllib (Ray "
-        "RLlib env runners, GPUs, nodes; pip install -e '.[rllib]'). Each shows its own flags: "
+        "the LLM's own samples: needs --observation prefix and --kl-coef β > 0; see agents/tilt/), rllib (Ray "
+        "RLlib env runners, GPUs, nodes; pip install -e '.[rllib]'), or tianshou (tianshou 2.x PPO on the batched "
+        "env, one process; pip install -e '.[tianshou]'). Each shows its own flags: "
         "proxy-rlhf train --backend tilt --help",
     )
     argv = sys.argv[1:] if argv is None else argv

@@ -65,9 +65,14 @@ def add_config_flags(
         default = (defaults or {}).get(f.name, value)
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif f.type.startswith("tuple[int"):
+        elif f.type.startswith(("tuple[int", "tuple[float")):
             parser.add_argument(
-                flag, type=int, nargs="+", default=list(default), metavar="N", help=f"{help_text} (default: {default})"
+                flag,
+                type=int if f.type.startswith("tuple[int") else float,
+                nargs="+",
+                default=list(default),
+                metavar="N" if f.type.startswith("tuple[int") else "X",
+                help=f"{help_text} (default: {default})",
             )
         elif f.type.startswith("tuple[str"):
             parser.add_argument(

@@ -442,14 +442,20 @@ def _parse(key: str, value: str) -> Any:
         return value
 
 
-def write_outputs(result: BenchResult, out: str | Path, *, command: str = "proxy-rlhf bench") -> list[Path]:
-    """Write results.md, results.csv, reward_kl.png and (with logs) training_curves.png into ``out``."""
-    out = Path(out).expanduser()
+def result_rows(result: BenchResult) -> list[dict[str, Any]]:
+    """The table's rows (:func:`summarize`), with an earlier run's best-of-N rows (``frontier_from``) and φ."""
     rows = summarize(result.agents)
     if result.config.frontier_from:
         names = {r["agent"] for r in rows}
         rows[2:2] = [r for r in read_frontier(result.config.frontier_from, rows) if r["agent"] not in names]
         _frontier_scores(rows)
+    return rows
+
+
+def write_outputs(result: BenchResult, out: str | Path, *, command: str = "proxy-rlhf bench") -> list[Path]:
+    """Write results.md, results.csv, reward_kl.png and (with logs) training_curves.png into ``out``."""
+    out = Path(out).expanduser()
+    rows = result_rows(result)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "results.md", out / "results.csv", out / "reward_kl.png"]
     files[0].write_text(markdown(result, rows, command), encoding="utf-8")

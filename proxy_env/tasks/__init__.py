@@ -65,7 +65,7 @@ TASKS: dict[str, Task] = {
             "(lm-eval's registry writes and checks them); reward = the fraction followed (637 / 266 prompts)",
             "mixed: some instructions are myopic (no commas, lowercase, a forbidden word: reject the tokens that "
             "break them), others need lookahead (end with a phrase, add a P.S., reach a word count, a title) "
-            "and a 48-token budget; the SmolLM2 sampler rarely follows them",
+            "within the response budget",
         ),
         Task(
             "relevance",

@@ -1,0 +1,70 @@
+"""The leaderboard (agents/eval/leaderboard.py, its CLI agents/cli/leaderboard.py): the smoke run end to end, and bad input."""
+
+import json
+
+import pytest
+
+from agents.cli import main
+from agents.eval.leaderboard import AGENTS, AgentSpec, LeaderboardConfig, run_leaderboard
+from agents.saving.checkpoint import load_checkpoint
+from proxy_env.errors import ConfigError
+
+
+def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, monkeypatch):
+    # an agent whose settings its backend refuses: a failure is a row, not the end of the run
+    monkeypatch.setitem(AGENTS, "broken", AgentSpec("sb3", {"algo": "ppo", "algo_kwargs": {"n_epochs": 0}}))
+    cfg = LeaderboardConfig(
+        smoke=True, task="instructions", agents=("ppo", "tilt", "broken"), top_seeds=1, out=str(tmp_path)
+    )
+    lines = []
+    board = run_leaderboard(cfg, log=lines.append)
+    first = [t for t in board.trained if t.seed == 0]
+    assert [t.name for t in first] == ["ppo", "tilt-b0.3", "broken"]
+    assert first[2].checkpoint is None and "n_epochs" in first[2].error
+    for t in first[:2]:
+        meta = load_checkpoint(t.checkpoint, device="cpu").meta
+        assert 0 < meta.num_timesteps <= 256 + 4  # the budget, not SB3's default 2,048 steps per env
+        assert meta.env_kwargs["prompts"] == "instructions" and meta.env_kwargs["reward"] == "instructions"
+    again = [t for t in board.trained if t.seed == 1]
+    assert len(again) == 1 and again[0].name in ("ppo", "tilt-b0.3") and again[0].checkpoint
+    assert len(board.benches) == 2 and not any(a.kind == "best-of-n" for a in board.benches[1].agents)
+    task_dir = tmp_path / "instructions"
+    assert json.loads((task_dir / "leaderboard.json").read_text())["decisions"] == 256
+    for seed in (0, 1):
+        assert (task_dir / f"seed{seed}" / "results.csv").is_file()
+    text = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "## proxy_env/Instructions-v0" in text and "256 decisions per agent" in text
+    assert "| broken | 0 |" in text and "Agents that did not train" in text
+    assert "best-of-4" in text and "instructions/seed0/reward_kl.png" in text
+    assert "| instruction | kind | prompts |" in text  # the per-instruction table of this task
+    ranked_rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(ranked_rows) == 2
+    assert any("training tilt-b0.3" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"agents": ("ppo", "dqnn")}, "Did you mean 'dqn'"),
+        ({"task": "sentimant"}, "Did you mean 'sentiment'"),
+        ({"betas": (0.0,)}, "betas"),
+        ({"n": (1, 2)}, "best-of-N sizes"),
+        ({"decisions": 0}, "decisions=0"),
+        ({"kl_coef": -1.0}, "kl_coef=-1.0"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_loads(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LeaderboardConfig(**kwargs).resolved()
+
+
+def test_the_command_line_exposes_the_config_and_names_a_bad_value(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--task", "--decisions", "--agents", "--top-seeds", "--betas", "--smoke", "--out"):
+        assert flag in out
+    assert main(["leaderboard", "--smoke", "--agents", "a2d", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "agents=['a2d']" in err and "Did you mean 'a2c'" in err
+    assert not (tmp_path / "LEADERBOARD.md").exists()
