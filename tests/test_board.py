@@ -49,3 +49,18 @@ def test_ranking_puts_phi_first_then_undefined_phi_by_reward_and_collapsed_text_
     ]
     assert [r["agent"] for r in sorted(rows, key=_order)] == ["c", "a", "b", "d"]
     assert _trained_name("ppo proxy (ppo-kl-s0)") == "ppo-kl" and _trained_name("always-accept") is None
+
+
+def test_assemble_gathers_the_sections_in_task_order_and_relinks_figures(tmp_path):
+    from agents.eval.board import assemble
+
+    root = tmp_path / "runs" / "board"
+    for task in ("relevance", "sentiment"):
+        (root / task / "seed0").mkdir(parents=True)
+        (root / task / "seed0" / "reward_kl.png").write_bytes(b"png")
+        (root / task / "board.md").write_text(f"## {task}\n\n![fig]({task}/seed0/reward_kl.png)\n")
+    default = assemble(root).read_text()
+    assert default.index("## sentiment") < default.index("## relevance")  # the registry's order, not the disk's
+    assert "](sentiment/seed0/reward_kl.png)" in default
+    elsewhere = assemble(root, tmp_path / "LEADERBOARD.md").read_text()
+    assert "](runs/board/relevance/seed0/reward_kl.png)" in elsewhere

@@ -10,6 +10,7 @@ instruction type followed, per agent.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,15 +158,19 @@ def _instruction_table(bench: BenchResult) -> list[str]:
 
 
 def write_board(board: TaskBoard, out: Path) -> Path:
-    """Write the task's section into ``out`` and (re)assemble ``LEADERBOARD.md`` in its parent from every section."""
+    """Write the task's section into ``out`` and (re)assemble ``LEADERBOARD.md`` from every task's section."""
     path = out / SECTION
     path.write_text(section(board, f"{out.name}/seed{board.config.seed}/reward_kl.png"), encoding="utf-8")
-    assemble(out.parent)
+    assemble(out.parent, Path(board.config.board).expanduser() if board.config.board else None)
     return path
 
 
-def assemble(root: Path) -> Path:
-    """``<root>/LEADERBOARD.md``: the sections of every task found under ``root``, in the registry's order."""
+def assemble(root: Path, target: Path | None = None) -> Path:
+    """``LEADERBOARD.md`` (``target``, default ``<root>/LEADERBOARD.md``) from the sections of every task under ``root``.
+
+    Sections link their figures relative to ``root``; the links are rewritten relative to ``target``'s folder.
+    """
+    target = target or root / "LEADERBOARD.md"
     parts = [
         "# Leaderboard",
         "",
@@ -178,7 +183,13 @@ def assemble(root: Path) -> Path:
     for name in TASKS:
         part = root / name / SECTION
         if part.is_file():
-            parts.append(part.read_text(encoding="utf-8"))
-    target = root / "LEADERBOARD.md"
+            text = part.read_text(encoding="utf-8")
+            parts.append(re.sub(r"\]\(([^)]+\.png)\)", lambda m: f"]({_relink(root, m.group(1), target)})", text))
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(parts), encoding="utf-8")
     return target
+
+
+def _relink(root: Path, link: str, target: Path) -> str:
+    """``link`` (relative to ``root``) as seen from ``target``'s folder."""
+    return Path(os.path.relpath((root / link).resolve(), target.parent.resolve())).as_posix()

@@ -113,6 +113,10 @@ class LeaderboardConfig:
     bon_reference: int = field(default=16, metadata=help_text("extra samples per prompt for best-of-N's KL"))
     batch_size: int = field(default=32, metadata=help_text("prompts generated at once in evaluation"))
     out: str = field(default="runs/leaderboard", metadata=help_text("output folder (one subfolder per task)"))
+    board: str | None = field(
+        default=None,
+        metadata=help_text("LEADERBOARD.md to (re)write from every task under out (None: <out>/LEADERBOARD.md)"),
+    )
     smoke: bool = field(
         default=False,
         metadata=help_text("the tiny model, agents ppo and tilt, 256 decisions, 4 prompts (fields left at defaults)"),
