@@ -5,39 +5,18 @@ import math
 import numpy as np
 
 from agents.eval.board import _order, _trained_name, phi_ci
-from agents.eval.results import AgentEval
-
-
-def agent(name, kind, rewards, kl):
-    n = len(rewards)
-    return AgentEval(
-        name,
-        kind,
-        np.asarray(rewards, float),
-        [[1, 2]] * n,
-        np.zeros(n),
-        np.zeros(n),
-        np.asarray(kl, float),
-        np.asarray(kl, float),
-        np.ones(n),
-        1.0,
-    )
 
 
 def test_phi_interval_brackets_an_agent_on_the_frontier_and_is_undefined_beyond_it():
     rng = np.random.default_rng(0)
     n = 200
-    base = agent("always-accept", "baseline", rng.normal(0.0, 0.3, n), np.zeros(n))
-    bon = [
-        agent("best-of-2", "best-of-n", base.rewards + 0.2, np.full(n, 0.3)),
-        agent("best-of-4", "best-of-n", base.rewards + 0.4, np.full(n, 0.8)),
-    ]
-    half = agent("proxy", "proxy", base.rewards + 0.1 + rng.normal(0, 0.05, n), np.full(n, 0.3))  # φ ≈ 0.5
-    lo, hi = phi_ci(half, base, bon)
+    base = rng.normal(0.0, 0.3, n)
+    bon = [(base + 0.2, np.full(n, 0.3)), (base + 0.4, np.full(n, 0.8))]  # best-of-2, best-of-4
+    half = base + 0.1 + rng.normal(0, 0.05, n)  # at best-of-2's KL, half its gain: φ ≈ 0.5
+    lo, hi = phi_ci(half, np.full(n, 0.3), base, bon)
     assert lo < 0.5 < hi and hi - lo < 0.3
-    far = agent("proxy", "proxy", base.rewards + 0.5, np.full(n, 2.0))  # beyond best-of-4's KL
-    assert all(math.isnan(x) for x in phi_ci(far, base, bon))
-    assert all(math.isnan(x) for x in phi_ci(half, base, []))
+    assert all(math.isnan(x) for x in phi_ci(base + 0.5, np.full(n, 2.0), base, bon))  # beyond best-of-4's KL
+    assert all(math.isnan(x) for x in phi_ci(half, np.full(n, 0.3), base, []))
 
 
 def test_ranking_puts_phi_first_then_undefined_phi_by_reward_and_collapsed_text_last():

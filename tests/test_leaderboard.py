@@ -1,5 +1,6 @@
 """The leaderboard (agents/eval/leaderboard.py, its CLI agents/cli/leaderboard.py): the smoke run end to end, and bad input."""
 
+import dataclasses
 import json
 
 import pytest
@@ -40,6 +41,11 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     ranked_rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(ranked_rows) == 2
     assert any("training tilt-b0.3" in line for line in lines)
+    # the board is rebuilt from disk alone (a run stopped after its first round loses nothing measured)
+    (task_dir / "board.md").unlink()
+    run_leaderboard(dataclasses.replace(cfg, rebuild=True))
+    assert (task_dir / "board.md").read_text() in (tmp_path / "LEADERBOARD.md").read_text()
+    assert "| broken | 0 |" in (task_dir / "board.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -5,45 +5,88 @@ reward gain reached at the same KL, with a bootstrap 95% CI over prompts), agent
 collapsed last, agents beyond best-of-N's KL range (φ undefined) after those with a φ, by reward.
 Failed trainings are rows with their error. The instructions task adds the share of each
 instruction type followed, per agent.
+
+Everything a section needs is on disk: each round's ``results.csv`` (the bench's rows) and
+``per_prompt.json`` (each agent's per-prompt rewards, KLs and texts, for the paired CIs, φ's
+bootstrap and the per-instruction table), the run's ``leaderboard.json`` and ``trained.json``. So
+:func:`rebuild` writes the section again from a folder, e.g. after a run was stopped during its
+second round.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.eval.compare import paired_gain
-from agents.eval.report import result_rows
-from agents.eval.results import AgentEval, BenchResult
+from agents.eval.report import read_rows, result_rows
+from agents.eval.results import BenchResult
 from proxy_env.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
-    from agents.eval.leaderboard import TaskBoard, TrainedAgent
+    from agents.eval.leaderboard import LeaderboardConfig, TrainedAgent
 
 BOOTSTRAP = 1000
 SECTION = "board.md"
+PER_PROMPT = "per_prompt.json"
+TRAINED = "trained.json"
 
 
-def phi_ci(agent: AgentEval, base: AgentEval, bon: list[AgentEval], seed: int = 0) -> tuple[float, float]:
-    """A bootstrap 95% CI of φ over prompts (resampled together for the agent, always-accept and best-of-N)."""
+@dataclass
+class Round:
+    """One bench of a leaderboard run: its rows and (when saved) each agent's per-prompt results."""
+
+    rows: list[dict[str, Any]]
+    prompts: list[str]
+    machine: str
+    per_prompt: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent -> kind, rewards, kl, texts
+
+
+def save_round(bench: BenchResult, folder: Path) -> Round:
+    """The round of ``bench``, its per-prompt results written to ``folder/per_prompt.json`` (after results.csv)."""
+    per_prompt = {
+        a.name: {"kind": a.kind, "rewards": a.rewards.tolist(), "kl": a.kl.tolist(), "texts": list(a.texts)}
+        for a in bench.agents
+    }
+    data = {"prompts": list(bench.prompts), "machine": bench.machine, "agents": per_prompt}
+    (folder / PER_PROMPT).write_text(json.dumps(data), encoding="utf-8")
+    return Round(result_rows(bench), list(bench.prompts), bench.machine, per_prompt)
+
+
+def load_round(folder: Path) -> Round:
+    """A round from ``folder``: its results.csv, and its per_prompt.json when there is one."""
+    rows = read_rows(folder / "results.csv")
+    path = folder / PER_PROMPT
+    if not path.is_file():
+        return Round(rows, [], "", {})
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Round(rows, data["prompts"], data["machine"], data["agents"])
+
+
+def phi_ci(
+    rewards: np.ndarray, kl: np.ndarray, base: np.ndarray, bon: list[tuple[np.ndarray, np.ndarray]], seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap 95% CI of φ over prompts (resampled together for the agent, always-accept and best-of-N's (rewards, kl))."""
     if not bon:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    n = len(agent.rewards)
+    n = len(rewards)
     draws = []
     for _ in range(BOOTSTRAP):
         idx = rng.integers(0, n, n)
-        kl = np.maximum.accumulate(np.array([0.0] + [max(float(b.kl[idx].mean()), 0.0) for b in bon]))
-        reward = np.array([base.rewards[idx].mean()] + [b.rewards[idx].mean() for b in bon])
-        row_kl = max(float(agent.kl[idx].mean()), 0.0)
-        frontier = float(np.interp(row_kl, kl, reward))
-        ok = row_kl <= kl[-1] and frontier > reward[0]
-        draws.append((agent.rewards[idx].mean() - reward[0]) / (frontier - reward[0]) if ok else math.nan)
+        curve_kl = np.maximum.accumulate(np.array([0.0] + [max(float(k[idx].mean()), 0.0) for _, k in bon]))
+        curve_r = np.array([base[idx].mean()] + [r[idx].mean() for r, _ in bon])
+        row_kl = max(float(kl[idx].mean()), 0.0)
+        frontier = float(np.interp(row_kl, curve_kl, curve_r))
+        ok = row_kl <= curve_kl[-1] and frontier > curve_r[0]
+        draws.append((rewards[idx].mean() - curve_r[0]) / (frontier - curve_r[0]) if ok else math.nan)
     values = np.array(draws)
     if np.isnan(values).mean() > 0.05:  # undefined in more than 5% of resamples: no interval
         return math.nan, math.nan
@@ -63,10 +106,10 @@ def _order(row: dict[str, Any]) -> tuple[int, float]:
     return (0, -row["phi"]) if not math.isnan(row["phi"]) else (1, -row["reward"])
 
 
-def ranked(bench: BenchResult, trained: list[TrainedAgent]) -> list[str]:
-    """Names of the trained agents of ``bench``, best first (φ; then φ undefined by reward; collapsed last)."""
-    rows = [r for r in result_rows(bench) if r["kind"] == "proxy" and _trained_name(r["agent"])]
-    return [str(_trained_name(r["agent"])) for r in sorted(rows, key=_order)]
+def ranked(rows: list[dict[str, Any]]) -> list[str]:
+    """Names of the trained agents among a bench's ``rows``, best first (φ; then φ undefined by reward; collapsed last)."""
+    mine = [r for r in rows if r["kind"] == "proxy" and _trained_name(r["agent"])]
+    return [str(_trained_name(r["agent"])) for r in sorted(mine, key=_order)]
 
 
 def _cell(value: float, digits: int = 3, sign: bool = False) -> str:
@@ -75,75 +118,80 @@ def _cell(value: float, digits: int = 3, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def section(board: TaskBoard, figure: str) -> str:
+def section(
+    cfg: LeaderboardConfig, rounds: list[Round], trained: list[TrainedAgent], wall_s: float, command: str
+) -> str:
     """The markdown section of one task: settings, the ranked table, failures, the figure, per-instruction rates."""
-    cfg, task = board.config, get_task(board.config.task)
-    first = board.benches[0]
-    base = next(a for a in first.agents if a.name == "always-accept")
-    bon = sorted((a for a in first.agents if a.kind == "best-of-n"), key=lambda a: int(a.name.rsplit("-", 1)[1]))
+    task, first = get_task(cfg.task), rounds[0]
+    arrays = {name: (np.asarray(a["rewards"]), np.asarray(a["kl"])) for name, a in first.per_prompt.items()}
+    base = arrays["always-accept"][0] if "always-accept" in arrays else None
+    bon = [arrays[r["agent"]] for r in first.rows if r["kind"] == "best-of-n" and r["agent"] in arrays]
     lines = [
         f"## {task.env_id}",
         "",
         f"{task.what[0].upper()}{task.what[1:]}. Hard: {task.hard}.",
         "",
         f"Budget: {cfg.decisions:,} decisions per agent, {cfg.num_envs} envs (tilt: 32), model {cfg.model!r}, "
-        f"max_new_tokens={cfg.max_new_tokens}; evaluated on {len(first.prompts)} held-out prompts "
+        f"max_new_tokens={cfg.max_new_tokens}; evaluated on {first.rows[0]['prompts']} held-out prompts "
         f"(``{task.eval_prompts}``), sampled actions, seed {cfg.seed}. Wall time of the whole run "
-        f"(training, evaluation, second seeds): {board.wall_s:.0f} s. Machine: {first.machine}.",
-        f"Command: `{board.command or 'proxy-rlhf leaderboard --task ' + task.name}`",
+        f"(training, evaluation, second seeds): {wall_s:.0f} s. Machine: {first.machine or 'see results.md'}.",
+        f"Command: `{command or 'proxy-rlhf leaderboard --task ' + task.name}`",
         "",
         "| rank | agent | seed | reward | gain vs always-accept [95% CI] | KL (nats) | φ [95% CI] | aligned | "
         "perplexity | distinct-2 | rejection rate | LLM forwards / response | s / response | trainable params | training s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    evals = {a.name: a for bench in board.benches for a in bench.agents}
-    trained_rows: list[tuple[int, dict[str, Any]]] = []
-    other_rows: list[tuple[int, dict[str, Any]]] = []
-    for bench_index, bench in enumerate(board.benches):
-        for row in result_rows(bench):
-            if bench_index and row["kind"] != "proxy":
-                continue  # the second round repeats always-accept and reads best-of-N from the first
-            (trained_rows if row["kind"] == "proxy" and _trained_name(row["agent"]) else other_rows).append(
-                (bench_index, row)
-            )
-    wall = {f"{t.name}-s{t.seed}": t.wall_s for t in board.trained}
-    for rank, (index, row) in enumerate([*sorted(trained_rows, key=lambda x: _order(x[1])), *other_rows], start=1):
-        agent = evals.get(row["agent"])
-        gain = "—"
-        if agent is not None and row["agent"] != "always-accept":
-            d, lo, hi, _ = paired_gain(agent.rewards, base.rewards)
+    mine: list[tuple[int, dict[str, Any]]] = []
+    others: list[tuple[int, dict[str, Any]]] = []
+    for index, rnd in enumerate(rounds):
+        for row in rnd.rows:
+            if row["kind"] == "proxy" and _trained_name(row["agent"]):
+                mine.append((index, row))
+            elif index == 0:  # later rounds repeat always-accept and read best-of-N from the first
+                others.append((index, row))
+    wall = {f"{t.name}-s{t.seed}": t.wall_s for t in trained}
+    rank = 0
+    for index, row in [*sorted(mine, key=lambda x: _order(x[1])), *others]:
+        own = rounds[index].per_prompt.get(row["agent"])
+        gain, phi = "—", _cell(row["phi"], 2)
+        if own is not None and base is not None and row["agent"] != "always-accept":
+            d, lo, hi, _ = paired_gain(np.asarray(own["rewards"]), base)
             gain = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        lo, hi = phi_ci(agent, base, bon) if agent is not None and index == 0 and row["kind"] == "proxy" else (0, 0)
-        phi = _cell(row["phi"], 2) + (f" [{_cell(lo, 2)}, {_cell(hi, 2)}]" if (lo, hi) != (0, 0) else "")
-        folder = re.search(r"\(([^()]+)\)", row["agent"])
-        name = _trained_name(row["agent"]) or row["agent"]
-        seed = folder.group(1).rsplit("-s", 1)[1] if folder and _trained_name(row["agent"]) else "—"
-        train_s = wall.get(folder.group(1), math.nan) if folder else math.nan
+        if own is not None and base is not None and index == 0 and row["kind"] == "proxy":
+            lo, hi = phi_ci(np.asarray(own["rewards"]), np.asarray(own["kl"]), base, bon)
+            phi += f" [{_cell(lo, 2)}, {_cell(hi, 2)}]"
+        folder = re.search(r"\(([^()]+-s\d+)\)", row["agent"])
+        is_mine = row["kind"] == "proxy" and folder is not None
+        rank += is_mine
+        train_s = wall.get(folder.group(1), row["train_wall_s"]) if folder else math.nan
         lines.append(
-            f"| {rank if row['kind'] == 'proxy' else ''} | {name} | {seed} | {_cell(row['reward'], sign=True)} | {gain} | "
+            f"| {rank if is_mine else ''} | {_trained_name(row['agent']) or row['agent']} | "
+            f"{folder.group(1).rsplit('-s', 1)[1] if folder else '—'} | {_cell(row['reward'], sign=True)} | {gain} | "
             f"{_cell(row['kl'])} | {phi} | {'no: collapsed' if row['collapsed'] else 'yes'} | "
             f"{_cell(row['perplexity'], 2)} | {row['distinct_2']:.3f} | {_cell(row['rejection_rate'])} | "
-            f"{row['forwards_per_response']:.1f} | {row['wall_s_per_response']:.3f} | {row['trainable_params']:,} | "
-            f"{_cell(train_s, 0)} |"
+            f"{row['forwards_per_response']:.1f} | {row['wall_s_per_response']:.3f} | {int(row['trainable_params']):,} | "
+            f"{_cell(float(train_s), 0)} |"
         )
-    failed = [t for t in board.trained if t.error]
+    if not first.per_prompt:
+        lines += ["", "(This run saved no per-prompt results: no paired CIs or φ intervals.)"]
+    failed = [t for t in trained if t.error]
     if failed:
         lines += ["", "Agents that did not train:", "", "| agent | seed | error |", "|---|---|---|"]
-        lines += [f"| {t.name} | {t.seed} | {t.error.replace('|', '/')} |" for t in failed if t.error]
-    lines += ["", f"![reward–KL, {task.env_id}]({figure})", ""]
-    if task.name == "instructions":
+        lines += [f"| {t.name} | {t.seed} | {(t.error or '').replace('|', '/')} |" for t in failed]
+    lines += ["", f"![reward–KL, {task.env_id}]({task.name}/seed{cfg.seed}/reward_kl.png)", ""]
+    if task.name == "instructions" and first.per_prompt:
         lines += _instruction_table(first)
     return "\n".join(lines) + "\n"
 
 
-def _instruction_table(bench: BenchResult) -> list[str]:
+def _instruction_table(rnd: Round) -> list[str]:
     """Share of each instruction type followed, per agent (the instructions task)."""
     from proxy_env.tasks.instructions import per_instruction
 
-    agents = [a for a in bench.agents if a.texts]
-    tables = {a.name: per_instruction(bench.prompts, a.texts) for a in agents}
+    agents = [(name, a) for name, a in rnd.per_prompt.items() if a["texts"]]
+    tables = {name: per_instruction(rnd.prompts, a["texts"]) for name, a in agents}
     keys = sorted({k for t in tables.values() for k in t})
-    names = [_trained_name(a.name) or a.name for a in agents]
+    names = [_trained_name(name) or name for name, _ in agents]
     lines = [
         "Share of each instruction followed (held-out prompts; myopic: rejecting what breaks it suffices):",
         "",
@@ -152,17 +200,58 @@ def _instruction_table(bench: BenchResult) -> list[str]:
     ]
     for key in keys:
         kind, _, total = next(t[key] for t in tables.values() if key in t)
-        cells = [f"{tables[a.name][key][1] / total:.2f}" if key in tables[a.name] else "—" for a in agents]
+        cells = [f"{tables[name][key][1] / total:.2f}" if key in tables[name] else "—" for name, _ in agents]
         lines.append(f"| {key} | {kind} | {total} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def write_board(board: TaskBoard, out: Path) -> Path:
-    """Write the task's section into ``out`` and (re)assemble ``LEADERBOARD.md`` from every task's section."""
+def write_board(
+    cfg: LeaderboardConfig, rounds: list[Round], trained: list[TrainedAgent], wall_s: float, command: str, out: Path
+) -> Path:
+    """Write the task's section (and ``trained.json``) into ``out``; (re)assemble ``LEADERBOARD.md``."""
+    from dataclasses import asdict
+
+    (out / TRAINED).write_text(
+        json.dumps({"wall_s": wall_s, "command": command, "trained": [asdict(t) for t in trained]}, indent=1),
+        encoding="utf-8",
+    )
     path = out / SECTION
-    path.write_text(section(board, f"{out.name}/seed{board.config.seed}/reward_kl.png"), encoding="utf-8")
-    assemble(out.parent, Path(board.config.board).expanduser() if board.config.board else None)
+    path.write_text(section(cfg, rounds, trained, wall_s, command), encoding="utf-8")
+    assemble(out.parent, Path(cfg.board).expanduser() if cfg.board else None)
     return path
+
+
+def rebuild(cfg: LeaderboardConfig, *, wall_s: float | None = None, command: str | None = None) -> Path:
+    """Write the task's section again from ``<out>/<task>``: its rounds on disk and its trained agents.
+
+    Agents come from ``trained.json`` when the run got that far, else from the checkpoints under ``agents/``
+    (their training seconds from the bench's rows). ``wall_s``/``command`` fill in what an interrupted run
+    did not record.
+    """
+    from agents.eval.leaderboard import TrainedAgent
+
+    task = get_task(cfg.task)
+    out = Path(cfg.out).expanduser() / task.name
+    rounds = [
+        load_round(out / f"seed{s}") for s in (cfg.seed, cfg.seed + 1) if (out / f"seed{s}" / "results.csv").is_file()
+    ]
+    if not rounds:
+        from proxy_env.errors import ConfigError
+
+        raise ConfigError(
+            f"{out} holds no seed{cfg.seed}/results.csv; run the leaderboard for task={task.name!r} first."
+        )
+    saved = json.loads((out / TRAINED).read_text(encoding="utf-8")) if (out / TRAINED).is_file() else {}
+    trained = [TrainedAgent(**t) for t in saved.get("trained", [])]
+    if not trained:
+        for rnd in rounds:
+            for row in rnd.rows:
+                found = re.search(r"\(([^()]+)-s(\d+)\)", row["agent"])
+                if row["kind"] == "proxy" and found:
+                    folder = out / "agents" / f"{found.group(1)}-s{found.group(2)}"
+                    trained.append(TrainedAgent(found.group(1), int(found.group(2)), str(folder), row["train_wall_s"]))
+    wall = wall_s if wall_s is not None else float(saved.get("wall_s", math.nan))
+    return write_board(cfg, rounds, trained, wall, command if command is not None else saved.get("command", ""), out)
 
 
 def assemble(root: Path, target: Path | None = None) -> Path:

@@ -117,6 +117,10 @@ class LeaderboardConfig:
         default=None,
         metadata=help_text("LEADERBOARD.md to (re)write from every task under out (None: <out>/LEADERBOARD.md)"),
     )
+    rebuild: bool = field(
+        default=False,
+        metadata=help_text("train nothing: write the task's board again from what <out>/<task> holds"),
+    )
     smoke: bool = field(
         default=False,
         metadata=help_text("the tiny model, agents ppo and tilt, 256 decisions, 4 prompts (fields left at defaults)"),
@@ -269,14 +273,23 @@ def _bench(cfg: LeaderboardConfig, checkpoints: list[str], lm: Any, frontier: st
 
 
 def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progress | None = None) -> TaskBoard:
-    """Train every agent of ``cfg`` on its task, benchmark them, retrain the best with the next seed; write the board."""
-    from agents.eval.board import ranked, write_board
+    """Train every agent of ``cfg`` on its task, benchmark them, retrain the best with the next seed; write the board.
+
+    Each round's results (``seed<N>/``: results.md, results.csv, per_prompt.json, figures) are written as soon as
+    its bench ends, so a run stopped later loses nothing measured: ``rebuild`` writes the board from them.
+    """
+    from agents.eval.board import ranked, save_round, write_board
     from agents.eval.report import write_outputs
     from agents.training import resolve_lm
 
     cfg = cfg.resolved()
     task = get_task(cfg.task)
     out = Path(cfg.out).expanduser() / task.name
+    if cfg.rebuild:
+        from agents.eval.board import rebuild
+
+        rebuild(cfg)
+        return TaskBoard(cfg, [], [], 0.0, "")
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
     command = "proxy-rlhf leaderboard " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["leaderboard"] else ""
@@ -290,8 +303,9 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
     log(f"[{task.name}] evaluating {sum(t.error is None for t in trained)} agents and the baselines ...")
     benches = [_bench(cfg, [t.checkpoint for t in trained if t.checkpoint], lm, None, progress)]
     write_outputs(benches[0], out / f"seed{cfg.seed}", command=command or "proxy-rlhf leaderboard")
+    rounds = [save_round(benches[0], out / f"seed{cfg.seed}")]
     if cfg.top_seeds:
-        best = [name for name in ranked(benches[0], trained) if name][: cfg.top_seeds]
+        best = ranked(rounds[0].rows)[: cfg.top_seeds]
         runs = {name: (spec, extra) for name, spec, extra in cfg.runs()}
         again = []
         for name in best:
@@ -302,6 +316,7 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
             frontier = str(out / f"seed{cfg.seed}" / "results.csv")
             benches.append(_bench(cfg, [t.checkpoint for t in again if t.checkpoint], lm, frontier, progress))
             write_outputs(benches[-1], out / f"seed{cfg.seed + 1}", command=command or "proxy-rlhf leaderboard")
+            rounds.append(save_round(benches[-1], out / f"seed{cfg.seed + 1}"))
     board = TaskBoard(cfg, trained, benches, time.perf_counter() - start, command)
-    write_board(board, out)
+    write_board(cfg, rounds, trained, board.wall_s, command, out)
     return board
