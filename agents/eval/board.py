@@ -31,12 +31,23 @@ from agents.eval.results import BenchResult
 from proxy_env.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
-    from agents.eval.leaderboard import LeaderboardConfig, TrainedAgent
+    from agents.eval.leaderboard import LeaderboardConfig
 
 BOOTSTRAP = 1000
 SECTION = "board.md"
 PER_PROMPT = "per_prompt.json"
 TRAINED = "trained.json"
+
+
+@dataclass
+class TrainedAgent:
+    """One training run of the leaderboard: its checkpoint, or why there is none."""
+
+    name: str
+    seed: int
+    checkpoint: str | None
+    wall_s: float
+    error: str | None = None
 
 
 @dataclass
@@ -228,8 +239,6 @@ def rebuild(cfg: LeaderboardConfig, *, wall_s: float | None = None, command: str
     (their training seconds from the bench's rows). ``wall_s``/``command`` fill in what an interrupted run
     did not record.
     """
-    from agents.eval.leaderboard import TrainedAgent
-
     task = get_task(cfg.task)
     out = Path(cfg.out).expanduser() / task.name
     rounds = [

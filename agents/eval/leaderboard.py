@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.eval.board import TrainedAgent
 from agents.eval.results import BenchConfig, BenchResult, Progress
 from agents.training import check_int, check_number, help_text
 from proxy_env.config import EnvConfig
@@ -177,17 +178,6 @@ class LeaderboardConfig:
             else:
                 out.append((name, spec, {}))
         return out
-
-
-@dataclass
-class TrainedAgent:
-    """One training run of the leaderboard: its checkpoint, or why there is none."""
-
-    name: str
-    seed: int
-    checkpoint: str | None
-    wall_s: float
-    error: str | None = None
 
 
 @dataclass
