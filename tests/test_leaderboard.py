@@ -46,6 +46,26 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     run_leaderboard(dataclasses.replace(cfg, rebuild=True))
     assert (task_dir / "board.md").read_text() in (tmp_path / "LEADERBOARD.md").read_text()
     assert "| broken | 0 |" in (task_dir / "board.md").read_text()
+    # resumed after a stop before the second round's bench: nothing is trained again, the first round is read back
+    (task_dir / "seed1" / "per_prompt.json").unlink()
+    first_round = (task_dir / "seed0" / "per_prompt.json").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a resumed run trained an agent that has a record")
+
+    monkeypatch.setattr("agents.eval.leaderboard.train_agent", no_training)
+    lines.clear()
+    resumed = run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
+    assert any("seed0: benchmarked before" in line for line in lines)
+    assert len(resumed.benches) == 1 and (task_dir / "seed1" / "per_prompt.json").is_file()
+    assert (task_dir / "seed0" / "per_prompt.json").read_bytes() == first_round
+    assert [(t.name, t.seed, t.checkpoint) for t in resumed.trained] == [
+        (t.name, t.seed, t.checkpoint) for t in board.trained
+    ]
+    with pytest.raises(ConfigError, match="decisions=256 there, 512 here"):
+        run_leaderboard(dataclasses.replace(cfg, resume=True, decisions=512))
+    with pytest.raises(ConfigError, match="no run to continue"):
+        run_leaderboard(dataclasses.replace(cfg, resume=True, out=str(tmp_path / "elsewhere")))
 
 
 @pytest.mark.parametrize(

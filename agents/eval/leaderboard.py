@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.eval.board import TrainedAgent
+from agents.eval.board import PER_PROMPT, Round, TrainedAgent
 from agents.eval.results import BenchConfig, BenchResult, Progress
 from agents.training import check_int, check_number, help_text
 from proxy_env.config import EnvConfig
@@ -118,6 +118,13 @@ class LeaderboardConfig:
         default=None,
         metadata=help_text("LEADERBOARD.md to (re)write from every task under out (None: <out>/LEADERBOARD.md)"),
     )
+    resume: bool = field(
+        default=False,
+        metadata=help_text(
+            "continue a stopped run of the same settings under <out>/<task>: agents already trained and rounds "
+            "already benchmarked are read from disk, not redone"
+        ),
+    )
     rebuild: bool = field(
         default=False,
         metadata=help_text("train nothing: write the task's board again from what <out>/<task> holds"),
@@ -191,6 +198,52 @@ class TaskBoard:
     command: str
 
 
+# settings that may differ between a run and its resumption (where it writes, whether it resumes)
+RESUMABLE_CHANGES = ("out", "board", "resume", "rebuild")
+
+
+def _check_resumable(cfg: LeaderboardConfig, saved_path: Path) -> None:
+    """Refuse to resume a run whose saved ``leaderboard.json`` has other settings than ``cfg``."""
+    if not saved_path.is_file():
+        raise ConfigError(
+            f"resume=True but {saved_path} does not exist: there is no run to continue; drop --resume to start one."
+        )
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, like the saved file
+    differ = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
+    if differ:
+        shown = ", ".join(f"{k}={saved.get(k)!r} there, {mine[k]!r} here" for k in differ)
+        raise ConfigError(
+            f"resume=True but the run in {saved_path.parent} has other settings ({shown}); pass the same settings, "
+            "or drop --resume and choose another --out to start a new run."
+        )
+
+
+def _record_path(cfg: LeaderboardConfig, name: str, seed: int) -> Path:
+    return Path(cfg.out).expanduser() / get_task(cfg.task).name / "agents" / f"{name}-s{seed}.json"
+
+
+def trained_or_train(
+    cfg: LeaderboardConfig, name: str, spec: AgentSpec, env_extra: dict[str, Any], seed: int, lm: Any
+) -> TrainedAgent:
+    """With ``resume``, the agent's saved record (``agents/<name>-s<seed>.json``) when its run finished; else train it.
+
+    The record is written after each training (failures included, so a resumed run does not retry them); it is
+    written last, so a run stopped during training leaves none and the agent is trained again.
+    """
+    record = _record_path(cfg, name, seed)
+    if cfg.resume and record.is_file():
+        done = TrainedAgent(**json.loads(record.read_text(encoding="utf-8")))
+        if done.checkpoint is None or Path(done.checkpoint).is_dir():
+            return done
+    result = train_agent(cfg, name, spec, env_extra, seed, lm)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n", encoding="utf-8")
+    tmp.replace(record)
+    return result
+
+
 def train_agent(
     cfg: LeaderboardConfig, name: str, spec: AgentSpec, env_extra: dict[str, Any], seed: int, lm: Any
 ) -> TrainedAgent:
@@ -262,14 +315,43 @@ def _bench(cfg: LeaderboardConfig, checkpoints: list[str], lm: Any, frontier: st
     return run_bench(bench, lm=lm, progress=progress)
 
 
+def _round(
+    cfg: LeaderboardConfig,
+    checkpoints: list[str],
+    lm: Any,
+    frontier: str | None,
+    progress: Progress | None,
+    folder: Path,
+    command: str,
+    benches: list[BenchResult],
+    log: Any,
+) -> Round:
+    """One bench of ``checkpoints`` written to ``folder`` (appended to ``benches``), or, resuming, the one saved there.
+
+    A saved round is reused only if it benchmarked every one of these checkpoints (a row names each folder).
+    """
+    from agents.eval.board import load_round, save_round
+    from agents.eval.report import write_outputs
+
+    if cfg.resume and (folder / PER_PROMPT).is_file():
+        saved = load_round(folder)
+        names = " ".join(str(r["agent"]) for r in saved.rows)
+        if all(f"({Path(c).name})" in names for c in checkpoints):
+            log(f"[{get_task(cfg.task).name}] {folder.name}: benchmarked before, read from {folder}")
+            return saved
+    log(f"[{get_task(cfg.task).name}] evaluating {len(checkpoints)} agents{'' if frontier else ' and the baselines'} ...")
+    benches.append(_bench(cfg, checkpoints, lm, frontier, progress))
+    write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
+    return save_round(benches[-1], folder)
+
+
 def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progress | None = None) -> TaskBoard:
     """Train every agent of ``cfg`` on its task, benchmark them, retrain the best with the next seed; write the board.
 
     Each round's results (``seed<N>/``: results.md, results.csv, per_prompt.json, figures) are written as soon as
     its bench ends, so a run stopped later loses nothing measured: ``rebuild`` writes the board from them.
     """
-    from agents.eval.board import ranked, save_round, write_board
-    from agents.eval.report import write_outputs
+    from agents.eval.board import ranked, write_board
     from agents.training import resolve_lm
 
     cfg = cfg.resolved()
@@ -280,6 +362,8 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
 
         rebuild(cfg)
         return TaskBoard(cfg, [], [], 0.0, "")
+    if cfg.resume:
+        _check_resumable(cfg, out / "leaderboard.json")
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
     command = "proxy-rlhf leaderboard " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["leaderboard"] else ""
@@ -288,25 +372,24 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
     trained: list[TrainedAgent] = []
     for name, spec, env_extra in cfg.runs():
         log(f"[{task.name}] training {name} (seed {cfg.seed}, {cfg.decisions:,} decisions) ...")
-        trained.append(train_agent(cfg, name, spec, env_extra, cfg.seed, lm))
+        trained.append(trained_or_train(cfg, name, spec, env_extra, cfg.seed, lm))
         log(f"[{task.name}]   {name}: " + (trained[-1].error or f"{trained[-1].wall_s:.0f} s"))
-    log(f"[{task.name}] evaluating {sum(t.error is None for t in trained)} agents and the baselines ...")
-    benches = [_bench(cfg, [t.checkpoint for t in trained if t.checkpoint], lm, None, progress)]
-    write_outputs(benches[0], out / f"seed{cfg.seed}", command=command or "proxy-rlhf leaderboard")
-    rounds = [save_round(benches[0], out / f"seed{cfg.seed}")]
+    checkpoints = [t.checkpoint for t in trained if t.checkpoint]
+    benches: list[BenchResult] = []
+    rounds = [_round(cfg, checkpoints, lm, None, progress, out / f"seed{cfg.seed}", command, benches, log)]
     if cfg.top_seeds:
         best = ranked(rounds[0].rows)[: cfg.top_seeds]
         runs = {name: (spec, extra) for name, spec, extra in cfg.runs()}
         again = []
         for name in best:
             log(f"[{task.name}] training {name} again (seed {cfg.seed + 1}) ...")
-            again.append(train_agent(cfg, name, *runs[name], cfg.seed + 1, lm))
+            again.append(trained_or_train(cfg, name, *runs[name], cfg.seed + 1, lm))
         trained += again
         if any(t.checkpoint for t in again):
             frontier = str(out / f"seed{cfg.seed}" / "results.csv")
-            benches.append(_bench(cfg, [t.checkpoint for t in again if t.checkpoint], lm, frontier, progress))
-            write_outputs(benches[-1], out / f"seed{cfg.seed + 1}", command=command or "proxy-rlhf leaderboard")
-            rounds.append(save_round(benches[-1], out / f"seed{cfg.seed + 1}"))
+            checkpoints = [t.checkpoint for t in again if t.checkpoint]
+            folder = out / f"seed{cfg.seed + 1}"
+            rounds.append(_round(cfg, checkpoints, lm, frontier, progress, folder, command, benches, log))
     board = TaskBoard(cfg, trained, benches, time.perf_counter() - start, command)
     write_board(cfg, rounds, trained, board.wall_s, command, out)
     return board
