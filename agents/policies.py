@@ -139,3 +139,29 @@ def init_accept_bias(agent: Any, accept_prob: float) -> bool:
         head.weight.mul_(0.01)
         head.bias.copy_(torch.tensor([0.0, math.log(accept_prob / (1.0 - accept_prob))]))
     return True
+
+
+def fresh_ppo_proxy(observation_space: Any, cfg: Any, *, learning_rate: float, n_epochs: int) -> Any:
+    """An SB3 PPO without an env holding a fresh proxy: the network (and checkpoint) of backends with their own loop.
+
+    ``cfg`` is a training config (:class:`agents.training.RLConfig`): its ``features_dim``, ``hidden``,
+    ``policy_device``, ``gamma`` and ``init_accept_prob`` (the accept bias) shape the proxy. The backend updates
+    ``model.policy``'s tensors itself; saved, the model is an ordinary SB3 proxy checkpoint.
+    """
+    from stable_baselines3 import PPO
+
+    model = PPO(
+        "MlpPolicy",
+        None,  # type: ignore[arg-type]  # no env: SB3's own load() builds a model this way
+        policy_kwargs=proxy_policy_kwargs("ppo", features_dim=cfg.features_dim, hidden=tuple(cfg.hidden)),
+        device=cfg.policy_device,
+        gamma=cfg.gamma,
+        learning_rate=learning_rate,
+        n_epochs=n_epochs,
+        _init_setup_model=False,
+    )
+    model.observation_space, model.action_space, model.n_envs = observation_space, spaces.Discrete(2), 1
+    model._setup_model()  # what SB3's load() does for a model without an env
+    if cfg.init_accept_prob is not None:
+        init_accept_bias(model, cfg.init_accept_prob)
+    return model

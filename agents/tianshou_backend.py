@@ -154,26 +154,9 @@ def shared_features(policy: ActorCriticPolicy, obs: Any) -> torch.Tensor:
 
 def sb3_proxy(observation_space: Any, cfg: TianshouConfig) -> Any:
     """An SB3 PPO holding a fresh proxy (accept bias from ``cfg.init_accept_prob``): what the checkpoint holds."""
-    from gymnasium import spaces
-    from stable_baselines3 import PPO
+    from agents.policies import fresh_ppo_proxy
 
-    from agents.policies import init_accept_bias, proxy_policy_kwargs
-
-    model = PPO(
-        "MlpPolicy",
-        None,  # type: ignore[arg-type]  # no env: SB3's own load() builds a model this way
-        policy_kwargs=proxy_policy_kwargs("ppo", features_dim=cfg.features_dim, hidden=tuple(cfg.hidden)),
-        device=cfg.policy_device,
-        gamma=cfg.gamma,
-        learning_rate=_learning_rate(cfg),
-        n_epochs=cfg.n_epochs,
-        _init_setup_model=False,
-    )
-    model.observation_space, model.action_space, model.n_envs = observation_space, spaces.Discrete(2), 1
-    model._setup_model()  # what SB3's load() does for a model without an env
-    if cfg.init_accept_prob is not None:
-        init_accept_bias(model, cfg.init_accept_prob)
-    return model
+    return fresh_ppo_proxy(observation_space, cfg, learning_rate=_learning_rate(cfg), n_epochs=cfg.n_epochs)
 
 
 def build_ppo(policy: ActorCriticPolicy, observation_space: Any, cfg: TianshouConfig) -> Any:

@@ -47,6 +47,10 @@ def _train(args: argparse.Namespace) -> int:
         from agents.tianshou_backend import train_tianshou
 
         result = train_tianshou(cfg)
+    elif args.backend == "torch":
+        from agents.torch_ppo import train_torch_ppo
+
+        result = train_torch_ppo(cfg)
     else:
         from agents.train import train
 
@@ -70,6 +74,7 @@ BACKENDS = {
     "tilt": ("agents.tilt.backend", "TiltConfig"),
     "rllib": ("agents.rllib.backend", "RLlibConfig"),
     "tianshou": ("agents.tianshou_backend", "TianshouConfig"),
+    "torch": ("agents.torch_ppo", "TorchPPOConfig"),
 }
 
 
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ).set_defaults(func=_demo)
     train = sub.add_parser(
-        "train", help="train a proxy (--backend sb3, tilt, rllib or tianshou); checkpoints and TensorBoard logs"
+        "train", help="train a proxy (--backend sb3, tilt, rllib, tianshou or torch); checkpoints and TensorBoard logs"
     )
     train.add_argument(
         "--backend",
@@ -165,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         default="sb3",
         help="sb3 (any SB3 algorithm, one process), tilt (the exact KL-regularised objective of each position over "
         "the LLM's own samples: needs --observation prefix and --kl-coef β > 0; see agents/tilt/), rllib (Ray "
-        "RLlib env runners, GPUs, nodes; pip install -e '.[rllib]'), or tianshou (tianshou 2.x PPO on the batched "
-        "env, one process; pip install -e '.[tianshou]'). Each shows its own flags: "
+        "RLlib env runners, GPUs, nodes; pip install -e '.[rllib]'), tianshou (tianshou 2.x PPO on the batched "
+        "env, one process; pip install -e '.[tianshou]'), or torch (our CleanRL-style PPO whose rollouts stay on "
+        "the device as torch tensors). Each shows its own flags: "
         "proxy-rlhf train --backend tilt --help",
     )
     argv = sys.argv[1:] if argv is None else argv

@@ -339,7 +339,9 @@ def _round(
         if all(f"({Path(c).name})" in names for c in checkpoints):
             log(f"[{get_task(cfg.task).name}] {folder.name}: benchmarked before, read from {folder}")
             return saved
-    log(f"[{get_task(cfg.task).name}] evaluating {len(checkpoints)} agents{'' if frontier else ' and the baselines'} ...")
+    log(
+        f"[{get_task(cfg.task).name}] evaluating {len(checkpoints)} agents{'' if frontier else ' and the baselines'} ..."
+    )
     benches.append(_bench(cfg, checkpoints, lm, frontier, progress))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
     return save_round(benches[-1], folder)

@@ -30,6 +30,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,44 @@ def sb3_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], l
     return {"steps": steps, "seconds": seconds, "changed": changed, "num_envs": num_envs}, [line]
 
 
+def _keep(into: list[Any], agent: Any, stats: Any) -> None:
+    into.append(stats)
+
+
+def torch_ppo_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Our CleanRL-style PPO (agents/torch_ppo.py): observations, rollouts and updates stay on the device."""
+    from agents.torch_ppo import TorchPPOConfig, train_torch_ppo
+    from proxy_env.config import EnvConfig
+
+    data, lines = (
+        {},
+        ["| num_envs | decisions | rollout s | update s | decisions/s (rollouts + updates) |", "|---|---|---|---|---|"],
+    )
+    for num_envs in args.num_envs[-2:] if args.smoke else (1024, 4096):
+        env = EnvConfig(
+            prompts="default-eval", max_new_tokens=args.max_new_tokens, observation="prefix", forced_steps=True
+        )
+        cfg = TorchPPOConfig(
+            env=env,
+            num_envs=num_envs,
+            n_steps=16,
+            total_timesteps=num_envs * 16 * 3,
+            batch_size=min(4096, num_envs * 16),
+            n_epochs=2,
+            policy_device=lm.device.type,
+        )
+        stats: list[Any] = []
+        train_torch_ppo(cfg, model=lm, reward=lambda p, r: [len(x) / 100 for x in r], on_update=partial(_keep, stats))
+        timed = stats[1:]  # the first rollout warms up (allocation, kernels)
+        decisions = sum(num_envs * 16 for _ in timed)
+        rollout, update = sum(s.rollout_s for s in timed), sum(s.update_s for s in timed)
+        rate = decisions / (rollout + update)
+        data[num_envs] = {"decisions": decisions, "rollout_s": rollout, "update_s": update, "per_s": rate}
+        lines.append(f"| {num_envs} | {decisions:,} | {rollout:.2f} | {update:.2f} | {rate:,.0f} |")
+        print(f"    {lines[-1]}", flush=True)
+    return data, lines
+
+
 def tilt_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     from agents.tilt.backend import TiltConfig, train_tilt
     from proxy_env.config import EnvConfig
@@ -255,7 +294,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default: 40; smoke: 4)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5; smoke: 1)")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--stages", nargs="+", default=["pools", "env", "host_reads", "reward", "sb3", "tilt"])
+    p.add_argument("--stages", nargs="+", default=["pools", "env", "host_reads", "reward", "sb3", "torch_ppo", "tilt"])
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for results.md and results.json")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -290,6 +329,7 @@ def main() -> None:
         "host_reads": host_reads_stage,
         "reward": reward_stage,
         "sb3": sb3_stage,
+        "torch_ppo": torch_ppo_stage,
         "tilt": tilt_stage,
     }
     for name in args.stages:

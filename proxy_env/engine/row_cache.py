@@ -139,13 +139,20 @@ class RowCache:
         # Above this share of active rows, step every row (inactive ones masked) instead of a sub-batch.
         # On the CPU a forward costs a fixed weight read plus a cost per row, and gathering a sub-batch
         # is cheap (bench_env.py: 0.83x vs 0.73x the bare forward at 32 envs, prefix+forced_steps), so
-        # only a full batch steps densely. On a GPU a forward's cost barely grows with its rows; 0.5 there
-        # is a guess, not measured (no GPU was lent).
-        self.dense_fraction = 1.0 if torch.device(device).type == "cpu" else 0.5
+        # only a full batch steps densely. On a GPU a forward's cost barely grows with its rows, and a
+        # sub-batch needs its size on the host (a synchronisation) and changes the step's shapes: there
+        # every step feeds every row (0.0, :attr:`static_batch`).
+        self.dense_fraction = 1.0 if torch.device(device).type == "cpu" else 0.0
+        self._next_compact_check = 0  # compact() reads the live width back only once length reaches this
         self.forwards = 0  # batched model calls made (full batch or sub-batch)
         self.row_forwards = 0  # rows fed through the model, summed over calls
         self.prefix_tokens_reused = 0  # prompt tokens not fed at prefill: the shared prefix's keys/values were reused
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # built at first use
+
+    @property
+    def static_batch(self) -> bool:
+        """Every step feeds every row (inactive ones masked): fixed batch shape, no row count read on the host."""
+        return self.dense_fraction <= 0.0
 
     @property
     def mask(self) -> torch.Tensor:
@@ -291,9 +298,11 @@ class RowCache:
         self._reserve(column + 1)
         self._mask[:, column] = active.long()
         tokens = tokens.to(self.lm.device)
-        if all_active is None:
+        if all_active is None and not self.static_batch:
             all_active = bool(active.all())
-        if all_active or int(active.sum()) > self.dense_fraction * self.num_rows:
+        if self.static_batch:  # a prepared 4-D mask: transformers then reads nothing to decide whether to skip it
+            out = self._forward(tokens[:, None], self._additive_mask(column + 1), self.pos[:, None], self.cache)
+        elif all_active or int(active.sum()) > self.dense_fraction * self.num_rows:
             out = self._forward(tokens[:, None], self._mask[:, : column + 1], self.pos[:, None], self.cache)
         else:
             out = self._step_subset(active.nonzero().squeeze(1), tokens, column)
@@ -303,6 +312,15 @@ class RowCache:
             layer._view()
         self.pending = torch.where(active, column, self.pending)
         return out
+
+    def _additive_mask(self, length: int) -> torch.Tensor:
+        """(B, 1, 1, length) attention mask in the model's dtype: 0 where a row attends, the dtype's minimum elsewhere.
+
+        transformers uses a 4-D mask as given (``create_causal_mask``), for every attention implementation.
+        """
+        dtype = self.lm.dtype
+        live = self._mask[:, None, None, :length].bool()
+        return torch.zeros(live.shape, dtype=dtype, device=live.device).masked_fill(~live, torch.finfo(dtype).min)
 
     def _step_subset(self, index: torch.Tensor, tokens: torch.Tensor, column: int) -> StepOutput:
         """Forward only rows ``index`` (n,), then write their new column into the full buffers."""
@@ -347,11 +365,17 @@ class RowCache:
 
     @torch.no_grad()
     def compact(self, force: bool = False) -> None:
-        """Right-align each row's live columns and drop the rest when at least half the cache is dead."""
-        if self.length == 0:
+        """Right-align each row's live columns and drop the rest when at least half the cache is dead.
+
+        Whether half is dead needs the widest row's live count on the host (a synchronisation on a GPU), so
+        it is read only once ``length`` reaches ``2 * keep + 16`` for the ``keep`` read last time: until then
+        the cache cannot be half dead unless rows shrank, and compacting a little later costs only memory.
+        """
+        if self.length == 0 or (not force and self.length < self._next_compact_check):
             return
         live = self.mask.bool()  # pending columns are live: their mask is 1
         keep = int(live.sum(1).max())
+        self._next_compact_check = 2 * keep + 16
         if not force and self.length < 2 * keep + 16:
             return
         # Stable sort puts dead columns first and live ones last, each row keeping its order.

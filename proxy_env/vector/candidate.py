@@ -68,7 +68,8 @@ class CandidateDecoder(Decoder):
         """
         state = self.state
         pending = pending.clone()
-        while bool(pending.any()):
+        once = self.config.forced_steps and self.cache.static_batch  # one forward whatever the rows: no read
+        while once or bool(pending.any()):
             token = self.on_offer()
             hidden, logits, all_rows = self._step_rows(token, pending)
             self._set_hidden(pending, hidden)

@@ -78,6 +78,8 @@ class Decoder(ABC):
         state = self.state
         for _ in range(_MAX_SKIPPED_EPISODES):
             self._start_once(rows, prompt_index, feed)
+            if not feed:  # nothing was fed, so no new episode has ended: no read
+                return
             rows = rows & state.terminated
             if not bool(rows.any()):
                 return
@@ -136,7 +138,7 @@ class Decoder(ABC):
     ) -> candidates.Pool:
         """Pools (B, K) from ``logits`` (B, V), computed for ``rows`` only (top-k over V is the costly part)."""
         cfg = self.config
-        if all_rows:
+        if all_rows or self.cache.static_batch:  # a static batch truncates every row: no row index on the host
             return candidates.truncate(logits, cfg.top_k, cfg.top_p, cfg.temperature)
         index = rows.nonzero().squeeze(1)
         sub = candidates.truncate(logits[index], cfg.top_k, cfg.top_p, cfg.temperature)
@@ -146,8 +148,11 @@ class Decoder(ABC):
 
     # ------------------------------------------------------------------ the LLM and the response
     def _step_rows(self, token: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """One batched forward of ``token`` (B,) for ``rows``; (hidden (B, H), logits (B, V), whether every row went)."""
-        all_rows = bool(rows.all())
+        """One batched forward of ``token`` (B,) for ``rows``; (hidden (B, H), logits (B, V), whether every row went).
+
+        With the cache's static batch every row goes (the inactive ones masked), and nothing is read on the host.
+        """
+        all_rows = True if self.cache.static_batch else bool(rows.all())
         out = self.cache.step(token, rows, all_active=all_rows)
         return out.hidden, out.logits, all_rows
 

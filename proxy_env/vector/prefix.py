@@ -93,7 +93,7 @@ class PrefixDecoder(Decoder):
         """Commit ``token`` (B,) of ``rows`` to the cache; their next pool comes from its forward."""
         state = self.state
         rows = rows & ~state.terminated
-        if not bool(rows.any()):
+        if not self.cache.static_batch and not bool(rows.any()):  # a static batch steps anyway: no read
             return
         hidden, logits, all_rows = self._step_rows(token, rows)
         self.cache.commit(rows)

@@ -76,12 +76,13 @@ class EnvState:
 
     def begin(self, rows: torch.Tensor) -> None:
         """Zero the episode counters of ``rows`` (B,) bool: their new episodes start."""
-        for name in EPISODE_COUNTERS:
-            getattr(self, name)[rows] = 0
-        self.terminated[rows] = False
-        self.needs_reset[rows] = False
-        for i in rows.nonzero().squeeze(1).tolist():
-            self.render_log[i] = []
+        for name in EPISODE_COUNTERS:  # masked_fill_, not rows-indexing: no row count is read on the host
+            getattr(self, name).masked_fill_(rows, 0)
+        self.terminated.masked_fill_(rows, False)
+        self.needs_reset.masked_fill_(rows, False)
+        if any(self.render_log):
+            for i in rows.nonzero().squeeze(1).tolist():
+                self.render_log[i] = []
 
     def prefixes(self, prompts: list[str], rows: list[int] | None = None) -> tuple[list[str], list[list[int]]]:
         """The prompt and the token ids of the response so far of ``rows`` (env indices; default: every env).

@@ -30,7 +30,8 @@ from proxy_env.config import (
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.engine.models import as_frozen_lm
-from proxy_env.errors import ConfigError, ConfigTypeError, RewardError, StateError, did_you_mean
+from proxy_env.engine.row_cache import CHECKS
+from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError, did_you_mean
 from proxy_env.prompts import load_prompts
 from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
 from proxy_env.rewards.shaping import PotentialShaping
@@ -208,6 +209,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.baseline = ReferenceBaseline(lm, self.reward_fn, config) if config.reward_baseline == "reference" else None
         self._seeded = False
         self._failed: tuple[str, torch.Tensor] | None = None  # (why, rows) after a step that failed midway
+        self._resets_due = True  # whether some env may wait for a reset: step() reads state.needs_reset only then
 
     # ------------------------------------------------------------------ Gymnasium's API
     def reset(
@@ -256,15 +258,42 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.decoder.start(rows, index)
         if self.shaping is not None:
             self.shaping.forget(np_copy(rows))
+        self._resets_due = bool(state.needs_reset.any())  # a reset_mask may have left envs waiting
         self._failed = None
         obs, info, _ = self._outputs()
         return obs, info
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        act = self._validate(actions)
+        return self._step(self._validate(actions), tensors=False)
+
+    def step_tensors(
+        self, actions: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """:meth:`step` for torch-native consumers: observation, reward, terminated and truncated stay torch tensors on
+        the env's device (float32, float32, bool, bool), with no copy to the host.
+
+        The one device-to-host read left per step is the (B,) ``terminated`` mask, which decides whether an
+        episode must be scored (the reward source reads text); steps where episodes end also read what scoring
+        and the new prompts need. ``info`` holds ``rejected`` (and with ``kl_coef``, ``kl``/``kl_exact``) as
+        tensors; with SAME_STEP autoreset ``final_obs`` is a (B, d) tensor (zeros where no episode ended) and
+        ``final_info`` the numpy episode summaries, each with its ``_``-mask, as in :meth:`step`.
+        ``actions``: a (B,) tensor (any device) or array of 0/1.
+        """
+        return self._step(self._validate(actions, tensor=isinstance(actions, torch.Tensor)), tensors=True)
+
+    def reset_tensors(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """:meth:`reset` returning the observation as a (B, d) float32 tensor on the env's device (the same info)."""
+        _, info = self.reset(seed=seed, options=options)
+        return self.decoder.observation().clone(), info
+
+    def _step(self, act: torch.Tensor, *, tensors: bool) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         state, decoder, cfg = self.state, self.decoder, self.config
         reset_now = torch.zeros_like(state.needs_reset)
-        if state.needs_reset.any():
+        resetting = self._resets_due and bool(state.needs_reset.any())  # read only when some env may wait
+        self._resets_due = resetting
+        if resetting:
             if self.autoreset_mode != AutoresetMode.NEXT_STEP:
                 never = (state.needs_reset & (state.episode == 0)).nonzero().squeeze(1).tolist()
                 finished = (state.needs_reset & (state.episode > 0)).nonzero().squeeze(1).tolist()
@@ -289,8 +318,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
         position_before = state.position.clone()
 
         decoder.transition(accept, reject)
-        if reset_now.any():
+        if resetting:
             decoder.start(reset_now, feed=not cfg.forced_steps)
+            self._resets_due = False
         decoder.feed_after_actions(acting & ~state.terminated)
 
         reward = torch.zeros(self.num_envs, dtype=torch.float64, device=self.lm.device)
@@ -314,15 +344,27 @@ class ProxyRLHFVectorEnv(VectorEnv):
             if self.shaping is not None:  # the return stays the terminal reward: pay what shaping has not
                 terminal = self.shaping.settle(ended_np, terminal)
             reward[ended] += torch.as_tensor(terminal, device=reward.device)[ended]
-            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            if self.autoreset_mode == AutoresetMode.SAME_STEP and tensors:
+                final_tensor = torch.where(ended[:, None], decoder.observation(), 0.0)
+                info.update(final_obs=final_tensor, _final_obs=ended_np.copy())
+                info.update(final_info=end_info, _final_info=ended_np.copy())
+                decoder.start(ended, feed=not cfg.forced_steps)
+            elif self.autoreset_mode == AutoresetMode.SAME_STEP:
                 final, final_step_info, _ = self._outputs()
                 info.update(final_obs=infos.final_obs(final, ended_np), _final_obs=ended_np.copy())
                 info.update(final_info={**end_info, **final_step_info}, _final_info=ended_np.copy())
                 decoder.start(ended, feed=not cfg.forced_steps)
             else:
                 state.needs_reset |= ended
+                self._resets_due = True
                 info.update(end_info)
         decoder.feed_at_step_end()
+        if tensors:
+            info.update(rejected=reject)
+            if kl is not None:
+                info.update(kl=kl.logratio, kl_exact=kl.exact)
+            obs_t = decoder.observation().clone()  # the decoder's next step writes its buffers in place
+            return obs_t, reward.float(), ended, torch.zeros_like(ended), info
         extra = {"reward": reward, "rejected": reject}
         if kl is not None:
             extra.update(kl=kl.logratio, kl_exact=kl.exact)
@@ -383,14 +425,26 @@ class ProxyRLHFVectorEnv(VectorEnv):
         self.accept_fn = accept_fn
 
     # ------------------------------------------------------------------ inside a step
-    def _validate(self, actions: Any) -> torch.Tensor:
+    def _validate(self, actions: Any, *, tensor: bool = False) -> torch.Tensor:
+        """The actions as a (B,) int64 tensor on the env's device, after the state checks.
+
+        ``tensor``: a torch tensor's shape and dtype are checked, but its values only with ``PROXY_ENV_CHECKS=1``
+        (reading them would synchronise with the GPU); any value but 1 (ACCEPT) then rejects.
+        """
         if self.closed:
             raise StateError("step() after close(): the env released its LLM cache; make a new env.")
         if not self._seeded:
             raise StateError("step() called before reset(); call reset() first.")
         if self._failed is not None:
             raise StateError(f"the last step() failed ({self._failed[0]}); call reset() before step().")
-        return torch.as_tensor(check_actions(actions, self.num_envs), device=self.lm.device)
+        if not tensor or CHECKS or actions.device.type == "meta":
+            return torch.as_tensor(check_actions(actions, self.num_envs), device=self.lm.device)
+        act = actions[:, 0] if actions.shape == (self.num_envs, 1) else actions
+        if act.shape != (self.num_envs,):
+            raise ActionError(f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}.")
+        if act.dtype.is_floating_point or act.dtype.is_complex:
+            raise ActionError(f"actions must be integers (REJECT=0, ACCEPT=1), got dtype {act.dtype}.")
+        return act.to(device=self.lm.device, dtype=torch.long)
 
     def _reset_mask(self, value: Any) -> torch.Tensor:
         mask = np.asarray(value)
