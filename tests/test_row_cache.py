@@ -160,3 +160,71 @@ def test_device_map_cache_keeps_each_layer_on_its_device_and_matches(tiny):
     a, b = tiny.new_cache(2).reset_rows(rows, seqs), spread.new_cache(2).reset_rows(rows, seqs)
     torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.hidden, b.hidden, atol=1e-5, rtol=1e-5)
+
+
+def test_a_static_batch_steps_with_fixed_shapes_and_addresses(tiny, monkeypatch):
+    """What CUDA graphs need: every step of a static batch feeds the same shapes (all rows, the whole buffer under a
+    4-D mask) and writes into the same buffers, until a buffer must grow; and its outputs match a full forward."""
+    from proxy_env.engine.row_cache import RowCache
+
+    shapes, addresses = [], []
+    forward = RowCache._forward
+
+    def spy(self, input_ids, mask, position_ids, cache, model=None):
+        shapes.append((tuple(input_ids.shape), tuple(mask.shape), tuple(position_ids.shape)))
+        return forward(self, input_ids, mask, position_ids, cache, model)
+
+    monkeypatch.setattr(RowCache, "_forward", spy)
+    cache = tiny.new_cache(4)
+    cache.dense_fraction = 0.0
+    assert cache.static_batch
+    prompts = [tiny.encode_prompt(p) for p in ["hello there", "What is your name?", "ok", "Tell me a story."]]
+    cache.reset_rows(torch.ones(4, dtype=torch.bool), prompts)
+    shapes.clear()
+    g = torch.Generator().manual_seed(1)
+    grown = 0
+    for _ in range(120):
+        capacity = cache.layers[0].capacity
+        active = torch.rand(4, generator=g) < 0.7
+        cache.step(torch.randint(3, 1000, (4,), generator=g), active)
+        keep = active & (torch.rand(4, generator=g) < 0.5)
+        cache.commit(keep)
+        cache.discard(active & ~keep)
+        grown += cache.layers[0].capacity != capacity
+        addresses.append((cache.layers[0].kbuf.data_ptr(), cache.layers[0].capacity))
+        assert tuple(cache.layers[0].keys.shape[2:3]) == (cache.layers[0].capacity,)  # attention reads the whole buffer
+    assert len(set(shapes)) == 1 + grown and grown <= 2
+    moved = sum(a != b for a, b in zip(addresses, addresses[1:]))  # compactions and growths re-allocate
+    assert moved <= 8, moved
+
+
+def test_a_compiled_static_step_is_one_graph_and_decodes_as_the_model(tiny, monkeypatch):
+    """compile_decode_step: the fixed-shape step compiles to a single graph with no break (what CUDA graphs capture on
+    a GPU; the CPU runs torch.compile's default mode), and its outputs are the eager model's."""
+    from torch._dynamo.utils import counters
+
+    from proxy_env.engine.row_cache import compile_decode_step
+    from proxy_env.engine.tiny import tiny_lm
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_lm = tiny_lm()  # a model of its own: the compiled step is attached to it
+    compile_decode_step(compiled_lm, mode="default")
+    outputs = []
+    for lm in (tiny, compiled_lm):
+        cache = lm.new_cache(4)
+        cache.dense_fraction = 0.0
+        prompts = [lm.encode_prompt(p) for p in ["hello there", "What is your name?", "ok", "Tell me a story."]]
+        cache.reset_rows(torch.ones(4, dtype=torch.bool), prompts)
+        g = torch.Generator().manual_seed(1)
+        logits = []
+        for _ in range(12):
+            active = torch.rand(4, generator=g) < 0.7
+            out = cache.step(torch.randint(3, 1000, (4,), generator=g), active)
+            logits.append(torch.where(active[:, None], out.logits, 0.0))
+            keep = active & (torch.rand(4, generator=g) < 0.5)
+            cache.commit(keep)
+            cache.discard(active & ~keep)
+        outputs.append(torch.stack(logits))
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-4, rtol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]

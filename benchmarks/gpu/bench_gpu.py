@@ -18,6 +18,9 @@ Each stage prints one progress line and adds a section to the results; a stage t
   against the same steps with a zero reward.
 * **sb3** and **tilt**: a few PPO updates and a short tilt collection + fit on the device; decisions/s and
   whether the weights changed.
+* **torch_ppo**: ``--backend torch`` (agents/torch_ppo.py), rollouts and updates on the device: decisions/s.
+* **compiled**: the static-batch step eager and through ``torch.compile`` (``reduce-overhead``: CUDA graphs),
+  side by side at 1,024 envs (``proxy_env.engine.row_cache.compile_decode_step``).
 """
 
 from __future__ import annotations
@@ -224,6 +227,35 @@ def sb3_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], l
     return {"steps": steps, "seconds": seconds, "changed": changed, "num_envs": num_envs}, [line]
 
 
+def compiled_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The static-batch step eager and through torch.compile (CUDA graphs on a GPU), side by side, same batch."""
+    from proxy_env.engine.row_cache import compile_decode_step
+
+    num_envs = max(args.num_envs[:2]) if args.smoke else 1024
+    mode = "prefix+forced_steps"
+    bench = Args(steps=args.steps, rounds=2, warmup=max(args.warmup, 3), max_new_tokens=args.max_new_tokens)
+    data, lines = {}, ["| step | decisions/s | bare decisions/s | env / bare | compile s |", "|---|---|---|---|---|"]
+    static = lm.static_batch
+    for name in ("eager", "compiled"):
+        start = time.perf_counter()
+        if name == "compiled":
+            compile_decode_step(lm, mode="reduce-overhead" if lm.device.type == "cuda" else "default")
+        lm.static_batch = True  # the GPU's default; on the CPU (smoke) it makes the compiled step run
+        try:
+            r = side_by_side(lm, num_envs, mode, bench)  # the warm-up steps compile (and capture the graph)
+        finally:
+            lm.static_batch, lm.decode_step_model = static, None  # the stages after this one run as before
+        r["seconds"] = time.perf_counter() - start
+        data[name] = r
+        lines.append(
+            f"| {name} | {r['decisions/s']:,.0f} | {r['bare decisions/s']:,.0f} | "
+            f"{r['decisions/s'] / r['bare decisions/s']:.2f} | {r['seconds']:.0f} (stage) |"
+        )
+        print(f"    {lines[-1]}", flush=True)
+    lines.insert(0, f"{num_envs} envs, {mode}, static batch; the bare forward is eager in both rows")
+    return data, lines
+
+
 def _keep(into: list[Any], agent: Any, stats: Any) -> None:
     into.append(stats)
 
@@ -331,6 +363,7 @@ def main() -> None:
         "sb3": sb3_stage,
         "torch_ppo": torch_ppo_stage,
         "tilt": tilt_stage,
+        "compiled": compiled_stage,
     }
     for name in args.stages:
         results.stage(name, lambda fn=stages[name]: fn(lm, args))

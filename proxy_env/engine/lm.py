@@ -170,6 +170,11 @@ class FrozenLM:
         self.use_chat_template = has_template if chat_template is None else chat_template
         self._cache_kw: str | None = None
         self._logits_to_keep = False
+        # how this model's per-row caches step (proxy_env.engine.row_cache.RowCache): a static batch (every row every
+        # step, fixed shapes) or sub-batches of the active rows; None: static on a GPU, sub-batches on the CPU
+        self.static_batch: bool | None = None
+        # the compiled model a static batch's one-token steps call (proxy_env.engine.row_cache.compile_decode_step)
+        self.decode_step_model: Any = None
 
     # ----------------------------------------------------------------- properties
     @property

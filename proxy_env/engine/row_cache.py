@@ -47,11 +47,23 @@ class SlotLayer(DynamicLayer):
         self.length = length
         self.device = keys.device
         self.is_initialized = True
+        # fixed shapes (the static batch): attention reads the whole buffer (columns past ``length`` are masked) and
+        # a one-token step writes its column at the device index ``column``, so a step's shapes and addresses stay
+        # the same from step to step until the buffer grows (what CUDA graphs and torch.compile need)
+        self.column: torch.Tensor | None = None
         self._view()
 
     def _view(self) -> None:
+        if self.column is not None:
+            self.keys, self.values = self.kbuf, self.vbuf
+            return
         self.keys = self.kbuf[:, :, : self.length]
         self.values = self.vbuf[:, :, : self.length]
+
+    def fix_shapes(self, column: torch.Tensor | None) -> None:
+        """Attend over the whole buffer and write one-token steps at ``column`` (1,) (None: the growing view)."""
+        self.column = column
+        self._view()
 
     @property
     def capacity(self) -> int:
@@ -73,6 +85,12 @@ class SlotLayer(DynamicLayer):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         new = key_states.shape[-2]
+        if self.column is not None and new == 1:
+            # fixed shapes: the column index lives on the device and RowCache reserved the room and advances
+            # ``length`` after the forward, so nothing here depends on a Python number (a compiled step stays valid)
+            self.kbuf.index_copy_(2, self.column, key_states)
+            self.vbuf.index_copy_(2, self.column, value_states)
+            return self.keys, self.values
         self.reserve(self.length + new)
         self.kbuf[:, :, self.length : self.length + new] = key_states  # in place: no copy of the past
         self.vbuf[:, :, self.length : self.length + new] = value_states
@@ -142,8 +160,13 @@ class RowCache:
         # only a full batch steps densely. On a GPU a forward's cost barely grows with its rows, and a
         # sub-batch needs its size on the host (a synchronisation) and changes the step's shapes: there
         # every step feeds every row (0.0, :attr:`static_batch`).
-        self.dense_fraction = 1.0 if torch.device(device).type == "cpu" else 0.0
+        static = lm.static_batch if lm.static_batch is not None else torch.device(device).type != "cpu"
+        self.dense_fraction = 0.0 if static else 1.0
         self._next_compact_check = 0  # compact() reads the live width back only once length reaches this
+        self._columns: dict[torch.device, torch.Tensor] = {}  # static batch: the step's column index, per device
+        # what a static batch's one-token step calls instead of the model (None: the model): the compiled model of
+        # compile_decode_step; only those steps have fixed shapes, prefills keep calling the model itself
+        self.step_model: Any = lm.decode_step_model
         self.forwards = 0  # batched model calls made (full batch or sub-batch)
         self.row_forwards = 0  # rows fed through the model, summed over calls
         self.prefix_tokens_reused = 0  # prompt tokens not fed at prefill: the shared prefix's keys/values were reused
@@ -164,11 +187,11 @@ class RowCache:
         return SlotCache(self.layers)
 
     def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+        self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any, model: Any = None
     ) -> StepOutput:
         self.forwards += 1
         self.row_forwards += int(input_ids.shape[0])
-        out = self.lm.model(
+        out = (self.lm.model if model is None else model)(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
@@ -293,15 +316,18 @@ class RowCache:
         if CHECKS:
             assert not bool((self.pending[active] >= 0).any()), "commit or discard the pending token first"
         assert self.length > 0, "reset rows before stepping"
-        self.compact()
+        self.compact(force=self.static_batch and bool(self.layers) and self.length >= self.layers[0].capacity)
         column = self.length
-        self._reserve(column + 1)
+        self._reserve(column + 1)  # a static batch's shapes change only here: when compaction could not make room
         self._mask[:, column] = active.long()
         tokens = tokens.to(self.lm.device)
         if all_active is None and not self.static_batch:
             all_active = bool(active.all())
-        if self.static_batch:  # a prepared 4-D mask: transformers then reads nothing to decide whether to skip it
-            out = self._forward(tokens[:, None], self._additive_mask(column + 1), self.pos[:, None], self.cache)
+        self._fix_shapes(self.static_batch, column)
+        if self.static_batch:  # fixed shapes, and a prepared 4-D mask: transformers reads nothing to decide to skip it
+            capacity = self.layers[0].capacity
+            mask = self._additive_mask(capacity)
+            out = self._forward(tokens[:, None], mask, self.pos[:, None], self.cache, self.step_model)
         elif all_active or int(active.sum()) > self.dense_fraction * self.num_rows:
             out = self._forward(tokens[:, None], self._mask[:, : column + 1], self.pos[:, None], self.cache)
         else:
@@ -313,12 +339,33 @@ class RowCache:
         self.pending = torch.where(active, column, self.pending)
         return out
 
+    def _fix_shapes(self, fixed: bool, column: int) -> None:
+        """Static batch: every layer attends over its whole buffer and writes at ``column``, a device index."""
+        if fixed and self.step_model is not None:
+            for layer in self.layers:
+                for buf in (layer.kbuf, layer.vbuf):
+                    torch._dynamo.mark_static_address(buf)  # idempotent; a regrown buffer is marked at its first step
+        for layer in self.layers:
+            if not fixed:
+                if layer.column is not None:
+                    layer.fix_shapes(None)
+                continue
+            index = self._columns.get(layer.device)
+            if index is None:
+                index = self._columns[layer.device] = torch.zeros(1, dtype=torch.long, device=layer.device)
+            if layer.column is not index:
+                layer.fix_shapes(index)
+        for index in self._columns.values():
+            index.fill_(column)  # host to device, asynchronous: no synchronisation
+
     def _additive_mask(self, length: int) -> torch.Tensor:
         """(B, 1, 1, length) attention mask in the model's dtype: 0 where a row attends, the dtype's minimum elsewhere.
 
         transformers uses a 4-D mask as given (``create_causal_mask``), for every attention implementation.
         """
         dtype = self.lm.dtype
+        if self._mask.shape[1] < length:
+            self._mask = _regrow_mask(self._mask, length, self.length)
         live = self._mask[:, None, None, :length].bool()
         return torch.zeros(live.shape, dtype=dtype, device=live.device).masked_fill(~live, torch.finfo(dtype).min)
 
@@ -381,6 +428,9 @@ class RowCache:
         # Stable sort puts dead columns first and live ones last, each row keeping its order.
         order = torch.sort(live.to(torch.int8), dim=1, stable=True).indices[:, self.length - keep :]  # (B, keep)
         capacity = keep + _SLACK
+        if self.static_batch and self.layers:  # fixed shapes: the buffers keep their size, or double when too small
+            old = self.layers[0].capacity
+            capacity = old if capacity <= old else max(capacity, 2 * old)
         for layer in self.layers:
             b, h, _, d = layer.kbuf.shape
             at = order.to(layer.device)  # (B, keep) on this layer's device (device_map)
@@ -405,3 +455,17 @@ def _gather_rows(buf: torch.Tensor, index: torch.Tensor, length: int) -> torch.T
     sub-batch step overwrites it anyway.
     """
     return buf[:, :, : length + 1].index_select(0, index)
+
+
+def compile_decode_step(lm: FrozenLM, mode: str = "reduce-overhead") -> None:
+    """Make every cache of ``lm`` a static batch (``lm.static_batch``, the default on a GPU) whose one-token steps run
+    through ``torch.compile(lm.model, mode=mode)`` (CUDA graphs with the default mode on a GPU). Experimental:
+    measured by ``benchmarks/gpu/bench_gpu.py``.
+
+    A static batch's step has fixed shapes (every row, the whole key/value buffers under a 4-D mask, the column index
+    on the device): it compiles to one graph, reused until a buffer grows or the batch size changes (a new shape,
+    compiled again). The key/value buffers are written inside the step, so their addresses are marked static, as
+    transformers' ``StaticCache`` does, for CUDA graphs to keep them. Prefills keep calling the model itself.
+    """
+    lm.static_batch = True
+    lm.decode_step_model = torch.compile(lm.model, mode=mode, dynamic=False)
