@@ -83,6 +83,11 @@ class EnvConfig:
     reward_shaping: bool = _setting(
         False, "pay the reward of the response so far as it changes (potential-based: the same return)"
     )
+    reward_workers: int = _setting(
+        0,
+        "score finished responses in this many worker processes (a reward named by a string, e.g. 'vader'); "
+        "0 scores in the env's process",
+    )
     kl_coef: float = _setting(
         0.0,
         "β of the per-token KL charge β·(log π − log q) under the proxy's accept probabilities ('prefix' only; needs set_accept_fn)",
@@ -120,6 +125,7 @@ class EnvConfig:
             raise ConfigTypeError(
                 f"reward_shaping={self.reward_shaping!r} must be a bool (True: potential-based shaping by the reward so far)."
             )
+        _int("reward_workers", self.reward_workers, minimum=0, hint="0 scores in the env's process")
         if not _real(self.kl_coef) or self.kl_coef < 0.0:
             raise ConfigError(f"kl_coef={self.kl_coef!r} must be a finite float >= 0 (0 disables the KL penalty).")
         check_choice("order", self.order, ORDERS)

@@ -1,5 +1,7 @@
 """The per-row KV cache: every cached step matches a full forward; compaction bounds its length."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -194,7 +196,7 @@ def test_a_static_batch_steps_with_fixed_shapes_and_addresses(tiny, monkeypatch)
         addresses.append((cache.layers[0].kbuf.data_ptr(), cache.layers[0].capacity))
         assert tuple(cache.layers[0].keys.shape[2:3]) == (cache.layers[0].capacity,)  # attention reads the whole buffer
     assert len(set(shapes)) == 1 + grown and grown <= 2
-    moved = sum(a != b for a, b in zip(addresses, addresses[1:]))  # compactions and growths re-allocate
+    moved = sum(a != b for a, b in itertools.pairwise(addresses))  # compactions and growths re-allocate
     assert moved <= 8, moved
 
 

@@ -84,6 +84,6 @@ def test_on_cuda_the_tensors_stay_on_the_gpu(cuda_lm, make_venv):
     obs, _ = venv.unwrapped.reset_tensors(seed=0)
     assert obs.is_cuda
     for act in _actions(12, 8):
-        obs, reward, term, trunc, info = venv.unwrapped.step_tensors(torch.as_tensor(act, device="cuda"))
+        obs, reward, term, _trunc, info = venv.unwrapped.step_tensors(torch.as_tensor(act, device="cuda"))
         assert obs.is_cuda and reward.is_cuda and term.is_cuda and info["rejected"].is_cuda
         assert torch.isfinite(obs).all()

@@ -88,7 +88,9 @@ def test_train_changes_the_proxy_and_saves_an_sb3_checkpoint(tmp_path, tiny):
 
     result = train_torch_ppo(_cfg(tmp_path), model=tiny, reward=length_reward, on_update=first)
     assert [s.decisions for s, _ in seen] == [32, 64] and result.model.num_timesteps == 64
-    assert result.interrupted is None and result.params.proxy == sum(p.numel() for p in result.model.policy.parameters())
+    assert result.interrupted is None and result.params.proxy == sum(
+        p.numel() for p in result.model.policy.parameters()
+    )
     assert sum(s.episodes for s, _ in seen) >= 8 and all(np.isfinite(s.reward_mean) for s, _ in seen)
     changed = [k for k in initial if not torch.equal(initial[k], seen[-1][1][k])]
     assert any(k.startswith("action_net") for k in changed) and any(k.startswith("features_extractor") for k in changed)

@@ -14,8 +14,8 @@ Each stage prints one progress line and adds a section to the results; a stage t
   one-token Hugging Face forward at the same batch and context) at each ``--num-envs``: decisions/s, the
   ratio, forwards per step, rows fed per decision, forced commits per decision.
 * **host reads**: device-to-host reads per env step (``HostReads``), per mode.
-* **reward share**: the share of a step spent in the reward (VADER) at the largest batch: steps with VADER
-  against the same steps with a zero reward.
+* **reward share**: the share of a step spent in the reward (VADER) at the largest batch: steps with VADER, in
+  the env's process and in worker processes (``reward_workers``), against the same steps with a zero reward.
 * **sb3** and **tilt**: a few PPO updates and a short tilt collection + fit on the device; decisions/s and
   whether the weights changed.
 * **torch_ppo**: ``--backend torch`` (agents/torch_ppo.py), rollouts and updates on the device: decisions/s.
@@ -162,12 +162,21 @@ def host_reads_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, 
 
 
 def reward_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    """Steps with VADER against the same steps with a zero reward (prefix+forced_steps, the largest batch)."""
+    """Steps with VADER (in the env's process, then in worker processes: ``reward_workers``) against the same steps
+    with a zero reward (prefix+forced_steps, the largest batch)."""
     from proxy_env.rewards import resolve_reward
+    from proxy_env.rewards.parallel import ProcessPoolReward
 
     num_envs, mode = max(args.num_envs), "prefix+forced_steps"
+    workers = 2 if args.smoke else max(2, min(8, (os.cpu_count() or 2) - 2))
     seconds = {}
-    for name, reward in (("zero", lambda p, r: [0.0] * len(r)), ("vader", resolve_reward("default"))):
+    sources: dict[str, Callable[[], Any]] = {
+        "zero": lambda: lambda p, r: [0.0] * len(r),
+        "vader": lambda: resolve_reward("default"),
+        f"vader, {workers} workers": lambda: ProcessPoolReward("vader", workers),
+    }
+    for name, make in sources.items():
+        reward = make()
         venv = _venv(lm, num_envs, args.max_new_tokens, **MODES[mode])
         venv.unwrapped.reward_fn = reward  # the same env settings; only the reward source differs
         rng = np.random.default_rng(0)
@@ -179,12 +188,15 @@ def reward_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any]
             venv.step((rng.random(num_envs) >= 0.3).astype(np.int64))
         seconds[name] = time.perf_counter() - start
         venv.close()
-    share = max(0.0, (seconds["vader"] - seconds["zero"]) / seconds["vader"])
-    line = (
-        f"{num_envs} envs, {mode}, {args.steps} steps: {seconds['zero']:.2f} s with a zero reward, {seconds['vader']:.2f} s "
-        f"with VADER: **the reward is {share:.0%} of a step** (target: at most 20%)"
-    )
-    return {"seconds": seconds, "share": share, "num_envs": num_envs}, [line]
+        if isinstance(reward, ProcessPoolReward):
+            reward.close()
+    shares = {name: max(0.0, (t - seconds["zero"]) / t) for name, t in seconds.items() if name != "zero"}
+    lines = [f"{num_envs} envs, {mode}, {args.steps} steps: {seconds['zero']:.2f} s with a zero reward"]
+    lines += [
+        f"* {name}: {seconds[name]:.2f} s: **the reward is {share:.0%} of a step** (target: at most 20%)"
+        for name, share in shares.items()
+    ]
+    return {"seconds": seconds, "share": shares, "num_envs": num_envs}, lines
 
 
 class _InitialWeights(BaseCallback):

@@ -190,7 +190,12 @@ class ProxyRLHFVectorEnv(VectorEnv):
         guards.check_budget(lm, self.prompts, max_new_tokens=config.max_new_tokens, num_envs=num_envs)
         if not -lm.num_layers - 1 <= config.hidden_layer <= lm.num_layers:
             raise ConfigError(f"hidden_layer={config.hidden_layer} is out of range for a {lm.num_layers}-layer model.")
-        self.reward_fn = resolve_reward(config.reward, device=lm.device, lm=lm, config=config)
+        if config.reward_workers:
+            from proxy_env.rewards.parallel import ProcessPoolReward
+
+            self.reward_fn = ProcessPoolReward(config.reward, config.reward_workers)
+        else:
+            self.reward_fn = resolve_reward(config.reward, device=lm.device, lm=lm, config=config)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
 
         self.num_envs = num_envs
@@ -398,6 +403,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         if "decoder" in vars(self):  # a constructor that raised before building it still gets closed by __del__
             self.decoder.cache.release()
+        if self.config.reward_workers and "reward_fn" in vars(self):  # the worker processes it started
+            self.reward_fn.close()
 
     # ------------------------------------------------------------------ for steering and analysis
     def prefixes(self) -> tuple[list[str], list[list[int]]]:
