@@ -161,6 +161,10 @@ def host_reads_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, 
     return data, lines
 
 
+def _zero_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    return [0.0] * len(responses)
+
+
 def reward_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """Steps with VADER (in the env's process, then in worker processes: ``reward_workers``) against the same steps
     with a zero reward (prefix+forced_steps, the largest batch)."""
@@ -171,7 +175,7 @@ def reward_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any]
     workers = 2 if args.smoke else max(2, min(8, (os.cpu_count() or 2) - 2))
     seconds = {}
     sources: dict[str, Callable[[], Any]] = {
-        "zero": lambda: lambda p, r: [0.0] * len(r),
+        "zero": lambda: _zero_reward,
         "vader": lambda: resolve_reward("default"),
         f"vader, {workers} workers": lambda: ProcessPoolReward("vader", workers),
     }
@@ -300,7 +304,7 @@ def torch_ppo_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, A
         decisions = sum(num_envs * 16 for _ in timed)
         rollout, update = sum(s.rollout_s for s in timed), sum(s.update_s for s in timed)
         rate = decisions / (rollout + update)
-        data[num_envs] = {"decisions": decisions, "rollout_s": rollout, "update_s": update, "per_s": rate}
+        data[str(num_envs)] = {"decisions": decisions, "rollout_s": rollout, "update_s": update, "per_s": rate}
         lines.append(f"| {num_envs} | {decisions:,} | {rollout:.2f} | {update:.2f} | {rate:,.0f} |")
         print(f"    {lines[-1]}", flush=True)
     return data, lines

@@ -7,7 +7,7 @@ chunks scored at once by ``workers`` processes, each holding its own copy of the
 name (a spawned process: safe beside CUDA). The scores are the source's own, in order.
 
 >>> reward = ProcessPoolReward("vader", workers=2)
->>> reward(["hi", "hi"], ["I love it!", "I hate it."]).round(4).tolist()
+>>> [round(x, 4) for x in reward(["hi", "hi"], ["I love it!", "I hate it."])]
 [0.6696, -0.5719]
 >>> reward.close()
 """
@@ -64,16 +64,16 @@ class ProcessPoolReward:
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start, initargs=(spec,)
         )
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         from proxy_env.rewards import score
 
         n = len(responses)
         if n < 2 * MIN_CHUNK:
-            return np.asarray(score(self.local, prompts, responses), dtype=np.float64)
+            return score(self.local, prompts, responses).tolist()
         parts = min(self.workers, n // MIN_CHUNK)
         bounds = np.linspace(0, n, parts + 1).astype(int)
         chunks = [(list(prompts[a:b]), list(responses[a:b])) for a, b in itertools.pairwise(bounds)]
-        return np.concatenate([np.asarray(x, dtype=np.float64) for x in self.pool.map(_score, chunks)])
+        return [x for part in self.pool.map(_score, chunks) for x in part]
 
     def close(self) -> None:
         """Stop the worker processes."""

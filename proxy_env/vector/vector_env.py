@@ -33,7 +33,7 @@ from proxy_env.engine.models import as_frozen_lm
 from proxy_env.engine.row_cache import CHECKS
 from proxy_env.errors import ActionError, ConfigError, ConfigTypeError, RewardError, StateError, did_you_mean
 from proxy_env.prompts import load_prompts
-from proxy_env.rewards import ReferenceBaseline, resolve_reward, score
+from proxy_env.rewards import ReferenceBaseline, RewardFn, resolve_reward, score
 from proxy_env.rewards.shaping import PotentialShaping
 from proxy_env.tasks import task_table
 from proxy_env.vector import infos, seeding, sub_envs
@@ -190,6 +190,7 @@ class ProxyRLHFVectorEnv(VectorEnv):
         guards.check_budget(lm, self.prompts, max_new_tokens=config.max_new_tokens, num_envs=num_envs)
         if not -lm.num_layers - 1 <= config.hidden_layer <= lm.num_layers:
             raise ConfigError(f"hidden_layer={config.hidden_layer} is out of range for a {lm.num_layers}-layer model.")
+        self.reward_fn: RewardFn
         if config.reward_workers:
             from proxy_env.rewards.parallel import ProcessPoolReward
 
@@ -403,8 +404,9 @@ class ProxyRLHFVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         if "decoder" in vars(self):  # a constructor that raised before building it still gets closed by __del__
             self.decoder.cache.release()
-        if self.config.reward_workers and "reward_fn" in vars(self):  # the worker processes it started
-            self.reward_fn.close()
+        close = getattr(vars(self).get("reward_fn"), "close", None)
+        if self.config.reward_workers and close is not None:  # the worker processes it started
+            close()
 
     # ------------------------------------------------------------------ for steering and analysis
     def prefixes(self) -> tuple[list[str], list[list[int]]]:
