@@ -21,6 +21,9 @@ Each stage prints one progress line and adds a section to the results; a stage t
 * **torch_ppo**: ``--backend torch`` (agents/torch_ppo.py), rollouts and updates on the device: decisions/s.
 * **compiled**: the static-batch step eager and through ``torch.compile`` (``reduce-overhead``: CUDA graphs),
   side by side at 1,024 envs (``proxy_env.engine.row_cache.compile_decode_step``).
+* **large**: a 1B-class Llama config (TinyLlama-1.1B's shape, SmolLM2's tokenizer), **random weights, speed only**,
+  at 256 and 1,024 envs, side by side with its bare forward.
+* **memory**: device memory over ``--memory-steps`` steps at 256 envs (flat, or the cache leaks).
 """
 
 from __future__ import annotations
@@ -272,6 +275,81 @@ def compiled_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, An
     return data, lines
 
 
+# a 1B-class Llama (TinyLlama-1.1B's shape: hidden 2048, 22 layers, 32 heads, 4 key/value heads) over SmolLM2's
+# tokenizer (vocabulary 49,152): random weights, speed only
+LARGE = {
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+}
+
+
+def large_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The env on a 1B-class Llama config with random weights (speed only), side by side with its bare forward."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = lm.model.config.to_dict()
+    shape = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3} if args.smoke else LARGE
+    config = LlamaConfig(**{**{k: v for k, v in base.items() if k in LlamaConfig().to_dict()}, **shape})
+    torch.manual_seed(0)
+    big = FrozenLM(LlamaForCausalLM(config).eval(), lm.tokenizer, device=lm.device.type, dtype=str(lm.dtype)[6:])
+    params = big.num_parameters
+    bench = Args(steps=args.steps, rounds=2, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
+    data: dict[str, Any] = {"parameters": params}
+    lines = [
+        f"Llama, {params / 1e9:.2f} B parameters, RANDOM WEIGHTS (speed only), {big.dtype}",
+        "",
+        "| num_envs | mode | decisions/s | bare decisions/s | env / bare |",
+        "|---|---|---|---|---|",
+    ]
+    for num_envs in args.num_envs[-2:] if args.smoke else (256, 1024):
+        r = side_by_side(big, num_envs, "prefix+forced_steps", bench)
+        data[str(num_envs)] = r
+        lines.append(
+            f"| {num_envs} | prefix+forced_steps | {r['decisions/s']:,.0f} | {r['bare decisions/s']:,.0f} | "
+            f"{r['decisions/s'] / r['bare decisions/s']:.2f} |"
+        )
+        print(f"    {lines[-1]}", flush=True)
+    del big
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return data, lines
+
+
+def memory_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Device memory (CUDA: allocated; CPU: the process's RSS) over many steps: it must stay flat."""
+    from bench_env import _rss_mb
+
+    cuda = lm.device.type == "cuda"
+    num_envs, steps = (4, 200) if args.smoke else (256, args.memory_steps)
+    venv = _venv(lm, num_envs, args.max_new_tokens, observation="prefix", forced_steps=True)
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+
+    def used() -> float:
+        return torch.cuda.memory_allocated() / 2**20 if cuda else _rss_mb()
+
+    marks, start, t = {}, time.perf_counter(), 0
+    while t < steps:
+        t += 1
+        venv.step((rng.random(num_envs) >= 0.3).astype(np.int64))
+        late = time.perf_counter() - start > args.memory_seconds  # the device's minutes are few: stop, say where
+        if t in (steps // 10, steps // 2, steps) or late:
+            marks[t] = (used(), venv.unwrapped.decoder.cache.length)
+        if late:
+            break
+    steps, seconds = t, time.perf_counter() - start
+    venv.close()
+    what = "allocated on the GPU" if cuda else "process RSS"
+    lines = [f"{num_envs} envs, prefix+forced_steps, {steps:,} steps in {seconds:.0f} s ({what}):", ""]
+    lines += [f"* after {t:,} steps: {mb:,.1f} MiB, cache length {length}" for t, (mb, length) in marks.items()]
+    per_env = marks[steps][0] / num_envs
+    lines.append(f"* {per_env:.2f} MiB per env (the model's weights included)")
+    return {"marks": {str(k): v for k, v in marks.items()}, "seconds": seconds, "per_env_mb": per_env}, lines
+
+
 def _keep(into: list[Any], agent: Any, stats: Any) -> None:
     into.append(stats)
 
@@ -342,6 +420,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default: 40; smoke: 4)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5; smoke: 1)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--memory-steps", type=int, default=20000, help="steps of the memory stage (256 envs)")
+    p.add_argument("--memory-seconds", type=float, default=90.0, help="the memory stage stops here, at any step")
     p.add_argument("--stages", nargs="+", default=["pools", "env", "host_reads", "reward", "sb3", "torch_ppo", "tilt"])
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for results.md and results.json")
     args = p.parse_args()
@@ -380,6 +460,8 @@ def main() -> None:
         "torch_ppo": torch_ppo_stage,
         "tilt": tilt_stage,
         "compiled": compiled_stage,
+        "large": large_stage,
+        "memory": memory_stage,
     }
     for name in args.stages:
         results.stage(name, lambda fn=stages[name]: fn(lm, args))
