@@ -22,6 +22,7 @@ _SUBCOMMAND_MODULES = (
     "agents.cli.finetune",
     "agents.cli.export",
     "agents.cli.leaderboard",
+    "agents.cli.value",
 )
 
 

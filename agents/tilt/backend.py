@@ -63,6 +63,14 @@ class TiltConfig(TrainConfig):
             "E_q[R - Phi(s+y)], fitted on the collected responses"
         ),
     )
+    tilt_value: str | None = field(
+        default=None,
+        metadata=help_text(
+            "a distributional value head (`proxy-rlhf value`): fit the proxy to q·E[u^(N-1) | s+y] (best-of-N's "
+            "token-level rule, N = --tilt-value-n) instead of the myopic tilt q·exp(Δ/β)"
+        ),
+    )
+    tilt_value_n: int = field(default=4, metadata=help_text("the N of --tilt-value: the best-of-N it reproduces"))
 
     def validate(self) -> None:
         """The shared checks, then the tilt's, naming the flag and the fix."""
@@ -87,6 +95,20 @@ class TiltConfig(TrainConfig):
                 raise ConfigError(f"--tilt-data={self.tilt_data!r} is a folder; pass the path of a file to cache into.")
             check_not_a_file(data.parent, arg="--tilt-data's folder")
         check_int("tilt_epochs", self.tilt_epochs, minimum=1)
+        check_int("tilt_value_n", self.tilt_value_n, minimum=2, hint="best-of-N with N >= 2")
+        if self.tilt_value is not None and self.tilt_future:
+            raise ConfigError(
+                "--tilt-value replaces the reward change by the value of the prefix, which already counts the reward "
+                "still to come: drop --tilt-future."
+            )
+        if self.tilt_value is not None:
+            from agents.value.head import CONFIG_FILE
+
+            if not (Path(self.tilt_value).expanduser() / CONFIG_FILE).is_file():
+                raise ConfigError(
+                    f"--tilt-value={self.tilt_value!r} holds no {CONFIG_FILE}; pass a folder written by "
+                    "`proxy-rlhf value`."
+                )
         check_int("tilt_warmup_epochs", self.tilt_warmup_epochs, minimum=0)
 
     def actor_config(self) -> SB3Config:
@@ -139,6 +161,12 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
                 for name, value in report.items():
                     logger.record(f"tilt/future_{name}", value)
                 logger.dump(0)
+        if cfg.tilt_value is not None:
+            from agents.value.guide import value_deltas
+            from agents.value.head import load_value_head
+
+            head = load_value_head(cfg.tilt_value, lm)
+            data = data.replace(delta=value_deltas(head, lm, data, n=cfg.tilt_value_n, beta=cfg.env.kl_coef))
         balance_norm(agent, lm, data)
         history = fit(
             agent,

@@ -1,0 +1,253 @@
+"""Value data (issue 31): the LLM's own responses, each prompt's reward CDF, and positions labelled by final quantile.
+
+For every training prompt ``x`` the LLM's sampler (always-accept: the truncated, tempered pool the env offers)
+draws ``samples`` responses at once (:func:`agents.eval.metrics.sample`). They serve twice:
+
+* **the prompt's reward CDF** ``F_x``: each response's quantile ``u = F_x(R)`` is its mid-rank among the *other*
+  responses of its prompt (ties count half: VADER scores many neutral texts exactly 0), so ``u`` is not biased
+  by the response itself;
+* **labelled positions**: ``positions`` positions of each response (uniformly, without replacement) keep what the
+  proxy observes there (``observation="prefix"``: the prefix's hidden state, the taken token, its log-probabilities,
+  the pool's mean embedding) and the response's final ``u`` and ``R``: the value model learns the distribution of
+  ``u`` given the prefix and the candidate (:mod:`agents.value.head`).
+
+Collection is batched (``batch_prompts`` prompts per sampling call, one forward per response batch for the
+hidden states) and resumable: each batch of prompts is appended to the file at ``path`` atomically, under a key
+of the settings; a stopped run continues where it stopped, and a file of other settings is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from agents.eval.metrics import sample
+from proxy_env.engine import candidates
+from proxy_env.engine.lm import FrozenLM
+from proxy_env.engine.steering import pool_embedding, prefix_observation
+from proxy_env.errors import ConfigError
+from proxy_env.rewards import score
+
+DATA_VERSION = 1
+
+
+class ValueData(NamedTuple):
+    """Labelled positions (M of them) and the per-response table they came from."""
+
+    hidden: torch.Tensor  # (M, H) float16: the prefix's hidden state (the last committed token's)
+    pool_mean: torch.Tensor  # (M, H) float16: the pool's mean input embedding under q
+    token: torch.Tensor  # (M,) long: the token the sampler took
+    logprob: torch.Tensor  # (M,) float32: its tempered log-probability
+    logq: torch.Tensor  # (M,) float32: its log-probability in the pool
+    u: torch.Tensor  # (M,) float32: the response's final quantile F_x(R), mid-rank among its prompt's others
+    reward: torch.Tensor  # (M,) float32: the response's final reward R
+    prompt: torch.Tensor  # (M,) long: index of the prompt in the collection's prompt list
+    response: torch.Tensor  # (M,) long: index of the response among its prompt's samples
+    step: torch.Tensor  # (M,) long: the position in the response (0: the first token)
+    length: torch.Tensor  # (M,) long: the response's length
+
+    def __len__(self) -> int:
+        return int(self.token.shape[0])
+
+    def take(self, index: Any) -> ValueData:
+        return ValueData(*(x[index] for x in self))
+
+    @torch.no_grad()
+    def observations(self, lm: FrozenLM) -> torch.Tensor:
+        """(M, 3H + 2) the ``prefix`` observation of the taken token at each position, as the env builds it."""
+        return prefix_observation(
+            lm,
+            self.hidden.float(),
+            self.token[:, None].to(lm.device),
+            self.logprob[:, None],
+            self.logq[:, None],
+            pool_mean=self.pool_mean.float(),
+        )[:, 0]
+
+
+@dataclass(frozen=True)
+class ValueDataKey:
+    """What the data depend on: a file collected under other settings is not extended."""
+
+    version: int
+    model: str
+    reward: str
+    prompts: str
+    samples: int
+    positions: int
+    max_new_tokens: int
+    top_k: int
+    top_p: float
+    temperature: float
+    hidden_layer: int
+    seed: int
+
+
+def midrank_quantiles(rewards: np.ndarray) -> np.ndarray:
+    """(P, S) quantile of each response among the other S − 1 of its prompt: (#below + ½ #tied) / (S − 1).
+
+    >>> midrank_quantiles(np.array([[0.0, 0.0, 1.0, -1.0]])).round(3).tolist()
+    [[0.5, 0.5, 1.0, 0.0]]
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    s = r.shape[1]
+    if s < 2:
+        raise ConfigError(f"samples={s}: a prompt's reward CDF needs at least 2 responses (64 or more is the plan).")
+    below = (r[:, None, :] < r[:, :, None]).sum(-1)  # (P, S) others strictly below each response
+    tied = (r[:, None, :] == r[:, :, None]).sum(-1) - 1  # others tied with it
+    return (below + 0.5 * tied) / (s - 1)
+
+
+def collect_value_data(
+    lm: FrozenLM,
+    prompts: list[str],
+    reward_fn: Any,
+    key: ValueDataKey,
+    *,
+    path: str | os.PathLike | None = None,
+    batch_prompts: int = 4,
+    rows_per_forward: int = 64,
+    progress: Any = None,
+) -> ValueData:
+    """Sample ``key.samples`` responses per prompt, score them, label ``key.positions`` positions of each.
+
+    With ``path`` the data are appended there after every ``batch_prompts`` prompts (atomic writes) and a run
+    resumes from what the file holds; ``progress(done, total)`` is called after each batch.
+    """
+    done = load_value_data(path, key) if path is not None else None
+    parts: list[ValueData] = [done] if done is not None else []
+    start = _prompts_done(path) if done is not None else 0
+    for s in range(start, len(prompts), batch_prompts):
+        chunk = prompts[s : s + batch_prompts]
+        drawn = sample(
+            lm,
+            chunk,
+            key.samples,
+            max_new_tokens=key.max_new_tokens,
+            seed=key.seed + s,
+            batch_size=len(chunk),
+            top_k=key.top_k,
+            top_p=key.top_p,
+            temperature=key.temperature,
+        )
+        texts = [[lm.decode(ids) for ids in row] for row in drawn.ids]
+        flat = score(reward_fn, [p for p, row in zip(chunk, texts) for _ in row], [t for row in texts for t in row])
+        rewards = np.asarray(flat, dtype=np.float64).reshape(len(chunk), key.samples)
+        u = midrank_quantiles(rewards)
+        picks = []  # (prompt j, sample i, step t) of each labelled position
+        for j, row in enumerate(drawn.ids):
+            for i, ids in enumerate(
+                row
+            ):  # seeded by (seed, prompt, sample): a resumed run picks what a whole run would
+                rng = np.random.default_rng([key.seed, s + j, i])
+                picks += [(j, i, int(t)) for t in sorted(rng.permutation(len(ids))[: key.positions])]
+        part = _positions(lm, chunk, drawn.ids, picks, rewards, u, s, key, rows_per_forward)
+        parts.append(part)
+        if path is not None:
+            save_value_data(path, key, _join(parts), prompts_done=min(s + batch_prompts, len(prompts)))
+        if progress is not None:
+            progress(min(s + batch_prompts, len(prompts)), len(prompts))
+    return _join(parts)
+
+
+@torch.no_grad()
+def _positions(
+    lm: FrozenLM,
+    chunk: list[str],
+    ids: list[list[list[int]]],
+    picks: list[tuple[int, int, int]],
+    rewards: np.ndarray,
+    u: np.ndarray,
+    offset: int,
+    key: ValueDataKey,
+    rows: int,
+) -> ValueData:
+    """The observation ingredients at each picked position: one forward per batch of prompt + response rows."""
+    encoded = [lm.encode_prompt(p) for p in chunk]
+    wanted: dict[tuple[int, int], list[int]] = {}
+    for j, i, t in picks:
+        wanted.setdefault((j, i), []).append(t)
+    fields: dict[str, list[torch.Tensor]] = {name: [] for name in ValueData._fields}
+    pairs = list(wanted)
+    for s in range(0, len(pairs), rows):
+        batch = pairs[s : s + rows]
+        seqs = [encoded[j] + ids[j][i] for j, i in batch]
+        tokens, mask = lm.left_pad(seqs)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm.model(
+            input_ids=tokens, attention_mask=mask, position_ids=position_ids, output_hidden_states=True, use_cache=False
+        )
+        hidden_all = out.hidden_states[key.hidden_layer]
+        width = tokens.shape[1]
+        for b, (j, i) in enumerate(batch):
+            steps = torch.tensor(wanted[(j, i)], device=lm.device)
+            at = width - len(seqs[b]) + len(encoded[j]) - 1 + steps  # the state before response token t
+            logits = out.logits[b, at].float()
+            pool = candidates.truncate(logits, key.top_k, key.top_p, key.temperature)
+            taken = torch.tensor([ids[j][i][t] for t in wanted[(j, i)]], device=lm.device)
+            where = pool.tokens == taken[:, None]
+            assert bool(where.any(-1).all()), "a sampled token outside its pool: the sampler and the pool disagree"
+            col = where.int().argmax(-1)[:, None]
+            fields["hidden"].append(hidden_all[b, at].half().cpu())
+            fields["pool_mean"].append(pool_embedding(lm, pool.tokens, pool.logq).half().cpu())
+            fields["token"].append(taken.cpu())
+            fields["logprob"].append(pool.logprob.gather(1, col)[:, 0].float().cpu())
+            fields["logq"].append(pool.logq.gather(1, col)[:, 0].float().cpu())
+            n = len(steps)
+            fields["u"].append(torch.full((n,), float(u[j, i]), dtype=torch.float32))
+            fields["reward"].append(torch.full((n,), float(rewards[j, i]), dtype=torch.float32))
+            fields["prompt"].append(torch.full((n,), offset + j, dtype=torch.long))
+            fields["response"].append(torch.full((n,), i, dtype=torch.long))
+            fields["step"].append(steps.cpu())
+            fields["length"].append(torch.full((n,), len(ids[j][i]), dtype=torch.long))
+    return ValueData(**{name: torch.cat(x) if x else _empty(name, lm) for name, x in fields.items()})
+
+
+def _empty(name: str, lm: FrozenLM) -> torch.Tensor:
+    if name in ("hidden", "pool_mean"):
+        return torch.zeros(0, lm.hidden_size, dtype=torch.float16)
+    return torch.zeros(
+        0, dtype=torch.long if name in ("token", "prompt", "response", "step", "length") else torch.float32
+    )
+
+
+def _join(parts: list[ValueData]) -> ValueData:
+    return ValueData(*(torch.cat(xs) for xs in zip(*parts)))
+
+
+def save_value_data(path: str | os.PathLike, key: ValueDataKey, data: ValueData, *, prompts_done: int) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written file."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    torch.save({"key": asdict(key), "prompts_done": prompts_done, **data._asdict()}, tmp)
+    os.replace(tmp, target)
+
+
+def _prompts_done(path: Any) -> int:
+    return int(torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)["prompts_done"])
+
+
+def load_value_data(path: str | os.PathLike | None, key: ValueDataKey | None = None) -> ValueData | None:
+    """The data at ``path`` (None if there is no file); with ``key``, refused if collected under other settings."""
+    if path is None or not Path(path).expanduser().exists():
+        return None
+    try:
+        raw = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        data = ValueData(*(raw[name] for name in ValueData._fields))
+    except Exception as exc:
+        raise ConfigError(
+            f"value data {str(path)!r} is not a value data file ({type(exc).__name__}: {exc}); pass a new path or delete it."
+        ) from exc
+    if key is not None and raw["key"] != asdict(key):
+        differ = sorted(k for k in asdict(key) if raw["key"].get(k) != asdict(key)[k])
+        what = ", ".join(f"{k}: file {raw['key'].get(k)!r} vs now {asdict(key)[k]!r}" for k in differ)
+        raise ConfigError(
+            f"value data {str(path)!r} was collected under other settings ({what}); pass a new path or the same settings."
+        )
+    return data

@@ -1,0 +1,194 @@
+"""The distributional value of prefixes (agents/value/): its data, its head, the guidance, the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.cli import main
+from agents.value.data import ValueData, ValueDataKey, collect_value_data, load_value_data, midrank_quantiles
+from agents.value.head import (
+    ValueHead,
+    ValueHeadConfig,
+    bin_of,
+    expected_power,
+    fit_value_head,
+    load_value_head,
+    save_value_head,
+)
+from proxy_env.errors import ConfigError
+from tests.conftest import PROMPTS, length_reward
+
+
+def _key(**kw) -> ValueDataKey:
+    base = dict(
+        version=1,
+        model="tiny",
+        reward="length",
+        prompts="test",
+        samples=6,
+        positions=2,
+        max_new_tokens=5,
+        top_k=50,
+        top_p=0.95,
+        temperature=1.0,
+        hidden_layer=-1,
+        seed=0,
+    )
+    return ValueDataKey(**{**base, **kw})
+
+
+def test_midrank_quantiles_are_centred_and_count_ties_half():
+    rewards = np.random.default_rng(0).integers(0, 4, size=(5, 9)).astype(float)  # many ties
+    u = midrank_quantiles(rewards)
+    assert ((0 <= u) & (u <= 1)).all()
+    np.testing.assert_allclose(u.mean(1), 0.5)  # mid-ranks among the others average exactly one half
+    assert (np.sign(u[:, :, None] - u[:, None, :]) == np.sign(rewards[:, :, None] - rewards[:, None, :])).all()
+    with pytest.raises(ConfigError, match="samples=1"):
+        midrank_quantiles(rewards[:, :1])
+
+
+def test_collected_positions_label_each_response_with_its_quantile(tiny):
+    key = _key()
+    data = collect_value_data(tiny, PROMPTS, length_reward, key)
+    assert (data.step < data.length).all() and set(data.prompt.tolist()) == {0, 1, 2, 3}
+    for p in range(4):
+        rows = data.prompt == p
+        assert set(data.response[rows].tolist()) == set(range(key.samples))  # every response of the prompt
+        rewards = np.zeros(key.samples)
+        for i in range(key.samples):
+            mine = rows & (data.response == i)
+            length = int(data.length[mine][0])
+            assert int(mine.sum()) == min(key.positions, length) and len(set(data.step[mine].tolist())) == int(
+                mine.sum()
+            )
+            assert len(set(data.u[mine].tolist())) == 1 and len(set(data.reward[mine].tolist())) == 1
+            rewards[i] = float(data.reward[mine][0])
+        expected = midrank_quantiles(rewards[None])[0]
+        got = np.array([float(data.u[rows & (data.response == i)][0]) for i in range(key.samples)])
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    obs = data.take(slice(0, 5)).observations(tiny)
+    assert obs.shape == (5, 3 * tiny.hidden_size + 2) and torch.isfinite(obs).all()
+    assert torch.isfinite(data.logq).all() and (data.logq <= 0).all() and (data.logprob <= data.logq + 1e-5).all()
+
+
+def test_collection_resumes_where_it_stopped(tiny, tmp_path):
+    path = tmp_path / "value.pt"
+    whole = collect_value_data(tiny, PROMPTS, length_reward, _key(), batch_prompts=2)
+
+    def stop_after_first(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collect_value_data(tiny, PROMPTS, length_reward, _key(), path=path, batch_prompts=2, progress=stop_after_first)
+    half = load_value_data(path, _key())
+    assert set(half.prompt.tolist()) == {0, 1}
+    resumed = collect_value_data(tiny, PROMPTS, length_reward, _key(), path=path, batch_prompts=2)
+    for a, b in zip(whole, resumed):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="samples: file 6 vs now 8"):
+        collect_value_data(tiny, PROMPTS, length_reward, _key(samples=8), path=path, batch_prompts=2)
+
+
+def _synthetic(tiny, n=1200, seed=0) -> ValueData:
+    """Positions whose final quantile depends on the taken token: token 10 ends high, token 20 low."""
+    g = torch.Generator().manual_seed(seed)
+    token = torch.where(torch.rand(n, generator=g) < 0.5, 10, 20)
+    u = torch.where(token == 10, 0.6 + 0.4 * torch.rand(n, generator=g), 0.4 * torch.rand(n, generator=g))
+    h = tiny.hidden_size
+    return ValueData(
+        hidden=(0.05 * torch.randn(n, h, generator=g)).half(),  # the prefix says little; the token says it all
+        pool_mean=(0.05 * torch.randn(n, h, generator=g)).half(),
+        token=token,
+        logprob=torch.full((n,), -1.0),
+        logq=torch.full((n,), -0.9),
+        u=u.float(),
+        reward=u.float(),
+        prompt=torch.arange(n) % 20,
+        response=torch.zeros(n, dtype=torch.long),
+        step=torch.zeros(n, dtype=torch.long),
+        length=torch.ones(n, dtype=torch.long),
+    )
+
+
+def test_the_head_learns_the_distribution_and_is_calibrated(tiny, tmp_path):
+    torch.manual_seed(0)
+    data = _synthetic(tiny)
+    head = ValueHead(ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=10, width=64))
+    report = fit_value_head(head, tiny, data, epochs=6, lr=3e-3, batch_size=128)
+    assert report["held_out_ce"][-1] < report["marginal_ce"] - 0.3
+    assert report["calibration"]["E[u]"]["corr"] > 0.8
+    deciles = report["calibration"]["E[u^7]"]["deciles"]
+    assert deciles[-1][1] > deciles[0][1] + 0.05  # the top decile's realised E[u^7] is the top one
+    obs = data.take(slice(0, 64)).observations(tiny)
+    with torch.no_grad():
+        mean_u = expected_power(head.probs(obs), 1.0)
+    high, low = mean_u[data.token[:64] == 10].mean(), mean_u[data.token[:64] == 20].mean()
+    assert high > 0.65 and low < 0.35
+    folder = save_value_head(head, tmp_path / "head")
+    again = load_value_head(folder, tiny)
+    with torch.no_grad():
+        torch.testing.assert_close(again.probs(obs), head.probs(obs))
+    assert bin_of(torch.tensor([0.0, 0.05, 1.0]), 10).tolist() == [0, 0, 9]
+
+
+def test_value_deltas_tilt_toward_the_candidate_that_ends_higher(tiny):
+    from agents.tilt.data import Positions
+    from agents.value.guide import value_deltas
+
+    torch.manual_seed(0)
+    head = ValueHead(ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=10, width=64))
+    fit_value_head(head, tiny, _synthetic(tiny), epochs=6, lr=3e-3, batch_size=128)
+    h = tiny.hidden_size
+    positions = Positions(
+        hidden=torch.randn(3, h).half(),
+        tokens=torch.tensor([[10, 20, 0], [20, 10, 30], [10, 20, 0]]),
+        logprob=torch.tensor([[-0.5, -1.0, -1e4], [-0.5, -1.0, -2.0], [-0.5, -1.0, -1e4]]),
+        logq=torch.tensor([[-0.4, -1.1, -1e4], [-0.4, -1.3, -2.5], [-0.4, -1.1, -1e4]]),
+        delta=torch.zeros(3, 3),
+    )
+    delta = value_deltas(head, tiny, positions, n=8, beta=0.5)
+    q = positions.q()
+    np.testing.assert_allclose((q * delta.double()).sum(-1).numpy(), 0.0, atol=1e-6)  # centred under q
+    assert (delta[positions.logq < -1e3] == 0).all()  # padding
+    assert (delta[0, 0] > delta[0, 1]) and (delta[1, 1] > delta[1, 0])  # token 10 ends higher than token 20
+
+
+def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, capsys):
+    from agents.tilt.backend import TiltConfig, train_tilt
+    from proxy_env.config import EnvConfig
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS * 2) + "\n")
+    args = ["value", "--model", "tiny", "--prompts", str(prompts), "--samples", "4", "--positions", "2"]
+    args += ["--max-new-tokens", "4", "--epochs", "2", "--bins", "8", "--batch-prompts", "4"]
+    args += ["--data", str(tmp_path / "v.pt"), "--out", str(tmp_path / "head")]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "head" / "report.json").read_text())
+    assert (
+        report["data"]["prompts"] == 8
+        and report["data"]["positions"] > 0
+        and len(report["trained"]["held_out_ce"]) == 2
+    )
+    env = EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, observation="prefix", kl_coef=0.5)
+    cfg = TiltConfig(
+        env=env,
+        num_envs=4,
+        total_timesteps=32,
+        tilt_epochs=1,
+        tilt_value=str(tmp_path / "head"),
+        tilt_value_n=4,
+        policy_device="cpu",
+        save_dir=str(tmp_path / "proxy"),
+    )
+    result = train_tilt(cfg, model=tiny, reward=length_reward)
+    saved = json.loads((tmp_path / "proxy" / "proxy_config.json").read_text())
+    assert result.checkpoint is not None and saved["config"]["tilt_value"] == str(tmp_path / "head")
+    with pytest.raises(ConfigError, match="holds no value_head.json"):
+        TiltConfig(env=env, tilt_value=str(tmp_path)).validate()
+    with pytest.raises(ConfigError, match="drop --tilt-future"):
+        TiltConfig(env=env, tilt_value=str(tmp_path / "head"), tilt_future=True).validate()
