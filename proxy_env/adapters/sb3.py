@@ -37,7 +37,8 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_autoreset_mode
+from proxy_env.adapters import check_adapted
+from proxy_env.errors import ConfigError, StateError
 from proxy_env.vector.infos import END_KEYS, STEP_KEYS, TEXT_END_KEYS
 
 # per-step info keys copied into each env's info dict (they describe the candidate now on offer)
@@ -68,14 +69,9 @@ class SB3VecEnv(VecEnv):
     """
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
-        if not isinstance(venv, gym.vector.VectorEnv):
-            raise ConfigTypeError(
-                f"venv must be a gymnasium VectorEnv (gym.make_vec(..., vectorization_mode='vector_entry_point')), "
-                f"got {type(venv).__name__}."
-            )
-        check_autoreset_mode(
+        check_adapted(
             "SB3VecEnv",
-            venv.metadata.get("autoreset_mode"),
+            venv,
             AutoresetMode.SAME_STEP,
             "SB3 takes the observation a finished env returns as the first of its next episode (NEXT_STEP adds a "
             "transition per episode whose action is ignored; DISABLED never resets)",

@@ -42,8 +42,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from proxy_env.adapters import check_adapted
 from proxy_env.config import Action
-from proxy_env.errors import ConfigError, ConfigTypeError, StateError, check_autoreset_mode
+from proxy_env.errors import ConfigError, StateError
 from proxy_env.vector.infos import STEP_KEYS, TEXT_STEP_KEYS
 
 # what tianshou's BaseVectorEnv returns one of per env (its GYM_RESERVED_KEYS): the single env's value
@@ -71,14 +72,9 @@ class TianshouVectorEnv:
     """
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
-        if not isinstance(venv, gym.vector.VectorEnv):
-            raise ConfigTypeError(
-                f"venv must be a gymnasium VectorEnv (gym.make_vec(..., vectorization_mode='vector_entry_point')), "
-                f"got {type(venv).__name__}."
-            )
-        check_autoreset_mode(
+        check_adapted(
             "TianshouVectorEnv",
-            venv.metadata.get("autoreset_mode"),
+            venv,
             AutoresetMode.SAME_STEP,
             "the adapter hands tianshou the last observation of a finished env and keeps the next episode's first "
             "for reset(env_id=...), which only SAME_STEP returns in the same step",
