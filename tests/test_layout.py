@@ -33,6 +33,7 @@ UNNAMED_TEST_FILES: dict[str, str] = {
     "test_cli": "agents/cli/app.py, named after what users type: the proxy-rlhf command line",
     "test_decoders": "proxy_env/vector/decoder.py and its subclasses in candidate.py and prefix.py, side by side",
     "test_tasks": "proxy_env/tasks/__init__.py, the task registry: every registered id made and stepped",
+    "test_step_tensors": "ProxyRLHFVectorEnv.step_tensors / reset_tensors: the env's torch-native API beside step",
     "test_tilt": "the agents/tilt/ package (collect, data, future, fit, backend): one backend, tested together",
 }
 

@@ -7,130 +7,28 @@ time, head_dim)`` keys and values that can be written in place, and on an explic
 per-row ``position_ids`` for left-padded one-token steps (checked to ~1e-6 against a full forward by
 ``tests/test_row_cache.py``).
 
-Keys and values live in buffers preallocated per layer, ``(B, kv_heads, capacity, head_dim)``: a
-step writes its one new column in place (:class:`SlotLayer`), so nothing is copied per step. The
-model attends over a view of the first ``length`` columns. Buffers grow by doubling and shrink at
-compaction, so memory stays bounded by the longest live sequence.
+Keys and values live in buffers preallocated per layer (:mod:`proxy_env.engine.slots`), written in place. The
+model attends over a view of the first ``length`` columns; buffers grow by doubling and shrink at compaction, so
+memory stays bounded by the longest live sequence. On a GPU the cache steps a *static batch* (every row every step,
+attention over the whole buffer under a 4-D mask, the column index on the device): fixed shapes and addresses,
+and nothing read back on the host per step (:attr:`RowCache.static_batch`, :func:`compile_decode_step`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
 
 from proxy_env.engine.outputs import StepOutput
+from proxy_env.engine.slots import SLACK, SlotCache, SlotLayer, gather_rows, layer_kv, regrow, regrow_mask
 
 if TYPE_CHECKING:
     from proxy_env.engine.lm import FrozenLM
 
 # Invariant checks read tensors back to the host (a GPU sync each): on only when asked for.
 CHECKS = os.environ.get("PROXY_ENV_CHECKS", "") not in ("", "0")
-_SLACK = 32  # spare columns allocated beyond what is needed, so growth is rare
-
-
-class SlotLayer(DynamicLayer):
-    """One layer's keys/values in a preallocated buffer; :meth:`update` writes the new columns in place.
-
-    ``keys``/``values`` are views of the first ``length`` columns, which is what the model's attention
-    reads and what ``DynamicLayer`` reports as the sequence length.
-    """
-
-    keys: torch.Tensor  # never None here: set from the buffers at construction
-    values: torch.Tensor
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
-        super().__init__()
-        self.kbuf, self.vbuf = keys, values  # (B, H, C, D)
-        self.length = length
-        self.device = keys.device
-        self.is_initialized = True
-        # fixed shapes (the static batch): attention reads the whole buffer (columns past ``length`` are masked) and
-        # a one-token step writes its column at the device index ``column``, so a step's shapes and addresses stay
-        # the same from step to step until the buffer grows (what CUDA graphs and torch.compile need)
-        self.column: torch.Tensor | None = None
-        self._view()
-
-    def _view(self) -> None:
-        if self.column is not None:
-            self.keys, self.values = self.kbuf, self.vbuf
-            return
-        self.keys = self.kbuf[:, :, : self.length]
-        self.values = self.vbuf[:, :, : self.length]
-
-    def fix_shapes(self, column: torch.Tensor | None) -> None:
-        """Attend over the whole buffer and write one-token steps at ``column`` (1,) (None: the growing view)."""
-        self.column = column
-        self._view()
-
-    @property
-    def capacity(self) -> int:
-        return int(self.kbuf.shape[2])
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        pass  # buffers exist from construction
-
-    def reserve(self, columns: int) -> None:
-        """Make room for ``columns`` columns (doubling, so growth costs O(1) amortised per column)."""
-        if columns <= self.capacity:
-            return
-        capacity = max(columns + _SLACK, 2 * self.capacity)
-        self.kbuf = _regrow(self.kbuf, capacity, self.length)
-        self.vbuf = _regrow(self.vbuf, capacity, self.length)
-        self._view()
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        new = key_states.shape[-2]
-        if self.column is not None and new == 1:
-            # fixed shapes: the column index lives on the device and RowCache reserved the room and advances
-            # ``length`` after the forward, so nothing here depends on a Python number (a compiled step stays valid)
-            self.kbuf.index_copy_(2, self.column, key_states)
-            self.vbuf.index_copy_(2, self.column, value_states)
-            return self.keys, self.values
-        self.reserve(self.length + new)
-        self.kbuf[:, :, self.length : self.length + new] = key_states  # in place: no copy of the past
-        self.vbuf[:, :, self.length : self.length + new] = value_states
-        self.length += new
-        self._view()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return -1
-
-
-class SlotCache(Cache):
-    """A Hugging Face ``Cache`` of :class:`SlotLayer` s (accepted wherever a ``DynamicCache`` is)."""
-
-    def __init__(self, layers: list[SlotLayer]) -> None:
-        # the cache keeps this very list (RowCache fills it in place), so it is cast, not copied, to Cache's wider type
-        super().__init__(layers=cast("list[Any]", layers))
-
-
-def _layer_kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The keys and values of a filled ``DynamicCache`` layer (transformers types them as optional)."""
-    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-    assert isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor), f"{type(layer).__name__} holds no keys"
-    return keys, values
-
-
-def _regrow(buf: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
-    """A zeroed buffer of ``capacity`` columns holding ``buf``'s first ``length`` columns at ``offset``."""
-    b, h, _, d = buf.shape
-    out = buf.new_zeros(b, h, capacity, d)
-    out[:, :, offset : offset + length] = buf[:, :, :length]
-    return out
-
-
-def _regrow_mask(mask: torch.Tensor, capacity: int, length: int, offset: int = 0) -> torch.Tensor:
-    """:func:`_regrow` for the (B, C) attention-mask buffer."""
-    return _regrow(mask[:, None, :, None], capacity, length, offset)[:, 0, :, 0]
 
 
 class RowCache:
@@ -151,7 +49,7 @@ class RowCache:
         device = lm.device
         self.layers: list[SlotLayer] = []  # built at the first reset_rows, from the model's own shapes
         self.length = 0
-        self._mask = torch.zeros(num_rows, _SLACK, dtype=torch.long, device=device)  # (B, C) mask buffer
+        self._mask = torch.zeros(num_rows, SLACK, dtype=torch.long, device=device)  # (B, C) mask buffer
         self.pos = torch.zeros(num_rows, dtype=torch.long, device=device)  # (B,)
         self.pending = torch.full((num_rows,), -1, dtype=torch.long, device=device)  # (B,) column or -1
         # Above this share of active rows, step every row (inactive ones masked) instead of a sub-batch.
@@ -208,7 +106,7 @@ class RowCache:
         for layer in self.layers:
             layer.reserve(columns)
         if columns > self._mask.shape[1]:
-            self._mask = _regrow_mask(self._mask, max(columns + _SLACK, 2 * self._mask.shape[1]), self.length)
+            self._mask = regrow_mask(self._mask, max(columns + SLACK, 2 * self._mask.shape[1]), self.length)
 
     @torch.no_grad()
     def reset_rows(self, rows: torch.Tensor, prompts: list[list[int]]) -> StepOutput:
@@ -243,7 +141,7 @@ class RowCache:
             self._pad_left(width - self.length)
         start = self.length - width
         for layer, new in zip(self.layers, fresh.layers):
-            new_keys, new_values = _layer_kv(new)
+            new_keys, new_values = layer_kv(new)
             index = index.to(layer.device)  # each layer's buffers live on its layer's device (device_map)
             layer.kbuf[index, :, : self.length] = 0.0  # clears what the row held before
             layer.vbuf[index, :, : self.length] = 0.0
@@ -276,28 +174,28 @@ class RowCache:
                 self.forwards += 1
                 self.row_forwards += 1
                 self.lm.model(input_ids=ids, use_cache=True, **self.lm.cache_kwargs(cache))
-                kv = [_layer_kv(layer) for layer in cache.layers]
+                kv = [layer_kv(layer) for layer in cache.layers]
             self._prefix = (prefix, kv)
         return self._prefix
 
     def _init_layers(self, like: Any) -> None:
         for new in like.layers:
             _b, h, _, d = new.keys.shape
-            keys = new.keys.new_zeros(self.num_rows, h, _SLACK, d)
-            values = new.values.new_zeros(self.num_rows, h, _SLACK, new.values.shape[3])
+            keys = new.keys.new_zeros(self.num_rows, h, SLACK, d)
+            values = new.values.new_zeros(self.num_rows, h, SLACK, new.values.shape[3])
             self.layers.append(SlotLayer(keys, values, 0))
 
     def _pad_left(self, n: int) -> None:
         """Shift every row right by ``n`` empty columns (a prompt longer than the cache arrived)."""
         length = self.length + n
         for layer in self.layers:
-            capacity = max(layer.capacity, length + _SLACK)
-            layer.kbuf = _regrow(layer.kbuf, capacity, self.length, offset=n)
-            layer.vbuf = _regrow(layer.vbuf, capacity, self.length, offset=n)
+            capacity = max(layer.capacity, length + SLACK)
+            layer.kbuf = regrow(layer.kbuf, capacity, self.length, offset=n)
+            layer.vbuf = regrow(layer.vbuf, capacity, self.length, offset=n)
             layer.length = length
             layer._view()
-        capacity = max(self._mask.shape[1], length + _SLACK)
-        self._mask = _regrow_mask(self._mask, capacity, self.length, offset=n)
+        capacity = max(self._mask.shape[1], length + SLACK)
+        self._mask = regrow_mask(self._mask, capacity, self.length, offset=n)
         self.length = length
         self.pending = torch.where(self.pending >= 0, self.pending + n, self.pending)
 
@@ -365,7 +263,7 @@ class RowCache:
         """
         dtype = self.lm.dtype
         if self._mask.shape[1] < length:
-            self._mask = _regrow_mask(self._mask, length, self.length)
+            self._mask = regrow_mask(self._mask, length, self.length)
         live = self._mask[:, None, None, :length].bool()
         return torch.zeros(live.shape, dtype=dtype, device=live.device).masked_fill(~live, torch.finfo(dtype).min)
 
@@ -373,8 +271,8 @@ class RowCache:
         """Forward only rows ``index`` (n,), then write their new column into the full buffers."""
         sub = [
             SlotLayer(
-                _gather_rows(layer.kbuf, index.to(layer.device), column),
-                _gather_rows(layer.vbuf, index.to(layer.device), column),
+                gather_rows(layer.kbuf, index.to(layer.device), column),
+                gather_rows(layer.vbuf, index.to(layer.device), column),
                 column,
             )
             for layer in self.layers
@@ -427,7 +325,7 @@ class RowCache:
             return
         # Stable sort puts dead columns first and live ones last, each row keeping its order.
         order = torch.sort(live.to(torch.int8), dim=1, stable=True).indices[:, self.length - keep :]  # (B, keep)
-        capacity = keep + _SLACK
+        capacity = keep + SLACK
         if self.static_batch and self.layers:  # fixed shapes: the buffers keep their size, or double when too small
             old = self.layers[0].capacity
             capacity = old if capacity <= old else max(capacity, 2 * old)
@@ -436,25 +334,15 @@ class RowCache:
             at = order.to(layer.device)  # (B, keep) on this layer's device (device_map)
             keys = layer.keys.gather(2, at[:, None, :, None].expand(b, h, keep, d))
             values = layer.values.gather(2, at[:, None, :, None].expand(b, h, keep, layer.vbuf.shape[3]))
-            layer.kbuf, layer.vbuf = _regrow(keys, capacity, keep), _regrow(values, capacity, keep)
+            layer.kbuf, layer.vbuf = regrow(keys, capacity, keep), regrow(values, capacity, keep)
             layer.length = keep
             layer._view()
         has = self.pending >= 0
         new_pending = (order == self.pending[:, None]).to(torch.int8).argmax(1)
         self.pending = torch.where(has, new_pending, self.pending)
         mask = self.mask.gather(1, order)
-        self._mask = _regrow_mask(mask, capacity, keep)
+        self._mask = regrow_mask(mask, capacity, keep)
         self.length = keep
-
-
-def _gather_rows(buf: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
-    """Rows ``index`` of ``buf``'s first ``length`` columns plus one spare column, in a fresh buffer.
-
-    One ``index_select`` copy (4x faster on the CPU than a zeroed buffer filled by advanced
-    indexing). The spare column is ``buf``'s column ``length``, zero by the cache's invariant; the
-    sub-batch step overwrites it anyway.
-    """
-    return buf[:, :, : length + 1].index_select(0, index)
 
 
 def compile_decode_step(lm: FrozenLM, mode: str = "reduce-overhead") -> None:
