@@ -1,6 +1,7 @@
 """Device-to-host reads per env step (what a GPU would wait for), per engine mode: counted, not timed.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_host_reads.py --models default tiny --num-envs 8 32 --steps 50
+    OMP_NUM_THREADS=1 python benchmarks/bench_host_reads.py --models tiny --static   # the GPU's static batch
 
 Counts every ``bool(t)``, ``int(t)``, ``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``nonzero`` and
 boolean-mask indexing made inside ``venv.step`` (:class:`proxy_env.engine.host_reads.HostReads`), with a random
@@ -54,6 +55,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default", "tiny"])
     parser.add_argument("--num-envs", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help="the GPU's static batch (lm.static_batch) on this device: every row fed every step",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -63,6 +69,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in args.models:
         lm = resolve_lm(name, "cpu")
+        lm.static_batch = True if args.static else None
         for n in args.num_envs:
             for mode in MODES:
                 total, top = count(lm, n, mode, args.steps)
