@@ -62,6 +62,16 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     assert [(t.name, t.seed, t.checkpoint) for t in resumed.trained] == [
         (t.name, t.seed, t.checkpoint) for t in board.trained
     ]
+    # a record of an earlier run with other settings is not reused: that agent is trained again
+    record = task_dir / "agents" / "tilt-b0.3-s0.json"
+    stale = json.loads(record.read_text())
+    record.write_text(json.dumps({**stale, "settings": "0" * 16}))
+    trained_again = []
+    monkeypatch.setattr(
+        "agents.eval.leaderboard.train_agent", lambda cfg, name, *a: trained_again.append(name) or board.trained[1]
+    )
+    run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
+    assert trained_again == ["tilt-b0.3"]
     with pytest.raises(ConfigError, match="decisions=256 there, 512 here"):
         run_leaderboard(dataclasses.replace(cfg, resume=True, decisions=512))
     with pytest.raises(ConfigError, match="no run to continue"):

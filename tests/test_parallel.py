@@ -58,8 +58,12 @@ def test_the_env_pays_the_same_rewards_with_workers(make_venv):
     "kwargs, match",
     [
         ({"reward_workers": -1}, "reward_workers=-1 must be >= 0"),
-        ({"reward_workers": 2, "reward": lambda p, r: [0.0] * len(r)}, "reward_workers=2 needs a reward named"),
-        ({"reward_workers": 2, "reward": "pairwise"}, "reward_workers=2 needs a reward named"),
+        (
+            {"reward_workers": 2, "reward": lambda p, r: [0.0] * len(r)},
+            "reward_workers=2 needs a reward scored on the CPU",
+        ),
+        ({"reward_workers": 2, "reward": "pairwise"}, "reward_workers=2 needs a reward scored on the CPU"),
+        ({"reward_workers": 2, "reward": "distilbert-sst2"}, "a model reward runs there"),
     ],
 )
 def test_bad_reward_workers_are_refused(make_venv, kwargs, match):

@@ -87,3 +87,17 @@ def test_on_cuda_the_tensors_stay_on_the_gpu(cuda_lm, make_venv):
         obs, reward, term, _trunc, info = venv.unwrapped.step_tensors(torch.as_tensor(act, device="cuda"))
         assert obs.is_cuda and reward.is_cuda and term.is_cuda and info["rejected"].is_cuda
         assert torch.isfinite(obs).all()
+
+
+def test_a_static_batch_keeps_pools_narrow_across_autoresets(make_venv, tiny):
+    """New episodes in some rows (autoreset) truncate those rows only: the other rows' zero logits would tie on the
+    whole vocabulary and widen every pool to it."""
+    venv = make_venv(8, reward=length_reward, max_new_tokens=3, observation="prefix", forced_steps=True).unwrapped
+    venv.reset_tensors(seed=0)
+    venv.decoder.cache.dense_fraction = 0.0  # what a GPU's cache does (the default off the CPU)
+    ended = 0
+    for act in _actions(12, 8):
+        _, _, term, _, _ = venv.step_tensors(torch.as_tensor(act))
+        ended += int(term.sum())
+    assert ended >= 8
+    assert venv.state.pool.tokens.shape[1] <= 2 * venv.config.top_k < tiny.vocab_size

@@ -185,7 +185,7 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
         policy_device="cpu",
         save_dir=str(tmp_path / "proxy"),
     )
-    result = train_tilt(cfg, model=tiny, reward=length_reward)
+    result = train_tilt(cfg, reward=length_reward)  # the model by name, as the head recorded it
     saved = json.loads((tmp_path / "proxy" / "proxy_config.json").read_text())
     assert result.checkpoint is not None and saved["config"]["tilt_value"] == str(tmp_path / "head")
     with pytest.raises(ConfigError, match="holds no value_head.json"):

@@ -200,6 +200,7 @@ class TaskBoard:
 
 # settings that may differ between a run and its resumption (where it writes, whether it resumes)
 RESUMABLE_CHANGES = ("out", "board", "resume", "rebuild")
+ROUND_SETTINGS = "settings.txt"  # in each round's folder: the digest of the settings it was benchmarked under
 
 
 def _check_resumable(cfg: LeaderboardConfig, saved_path: Path) -> None:
@@ -219,6 +220,14 @@ def _check_resumable(cfg: LeaderboardConfig, saved_path: Path) -> None:
         )
 
 
+def settings_digest(cfg: LeaderboardConfig) -> str:
+    """A digest of the settings a trained agent or a round depends on (all but where it is written and how it runs)."""
+    import hashlib
+
+    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in RESUMABLE_CHANGES}
+    return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _record_path(cfg: LeaderboardConfig, name: str, seed: int) -> Path:
     return Path(cfg.out).expanduser() / get_task(cfg.task).name / "agents" / f"{name}-s{seed}.json"
 
@@ -233,13 +242,16 @@ def trained_or_train(
     """
     record = _record_path(cfg, name, seed)
     if cfg.resume and record.is_file():
-        done = TrainedAgent(**json.loads(record.read_text(encoding="utf-8")))
-        if done.checkpoint is None or Path(done.checkpoint).is_dir():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        done = TrainedAgent(**{k: v for k, v in saved.items() if k != "settings"})
+        fresh = saved.get("settings") == settings_digest(cfg)  # not an agent of an earlier run with other settings
+        if fresh and (done.checkpoint is None or Path(done.checkpoint).is_dir()):
             return done
     result = train_agent(cfg, name, spec, env_extra, seed, lm)
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n", encoding="utf-8")
+    saved = {**dataclasses.asdict(result), "settings": settings_digest(cfg)}
+    tmp.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     tmp.replace(record)
     return result
 
@@ -281,6 +293,8 @@ def train_agent(
             **settings,
         )
         result = train_fn(config, model=lm) if spec.shares_llm else train_fn(config)
+        if result.interrupted:  # the user stopped the run: stop the leaderboard too (no record: resumed, it retrains)
+            raise KeyboardInterrupt(f"{name}: training stopped by {result.interrupted}")
         if result.checkpoint is None:
             raise RuntimeError(f"training stopped early ({result.interrupted}) before a checkpoint was saved")
         return TrainedAgent(name, seed, str(result.checkpoint), time.perf_counter() - start)
@@ -333,10 +347,12 @@ def _round(
     from agents.eval.board import load_round, save_round
     from agents.eval.report import write_outputs
 
-    if cfg.resume and (folder / PER_PROMPT).is_file():
+    digest = folder / ROUND_SETTINGS
+    if cfg.resume and (folder / PER_PROMPT).is_file() and digest.is_file():
         saved = load_round(folder)
         names = " ".join(str(r["agent"]) for r in saved.rows)
-        if all(f"({Path(c).name})" in names for c in checkpoints):
+        same = digest.read_text(encoding="utf-8").strip() == settings_digest(cfg)
+        if same and all(f"({Path(c).name})" in names for c in checkpoints):
             log(f"[{get_task(cfg.task).name}] {folder.name}: benchmarked before, read from {folder}")
             return saved
     log(
@@ -344,7 +360,9 @@ def _round(
     )
     benches.append(_bench(cfg, checkpoints, lm, frontier, progress))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
-    return save_round(benches[-1], folder)
+    saved_round = save_round(benches[-1], folder)
+    digest.write_text(settings_digest(cfg) + "\n", encoding="utf-8")  # last: a round is resumable once all is written
+    return saved_round
 
 
 def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progress | None = None) -> TaskBoard:

@@ -165,7 +165,7 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
             from agents.value.guide import value_deltas
             from agents.value.head import load_value_head
 
-            head = load_value_head(cfg.tilt_value, lm)
+            head = load_value_head(cfg.tilt_value, lm, hidden_layer=cfg.env.hidden_layer)
             data = data.replace(delta=value_deltas(head, lm, data, n=cfg.tilt_value_n, beta=cfg.env.kl_coef))
         balance_norm(agent, lm, data)
         history = fit(

@@ -60,13 +60,14 @@ class ValueData(NamedTuple):
     @torch.no_grad()
     def observations(self, lm: FrozenLM) -> torch.Tensor:
         """(M, 3H + 2) the ``prefix`` observation of the taken token at each position, as the env builds it."""
+        device = lm.device
         return prefix_observation(
             lm,
-            self.hidden.float(),
-            self.token[:, None].to(lm.device),
-            self.logprob[:, None],
-            self.logq[:, None],
-            pool_mean=self.pool_mean.float(),
+            self.hidden.to(device).float(),
+            self.token[:, None].to(device),
+            self.logprob[:, None].to(device),
+            self.logq[:, None].to(device),
+            pool_mean=self.pool_mean.to(device).float(),
         )[:, 0]
 
 
@@ -191,7 +192,13 @@ def _positions(
             pool = candidates.truncate(logits, key.top_k, key.top_p, key.temperature)
             taken = torch.tensor([ids[j][i][t] for t in wanted[(j, i)]], device=lm.device)
             where = pool.tokens == taken[:, None]
-            assert bool(where.any(-1).all()), "a sampled token outside its pool: the sampler and the pool disagree"
+            # the sampler's cached forward and this full one round differently (bf16 on a GPU): a token it drew at
+            # the top-k/top-p boundary can fall outside the pool computed here; such positions are left out
+            inside = where.any(-1)
+            if not bool(inside.all()):
+                keep = inside.nonzero().squeeze(1)
+                steps, at, taken, where = steps[keep], at[keep], taken[keep], where[keep]
+                pool = candidates.Pool(*(x[keep] for x in pool))
             col = where.int().argmax(-1)[:, None]
             fields["hidden"].append(hidden_all[b, at].half().cpu())
             fields["pool_mean"].append(pool_embedding(lm, pool.tokens, pool.logq).half().cpu())

@@ -196,18 +196,25 @@ def save_value_head(head: ValueHead, folder: str | os.PathLike) -> Path:
     return path
 
 
-def load_value_head(folder: str | os.PathLike, lm: FrozenLM | None = None) -> ValueHead:
-    """The head saved in ``folder``; with ``lm``, refused if it reads another model's features."""
+def load_value_head(
+    folder: str | os.PathLike, lm: FrozenLM | None = None, *, hidden_layer: int | None = None
+) -> ValueHead:
+    """The head saved in ``folder``; refused if it reads another model's features (``lm``) or another layer."""
     from safetensors.torch import load_file
 
     path = Path(folder).expanduser()
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"value head {str(folder)!r} holds no {CONFIG_FILE}; pass a folder written by `value fit`.")
     config = ValueHeadConfig(**json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
-    if lm is not None and config.obs_dim != 3 * lm.hidden_size + 2:
+    if lm is not None and (config.obs_dim != 3 * lm.hidden_size + 2 or (config.model and config.model != lm.name)):
         raise ConfigError(
-            f"value head {str(folder)!r} reads {config.obs_dim}-dimensional observations (model {config.model!r}), "
-            f"but this LLM's are {3 * lm.hidden_size + 2}; pass a head trained on this model."
+            f"value head {str(folder)!r} reads the features of model {config.model!r} ({config.obs_dim}-dimensional "
+            f"observations), not of {lm.name!r} ({3 * lm.hidden_size + 2}); pass a head trained on this model."
+        )
+    if hidden_layer is not None and hidden_layer != config.hidden_layer:
+        raise ConfigError(
+            f"value head {str(folder)!r} reads hidden_layer={config.hidden_layer}, the env observes "
+            f"hidden_layer={hidden_layer}; pass a head trained on that layer or the same --hidden-layer."
         )
     head = ValueHead(config)
     head.load_state_dict(load_file(str(path / WEIGHTS_FILE)))

@@ -93,9 +93,7 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     if cfg.collect_only:
         return report
     head = ValueHead(
-        ValueHeadConfig(
-            obs_dim=3 * lm.hidden_size + 2, bins=cfg.bins, model=str(cfg.model), hidden_layer=cfg.hidden_layer
-        )
+        ValueHeadConfig(obs_dim=3 * lm.hidden_size + 2, bins=cfg.bins, model=lm.name, hidden_layer=cfg.hidden_layer)
     )
     fit_start = time.perf_counter()
     trained = fit_value_head(head, lm, data, epochs=cfg.epochs, lr=cfg.learning_rate, seed=cfg.seed, log=log)

@@ -262,8 +262,8 @@ class RowCache:
         transformers uses a 4-D mask as given (``create_causal_mask``), for every attention implementation.
         """
         dtype = self.lm.dtype
-        if self._mask.shape[1] < length:
-            self._mask = regrow_mask(self._mask, length, self.length)
+        if self._mask.shape[1] < length:  # keeps the column this step has just written (at self.length)
+            self._mask = regrow_mask(self._mask, length, self.length + 1)
         live = self._mask[:, None, None, :length].bool()
         return torch.zeros(live.shape, dtype=dtype, device=live.device).masked_fill(~live, torch.finfo(dtype).min)
 

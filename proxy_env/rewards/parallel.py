@@ -45,16 +45,18 @@ def _score(chunk: tuple[list[str], list[str]]) -> list[float]:
 class ProcessPoolReward:
     """The reward named ``spec`` scored by ``workers`` processes (contiguous chunks of each batch, in order).
 
-    ``spec`` must be a name or path a worker can resolve on its own (``"vader"``, a task's reward, a model id or
-    folder): a callable or the ``"pairwise"`` judge (which needs the env's LLM) cannot be sent to a process.
+    ``spec`` must name a reward scored on the CPU (``"vader"``, a task's reward): a callable cannot be sent to a
+    process, the ``"pairwise"`` judge needs the env's LLM, and a model reward belongs on the LLM's device.
     """
 
     def __init__(self, spec: str, workers: int) -> None:
-        if not isinstance(spec, str) or spec == "pairwise":
+        from proxy_env.tasks import REWARDS as TASK_REWARDS
+
+        if not isinstance(spec, str) or spec not in ("default", "vader", *TASK_REWARDS):
             raise ConfigError(
-                f"reward_workers={workers} needs a reward named by a string that a worker process can load "
-                f"(e.g. 'vader', 'instructions'), got reward={spec!r}; pass reward_workers=0 to score in the env's "
-                "process."
+                f"reward_workers={workers} needs a reward scored on the CPU and named by a string ('default'/'vader' or "
+                f"a task's reward: {list(TASK_REWARDS)}), got reward={spec!r}; pass reward_workers=0 to score in the "
+                "env's process (a model reward runs there, on the LLM's device)."
             )
         from proxy_env.rewards.resolve import resolve_reward
 

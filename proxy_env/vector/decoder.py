@@ -138,7 +138,7 @@ class Decoder(ABC):
     ) -> candidates.Pool:
         """Pools (B, K) from ``logits`` (B, V), computed for ``rows`` only (top-k over V is the costly part)."""
         cfg = self.config
-        if all_rows or self.cache.static_batch:  # a static batch truncates every row: no row index on the host
+        if all_rows:  # a static batch's steps say so (every row was fed): no row index read on the host
             return candidates.truncate(logits, cfg.top_k, cfg.top_p, cfg.temperature)
         index = rows.nonzero().squeeze(1)
         sub = candidates.truncate(logits[index], cfg.top_k, cfg.top_p, cfg.temperature)
