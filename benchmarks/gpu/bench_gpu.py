@@ -421,8 +421,14 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5; smoke: 1)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--memory-steps", type=int, default=20000, help="steps of the memory stage (256 envs)")
-    p.add_argument("--memory-seconds", type=float, default=90.0, help="the memory stage stops here, at any step")
-    p.add_argument("--stages", nargs="+", default=["pools", "env", "host_reads", "reward", "sb3", "torch_ppo", "tilt"])
+    p.add_argument("--memory-seconds", type=float, default=60.0, help="the memory stage stops here, at any step")
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        # the table first: a run cut short by the device's minutes keeps what matters most (results are
+        # written after every stage)
+        default=["env", "host_reads", "pools", "torch_ppo", "sb3", "reward", "large", "tilt", "memory", "compiled"],
+    )
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for results.md and results.json")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
