@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Value-guided proxies (issue 31) on the reward–KL frontier, all 266 default-eval prompts.
+#   bash benchmarks/frontier_value.sh "2 4 8 16"       # the N of each proxy (default below), then bench
+# 1. `proxy-rlhf value`: $SAMPLES responses per training prompt (default 64: 637 x 64 = 40,768 responses), their
+#    mid-rank quantiles u, $POSITIONS labelled positions each, and the distributional value head (resumable:
+#    rerun the same command after a stop).
+# 2. Per N: `train --backend tilt --tilt-value` fits the proxy to q·E[u^(N-1) | s+y] over the tilt recipe's collected
+#    positions ($TILT_DATA: frontier_tilt.sh's 32,768-decision cache is reused when its settings match). β (--kl-coef)
+#    cancels out of the target (Δ = β log W), so it is 1.
+# 3. One bench against best-of-N 1…32 ($FRONTIER: same prompts, seed and settings, checked on always-accept).
+set -euo pipefail
+OUT=${OUT:-runs/value}
+NS=${1:-"2 4 8 16"}
+SAMPLES=${SAMPLES:-64}
+POSITIONS=${POSITIONS:-4}
+TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
+FRONTIER=${FRONTIER:-benchmarks/results/frontier32/results.csv}
+EPOCHS=${EPOCHS:-12}
+OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 \
+  --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$OUT/head" --seed "${SEED:-0}"
+dirs=()
+for n in $NS; do
+  dir="$OUT/n$n"
+  dirs+=("$dir")
+  [ -f "$dir/proxy_config.json" ] && continue
+  OMP_NUM_THREADS=2 proxy-rlhf train --backend tilt --observation prefix --kl-coef 1.0 \
+    --tilt-value "$OUT/head" --tilt-value-n "$n" \
+    --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
+    --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
+done
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --prompts default-eval --n --frontier-from "$FRONTIER" \
+  --max-new-tokens 32 --sample --batch-size 32 --out "$OUT/bench"
