@@ -130,7 +130,12 @@ def _cell(value: float, digits: int = 3, sign: bool = False) -> str:
 
 
 def section(
-    cfg: LeaderboardConfig, rounds: list[Round], trained: list[TrainedAgent], wall_s: float, command: str
+    cfg: LeaderboardConfig,
+    rounds: list[Round],
+    trained: list[TrainedAgent],
+    wall_s: float,
+    command: str,
+    note: str = "",
 ) -> str:
     """The markdown section of one task: settings, the ranked table, failures, the figure, per-instruction rates."""
     task, first = get_task(cfg.task), rounds[0]
@@ -147,6 +152,7 @@ def section(
         f"(``{task.eval_prompts}``), sampled actions, seed {cfg.seed}. Wall time of the whole run "
         f"(training, evaluation, second seeds): {wall_s:.0f} s. Machine: {first.machine or 'see results.md'}.",
         f"Command: `{command or 'proxy-rlhf leaderboard --task ' + task.name}`",
+        *(["", note] if note else []),
         "",
         "| rank | agent | seed | reward | gain vs always-accept [95% CI] | KL (nats) | φ [95% CI] | aligned | "
         "perplexity | distinct-2 | rejection rate | LLM forwards / response | s / response | trainable params | training s |",
@@ -217,27 +223,42 @@ def _instruction_table(rnd: Round) -> list[str]:
 
 
 def write_board(
-    cfg: LeaderboardConfig, rounds: list[Round], trained: list[TrainedAgent], wall_s: float, command: str, out: Path
+    cfg: LeaderboardConfig,
+    rounds: list[Round],
+    trained: list[TrainedAgent],
+    wall_s: float,
+    command: str,
+    out: Path,
+    note: str = "",
 ) -> Path:
     """Write the task's section (and ``trained.json``) into ``out``; (re)assemble ``LEADERBOARD.md``."""
     from dataclasses import asdict
 
     (out / TRAINED).write_text(
-        json.dumps({"wall_s": wall_s, "command": command, "trained": [asdict(t) for t in trained]}, indent=1),
+        json.dumps(
+            {"wall_s": wall_s, "command": command, "note": note, "trained": [asdict(t) for t in trained]}, indent=1
+        ),
         encoding="utf-8",
     )
     path = out / SECTION
-    path.write_text(section(cfg, rounds, trained, wall_s, command), encoding="utf-8")
+    path.write_text(section(cfg, rounds, trained, wall_s, command, note), encoding="utf-8")
     assemble(out.parent, Path(cfg.board).expanduser() if cfg.board else None)
     return path
 
 
-def rebuild(cfg: LeaderboardConfig, *, wall_s: float | None = None, command: str | None = None) -> Path:
+def rebuild(
+    cfg: LeaderboardConfig,
+    *,
+    wall_s: float | None = None,
+    command: str | None = None,
+    note: str | None = None,
+    trained: list[TrainedAgent] | None = None,
+) -> Path:
     """Write the task's section again from ``<out>/<task>``: its rounds on disk and its trained agents.
 
     Agents come from ``trained.json`` when the run got that far, else from the checkpoints under ``agents/``
     (their training seconds from the bench's rows). ``wall_s``/``command`` fill in what an interrupted run
-    did not record.
+    did not record; ``note`` adds a paragraph under the command; ``trained`` replaces what the folder says.
     """
     task = get_task(cfg.task)
     out = Path(cfg.out).expanduser() / task.name
@@ -251,7 +272,7 @@ def rebuild(cfg: LeaderboardConfig, *, wall_s: float | None = None, command: str
             f"{out} holds no seed{cfg.seed}/results.csv; run the leaderboard for task={task.name!r} first."
         )
     saved = json.loads((out / TRAINED).read_text(encoding="utf-8")) if (out / TRAINED).is_file() else {}
-    trained = [TrainedAgent(**t) for t in saved.get("trained", [])]
+    trained = trained if trained is not None else [TrainedAgent(**t) for t in saved.get("trained", [])]
     if not trained:
         for rnd in rounds:
             for row in rnd.rows:
@@ -260,7 +281,10 @@ def rebuild(cfg: LeaderboardConfig, *, wall_s: float | None = None, command: str
                     folder = out / "agents" / f"{found.group(1)}-s{found.group(2)}"
                     trained.append(TrainedAgent(found.group(1), int(found.group(2)), str(folder), row["train_wall_s"]))
     wall = wall_s if wall_s is not None else float(saved.get("wall_s", math.nan))
-    return write_board(cfg, rounds, trained, wall, command if command is not None else saved.get("command", ""), out)
+    said = note if note is not None else saved.get("note", "")
+    return write_board(
+        cfg, rounds, trained, wall, command if command is not None else saved.get("command", ""), out, said
+    )
 
 
 def assemble(root: Path, target: Path | None = None) -> Path:
