@@ -39,6 +39,12 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
     rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
     _frontier_scores(rows)
     assert rows[4]["collapsed"]
+    # distinct-2 is judged against the unsteered LLM's own: 10% below it collapses, the LLM itself never does
+    for r in rows:
+        r["distinct_2"], r["perplexity"] = 0.70, 6.0
+    rows[4]["distinct_2"], rows[5]["distinct_2"] = 0.64, 0.62
+    _frontier_scores(rows)
+    assert [r["agent"] for r in rows if r["collapsed"]] == ["hacked"]
 
 
 def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():

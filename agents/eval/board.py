@@ -74,6 +74,10 @@ def save_round(bench: BenchResult, folder: Path) -> Round:
 def load_round(folder: Path) -> Round:
     """A round from ``folder``: its results.csv, and its per_prompt.json when there is one."""
     rows = read_rows(folder / "results.csv")
+    if any(r["kind"] == "best-of-n" for r in rows):  # φ and the collapse flag under today's definitions
+        from agents.eval.report import _frontier_scores
+
+        _frontier_scores(rows)
     path = folder / PER_PROMPT
     if not path.is_file():
         return Round(rows, [], "", {})
@@ -148,7 +152,7 @@ def section(
         f"{task.what[0].upper()}{task.what[1:]}. Hard: {task.hard}.",
         "",
         f"Budget: {cfg.decisions:,} decisions per agent, {cfg.num_envs} envs (tilt: 32), model {cfg.model!r}, "
-        f"max_new_tokens={cfg.max_new_tokens}; evaluated on {first.rows[0]['prompts']} held-out prompts "
+        f"max_new_tokens={cfg.max_new_tokens}; evaluated on {int(first.rows[0]['prompts'])} held-out prompts "
         f"(``{task.eval_prompts}``), sampled actions, seed {cfg.seed}. Wall time of the whole run "
         f"(training, evaluation, second seeds): {wall_s:.0f} s. Machine: {first.machine or 'see results.md'}.",
         f"Command: `{command or 'proxy-rlhf leaderboard --task ' + task.name}`",

@@ -54,8 +54,10 @@ COLUMNS = [
     "curve",
     "point",
 ]
-# text quality below which a response set counts as reward hacking, not alignment, whatever its reward
-MIN_DISTINCT_2 = 0.75
+# text quality below which a response set counts as reward hacking, not alignment, whatever its reward: distinct-2
+# more than 10% below the unsteered LLM's own (always-accept's), or perplexity above best-of-16's + 1. (A fixed
+# distinct-2 floor of 0.75 marked the LLM itself on 32-token responses: its own is 0.71 on default-eval.)
+MAX_DISTINCT_2_DROP = 0.10
 MAX_PERPLEXITY_OVER_BON16 = 1.0
 TIMING_COLUMNS = ("wall_s_per_response", "train_wall_s")  # the only columns that differ between seeded runs
 PREFERRED_TAGS = (
@@ -144,9 +146,11 @@ def _frontier_scores(rows: list[dict[str, Any]]) -> None:
     """φ (:func:`phi`) of every row, and the collapse flag."""
     kl, reward = bon_frontier(rows)
     bon16 = next((r for r in rows if r["agent"] == "best-of-16"), None)
+    base = next((r for r in rows if r["agent"] == "always-accept"), None)
     ppl_cap = bon16["perplexity"] + MAX_PERPLEXITY_OVER_BON16 if bon16 is not None else math.inf
+    d2_floor = base["distinct_2"] * (1 - MAX_DISTINCT_2_DROP) if base is not None else -math.inf
     for row in rows:
-        row["collapsed"] = bool(row["distinct_2"] < MIN_DISTINCT_2 or row["perplexity"] > ppl_cap)
+        row["collapsed"] = bool(row["distinct_2"] < d2_floor or row["perplexity"] > ppl_cap)
         row["phi"] = phi(row, kl, reward)
 
 
@@ -196,8 +200,8 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         "Forwards: tokens fed through the LLM per response (offered candidates; all N samples for best-of-N); "
         "the KL pass is not counted. φ = (R − R_base)/(R_BoN(KL) − R_base): the share of best-of-N's reward gain "
         "reached at the same KL (best-of-N interpolated linearly between its points, always-accept at KL 0; — beyond "
-        f"its range). Aligned: no where the text collapsed (distinct-2 < {MIN_DISTINCT_2} or perplexity > best-of-16's "
-        f"+ {MAX_PERPLEXITY_OVER_BON16:g}), whatever the reward.",
+        f"its range). Aligned: no where the text collapsed (distinct-2 more than {MAX_DISTINCT_2_DROP:.0%} below "
+        f"always-accept's, or perplexity > best-of-16's + {MAX_PERPLEXITY_OVER_BON16:g}), whatever the reward.",
         "",
         "¹ Fine-tuned model: KL of its sampler (own top-k/top-p pool) from the frozen LLM's *untruncated* "
         "tempered distribution (KL from the truncated pool is infinite when it samples outside it); compare "
