@@ -7,7 +7,7 @@ import pytest
 
 
 def test_phi_interpolates_best_of_n_and_flags_collapse():
-    from agents.eval.report import _frontier_scores
+    from agents.eval.report import frontier_scores
 
     def row(agent, kind, kl, reward, d2=0.8, ppl=6.0):
         return {"agent": agent, "kind": kind, "kl": kl, "reward": reward, "distinct_2": d2, "perplexity": ppl}
@@ -21,7 +21,7 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
         row("hacked", "proxy", 1.0, 0.9, d2=0.3),
         row("far", "proxy", 5.0, 0.9),
     ]
-    _frontier_scores(rows)
+    frontier_scores(rows)
     phi = {r["agent"]: r["phi"] for r in rows}
     assert phi["proxy"] == pytest.approx(0.2 / 0.25)  # best-of-N at KL 0.4: 0.45
     assert phi["hacked"] == pytest.approx(0.7 / (0.5 + 0.3 * 0.4 / 1.2 - 0.2))
@@ -37,13 +37,13 @@ def test_phi_interpolates_best_of_n_and_flags_collapse():
         "far": False,
     }
     rows[4]["perplexity"] = 7.6  # more than best-of-16's + 1
-    _frontier_scores(rows)
+    frontier_scores(rows)
     assert rows[4]["collapsed"]
     # distinct-2 is judged against the unsteered LLM's own: 10% below it collapses, the LLM itself never does
     for r in rows:
         r["distinct_2"], r["perplexity"] = 0.70, 6.0
     rows[4]["distinct_2"], rows[5]["distinct_2"] = 0.64, 0.62
-    _frontier_scores(rows)
+    frontier_scores(rows)
     assert [r["agent"] for r in rows if r["collapsed"]] == ["hacked"]
 
 

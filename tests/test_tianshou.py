@@ -285,6 +285,6 @@ def test_cli_trains_with_backend_tianshou(tmp_path, capsys):
     meta = read_meta(path)
     assert meta.config["backend"] == "tianshou" and meta.num_timesteps == 16 and meta.config["n_epochs"] == 10
     assert main(["train", "--n-epochs", "3"]) == 2
-    assert "--n-epochs apply to --backend tianshou only" in capsys.readouterr().err
+    assert "--n-epochs apply to --backend tianshou or torch only" in capsys.readouterr().err
     assert main(["train", "--backend", "tianshou", "--kl-coef", "0.1"]) == 2  # a refused setting has no flag
     assert "--kl-coef apply to --backend sb3 or tilt only" in capsys.readouterr().err

@@ -75,9 +75,9 @@ def load_round(folder: Path) -> Round:
     """A round from ``folder``: its results.csv, and its per_prompt.json when there is one."""
     rows = read_rows(folder / "results.csv")
     if any(r["kind"] == "best-of-n" for r in rows):  # φ and the collapse flag under today's definitions
-        from agents.eval.report import _frontier_scores
+        from agents.eval.report import frontier_scores
 
-        _frontier_scores(rows)
+        frontier_scores(rows)
     path = folder / PER_PROMPT
     if not path.is_file():
         return Round(rows, [], "", {})

@@ -30,6 +30,7 @@ from typing import Any
 
 from agents.eval.board import PER_PROMPT, Round, TrainedAgent
 from agents.eval.results import BenchConfig, BenchResult, Progress
+from agents.eval.resume import ROUND_SETTINGS, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, did_you_mean
@@ -198,40 +199,6 @@ class TaskBoard:
     command: str
 
 
-# settings that may differ between a run and its resumption (where it writes, whether it resumes)
-RESUMABLE_CHANGES = ("out", "board", "resume", "rebuild")
-ROUND_SETTINGS = "settings.txt"  # in each round's folder: the digest of the settings it was benchmarked under
-
-
-def _check_resumable(cfg: LeaderboardConfig, saved_path: Path) -> None:
-    """Refuse to resume a run whose saved ``leaderboard.json`` has other settings than ``cfg``."""
-    if not saved_path.is_file():
-        raise ConfigError(
-            f"resume=True but {saved_path} does not exist: there is no run to continue; drop --resume to start one."
-        )
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, like the saved file
-    differ = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
-    if differ:
-        shown = ", ".join(f"{k}={saved.get(k)!r} there, {mine[k]!r} here" for k in differ)
-        raise ConfigError(
-            f"resume=True but the run in {saved_path.parent} has other settings ({shown}); pass the same settings, "
-            "or drop --resume and choose another --out to start a new run."
-        )
-
-
-def settings_digest(cfg: LeaderboardConfig) -> str:
-    """A digest of the settings a trained agent or a round depends on (all but where it is written and how it runs)."""
-    import hashlib
-
-    mine = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in RESUMABLE_CHANGES}
-    return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _record_path(cfg: LeaderboardConfig, name: str, seed: int) -> Path:
-    return Path(cfg.out).expanduser() / get_task(cfg.task).name / "agents" / f"{name}-s{seed}.json"
-
-
 def trained_or_train(
     cfg: LeaderboardConfig, name: str, spec: AgentSpec, env_extra: dict[str, Any], seed: int, lm: Any
 ) -> TrainedAgent:
@@ -240,7 +207,7 @@ def trained_or_train(
     The record is written after each training (failures included, so a resumed run does not retry them); it is
     written last, so a run stopped during training leaves none and the agent is trained again.
     """
-    record = _record_path(cfg, name, seed)
+    record = record_path(cfg, name, seed)
     if cfg.resume and record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8"))
         done = TrainedAgent(**{k: v for k, v in saved.items() if k != "settings"})
@@ -383,7 +350,7 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
         rebuild(cfg)
         return TaskBoard(cfg, [], [], 0.0, "")
     if cfg.resume:
-        _check_resumable(cfg, out / "leaderboard.json")
+        check_resumable(cfg, out / "leaderboard.json")
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
     command = "proxy-rlhf leaderboard " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["leaderboard"] else ""

@@ -112,7 +112,7 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
         )
         row.update(curve=a.curve or "", point=a.point or "")
         rows.append(row)
-    _frontier_scores(rows)
+    frontier_scores(rows)
     return rows
 
 
@@ -142,7 +142,7 @@ def phi(row: dict[str, Any], kl: np.ndarray, reward: np.ndarray) -> float:
     return (row["reward"] - reward[0]) / (frontier - reward[0]) if frontier > reward[0] else math.nan
 
 
-def _frontier_scores(rows: list[dict[str, Any]]) -> None:
+def frontier_scores(rows: list[dict[str, Any]]) -> None:
     """φ (:func:`phi`) of every row, and the collapse flag."""
     kl, reward = bon_frontier(rows)
     bon16 = next((r for r in rows if r["agent"] == "best-of-16"), None)
@@ -452,7 +452,7 @@ def result_rows(result: BenchResult) -> list[dict[str, Any]]:
     if result.config.frontier_from:
         names = {r["agent"] for r in rows}
         rows[2:2] = [r for r in read_frontier(result.config.frontier_from, rows) if r["agent"] not in names]
-        _frontier_scores(rows)
+        frontier_scores(rows)
     return rows
 
 
