@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -31,13 +30,12 @@ from agents.training import (
     RLConfig,
     TrainResult,
     check_int,
+    checkpoint_saver,
     config_dict,
     env_kwargs,
     help_text,
     resolve_lm,
     run_training,
-    save_agent,
-    saved_env_kwargs,
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError, did_you_mean
@@ -249,12 +247,7 @@ def _train(
         collector.reset(gym_reset_kwargs={"seed": cfg.seed})
         trainer.reset(reset_collectors=False)
         config = {**config_dict(cfg), "backend": "tianshou"}
-        saved = saved_env_kwargs(cfg, model, reward)
-        save = (
-            partial(save_agent, path=cfg.save_dir, env_kwargs=saved, seed=cfg.seed, config=config, lm=lm)
-            if cfg.save_dir
-            else None
-        )
+        save = checkpoint_saver(cfg, model, reward, lm, config)
         if on_epoch is not None:
             on_epoch(algorithm, None)
         if cfg.progress_bar:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,13 +31,12 @@ from agents.training import (
     TrainResult,
     check_int,
     check_number,
+    checkpoint_saver,
     config_dict,
     env_kwargs,
     help_text,
     resolve_lm,
     run_training,
-    save_agent,
-    saved_env_kwargs,
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError, did_you_mean
@@ -183,18 +181,7 @@ def _train(
         buf = _Rollout(n_steps, cfg.num_envs, venv.single_observation_space.shape[0], policy.device)
         writer = _writer(cfg.tensorboard_log)
         config = {**config_dict(cfg), "backend": "torch"}
-        save = (
-            partial(
-                save_agent,
-                path=cfg.save_dir,
-                env_kwargs=saved_env_kwargs(cfg, model, reward),
-                seed=cfg.seed,
-                config=config,
-                lm=lm,
-            )
-            if cfg.save_dir
-            else None
-        )
+        save = checkpoint_saver(cfg, model, reward, lm, config)
         if cfg.progress_bar:
             from tqdm import tqdm
 

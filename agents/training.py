@@ -221,6 +221,22 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {**{f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "env"}, "env": cfg.env.kwargs()}
 
 
+def checkpoint_saver(cfg: TrainConfig, model: Any, reward: Any, lm: FrozenLM, config: dict[str, Any]) -> Any:
+    """``save(agent)`` writing ``cfg.save_dir`` with what every backend records (:func:`save_agent`); None without a folder."""
+    if not cfg.save_dir:
+        return None
+    from functools import partial
+
+    return partial(
+        save_agent,
+        path=cfg.save_dir,
+        env_kwargs=saved_env_kwargs(cfg, model, reward),
+        seed=cfg.seed,
+        config=config,
+        lm=lm,
+    )
+
+
 def save_agent(
     agent: Any, *, path: str, env_kwargs: dict[str, Any], seed: int, config: dict[str, Any], lm: FrozenLM | None = None
 ) -> Path:

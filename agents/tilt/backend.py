@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,12 @@ from agents.training import (
     TrainConfig,
     TrainResult,
     check_int,
+    checkpoint_saver,
     config_dict,
     env_kwargs,
     help_text,
     resolve_lm,
     run_training,
-    save_agent,
-    saved_env_kwargs,
 )
 from proxy_env.errors import ConfigError
 from proxy_env.folders import check_not_a_file
@@ -187,18 +185,7 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
         agent.num_timesteps = -(-cfg.total_timesteps // cfg.num_envs) * cfg.num_envs  # whole steps, as SB3 counts
         # a stop during the fit saves what was fitted; the config says how many epochs that was
         config = {**config_dict(cfg), "backend": "tilt", "tilt_fitted_epochs": len(history)}
-        save = (
-            partial(
-                save_agent,
-                path=cfg.save_dir,
-                env_kwargs=saved_env_kwargs(cfg, model, reward),
-                seed=cfg.seed,
-                config=config,
-                lm=lm,
-            )
-            if cfg.save_dir
-            else None
-        )
+        save = checkpoint_saver(cfg, model, reward, lm, config)
         path = save_or_rescue(save, agent, cfg.save_dir) if save is not None and cfg.save_dir else None
     finally:
         env.close()
