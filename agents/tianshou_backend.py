@@ -14,10 +14,8 @@ samples, which only ``--backend sb3`` does). tianshou is optional: ``pip install
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -35,7 +33,9 @@ from agents.training import (
     env_kwargs,
     help_text,
     resolve_lm,
+    run_folder,
     run_training,
+    update_loop,
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError, did_you_mean
@@ -210,7 +210,6 @@ def _train(
 
     import proxy_env
     from agents.policies import param_report
-    from agents.saving.checkpoint import periodic_save, save_or_rescue
     from proxy_env.adapters.tianshou import TianshouVectorEnv
 
     require_tianshou()
@@ -222,7 +221,7 @@ def _train(
     kwargs = {**env_kwargs(cfg), "model": lm, "reward": reward if reward is not None else cfg.env.reward}
     venv = gym.make_vec(proxy_env.ENV_ID, num_envs=cfg.num_envs, vectorization_mode="vector_entry_point", **kwargs)
     env = TianshouVectorEnv(venv)
-    writer = bar = None
+    writer = None
     try:
         agent = sb3_proxy(venv.single_observation_space, cfg)
         algorithm = build_ppo(agent.policy, venv.single_observation_space, cfg)
@@ -250,27 +249,16 @@ def _train(
         save = checkpoint_saver(cfg, model, reward, lm, config)
         if on_epoch is not None:
             on_epoch(algorithm, None)
-        if cfg.progress_bar:
-            from tqdm import tqdm
 
-            bar = tqdm(total=cfg.total_timesteps, unit="decisions", desc="tianshou ppo")
-        start, saved_at = time.perf_counter(), 0
-        while collector.collect_step < cfg.total_timesteps and stop.received is None:
+        def update() -> int:
             stats = trainer.execute_epoch()
-            agent.num_timesteps = steps = collector.collect_step
-            if bar is not None:
-                bar.update(min(steps, cfg.total_timesteps) - bar.n)
+            agent.num_timesteps = collector.collect_step
             if on_epoch is not None:
                 on_epoch(algorithm, stats)
-            if save is not None and cfg.save_freq and steps - saved_at >= cfg.save_freq:
-                periodic_save(save, agent)
-                saved_at = steps
-            if cfg.time_limit_s and time.perf_counter() - start >= cfg.time_limit_s:
-                break
-        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None and cfg.save_dir else None
+            return agent.num_timesteps
+
+        path = update_loop(cfg, agent, save, stop, desc="tianshou ppo", update=update)
     finally:
-        if bar is not None:
-            bar.close()
         if writer is not None:
             writer.close()
         env.close()
@@ -279,12 +267,11 @@ def _train(
 
 def _logger(folder: str | None) -> tuple[Any, Any]:
     """A TensorBoard writer in ``folder/tianshou_ppo_<N>`` (SB3 names its runs ``ppo_<N>``) and tianshou's logger on it."""
-    if not folder:
+    path = run_folder(folder, "tianshou_ppo")
+    if path is None:
         return None, None
     from tianshou.utils import TensorboardLogger
     from torch.utils.tensorboard import SummaryWriter
 
-    root = Path(folder).expanduser()
-    n = 1 + max([int(p.name.rsplit("_", 1)[1]) for p in root.glob("tianshou_ppo_*") if p.name[13:].isdigit()] or [0])
-    writer = SummaryWriter(str(root / f"tianshou_ppo_{n}"))
+    writer = SummaryWriter(str(path))
     return writer, TensorboardLogger(writer, training_interval=1, update_interval=1)

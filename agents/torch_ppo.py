@@ -36,7 +36,9 @@ from agents.training import (
     env_kwargs,
     help_text,
     resolve_lm,
+    run_folder,
     run_training,
+    update_loop,
 )
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError, did_you_mean
@@ -164,7 +166,6 @@ def _train(
 
     import proxy_env
     from agents.policies import fresh_ppo_proxy, param_report
-    from agents.saving.checkpoint import periodic_save, save_or_rescue
 
     set_random_seed(cfg.seed)
     lm = resolve_lm(model if model is not None else cfg.env.model, cfg.llm_device)
@@ -172,55 +173,47 @@ def _train(
     venv: Any = gym.make_vec(
         proxy_env.ENV_ID, num_envs=cfg.num_envs, vectorization_mode="vector_entry_point", **kwargs
     ).unwrapped
-    writer = bar = None
+    writer: Any = None
     try:
         lr = cfg.learning_rate if cfg.learning_rate is not None else DEFAULT_LEARNING_RATE
         agent = fresh_ppo_proxy(venv.single_observation_space, cfg, learning_rate=lr, n_epochs=cfg.n_epochs)
         policy = agent.policy
         n_steps = cfg.n_steps or DEFAULT_N_STEPS
         buf = _Rollout(n_steps, cfg.num_envs, venv.single_observation_space.shape[0], policy.device)
-        writer = _writer(cfg.tensorboard_log)
+        folder = run_folder(cfg.tensorboard_log, "torch_ppo")
+        if folder is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(folder))
         config = {**config_dict(cfg), "backend": "torch"}
         save = checkpoint_saver(cfg, model, reward, lm, config)
-        if cfg.progress_bar:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.total_timesteps, unit="decisions", desc="torch ppo")
         obs, _ = venv.reset_tensors(seed=cfg.seed)
         obs = obs.to(policy.device)
-        start, steps, saved_at = time.perf_counter(), 0, 0
-        while steps < cfg.total_timesteps and stop.received is None:
+
+        def update() -> int:
+            nonlocal obs
             t0 = time.perf_counter()
             obs, ended = _collect(venv, policy, buf, obs)
-            steps += n_steps * cfg.num_envs
+            agent.num_timesteps += n_steps * cfg.num_envs
             t1 = time.perf_counter()
             stats = _update(cfg, policy, buf)
-            agent.num_timesteps = steps
             rewards = np.concatenate(ended) if ended else np.zeros(0)
-            accept = float(buf.actions.float().mean())
             summary = UpdateStats(
-                steps,
+                agent.num_timesteps,
                 len(rewards),
                 float(rewards.mean()) if len(rewards) else float("nan"),
-                accept,
+                float(buf.actions.float().mean()),
                 *stats,
                 rollout_s=t1 - t0,
                 update_s=time.perf_counter() - t1,
             )
             _log(writer, summary)
-            if bar is not None:
-                bar.update(min(steps, cfg.total_timesteps) - bar.n)
             if on_update is not None:
                 on_update(agent, summary)
-            if save is not None and cfg.save_freq and steps - saved_at >= cfg.save_freq:
-                periodic_save(save, agent)
-                saved_at = steps
-            if cfg.time_limit_s and time.perf_counter() - start >= cfg.time_limit_s:
-                break
-        path = save_or_rescue(save, agent, cfg.save_dir) if save is not None and cfg.save_dir else None
+            return agent.num_timesteps
+
+        path = update_loop(cfg, agent, save, stop, desc="torch ppo", update=update)
     finally:
-        if bar is not None:
-            bar.close()
         if writer is not None:
             writer.close()
         venv.close()
@@ -288,19 +281,6 @@ def _update(cfg: TorchPPOConfig, policy: Any, buf: _Rollout) -> tuple[float, flo
                 count += 1
     means = (sums / max(count, 1)).tolist()  # one read per update, not per minibatch
     return means[0], means[1], means[2], means[3], means[4]
-
-
-def _writer(folder: str | None) -> Any:
-    """A TensorBoard writer in ``folder/torch_ppo_<N>`` (SB3 names its runs ``ppo_<N>``), or None."""
-    if not folder:
-        return None
-    from pathlib import Path
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    root = Path(folder).expanduser()
-    n = 1 + max([int(p.name.rsplit("_", 1)[1]) for p in root.glob("torch_ppo_*") if p.name[10:].isdigit()] or [0])
-    return SummaryWriter(str(root / f"torch_ppo_{n}"))
 
 
 def _log(writer: Any, s: UpdateStats) -> None:

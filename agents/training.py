@@ -242,3 +242,47 @@ def save_agent(
 ) -> Path:
     """Write ``agent`` as a checkpoint folder (:func:`agents.saving.checkpoint.save_checkpoint`)."""
     return save_checkpoint(agent, path, env_kwargs=plain(env_kwargs), seed=seed, config=config, lm=lm)
+
+
+def update_loop(
+    cfg: RLConfig, agent: Any, save: Any, stop: GracefulStop, *, desc: str, update: Callable[[], int]
+) -> Path | None:
+    """The outer loop of a backend that drives its own rollouts (:mod:`agents.torch_ppo`, :mod:`agents.tianshou_backend`):
+    ``update()`` (one rollout and its update, returning the decisions collected so far) until the budget, a signal
+    or ``cfg.time_limit_s``, with the progress bar and ``cfg.save_freq``'s saves; then the final save (rescued beside
+    ``cfg.save_dir`` if it fails), its path or None without a folder."""
+    import time
+
+    from agents.saving.checkpoint import periodic_save, save_or_rescue
+
+    bar = None
+    if cfg.progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_timesteps, unit="decisions", desc=desc)
+    try:
+        start, steps, saved_at = time.perf_counter(), 0, 0
+        while steps < cfg.total_timesteps and stop.received is None:
+            steps = update()
+            if bar is not None:
+                bar.update(min(steps, cfg.total_timesteps) - bar.n)
+            if save is not None and cfg.save_freq and steps - saved_at >= cfg.save_freq:
+                periodic_save(save, agent)
+                saved_at = steps
+            if cfg.time_limit_s and time.perf_counter() - start >= cfg.time_limit_s:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return save_or_rescue(save, agent, cfg.save_dir) if save is not None and cfg.save_dir else None
+
+
+def run_folder(folder: str | None, name: str) -> Path | None:
+    """``folder/<name>_<N>`` with N one past the last run there (SB3's numbering of ``ppo_<N>``), or None without a folder."""
+    if not folder:
+        return None
+    import glob
+
+    root = Path(folder).expanduser()
+    numbers = [p.name[len(name) + 1 :] for p in root.glob(f"{glob.escape(name)}_*")]
+    return root / f"{name}_{1 + max([int(n) for n in numbers if n.isdigit()] or [0])}"

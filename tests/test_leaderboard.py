@@ -62,6 +62,13 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     assert [(t.name, t.seed, t.checkpoint) for t in resumed.trained] == [
         (t.name, t.seed, t.checkpoint) for t in board.trained
     ]
+    # the second round's evaluations were kept as each ended: none ran again
+    assert any("evaluations read from" in note and "evals" in note for note in resumed.benches[0].notes)
+    # every invocation is in the ledger, and the board's wall time is their sum
+    runs = json.loads((task_dir / "runs.json").read_text())
+    assert [r["outcome"] for r in runs] == ["finished", "finished"]
+    assert resumed.wall_s == pytest.approx(sum(r["wall_s"] for r in runs), abs=1.0)
+    assert "Wall time over 2 invocations" in (task_dir / "board.md").read_text()
     # a record of an earlier run with other settings is not reused: that agent is trained again
     record = task_dir / "agents" / "tilt-b0.3-s0.json"
     stale = json.loads(record.read_text())
@@ -72,6 +79,16 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     )
     run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
     assert trained_again == ["tilt-b0.3"]
+    # a run stopped by Ctrl-C is in the ledger too
+    (task_dir / "seed1" / "per_prompt.json").unlink()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("agents.eval.leaderboard._bench", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
+    assert [r["outcome"] for r in json.loads((task_dir / "runs.json").read_text())][-2:] == ["finished", "interrupted"]
     with pytest.raises(ConfigError, match="decisions=256 there, 512 here"):
         run_leaderboard(dataclasses.replace(cfg, resume=True, decisions=512))
     with pytest.raises(ConfigError, match="no run to continue"):

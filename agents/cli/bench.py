@@ -38,8 +38,12 @@ def _bench(args: Any) -> int:
         trust_checkpoint=args.trust_checkpoint,
         frontier_from=args.frontier_from,
         device=args.device,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
     )
     check_not_a_file(cfg.out, arg="--out")  # before the benchmark runs, not after its results exist
+    if cfg.cache_dir:
+        check_not_a_file(cfg.cache_dir, arg="--cache-dir")
     if cfg.frontier_from:  # likewise: a cut or unreadable file fails now, not after the run
         read_rows(cfg.frontier_from, "--frontier-from")
     bar = tqdm(total=1, unit="prompt", desc="bench")
@@ -126,6 +130,17 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     p.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 prompts, small N: a smoke run in seconds")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="keep each agent's evaluation in DIR as soon as it ends (a stopped bench continues with --resume)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --cache-dir: read the evaluations DIR holds for these same settings and agents instead of rerunning them",
+    )
     p.add_argument(
         "--trust-checkpoint",
         action="store_true",

@@ -14,8 +14,11 @@ models, ``Σ_i KL(π_ft,i || p_i)`` against the frozen LLM's untruncated distrib
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from agents.eval.cache import EvalCache, folder_fingerprint
 from agents.eval.results import BenchConfig, BenchResult, Progress, Ticker, machine_description
 from proxy_env.errors import ConfigError
 
@@ -64,19 +67,49 @@ def run_bench(
         for i, path in enumerate(cfg.checkpoints)
     ]
     trained += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
+    # what makes each row's evaluation what it is, for the cache (None: an extra agent, never cached)
+    origin = [folder_fingerprint(p) for p in cfg.checkpoints] + [None] * len(extra_agents or {})
+    identities: list[str | None] = ["always-accept", f"random-reject p={cfg.random_reject_p!r}"]
     for mode in cfg.proxy_actions:
         suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
         proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
+        identities += [None if o is None else f"{o}\n{mode}\n{tb}" for o, (*_, tb) in zip(origin, trained, strict=True)]
     for power in cfg.accept_powers:
         proxies += [
             (f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
             for name, agent, env_kw, tb in trained
         ]
+        identities += [
+            None if o is None else f"{o}\nsample ** {power!r}\n{tb}"
+            for o, (*_, tb) in zip(origin, trained, strict=True)
+        ]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
+    cache = EvalCache(cfg.cache_dir, cfg, prompts, cfg.resume, lm) if cfg.cache_dir else None
+
+    def cached(name: str, identity: str | None, units: int, compute: Callable[[], Any]) -> list[Any]:
+        """``compute()`` (one evaluation or a list), through the cache when there is one."""
+
+        def listed() -> list[Any]:
+            result = compute()
+            return result if isinstance(result, list) else [result]
+
+        if cache is None:
+            return listed()
+        before = len(cache.reused)
+        evals = cache.run(name, identity, listed)
+        if len(cache.reused) > before:
+            tick(units, f"{name}: read from {cfg.cache_dir}")
+        return evals
+
     evals = []
-    for name, agent, env_kw, tb, argmax in proxies:
-        evals.append(eval_proxy(lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax))
+    for (name, agent, env_kw, tb, argmax), identity in zip(proxies, identities, strict=True):
+        evals += cached(
+            name,
+            identity,
+            2 * len(prompts),
+            partial(eval_proxy, lm, name, agent, env_kw, tb, prompts, reward_fn, cfg, tick, deterministic=argmax),
+        )
         if (
             cfg.frontier_from and len(evals) == 1
         ):  # always-accept first: a frontier of another run fails now, not at the end
@@ -85,12 +118,26 @@ def run_bench(
             read_frontier(cfg.frontier_from, summarize(evals))
     for name, *_ in proxies[:2]:
         next(e for e in evals if e.name == name).kind = "baseline"
-    evals[2:2] = eval_best_of_n(lm, prompts, reward_fn, cfg, tick) if cfg.n else []
+    if cfg.n:
+        bon = f"n={list(cfg.n)!r}"
+        evals[2:2] = cached(
+            "best-of-n", bon, 2 * len(prompts), lambda: eval_best_of_n(lm, prompts, reward_fn, cfg, tick)
+        )
     if cfg.frontier_from:
         notes.append(
             f"best-of-N rows from {cfg.frontier_from} (an earlier run on the same prompts and seed; "
             "always-accept's rewards matched): their s/response are that run's."
         )
     for path in cfg.finetuned:
-        evals.append(eval_finetuned(lm, path, prompts, reward_fn, cfg, tick))
+        evals += cached(
+            f"finetuned {path}",
+            folder_fingerprint(path),
+            2 * len(prompts),
+            partial(eval_finetuned, lm, path, prompts, reward_fn, cfg, tick),
+        )
+    if cache is not None and cache.reused:
+        notes.append(
+            f"{len(cache.reused)} evaluations read from {cfg.cache_dir} (kept by a stopped run with the same settings "
+            f"and agents): {', '.join(cache.reused)}; their s/response are that run's."
+        )
     return BenchResult(cfg, evals, prompts, time.perf_counter() - start, machine_description(lm), notes)

@@ -30,7 +30,7 @@ from typing import Any
 
 from agents.eval.board import PER_PROMPT, Round, TrainedAgent
 from agents.eval.results import BenchConfig, BenchResult, Progress
-from agents.eval.resume import ROUND_SETTINGS, check_resumable, record_path, settings_digest
+from agents.eval.resume import EVALS, ROUND_SETTINGS, RunLedger, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, did_you_mean
@@ -274,7 +274,14 @@ def train_agent(
         return TrainedAgent(name, seed, None, time.perf_counter() - start, message)
 
 
-def _bench(cfg: LeaderboardConfig, checkpoints: list[str], lm: Any, frontier: str | None, progress: Progress | None):
+def _bench(
+    cfg: LeaderboardConfig,
+    checkpoints: list[str],
+    lm: Any,
+    frontier: str | None,
+    progress: Progress | None,
+    folder: Path,
+):
     from agents.eval.bench import run_bench
 
     task = get_task(cfg.task)
@@ -292,6 +299,8 @@ def _bench(cfg: LeaderboardConfig, checkpoints: list[str], lm: Any, frontier: st
         batch_size=cfg.batch_size,
         proxy_actions=("sample",),
         out=str(Path(cfg.out).expanduser() / task.name),
+        cache_dir=str(folder / EVALS),  # each agent's evaluation as it ends: --resume continues a stopped bench
+        resume=cfg.resume,
     )
     return run_bench(bench, lm=lm, progress=progress)
 
@@ -325,7 +334,7 @@ def _round(
     log(
         f"[{get_task(cfg.task).name}] evaluating {len(checkpoints)} agents{'' if frontier else ' and the baselines'} ..."
     )
-    benches.append(_bench(cfg, checkpoints, lm, frontier, progress))
+    benches.append(_bench(cfg, checkpoints, lm, frontier, progress, folder))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
     saved_round = save_round(benches[-1], folder)
     digest.write_text(settings_digest(cfg) + "\n", encoding="utf-8")  # last: a round is resumable once all is written
@@ -354,29 +363,29 @@ def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progr
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
     command = "proxy-rlhf leaderboard " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["leaderboard"] else ""
-    start = time.perf_counter()
-    lm = resolve_lm(cfg.model, None)
-    trained: list[TrainedAgent] = []
-    for name, spec, env_extra in cfg.runs():
-        log(f"[{task.name}] training {name} (seed {cfg.seed}, {cfg.decisions:,} decisions) ...")
-        trained.append(trained_or_train(cfg, name, spec, env_extra, cfg.seed, lm))
-        log(f"[{task.name}]   {name}: " + (trained[-1].error or f"{trained[-1].wall_s:.0f} s"))
-    checkpoints = [t.checkpoint for t in trained if t.checkpoint]
-    benches: list[BenchResult] = []
-    rounds = [_round(cfg, checkpoints, lm, None, progress, out / f"seed{cfg.seed}", command, benches, log)]
-    if cfg.top_seeds:
-        best = ranked(rounds[0].rows)[: cfg.top_seeds]
-        runs = {name: (spec, extra) for name, spec, extra in cfg.runs()}
-        again = []
-        for name in best:
-            log(f"[{task.name}] training {name} again (seed {cfg.seed + 1}) ...")
-            again.append(trained_or_train(cfg, name, *runs[name], cfg.seed + 1, lm))
-        trained += again
-        if any(t.checkpoint for t in again):
-            frontier = str(out / f"seed{cfg.seed}" / "results.csv")
-            checkpoints = [t.checkpoint for t in again if t.checkpoint]
-            folder = out / f"seed{cfg.seed + 1}"
-            rounds.append(_round(cfg, checkpoints, lm, frontier, progress, folder, command, benches, log))
-    board = TaskBoard(cfg, trained, benches, time.perf_counter() - start, command)
-    write_board(cfg, rounds, trained, board.wall_s, command, out)
+    with RunLedger(out, command, fresh=not cfg.resume) as ledger:  # each invocation timed, however it ends
+        lm = resolve_lm(cfg.model, None)
+        trained: list[TrainedAgent] = []
+        for name, spec, env_extra in cfg.runs():
+            log(f"[{task.name}] training {name} (seed {cfg.seed}, {cfg.decisions:,} decisions) ...")
+            trained.append(trained_or_train(cfg, name, spec, env_extra, cfg.seed, lm))
+            log(f"[{task.name}]   {name}: " + (trained[-1].error or f"{trained[-1].wall_s:.0f} s"))
+        checkpoints = [t.checkpoint for t in trained if t.checkpoint]
+        benches: list[BenchResult] = []
+        rounds = [_round(cfg, checkpoints, lm, None, progress, out / f"seed{cfg.seed}", command, benches, log)]
+        if cfg.top_seeds:
+            best = ranked(rounds[0].rows)[: cfg.top_seeds]
+            runs = {name: (spec, extra) for name, spec, extra in cfg.runs()}
+            again = []
+            for name in best:
+                log(f"[{task.name}] training {name} again (seed {cfg.seed + 1}) ...")
+                again.append(trained_or_train(cfg, name, *runs[name], cfg.seed + 1, lm))
+            trained += again
+            if any(t.checkpoint for t in again):
+                frontier = str(out / f"seed{cfg.seed}" / "results.csv")
+                checkpoints = [t.checkpoint for t in again if t.checkpoint]
+                folder = out / f"seed{cfg.seed + 1}"
+                rounds.append(_round(cfg, checkpoints, lm, frontier, progress, folder, command, benches, log))
+        board = TaskBoard(cfg, trained, benches, ledger.total_s(), command)
+        write_board(cfg, rounds, trained, board.wall_s, command, out, note=ledger.summary())
     return board

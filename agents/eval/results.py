@@ -83,6 +83,16 @@ class BenchConfig:
         default=False,
         metadata={"help": "tiny model, 4 prompts, N in (2, 4), 8 tokens (fields left at their defaults): seconds"},
     )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "keep each agent's evaluation in this folder as soon as it ends (None: nowhere)"},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "read the evaluations cache_dir holds for these same settings and agents instead of running them again"
+        },
+    )
     trust_checkpoint: bool = field(
         default=False,
         metadata={
@@ -122,6 +132,10 @@ class BenchConfig:
             value = getattr(cfg, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be an int >= 1 (--{name.replace('_', '-')}).")
+        if cfg.resume and not cfg.cache_dir:
+            raise ConfigError(
+                "resume=True needs cache_dir=... (--cache-dir DIR): the folder the stopped run kept its evaluations in."
+            )
         if len(cfg.tensorboard) > len(cfg.checkpoints):
             raise ConfigError(
                 f"tensorboard={list(cfg.tensorboard)!r} names {len(cfg.tensorboard)} folders for "
