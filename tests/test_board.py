@@ -43,3 +43,45 @@ def test_assemble_gathers_the_sections_in_task_order_and_relinks_figures(tmp_pat
     assert "](sentiment/seed0/reward_kl.png)" in default
     elsewhere = assemble(root, tmp_path / "LEADERBOARD.md").read_text()
     assert "](runs/board/relevance/seed0/reward_kl.png)" in elsewhere
+
+
+def _row(agent, kind, reward, kl, phi=math.nan):
+    return {
+        "agent": agent, "kind": kind, "reward": reward, "kl": kl, "phi": phi, "collapsed": False, "prompts": 200,
+        "perplexity": 7.0, "distinct_2": 0.7, "rejection_rate": 0.1, "forwards_per_response": 30.0,
+        "wall_s_per_response": 0.5, "trainable_params": 10, "train_wall_s": 1.0,
+    }  # fmt: skip
+
+
+def test_a_second_seed_gets_its_phi_interval_from_the_first_rounds_frontier():
+    from agents.eval.board import Round, TrainedAgent, section
+    from agents.eval.leaderboard import LeaderboardConfig
+
+    rng = np.random.default_rng(0)
+    n = 200
+    base = rng.normal(0.0, 0.3, n)
+    arrays = {
+        "always-accept": ("baseline", base, np.zeros(n)),
+        "best-of-2": ("best-of-n", base + 0.2, np.full(n, 0.3)),
+        "best-of-4": ("best-of-n", base + 0.4, np.full(n, 0.8)),
+        "tilt proxy (tilt-b0.3-s0)": ("proxy", base + 0.1 + rng.normal(0, 0.05, n), np.full(n, 0.3)),
+    }
+    second = {
+        "always-accept": arrays["always-accept"],
+        "tilt proxy (tilt-b0.3-s1)": arrays["tilt proxy (tilt-b0.3-s0)"],
+    }
+
+    def round_of(agents):
+        rows = [
+            _row(a, k, float(r.mean()), float(kl.mean()), 0.5 if k == "proxy" else math.nan)
+            for a, (k, r, kl) in agents.items()
+        ]
+        per_prompt = {
+            a: {"kind": k, "rewards": r.tolist(), "kl": kl.tolist(), "texts": []} for a, (k, r, kl) in agents.items()
+        }
+        return Round(rows, [f"p{i}" for i in range(n)], "cpu", per_prompt)
+
+    trained = [TrainedAgent("tilt-b0.3", s, f"x/tilt-b0.3-s{s}", 1.0) for s in (0, 1)]
+    text = section(LeaderboardConfig(task="sentiment"), [round_of(arrays), round_of(second)], trained, 2.0, "cmd")
+    rows = [line for line in text.splitlines() if "| tilt-b0.3 |" in line]
+    assert len(rows) == 2 and all("| 0.50 [" in line for line in rows)

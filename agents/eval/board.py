@@ -178,7 +178,8 @@ def section(
         if own is not None and base is not None and row["agent"] != "always-accept":
             d, lo, hi, _ = paired_gain(np.asarray(own["rewards"]), base)
             gain = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        if own is not None and base is not None and index == 0 and row["kind"] == "proxy":
+        # later rounds share the first's prompts and always-accept (checked when benchmarked): one frontier for all
+        if own is not None and base is not None and row["kind"] == "proxy" and not math.isnan(float(row["phi"])):
             lo, hi = phi_ci(np.asarray(own["rewards"]), np.asarray(own["kl"]), base, bon)
             phi += f" [{_cell(lo, 2)}, {_cell(hi, 2)}]"
         folder = re.search(r"\(([^()]+-s\d+)\)", row["agent"])
@@ -201,16 +202,17 @@ def section(
         lines += [f"| {t.name} | {t.seed} | {(t.error or '').replace('|', '/')} |" for t in failed]
     lines += ["", f"![reward–KL, {task.env_id}]({task.name}/seed{cfg.seed}/reward_kl.png)", ""]
     if task.name == "instructions" and first.per_prompt:
-        lines += _instruction_table(first)
+        lines += _instruction_table(rounds)
     return "\n".join(lines) + "\n"
 
 
-def _instruction_table(rnd: Round) -> list[str]:
-    """Share of each instruction type followed, per agent (the instructions task)."""
+def _instruction_table(rounds: list[Round]) -> list[str]:
+    """Share of each instruction type followed, per agent of every round (the instructions task; same prompts)."""
     from proxy_env.tasks.instructions import per_instruction
 
-    agents = [(name, a) for name, a in rnd.per_prompt.items() if a["texts"]]
-    tables = {name: per_instruction(rnd.prompts, a["texts"]) for name, a in agents}
+    merged = {name: a for rnd in rounds for name, a in rnd.per_prompt.items()}  # later rounds repeat always-accept
+    agents = [(name, a) for name, a in merged.items() if a["texts"]]
+    tables = {name: per_instruction(rounds[0].prompts, a["texts"]) for name, a in agents}
     keys = sorted({k for t in tables.values() for k in t})
     names = [_trained_name(name) or name for name, _ in agents]
     lines = [
