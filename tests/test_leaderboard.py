@@ -85,7 +85,7 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("agents.eval.leaderboard._bench", interrupted)
+    monkeypatch.setattr("agents.eval.bench.run_bench", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
     assert [r["outcome"] for r in json.loads((task_dir / "runs.json").read_text())][-2:] == ["finished", "interrupted"]

@@ -68,21 +68,21 @@ def run_bench(
     ]
     trained += [(name, agent, {}, None) for name, agent in (extra_agents or {}).items()]
     # what makes each row's evaluation what it is, for the cache (None: an extra agent, never cached)
-    origin = [folder_fingerprint(p) for p in cfg.checkpoints] + [None] * len(extra_agents or {})
+    origin: list[str | None] = [
+        f"{folder_fingerprint(p)}\n{tb}" for p, (*_, tb) in zip(cfg.checkpoints, trained, strict=False)
+    ]
+    origin += [None] * len(extra_agents or {})
     identities: list[str | None] = ["always-accept", f"random-reject p={cfg.random_reject_p!r}"]
     for mode in cfg.proxy_actions:
         suffix = f" [{mode}]" if len(cfg.proxy_actions) > 1 else ""
         proxies += [(name + suffix, agent, env_kw, tb, mode == "argmax") for name, agent, env_kw, tb in trained]
-        identities += [None if o is None else f"{o}\n{mode}\n{tb}" for o, (*_, tb) in zip(origin, trained, strict=True)]
+        identities += [None if o is None else f"{o}\n{mode}" for o in origin]
     for power in cfg.accept_powers:
         proxies += [
             (f"{name} [λ={power:g}]", PowerProxy(agent, power, seed=cfg.seed), env_kw, tb, False)
             for name, agent, env_kw, tb in trained
         ]
-        identities += [
-            None if o is None else f"{o}\nsample ** {power!r}\n{tb}"
-            for o, (*_, tb) in zip(origin, trained, strict=True)
-        ]
+        identities += [None if o is None else f"{o}\nsample ** {power!r}" for o in origin]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
     cache = EvalCache(cfg.cache_dir, cfg, prompts, cfg.resume, lm) if cfg.cache_dir else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.eval.results import AgentEval, BenchConfig
+from proxy_env.assets import atomic_write_text
 
 # BenchConfig fields that do not change any one agent's evaluation (which agents run, where the tables go, how
 # checkpoints load); the key covers every other field, so a field added later counts unless listed here
@@ -103,8 +103,6 @@ class EvalCache:
                 self.reused.append(name)
                 return kept
         evals = compute()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": key, "name": name, "evals": [to_json(e) for e in evals]}), encoding="utf-8")
-        os.replace(tmp, path)  # a run killed while writing leaves the previous file, never half of one
+        # a run killed while writing leaves the previous file, never half of one
+        atomic_write_text(path, json.dumps({"key": key, "name": name, "evals": [to_json(e) for e in evals]}))
         return evals

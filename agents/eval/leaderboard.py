@@ -32,6 +32,7 @@ from agents.eval.board import PER_PROMPT, Round, TrainedAgent
 from agents.eval.results import BenchConfig, BenchResult, Progress
 from agents.eval.resume import EVALS, ROUND_SETTINGS, RunLedger, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
+from proxy_env.assets import atomic_write_text
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError, did_you_mean
 from proxy_env.tasks import get_task
@@ -215,11 +216,8 @@ def trained_or_train(
         if fresh and (done.checkpoint is None or Path(done.checkpoint).is_dir()):
             return done
     result = train_agent(cfg, name, spec, env_extra, seed, lm)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".json.tmp")
     saved = {**dataclasses.asdict(result), "settings": settings_digest(cfg)}
-    tmp.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(record)
+    atomic_write_text(record, json.dumps(saved, indent=1) + "\n")
     return result
 
 
@@ -274,18 +272,10 @@ def train_agent(
         return TrainedAgent(name, seed, None, time.perf_counter() - start, message)
 
 
-def _bench(
-    cfg: LeaderboardConfig,
-    checkpoints: list[str],
-    lm: Any,
-    frontier: str | None,
-    progress: Progress | None,
-    folder: Path,
-):
-    from agents.eval.bench import run_bench
-
+def _bench_config(cfg: LeaderboardConfig, checkpoints: list[str], frontier: str | None, folder: Path) -> BenchConfig:
+    """The bench of one round: ``checkpoints`` on the task's held-out prompts, its evaluations kept in ``folder``."""
     task = get_task(cfg.task)
-    bench = BenchConfig(
+    return BenchConfig(
         model=cfg.model,
         checkpoints=tuple(checkpoints),
         prompts=task.eval_prompts,
@@ -302,7 +292,6 @@ def _bench(
         cache_dir=str(folder / EVALS),  # each agent's evaluation as it ends: --resume continues a stopped bench
         resume=cfg.resume,
     )
-    return run_bench(bench, lm=lm, progress=progress)
 
 
 def _round(
@@ -334,7 +323,9 @@ def _round(
     log(
         f"[{get_task(cfg.task).name}] evaluating {len(checkpoints)} agents{'' if frontier else ' and the baselines'} ..."
     )
-    benches.append(_bench(cfg, checkpoints, lm, frontier, progress, folder))
+    from agents.eval.bench import run_bench
+
+    benches.append(run_bench(_bench_config(cfg, checkpoints, frontier, folder), lm=lm, progress=progress))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
     saved_round = save_round(benches[-1], folder)
     digest.write_text(settings_digest(cfg) + "\n", encoding="utf-8")  # last: a round is resumable once all is written

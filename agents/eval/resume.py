@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy_env.assets import atomic_write_text
 from proxy_env.errors import ConfigError
 from proxy_env.tasks import get_task
 
@@ -120,10 +121,8 @@ class RunLedger:
             outcome = "interrupted"
         else:
             outcome = f"failed: {kind.__name__}"
-        tmp = self.path.with_name(RUNS + ".tmp")
-        try:
-            tmp.write_text(json.dumps([*self.before, self.current(outcome)], indent=1) + "\n", encoding="utf-8")
-            tmp.replace(self.path)  # a run killed while writing keeps the previous ledger
+        try:  # a run killed while writing keeps the previous ledger
+            atomic_write_text(self.path, json.dumps([*self.before, self.current(outcome)], indent=1) + "\n")
         except OSError as err:  # never hides the run's own error
             if kind is None:
                 raise
