@@ -35,6 +35,8 @@ def _bench(args: Any) -> int:
         proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
         random_reject_p=args.random_reject_p,
         accept_powers=tuple(args.accept_powers),
+        value_heads=tuple(args.value_heads),
+        value_n=tuple(args.value_n),
         trust_checkpoint=args.trust_checkpoint,
         frontier_from=args.frontier_from,
         device=args.device,
@@ -122,6 +124,22 @@ def add_subcommands(sub: Any) -> None:
         default=[],
         metavar="LAMBDA",
         help="also one row per checkpoint and λ with the accept probability raised to λ (sampled actions)",
+    )
+    p.add_argument(
+        "--value-head",
+        dest="value_heads",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="value head folders (`proxy-rlhf value`), each also a decoding-time guide: one row per --value-n",
+    )
+    p.add_argument(
+        "--value-n",
+        type=int,
+        nargs="+",
+        default=list(d.value_n),
+        metavar="N",
+        help="the best-of-N each value-guide row steers toward (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     p.add_argument(

@@ -74,6 +74,16 @@ class BenchConfig:
             )
         },
     )
+    value_heads: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": (
+                "value head folders (`proxy-rlhf value`): each is also evaluated as a decoding-time guide toward "
+                "best-of-N's token-level rule, one row per N of value_n (sampled actions, nothing fitted)"
+            )
+        },
+    )
+    value_n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "the N of each value-guide row"})
     reward: str = field(default="default", metadata={"help": "reward source ('default' = VADER)"})
     seed: int = field(default=0, metadata={"help": "seed of every sampler"})
     batch_size: int = field(default=16, metadata={"help": "prompts generated at once"})
@@ -120,6 +130,10 @@ class BenchConfig:
         if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x >= 0 for x in cfg.accept_powers):
             raise ConfigError(
                 f"accept_powers={cfg.accept_powers!r}: each λ must be a float >= 0 (--accept-powers 0.5 1 2)."
+            )
+        if cfg.value_heads and (not cfg.value_n or any(not isinstance(x, int) or x < 1 for x in cfg.value_n)):
+            raise ConfigError(
+                f"value_n={cfg.value_n!r}: each value guide's N must be an int >= 1 (--value-n 2 4 8 16)."
             )
         if any((not isinstance(x, int)) or x < 1 for x in cfg.n):
             raise ConfigError(f"n={cfg.n!r}: best-of-N sizes must be ints >= 1.")
