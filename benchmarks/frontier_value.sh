@@ -17,7 +17,7 @@ POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
 FRONTIER=${FRONTIER:-benchmarks/results/frontier32/results.csv}
 EPOCHS=${EPOCHS:-12}
-OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 \
+OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
   --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$OUT/head" --seed "${SEED:-0}"
 dirs=()
 for n in $NS; do
