@@ -29,6 +29,6 @@ for n in $NS; do
     --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
     --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
 done
-OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$OUT/head" --value-n $NS \
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$OUT/head" --value-n $NS --value-rules distribution mean \
   --prompts default-eval --n --frontier-from "$FRONTIER" --max-new-tokens 32 --sample --batch-size 32 \
   --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench"

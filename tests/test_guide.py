@@ -68,9 +68,16 @@ def test_the_guide_rebuilds_the_pool_from_the_observation_and_applies_the_tilt(t
     # one candidate at a time (as the env offers them), in another order: the same probabilities, from the cache
     again = guide.accept_prob(obs[valid].numpy()[::-1].copy())[::-1]
     np.testing.assert_allclose(again, accept.numpy())
-    assert (
-        ValueGuide(head, tiny, 1, temperature=2.0).accept_prob(obs[valid].numpy()).min() == 1.0
-    )  # best-of-1: the LLM itself
+    best_of_1 = ValueGuide(head, tiny, 1, temperature=2.0)
+    assert best_of_1.accept_prob(obs[valid].numpy()).min() == 1.0  # the LLM itself
+    mean = ValueGuide(head, tiny, 8, temperature=2.0, rule="mean")  # the head read as a mean value only
+    with torch.no_grad():
+        plug_in = expected_power(head.probs(obs), 1.0) ** 7
+    assert (plug_in <= weight + 1e-12).all()  # Jensen: E[u]^7 <= E[u^7]
+    target = (q * plug_in).masked_fill(~valid, 0.0)
+    target = target / target.sum(-1, keepdim=True)
+    by_mean = torch.zeros_like(q).masked_scatter(valid, torch.from_numpy(mean.accept_prob(obs[valid].numpy())))
+    assert (kl_divergence(target, steered_probs(q, by_mean)) <= 0.05 * kl_divergence(target, q) + 1e-9).all()
     proxy = value_guide(head, tiny, 4, seed=0)
     actions, _ = proxy.predict(obs[0, :4].numpy())
     assert actions.shape == (4,) and set(actions.tolist()) <= {0, 1}
@@ -80,6 +87,8 @@ def test_the_guide_refuses_what_it_cannot_read(tiny):
     head = _head(tiny)
     with pytest.raises(ConfigError, match="n=0"):
         ValueGuide(head, tiny, 0)
+    with pytest.raises(ConfigError, match="rule"):
+        ValueGuide(head, tiny, 4, rule="median")
     with pytest.raises(ConfigError, match="observation='prefix'"):
         ValueGuide(head, tiny, 4).accept_prob(np.zeros((2, 10), dtype=np.float32))
     layer = ValueHead(ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, model=tiny.name, hidden_layer=-2))
@@ -101,6 +110,7 @@ def test_bench_evaluates_one_head_at_every_n(tmp_path, tiny):
         batch_size=3,
         value_heads=(str(folder),),
         value_n=(1, 8),
+        value_rules=("distribution", "mean"),
         out=str(tmp_path / "bench"),
     )
     result = run_bench(cfg, lm=tiny)
@@ -110,8 +120,12 @@ def test_bench_evaluates_one_head_at_every_n(tmp_path, tiny):
     assert one.token_ids == base.token_ids and np.allclose(one.kl, 0.0, atol=1e-9)  # N = 1 is the LLM's own sampler
     assert np.isfinite(eight.kl).all() and eight.kl.sum() > 0 and eight.rejection_rates.sum() > 0
     assert eight.trainable_params == sum(p.numel() for p in _head(tiny).parameters())
+    plug_in = rows["value guide (head) [N=8, mean]"]
+    assert rows["value guide (head) [N=1, mean]"].token_ids == base.token_ids and plug_in.token_ids != eight.token_ids
     with pytest.raises(ConfigError, match="value_n"):
         BenchConfig(value_heads=(str(folder),), value_n=(0,)).resolved()
+    with pytest.raises(ConfigError, match="value_rules"):
+        BenchConfig(value_heads=(str(folder),), value_rules=("median",)).resolved()
 
 
 def test_the_bench_command_passes_the_heads_and_their_n(tmp_path, monkeypatch):
@@ -126,5 +140,21 @@ def test_the_bench_command_passes_the_heads_and_their_n(tmp_path, monkeypatch):
 
     monkeypatch.setattr(agents.eval.bench, "run_bench", capture)
     with pytest.raises(SystemExit):
-        main(["bench", "--quick", "--value-head", "a", "b", "--value-n", "2", "16", "--out", str(tmp_path / "o")])
+        main(
+            [
+                "bench",
+                "--quick",
+                "--value-head",
+                "a",
+                "b",
+                "--value-n",
+                "2",
+                "16",
+                "--value-rules",
+                "mean",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert seen["cfg"].value_heads == ("a", "b") and seen["cfg"].value_n == (2, 16)
+    assert seen["cfg"].value_rules == ("mean",)

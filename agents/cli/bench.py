@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.eval.results import PROXY_ACTIONS, BenchConfig
+from agents.value import VALUE_RULES
 
 
 def _bench(args: Any) -> int:
@@ -37,6 +38,7 @@ def _bench(args: Any) -> int:
         accept_powers=tuple(args.accept_powers),
         value_heads=tuple(args.value_heads),
         value_n=tuple(args.value_n),
+        value_rules=tuple(args.value_rules),
         trust_checkpoint=args.trust_checkpoint,
         frontier_from=args.frontier_from,
         device=args.device,
@@ -140,6 +142,13 @@ def add_subcommands(sub: Any) -> None:
         default=list(d.value_n),
         metavar="N",
         help="the best-of-N each value-guide row steers toward (default: %(default)s)",
+    )
+    p.add_argument(
+        "--value-rules",
+        nargs="+",
+        choices=VALUE_RULES,
+        default=list(d.value_rules),
+        help="how the value-guide rows read the head: E[u^(N-1)] ('distribution') and/or E[u]^(N-1) ('mean')",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     p.add_argument(

@@ -35,6 +35,7 @@ NOT_IN_KEY = (
     "accept_powers",
     "value_heads",
     "value_n",
+    "value_rules",
     "random_reject_p",  # in random-reject's own identity
     "out",
     "quick",

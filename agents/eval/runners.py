@@ -277,7 +277,7 @@ def eval_finetuned(
 
 
 def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(name, agent, env settings) of the value head in folder ``head`` as a guide for each N of ``cfg.value_n``."""
+    """(name, agent, env settings) of the value head in folder ``head`` as a guide for each rule and N of ``cfg``."""
     from agents.value.guide import value_guide
     from agents.value.head import load_value_head
 
@@ -285,9 +285,10 @@ def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, A
     env_kw = {"observation": "prefix", "hidden_layer": -1}
     return [
         (
-            f"value guide ({Path(head).name}) [N={n}]",
-            value_guide(loaded, lm, n, seed=cfg.seed, **_pool_kwargs(cfg)),
+            f"value guide ({Path(head).name}) [N={n}{'' if rule == 'distribution' else ', ' + rule}]",
+            value_guide(loaded, lm, n, seed=cfg.seed, rule=rule, **_pool_kwargs(cfg)),
             env_kw,
         )
+        for rule in cfg.value_rules
         for n in cfg.value_n
     ]

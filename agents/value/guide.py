@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from agents.tilt.data import Positions
+from agents.value import VALUE_RULES
 from agents.value.head import ValueHead, expected_power
 from proxy_env.config import EnvConfig
 from proxy_env.engine import candidates
@@ -95,6 +96,9 @@ class ValueGuide:
         lm: the frozen LLM.
         n: the best-of-N whose token-level rule is applied (1: always accept).
         top_k, top_p, temperature, max_rejections, order: the env's pool and offer settings.
+        rule: ``"distribution"`` tilts by ``E[u^{N−1} | s + y]`` (best-of-N's rule); ``"mean"`` by
+            ``E[u | s + y]^{N−1}``, the same head read as a mean value only (the ablation: by Jensen's inequality it
+            under-weights the candidates whose outcome is uncertain).
         iters: fixed-point iterations of :func:`solve_accept`.
         cache_size: positions whose accept probabilities are kept (a rejection offers the same position again).
     """
@@ -110,6 +114,7 @@ class ValueGuide:
         temperature: float = EnvConfig.temperature,
         max_rejections: int | None = None,
         order: str = "sample",
+        rule: str = "distribution",
         iters: int = 12,
         cache_size: int = 4096,
     ) -> None:
@@ -121,6 +126,8 @@ class ValueGuide:
                 "last hidden state, so it needs a head fitted with --hidden-layer -1."
             )
         check_choice("order", order, ("sample", "greedy"))
+        check_choice("rule", rule, VALUE_RULES)
+        self.rule = rule
         self.head, self.lm, self.n = head.eval(), lm, n
         self.pool_settings = (top_k, top_p, temperature)
         self.max_rejections, self.order, self.iters = max_rejections, order, iters
@@ -159,10 +166,16 @@ class ValueGuide:
                 unmatched.append((i, top))
         if unmatched:
             rows = [i for i, _ in unmatched]
-            weight = expected_power(self.head.probs(x[rows]), float(self.n - 1))
+            weight = self._weight(self.head.probs(x[rows]))
             out[rows] = (weight / torch.tensor([t for _, t in unmatched], dtype=torch.float64)).clamp(max=1.0).numpy()
             self.unmatched += len(rows)
         return out
+
+    def _weight(self, probs: torch.Tensor) -> torch.Tensor:
+        """``W`` (…,) of candidates from the head's histograms (…, bins)."""
+        if self.rule == "mean":
+            return expected_power(probs, 1.0) ** (self.n - 1)
+        return expected_power(probs, float(self.n - 1))
 
     def _solve(self, hidden: torch.Tensor, keys: list[bytes]) -> None:
         lm = self.lm
@@ -170,7 +183,7 @@ class ValueGuide:
         logits = lm.model.get_output_embeddings()(hidden.to(lm.model.dtype)).float()  # (U, V): the env's logits
         pool = candidates.truncate(logits, *self.pool_settings)
         obs = prefix_observation(lm, hidden, pool.tokens, pool.logprob, pool.logq)  # (U, K, 3H + 2)
-        weight = expected_power(self.head.probs(obs.cpu()), float(self.n - 1))  # (U, K)
+        weight = self._weight(self.head.probs(obs.cpu()))  # (U, K)
         q = pool.logq.double().exp().cpu()
         accept = solve_accept(q, weight, max_rejections=self.max_rejections, order=self.order, iters=self.iters)
         for row, key in enumerate(keys):
