@@ -7,7 +7,8 @@
 # 2. Per N: `train --backend tilt --tilt-value` fits the proxy to q·E[u^(N-1) | s+y] over the tilt recipe's collected
 #    positions ($TILT_DATA: frontier_tilt.sh's 32,768-decision cache is reused when its settings match). β (--kl-coef)
 #    cancels out of the target (Δ = β log W), so it is 1.
-# 3. One bench against best-of-N 1…32 ($FRONTIER: same prompts, seed and settings, checked on always-accept).
+# 3. One bench against best-of-N 1…32 ($FRONTIER: same prompts, seed and settings, checked on always-accept), with the
+#    head also as a decoding-time guide at each N (`--value-head`: nothing fitted, the accept rule solved per pool).
 set -euo pipefail
 OUT=${OUT:-runs/value}
 NS=${1:-"2 4 8 16"}
@@ -16,7 +17,7 @@ POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
 FRONTIER=${FRONTIER:-benchmarks/results/frontier32/results.csv}
 EPOCHS=${EPOCHS:-12}
-OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 \
+OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
   --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$OUT/head" --seed "${SEED:-0}"
 dirs=()
 for n in $NS; do
@@ -28,5 +29,6 @@ for n in $NS; do
     --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
     --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
 done
-OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --prompts default-eval --n --frontier-from "$FRONTIER" \
-  --max-new-tokens 32 --sample --batch-size 32 --out "$OUT/bench"
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$OUT/head" --value-n $NS --value-rules distribution mean \
+  --prompts default-eval --n --frontier-from "$FRONTIER" --max-new-tokens 32 --sample --batch-size 32 \
+  --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench"

@@ -16,6 +16,7 @@ from agents.value.head import (
     bin_of,
     expected_power,
     fit_value_head,
+    learning_curve,
     load_value_head,
     save_value_head,
 )
@@ -136,6 +137,19 @@ def test_the_head_learns_the_distribution_and_is_calibrated(tiny, tmp_path):
     assert bin_of(torch.tensor([0.0, 0.05, 1.0]), 10).tolist() == [0, 0, 9]
 
 
+def test_the_learning_curve_holds_out_the_same_prompts_and_counts_its_rollouts(tiny):
+    from agents.value.run import ValueConfig
+
+    data = ValueData(**{**_synthetic(tiny)._asdict(), "response": torch.arange(1200) // 20})  # 20 prompts x 60
+    config = ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=10, width=64)
+    small, full = learning_curve(config, tiny, data, (1.0, 0.25), epochs=6, lr=3e-3, batch_size=128)
+    assert (small["share"], small["prompts"], small["responses"]) == (0.25, 4, 240)  # 4 of the 16 not held out
+    assert (full["prompts"], full["responses"], full["positions"]) == (16, 960, 960)
+    assert small["marginal_ce"] > 0 and full["held_out_ce"] < full["marginal_ce"] - 0.3
+    with pytest.raises(ConfigError, match="curve=.*in \\(0, 1\\]"):
+        ValueConfig(curve=(0.0, 0.5)).validate()
+
+
 def test_value_deltas_tilt_toward_the_candidate_that_ends_higher(tiny):
     from agents.tilt.data import Positions
     from agents.value.guide import value_deltas
@@ -166,9 +180,10 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
     prompts.write_text("\n".join(PROMPTS * 2) + "\n")
     args = ["value", "--model", "tiny", "--prompts", str(prompts), "--samples", "4", "--positions", "2"]
     args += ["--max-new-tokens", "4", "--epochs", "2", "--bins", "8", "--batch-prompts", "4"]
-    args += ["--data", str(tmp_path / "v.pt"), "--out", str(tmp_path / "head")]
+    args += ["--data", str(tmp_path / "v.pt"), "--out", str(tmp_path / "head"), "--curve", "0.5"]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "head" / "report.json").read_text())
+    assert [(p["share"], p["prompts"]) for p in report["curve"]] == [(0.5, 3), (1.0, 6)]  # 2 of 8 held out
     assert (
         report["data"]["prompts"] == 8
         and report["data"]["positions"] > 0

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.eval.results import PROXY_ACTIONS, BenchConfig
+from agents.value import VALUE_RULES
 
 
 def _bench(args: Any) -> int:
@@ -35,6 +36,9 @@ def _bench(args: Any) -> int:
         proxy_actions=("sample",) if args.sample else tuple(args.proxy_actions),
         random_reject_p=args.random_reject_p,
         accept_powers=tuple(args.accept_powers),
+        value_heads=tuple(args.value_heads),
+        value_n=tuple(args.value_n),
+        value_rules=tuple(args.value_rules),
         trust_checkpoint=args.trust_checkpoint,
         frontier_from=args.frontier_from,
         device=args.device,
@@ -122,6 +126,29 @@ def add_subcommands(sub: Any) -> None:
         default=[],
         metavar="LAMBDA",
         help="also one row per checkpoint and λ with the accept probability raised to λ (sampled actions)",
+    )
+    p.add_argument(
+        "--value-head",
+        dest="value_heads",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="value head folders (`proxy-rlhf value`), each also a decoding-time guide: one row per --value-n",
+    )
+    p.add_argument(
+        "--value-n",
+        type=int,
+        nargs="+",
+        default=list(d.value_n),
+        metavar="N",
+        help="the best-of-N each value-guide row steers toward (default: %(default)s)",
+    )
+    p.add_argument(
+        "--value-rules",
+        nargs="+",
+        choices=VALUE_RULES,
+        default=list(d.value_rules),
+        help="how the value-guide rows read the head: E[u^(N-1)] ('distribution') and/or E[u]^(N-1) ('mean')",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     p.add_argument(

@@ -36,7 +36,7 @@ def run_bench(
         progress: called as ``progress(done, total, stage)`` as prompts are processed.
     """
     from agents.baselines import AlwaysAccept, PowerProxy, RandomReject
-    from agents.eval.runners import eval_best_of_n, eval_finetuned, eval_proxy, load_proxy
+    from agents.eval.runners import eval_best_of_n, eval_finetuned, eval_proxy, load_proxy, value_guides
     from proxy_env.engine.models import as_frozen_lm
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
@@ -83,6 +83,11 @@ def run_bench(
             for name, agent, env_kw, tb in trained
         ]
         identities += [None if o is None else f"{o}\nsample ** {power!r}" for o in origin]
+    for head in cfg.value_heads:
+        proxies += [(name, agent, env_kw, None, False) for name, agent, env_kw in value_guides(head, lm, cfg)]
+        identities += [
+            f"{folder_fingerprint(head)}\nvalue guide {rule} N={n!r}" for rule in cfg.value_rules for n in cfg.value_n
+        ]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
     cache = EvalCache(cfg.cache_dir, cfg, prompts, cfg.resume, lm) if cfg.cache_dir else None

@@ -33,6 +33,9 @@ NOT_IN_KEY = (
     "frontier_from",
     "proxy_actions",
     "accept_powers",
+    "value_heads",
+    "value_n",
+    "value_rules",
     "random_reject_p",  # in random-reject's own identity
     "out",
     "quick",

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.value import VALUE_RULES
 from proxy_env.config import EnvConfig
 from proxy_env.errors import ConfigError
 
@@ -74,6 +75,25 @@ class BenchConfig:
             )
         },
     )
+    value_heads: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": (
+                "value head folders (`proxy-rlhf value`): each is also evaluated as a decoding-time guide toward "
+                "best-of-N's token-level rule, one row per N of value_n (sampled actions, nothing fitted)"
+            )
+        },
+    )
+    value_n: tuple[int, ...] = field(default=(2, 4, 8, 16), metadata={"help": "the N of each value-guide row"})
+    value_rules: tuple[str, ...] = field(
+        default=("distribution",),
+        metadata={
+            "help": (
+                "how each value-guide row reads the head, one row per rule and N: 'distribution' (E[u^(N-1)], "
+                "best-of-N's rule) and/or 'mean' (E[u]^(N-1): the mean value only, the ablation)"
+            )
+        },
+    )
     reward: str = field(default="default", metadata={"help": "reward source ('default' = VADER)"})
     seed: int = field(default=0, metadata={"help": "seed of every sampler"})
     batch_size: int = field(default=16, metadata={"help": "prompts generated at once"})
@@ -120,6 +140,14 @@ class BenchConfig:
         if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x >= 0 for x in cfg.accept_powers):
             raise ConfigError(
                 f"accept_powers={cfg.accept_powers!r}: each λ must be a float >= 0 (--accept-powers 0.5 1 2)."
+            )
+        if cfg.value_heads and (not cfg.value_n or any(not isinstance(x, int) or x < 1 for x in cfg.value_n)):
+            raise ConfigError(
+                f"value_n={cfg.value_n!r}: each value guide's N must be an int >= 1 (--value-n 2 4 8 16)."
+            )
+        if cfg.value_heads and (not cfg.value_rules or any(r not in VALUE_RULES for r in cfg.value_rules)):
+            raise ConfigError(
+                f"value_rules={cfg.value_rules!r}: each must be one of {VALUE_RULES} (--value-rules distribution mean)."
             )
         if any((not isinstance(x, int)) or x < 1 for x in cfg.n):
             raise ConfigError(f"n={cfg.n!r}: best-of-N sizes must be ints >= 1.")

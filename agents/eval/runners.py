@@ -53,6 +53,9 @@ def _find_tensorboard(path: Path, logged: str | None) -> str | None:
 
 def _param_count(agent: Any, lm: FrozenLM) -> int:
     agent = getattr(agent, "base_agent", agent)  # a λ-power proxy trains nothing of its own: count the proxy it wraps
+    own = getattr(agent, "trainable_parameters", None)  # a value guide: its head's
+    if own is not None:
+        return int(own)
     if getattr(agent, "policy", None) is None:
         return 0
     from agents.policies import param_report
@@ -271,3 +274,21 @@ def eval_finetuned(
         curve=curve if isinstance(curve, str) else None,
         point=point if isinstance(point, str) else None,
     )
+
+
+def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(name, agent, env settings) of the value head in folder ``head`` as a guide for each rule and N of ``cfg``."""
+    from agents.value.guide import value_guide
+    from agents.value.head import load_value_head
+
+    loaded = load_value_head(head, lm, hidden_layer=-1)
+    env_kw = {"observation": "prefix", "hidden_layer": -1}
+    return [
+        (
+            f"value guide ({Path(head).name}) [N={n}{'' if rule == 'distribution' else ', ' + rule}]",
+            value_guide(loaded, lm, n, seed=cfg.seed, rule=rule, **_pool_kwargs(cfg)),
+            env_kw,
+        )
+        for rule in cfg.value_rules
+        for n in cfg.value_n
+    ]

@@ -104,18 +104,24 @@ def fit_value_head(
     holdout: float = 0.2,
     seed: int = 0,
     weight_decay: float = 1e-4,
+    train_share: float = 1.0,
     log: Any = None,
 ) -> dict[str, Any]:
     """Adam on the cross-entropy of ``u``'s bin; held-out by prompt (a ``holdout`` share of the prompts).
 
-    Returns the learning curve (held-out cross-entropy per epoch, and of the training share's marginal histogram
-    as the baseline a prefix-blind value scores) and the held-out calibration (:func:`calibration`).
+    ``train_share`` < 1 trains on that share of the training prompts only (the same held-out prompts, whatever the
+    share: the points of :func:`learning_curve`). Returns the learning curve over epochs (held-out cross-entropy per
+    epoch, and of the training share's marginal histogram as the baseline a prefix-blind value scores) and the
+    held-out calibration (:func:`calibration`).
     """
     gen = torch.Generator().manual_seed(seed)
     prompts = data.prompt.unique()
-    held = prompts[torch.randperm(len(prompts), generator=gen)[: max(1, round(holdout * len(prompts)))]]
+    order = prompts[torch.randperm(len(prompts), generator=gen)]
+    n_held = max(1, round(holdout * len(prompts)))
+    held, rest = order[:n_held], order[n_held:]
     is_held = torch.isin(data.prompt, held)
-    train, test = data.take(~is_held), data.take(is_held)
+    kept = torch.isin(data.prompt, rest[: max(1, round(train_share * len(rest)))])
+    train, test = data.take(kept & ~is_held), data.take(is_held)
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(
             f"value data of {len(prompts)} prompts cannot be split {1 - holdout:.0%}/{holdout:.0%} by prompt; "
@@ -147,11 +153,44 @@ def fit_value_head(
         probs = head.probs(x_test)
     return {
         "positions": {"train": len(train), "held_out": len(test)},
-        "prompts": {"train": int(len(prompts) - len(held)), "held_out": len(held)},
+        "responses": {"train": _responses(train), "held_out": _responses(test)},
+        "prompts": {"train": int(train.prompt.unique().numel()), "held_out": len(held)},
         "held_out_ce": curve,
         "marginal_ce": marginal_ce,
         "calibration": calibration(probs, test.u),
     }
+
+
+def learning_curve(
+    config: ValueHeadConfig, lm: FrozenLM, data: ValueData, shares: tuple[float, ...], *, seed: int = 0, **fit: Any
+) -> list[dict[str, Any]]:
+    """The value's learning curve in rollouts: a new head fitted on each share of the training prompts.
+
+    Every point is scored on the same held-out prompts; each gives the responses it was trained on, its final
+    held-out cross-entropy (against the marginal's) and the held-out correlation of predicted and realised
+    ``u^{N−1}`` (N = 4, 8, 16).
+    """
+    points = []
+    for share in sorted(shares):
+        torch.manual_seed(seed)
+        trained = fit_value_head(ValueHead(config), lm, data, seed=seed, train_share=share, **fit)
+        points.append(
+            {
+                "share": share,
+                "prompts": trained["prompts"]["train"],
+                "responses": trained["responses"]["train"],
+                "positions": trained["positions"]["train"],
+                "held_out_ce": trained["held_out_ce"][-1],
+                "marginal_ce": trained["marginal_ce"],
+                **{f"corr E[u^{k}]": trained["calibration"][f"E[u^{k}]"]["corr"] for k in (3, 7, 15)},
+            }
+        )
+    return points
+
+
+def _responses(data: ValueData) -> int:
+    """How many distinct responses ``data``'s positions come from."""
+    return int(torch.unique(torch.stack([data.prompt, data.response]), dim=1).shape[1]) if len(data) else 0
 
 
 def _observations(lm: FrozenLM, data: ValueData, chunk: int = 8192) -> torch.Tensor:

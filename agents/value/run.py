@@ -36,6 +36,12 @@ class ValueConfig:
     epochs: int = field(default=8, metadata=help_text("passes over the training positions"))
     learning_rate: float = field(default=1e-3, metadata=help_text("AdamW learning rate"))
     collect_only: bool = field(default=False, metadata=help_text("collect the data, fit nothing"))
+    curve: tuple[float, ...] = field(
+        default=(),
+        metadata=help_text(
+            "also fit on these shares of the training prompts (e.g. 0.125 0.25 0.5): the learning curve"
+        ),
+    )
 
     def validate(self) -> None:
         for name, minimum in (("samples", 2), ("positions", 1), ("max_new_tokens", 1), ("batch_prompts", 1)):
@@ -46,6 +52,10 @@ class ValueConfig:
         check_pool(self.top_k, self.top_p, self.temperature, min_top_k=2)
         if self.num_prompts is not None:
             check_int("num_prompts", self.num_prompts, minimum=2)
+        if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 < x <= 1 for x in self.curve):
+            raise ConfigError(
+                f"curve={self.curve!r}: each share of the training prompts must be in (0, 1] (--curve 0.25 0.5)."
+            )
         if Path(self.data).expanduser().is_dir():
             raise ConfigError(f"data={self.data!r} is a folder; pass the path of a file to collect into.")
 
@@ -53,7 +63,7 @@ class ValueConfig:
 def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     """Collect (or resume) the data, then fit and save the head; returns the report (also ``<out>/report.json``)."""
     from agents.value.data import DATA_VERSION, ValueDataKey, collect_value_data
-    from agents.value.head import ValueHead, ValueHeadConfig, fit_value_head, save_value_head
+    from agents.value.head import ValueHead, ValueHeadConfig, fit_value_head, learning_curve, save_value_head
     from proxy_env.engine.models import as_frozen_lm
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
@@ -98,6 +108,14 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     fit_start = time.perf_counter()
     trained = fit_value_head(head, lm, data, epochs=cfg.epochs, lr=cfg.learning_rate, seed=cfg.seed, log=log)
     report.update(trained=trained, fit_s=time.perf_counter() - fit_start, parameters=head.num_parameters)
+    if cfg.curve:
+        fit = {"epochs": cfg.epochs, "lr": cfg.learning_rate}
+        report["curve"] = learning_curve(head.config, lm, data, (*cfg.curve, 1.0), seed=cfg.seed, **fit)
+        for point in report["curve"]:
+            log(
+                f"value curve: {point['responses']:,} responses ({point['share']:g} of the training prompts): "
+                f"held-out cross-entropy {point['held_out_ce']:.4f}, corr E[u^7] {point['corr E[u^7]']:.3f}"
+            )
     summary = {"data": report["data"], "held_out_ce": trained["held_out_ce"][-1], "marginal_ce": trained["marginal_ce"]}
     head.config = replace(head.config, trained=summary)
     out = save_value_head(head, cfg.out)
