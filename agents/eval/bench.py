@@ -84,10 +84,9 @@ def run_bench(
         ]
         identities += [None if o is None else f"{o}\nsample ** {power!r}" for o in origin]
     for head in cfg.value_heads:
-        proxies += [(name, agent, env_kw, None, False) for name, agent, env_kw in value_guides(head, lm, cfg)]
-        identities += [
-            f"{folder_fingerprint(head)}\nvalue guide {rule} N={n!r}" for rule in cfg.value_rules for n in cfg.value_n
-        ]
+        guides, fingerprint = value_guides(head, lm, cfg), folder_fingerprint(head)
+        proxies += [(name, agent, env_kw, None, False) for name, agent, env_kw, _ in guides]
+        identities += [f"{fingerprint}\n{which}" for *_, which in guides]
     units = len(prompts) * (2 * len(proxies) + 2 + 2 * len(cfg.finetuned))
     tick = Ticker(progress, units)
     cache = EvalCache(cfg.cache_dir, cfg, prompts, cfg.resume, lm) if cfg.cache_dir else None

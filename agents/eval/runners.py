@@ -276,8 +276,9 @@ def eval_finetuned(
     )
 
 
-def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(name, agent, env settings) of the value head in folder ``head`` as a guide for each rule and N of ``cfg``."""
+def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, Any, dict[str, Any], str]]:
+    """(name, agent, env settings, what sets it apart from the head's other rows) of the value head in folder
+    ``head`` as a guide for each rule and N of ``cfg``."""
     from agents.value.guide import value_guide
     from agents.value.head import load_value_head
 
@@ -288,6 +289,7 @@ def value_guides(head: str, lm: FrozenLM, cfg: BenchConfig) -> list[tuple[str, A
             f"value guide ({Path(head).name}) [N={n}{'' if rule == 'distribution' else ', ' + rule}]",
             value_guide(loaded, lm, n, seed=cfg.seed, rule=rule, **_pool_kwargs(cfg)),
             env_kw,
+            f"value guide {rule} N={n!r}",
         )
         for rule in cfg.value_rules
         for n in cfg.value_n

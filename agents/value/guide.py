@@ -155,20 +155,20 @@ class ValueGuide:
             self._solve(hidden[todo], [keys[i] for i in todo])
         emb = x[:, size : 2 * size].to(lm.device)
         out = np.empty(len(keys))
-        unmatched = []
+        rows_of: dict[bytes, list[int]] = {}
         for i, key in enumerate(keys):
+            rows_of.setdefault(key, []).append(i)
+        for key, rows in rows_of.items():  # one position's pool at a time (the KL pass asks for all of it at once)
             self._cache.move_to_end(key)
             tokens, accept, top = self._cache[key]
-            gap, col = (lm.model.get_input_embeddings()(tokens).float() - emb[i]).abs().amax(-1).min(0)
-            if float(gap) == 0.0:  # the candidate on offer is this token of the rebuilt pool
-                out[i] = float(accept[col])
-            else:  # not in the rebuilt pool (a rounding at its top-p edge): the with-replacement rule
-                unmatched.append((i, top))
-        if unmatched:
-            rows = [i for i, _ in unmatched]
-            weight = self._weight(self.head.probs(x[rows]))
-            out[rows] = (weight / torch.tensor([t for _, t in unmatched], dtype=torch.float64)).clamp(max=1.0).numpy()
-            self.unmatched += len(rows)
+            table = lm.model.get_input_embeddings()(tokens).float()  # (K, H)
+            gap, col = (table[None] - emb[rows][:, None]).abs().amax(-1).min(-1)  # (r,): the nearest pool token
+            found = (gap == 0).cpu()  # the candidate on offer is this token of the rebuilt pool
+            out[rows] = torch.where(found, accept[col.cpu()], -1.0).numpy()
+            missing = [r for r, ok in zip(rows, found.tolist()) if not ok]
+            if missing:  # not in the rebuilt pool (a rounding at its top-p edge): the with-replacement rule
+                out[missing] = (self._weight(self.head.probs(x[missing])) / top).clamp(max=1.0).numpy()
+                self.unmatched += len(missing)
         return out
 
     def _weight(self, probs: torch.Tensor) -> torch.Tensor:

@@ -173,19 +173,23 @@ def learning_curve(
     points = []
     for share in sorted(shares):
         torch.manual_seed(seed)
-        trained = fit_value_head(ValueHead(config), lm, data, seed=seed, train_share=share, **fit)
         points.append(
-            {
-                "share": share,
-                "prompts": trained["prompts"]["train"],
-                "responses": trained["responses"]["train"],
-                "positions": trained["positions"]["train"],
-                "held_out_ce": trained["held_out_ce"][-1],
-                "marginal_ce": trained["marginal_ce"],
-                **{f"corr E[u^{k}]": trained["calibration"][f"E[u^{k}]"]["corr"] for k in (3, 7, 15)},
-            }
+            curve_point(share, fit_value_head(ValueHead(config), lm, data, seed=seed, train_share=share, **fit))
         )
     return points
+
+
+def curve_point(share: float, trained: dict[str, Any]) -> dict[str, Any]:
+    """One point of :func:`learning_curve` from what :func:`fit_value_head` returned for that share."""
+    return {
+        "share": share,
+        "prompts": trained["prompts"]["train"],
+        "responses": trained["responses"]["train"],
+        "positions": trained["positions"]["train"],
+        "held_out_ce": trained["held_out_ce"][-1],
+        "marginal_ce": trained["marginal_ce"],
+        **{f"corr E[u^{k}]": trained["calibration"][f"E[u^{k}]"]["corr"] for k in (3, 7, 15)},
+    }
 
 
 def _responses(data: ValueData) -> int:

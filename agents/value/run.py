@@ -63,7 +63,14 @@ class ValueConfig:
 def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     """Collect (or resume) the data, then fit and save the head; returns the report (also ``<out>/report.json``)."""
     from agents.value.data import DATA_VERSION, ValueDataKey, collect_value_data
-    from agents.value.head import ValueHead, ValueHeadConfig, fit_value_head, learning_curve, save_value_head
+    from agents.value.head import (
+        ValueHead,
+        ValueHeadConfig,
+        curve_point,
+        fit_value_head,
+        learning_curve,
+        save_value_head,
+    )
     from proxy_env.engine.models import as_frozen_lm
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
@@ -110,7 +117,9 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     report.update(trained=trained, fit_s=time.perf_counter() - fit_start, parameters=head.num_parameters)
     if cfg.curve:
         fit = {"epochs": cfg.epochs, "lr": cfg.learning_rate}
-        report["curve"] = learning_curve(head.config, lm, data, (*cfg.curve, 1.0), seed=cfg.seed, **fit)
+        smaller = tuple(share for share in cfg.curve if share < 1)  # the whole share is the fit above
+        report["curve"] = learning_curve(head.config, lm, data, smaller, seed=cfg.seed, **fit)
+        report["curve"].append(curve_point(1.0, trained))
         for point in report["curve"]:
             log(
                 f"value curve: {point['responses']:,} responses ({point['share']:g} of the training prompts): "
