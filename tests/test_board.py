@@ -85,3 +85,22 @@ def test_a_second_seed_gets_its_phi_interval_from_the_first_rounds_frontier():
     text = section(LeaderboardConfig(task="sentiment"), [round_of(arrays), round_of(second)], trained, 2.0, "cmd")
     rows = [line for line in text.splitlines() if "| tilt-b0.3 |" in line]
     assert len(rows) == 2 and all("| 0.50 [" in line for line in rows)
+
+
+def test_the_instruction_table_names_a_second_seeds_columns_by_their_seed():
+    from agents.eval.board import Round, _instruction_table
+    from proxy_env.tasks.instructions import InstructionReward
+
+    reward = InstructionReward()
+    prompt = next(p for p in reward.prompts if [n for n, _ in reward.instructions(p)] == ["punctuation:no_comma"])
+
+    def round_of(texts):
+        rows = [_row(a, "proxy" if "(" in a else "baseline", 0.5, 0.1) for a in texts]
+        per_prompt = {a: {"kind": "proxy", "rewards": [0.5], "kl": [0.1], "texts": [t]} for a, t in texts.items()}
+        return Round(rows, [prompt], "cpu", per_prompt)
+
+    first = round_of({"always-accept": "Yes, I can.", "trpo proxy (trpo-s0)": "Yes I can."})
+    second = round_of({"always-accept": "Yes, I can.", "trpo proxy (trpo-s1)": "Yes, I can."})
+    header, _, row = _instruction_table([first, second])[2:5]
+    assert header.endswith("| always-accept | trpo | trpo, seed 1 |")
+    assert row == "| punctuation:no_comma | myopic | 1 | 0.00 | 1.00 | 0.00 |"

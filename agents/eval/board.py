@@ -115,6 +115,12 @@ def _trained_name(agent_name: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _seed(agent_name: str) -> str:
+    """``ppo proxy (ppo-kl-s1)`` -> ``1`` ('—' for an agent the leaderboard did not train)."""
+    found = re.search(r"\(([^()]+)-s(\d+)\)", agent_name)
+    return found.group(2) if found else "—"
+
+
 def _order(row: dict[str, Any]) -> tuple[int, float]:
     if row["collapsed"]:
         return (2, -row["reward"])
@@ -188,7 +194,7 @@ def section(
         train_s = wall.get(folder.group(1), row["train_wall_s"]) if folder else math.nan
         lines.append(
             f"| {rank if is_mine else ''} | {_trained_name(row['agent']) or row['agent']} | "
-            f"{folder.group(1).rsplit('-s', 1)[1] if folder else '—'} | {_cell(row['reward'], sign=True)} | {gain} | "
+            f"{_seed(row['agent'])} | {_cell(row['reward'], sign=True)} | {gain} | "
             f"{_cell(row['kl'])} | {phi} | {'no: collapsed' if row['collapsed'] else 'yes'} | "
             f"{_cell(row['perplexity'], 2)} | {row['distinct_2']:.3f} | {_cell(row['rejection_rate'])} | "
             f"{row['forwards_per_response']:.1f} | {row['wall_s_per_response']:.3f} | {int(row['trainable_params']):,} | "
@@ -214,7 +220,12 @@ def _instruction_table(rounds: list[Round]) -> list[str]:
     agents = [(name, a) for name, a in merged.items() if a["texts"]]
     tables = {name: per_instruction(rounds[0].prompts, a["texts"]) for name, a in agents}
     keys = sorted({k for t in tables.values() for k in t})
-    names = [_trained_name(name) or name for name, _ in agents]
+    first = set(rounds[0].per_prompt)
+    # a later round's agents (second seeds) would repeat the first round's column names: they carry their seed
+    names = [
+        _trained_name(name) or name if name in first else f"{_trained_name(name) or name}, seed {_seed(name)}"
+        for name, _ in agents
+    ]
     lines = [
         "Share of each instruction followed (held-out prompts; myopic: rejecting what breaks it suffices):",
         "",
