@@ -76,6 +76,34 @@ def test_collected_positions_label_each_response_with_its_quantile(tiny):
     assert torch.isfinite(data.logq).all() and (data.logq <= 0).all() and (data.logprob <= data.logq + 1e-5).all()
 
 
+@torch.no_grad()
+def test_collected_positions_hold_what_a_full_forward_of_the_prefix_gives(tiny):
+    """The sampler's cached states are kept (no second forward): they must equal the prefix's own full forward."""
+    from agents.eval.metrics import sample_ids
+    from proxy_env.engine import candidates
+    from proxy_env.engine.steering import pool_embedding
+
+    key = _key(positions=3)
+    data = collect_value_data(tiny, PROMPTS[:2], length_reward, key)
+    ids = sample_ids(tiny, PROMPTS[:2], key.samples, max_new_tokens=5, top_k=50, top_p=0.95, temperature=1.0,
+                     seed=key.seed, batch_size=2)  # fmt: skip
+    for m in range(len(data)):
+        j, i, t = int(data.prompt[m]), int(data.response[m]), int(data.step[m])
+        response = ids[j][i]
+        assert int(data.token[m]) == response[t] and int(data.length[m]) == len(response)
+        seq = torch.tensor([tiny.encode_prompt(PROMPTS[j]) + response[:t]], device=tiny.device)
+        out = tiny.model(input_ids=seq, output_hidden_states=True)
+        torch.testing.assert_close(
+            data.hidden[m].float(), out.hidden_states[-1][0, -1].half().float(), atol=2e-3, rtol=2e-3
+        )
+        pool = candidates.truncate(out.logits[:, -1].float(), 50, 0.95, 1.0)
+        col = (pool.tokens[0] == response[t]).nonzero()[0, 0]
+        torch.testing.assert_close(data.logq[m], pool.logq[0, col], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(data.logprob[m], pool.logprob[0, col], atol=1e-4, rtol=1e-4)
+        mean = pool_embedding(tiny, pool.tokens, pool.logq)[0].half().float()
+        torch.testing.assert_close(data.pool_mean[m].float(), mean, atol=2e-3, rtol=2e-3)
+
+
 def test_collection_resumes_where_it_stopped(tiny, tmp_path):
     path = tmp_path / "value.pt"
     whole = collect_value_data(tiny, PROMPTS, length_reward, _key(), batch_prompts=2)

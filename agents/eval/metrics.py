@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -108,6 +108,8 @@ def sample(
     temperature: float,
     seed: int,
     batch_size: int,
+    on_step: Callable[..., None] | None = None,
+    hidden_layer: int = -1,
 ) -> Samples:
     """``n`` responses per prompt from the environment's sampler: the tempered LLM truncated to its pool.
 
@@ -118,6 +120,11 @@ def sample(
     repeated ``n`` times, and the draw is over the pool's few columns, not the whole vocabulary. The
     logits of the sampled tokens also give each response's NLL and ``Σ log q/p``, so no second forward
     is needed for them. ``batch_size`` prompts (``batch_size * n`` rows) per call.
+
+    ``on_step(start, t, hidden, pool, col)``, if given, sees every draw as it happens: ``start`` the first prompt of
+    the call, ``t`` the step, ``hidden`` (R, H) the state each row drew from (layer ``hidden_layer`` of the cached
+    forward that gave the logits: what the env's ``prefix`` observation holds), ``pool`` the truncated pool, ``col``
+    (R, 1) the column drawn (rows are prompt-major; a row past its EOS keeps drawing and is cut afterwards).
     """
     from transformers import DynamicCache
 
@@ -140,8 +147,11 @@ def sample(
                 attention_mask=mask,
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True,
+                output_hidden_states=on_step is not None,
                 **kwargs,
             )
+            if on_step is not None:
+                hidden = out.hidden_states[hidden_layer][:, -1].repeat_interleave(n, 0)
             cache.batch_repeat_interleave(n)  # (b * n) rows, prompt-major: one prefill per prompt
             logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (R, V)
             mask = mask.repeat_interleave(n, 0)
@@ -153,6 +163,8 @@ def sample(
                 pool = truncate(logits, top_k, top_p, temperature)
                 col = torch.multinomial(pool.logq.exp(), 1)  # (R, 1)
                 token = pool.tokens.gather(1, col)  # (R, 1)
+                if on_step is not None:
+                    on_step(start, t, hidden, pool, col)
                 step_nll = torch.logsumexp(logits, -1) - logits.gather(1, token).squeeze(1)
                 step_ratio = (pool.logq.gather(1, col) - pool.logprob.gather(1, col)).squeeze(1)
                 sums += torch.stack([step_nll, step_ratio]).double() * alive
@@ -161,8 +173,17 @@ def sample(
                 if t == max_new_tokens - 1 or not bool(alive.any()):
                     break
                 mask = torch.cat([mask, torch.ones_like(token)], 1)
-                out = lm.model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **kwargs)
+                out = lm.model(
+                    input_ids=token,
+                    attention_mask=mask,
+                    position_ids=position,
+                    use_cache=True,
+                    output_hidden_states=on_step is not None,
+                    **kwargs,
+                )
                 logits, position = out.logits[:, -1].float(), position + 1
+                if on_step is not None:
+                    hidden = out.hidden_states[hidden_layer][:, -1]
             rows = torch.cat(tokens, 1).tolist()
             totals = sums.cpu().numpy().reshape(2, len(chunk), n)
             nll[start : start + len(chunk)], log_ratio[start : start + len(chunk)] = totals

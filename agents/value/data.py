@@ -11,8 +11,8 @@ draws ``samples`` responses at once (:func:`agents.eval.metrics.sample`). They s
   the pool's mean embedding) and the response's final ``u`` and ``R``: the value model learns the distribution of
   ``u`` given the prefix and the candidate (:mod:`agents.value.head`).
 
-Collection is batched (``batch_prompts`` prompts per sampling call, one forward per response batch for the
-hidden states) and resumable: each batch of prompts is appended to the file at ``path`` atomically, under a key
+Collection is batched (``batch_prompts`` prompts per sampling call; the hidden states and pools are the sampler's
+own, as the env computes them, so no second forward) and resumable: each batch of prompts is appended to the file at ``path`` atomically, under a key
 of the settings; a stopped run continues where it stopped, and a file of other settings is refused.
 """
 
@@ -112,7 +112,6 @@ def collect_value_data(
     *,
     path: str | os.PathLike | None = None,
     batch_prompts: int = 4,
-    rows_per_forward: int = 64,
     progress: Any = None,
 ) -> ValueData:
     """Sample ``key.samples`` responses per prompt, score them, label ``key.positions`` positions of each.
@@ -125,6 +124,7 @@ def collect_value_data(
     start = _prompts_done(path) if done is not None else 0
     for s in range(start, len(prompts), batch_prompts):
         chunk = prompts[s : s + batch_prompts]
+        steps = _Steps(lm)
         drawn = sample(
             lm,
             chunk,
@@ -135,20 +135,20 @@ def collect_value_data(
             top_k=key.top_k,
             top_p=key.top_p,
             temperature=key.temperature,
+            on_step=steps,
+            hidden_layer=key.hidden_layer,
         )
         texts = [[lm.decode(ids) for ids in row] for row in drawn.ids]
         flat = score(reward_fn, [p for p, row in zip(chunk, texts) for _ in row], [t for row in texts for t in row])
         rewards = np.asarray(flat, dtype=np.float64).reshape(len(chunk), key.samples)
         u = midrank_quantiles(rewards)
-        picks = []  # (prompt j, sample i, step t) of each labelled position
+        picks = []  # (prompt j, sample i, step t, response length) of each labelled position
         for j, row in enumerate(drawn.ids):
-            for i, ids in enumerate(
-                row
-            ):  # seeded by (seed, prompt, sample): a resumed run picks what a whole run would
+            for i, ids in enumerate(row):
+                # seeded by (seed, prompt, sample): a resumed run picks what a whole run would
                 rng = np.random.default_rng([key.seed, s + j, i])
-                picks += [(j, i, int(t)) for t in sorted(rng.permutation(len(ids))[: key.positions])]
-        part = _positions(lm, chunk, drawn.ids, picks, rewards, u, s, key, rows_per_forward)
-        parts.append(part)
+                picks += [(j, i, int(t), len(ids)) for t in sorted(rng.permutation(len(ids))[: key.positions])]
+        parts.append(steps.positions(picks, key.samples, rewards, u, s))
         if path is not None:
             save_value_data(path, key, _join(parts), prompts_done=min(s + batch_prompts, len(prompts)))
         if progress is not None:
@@ -156,63 +156,47 @@ def collect_value_data(
     return _join(parts)
 
 
-@torch.no_grad()
-def _positions(
-    lm: FrozenLM,
-    chunk: list[str],
-    ids: list[list[list[int]]],
-    picks: list[tuple[int, int, int]],
-    rewards: np.ndarray,
-    u: np.ndarray,
-    offset: int,
-    key: ValueDataKey,
-    rows: int,
-) -> ValueData:
-    """The observation ingredients at each picked position: one forward per batch of prompt + response rows."""
-    encoded = [lm.encode_prompt(p) for p in chunk]
-    wanted: dict[tuple[int, int], list[int]] = {}
-    for j, i, t in picks:
-        wanted.setdefault((j, i), []).append(t)
-    fields: dict[str, list[torch.Tensor]] = {name: [] for name in ValueData._fields}
-    pairs = list(wanted)
-    for s in range(0, len(pairs), rows):
-        batch = pairs[s : s + rows]
-        seqs = [encoded[j] + ids[j][i] for j, i in batch]
-        tokens, mask = lm.left_pad(seqs)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm.model(
-            input_ids=tokens, attention_mask=mask, position_ids=position_ids, output_hidden_states=True, use_cache=False
+class _Steps:
+    """What the proxy observes at every draw of one sampling call, kept (on the CPU, float16) until positions are picked.
+
+    The sampler's own cached forward gives the hidden state and its own pool the candidate's log-probabilities, as in
+    the env: no second forward, and the taken token is in its pool by construction.
+    """
+
+    def __init__(self, lm: FrozenLM) -> None:
+        self.lm = lm
+        self.hidden: list[torch.Tensor] = []  # per step t: (R, H)
+        self.pool_mean: list[torch.Tensor] = []
+        self.token: list[torch.Tensor] = []  # per step t: (R,)
+        self.logprob: list[torch.Tensor] = []
+        self.logq: list[torch.Tensor] = []
+
+    def __call__(self, start: int, t: int, hidden: torch.Tensor, pool: candidates.Pool, col: torch.Tensor) -> None:
+        self.hidden.append(hidden.half().cpu())
+        self.pool_mean.append(pool_embedding(self.lm, pool.tokens, pool.logq).half().cpu())
+        self.token.append(pool.tokens.gather(1, col)[:, 0].cpu())
+        self.logprob.append(pool.logprob.gather(1, col)[:, 0].float().cpu())
+        self.logq.append(pool.logq.gather(1, col)[:, 0].float().cpu())
+
+    def positions(
+        self, picks: list[tuple[int, int, int, int]], samples: int, rewards: np.ndarray, u: np.ndarray, offset: int
+    ) -> ValueData:
+        """The labelled positions ``picks`` ((prompt j, sample i, step t, length); rows prompt-major) of this call."""
+        if not picks:
+            return ValueData(**{name: _empty(name, self.lm) for name in ValueData._fields})
+        j, i, t, length = (torch.tensor(x, dtype=torch.long) for x in zip(*picks))
+        row = j * samples + i
+        kept = ("hidden", "pool_mean", "token", "logprob", "logq")
+        at = {name: torch.stack(getattr(self, name))[t, row] for name in kept}
+        return ValueData(
+            **at,
+            u=torch.as_tensor(u, dtype=torch.float32)[j, i],
+            reward=torch.as_tensor(rewards, dtype=torch.float32)[j, i],
+            prompt=offset + j,
+            response=i,
+            step=t,
+            length=length,
         )
-        hidden_all = out.hidden_states[key.hidden_layer]
-        width = tokens.shape[1]
-        for b, (j, i) in enumerate(batch):
-            steps = torch.tensor(wanted[(j, i)], device=lm.device)
-            at = width - len(seqs[b]) + len(encoded[j]) - 1 + steps  # the state before response token t
-            logits = out.logits[b, at].float()
-            pool = candidates.truncate(logits, key.top_k, key.top_p, key.temperature)
-            taken = torch.tensor([ids[j][i][t] for t in wanted[(j, i)]], device=lm.device)
-            where = pool.tokens == taken[:, None]
-            # the sampler's cached forward and this full one round differently (bf16 on a GPU): a token it drew at
-            # the top-k/top-p boundary can fall outside the pool computed here; such positions are left out
-            inside = where.any(-1)
-            if not bool(inside.all()):
-                keep = inside.nonzero().squeeze(1)
-                steps, at, taken, where = steps[keep], at[keep], taken[keep], where[keep]
-                pool = candidates.Pool(*(x[keep] for x in pool))
-            col = where.int().argmax(-1)[:, None]
-            fields["hidden"].append(hidden_all[b, at].half().cpu())
-            fields["pool_mean"].append(pool_embedding(lm, pool.tokens, pool.logq).half().cpu())
-            fields["token"].append(taken.cpu())
-            fields["logprob"].append(pool.logprob.gather(1, col)[:, 0].float().cpu())
-            fields["logq"].append(pool.logq.gather(1, col)[:, 0].float().cpu())
-            n = len(steps)
-            fields["u"].append(torch.full((n,), float(u[j, i]), dtype=torch.float32))
-            fields["reward"].append(torch.full((n,), float(rewards[j, i]), dtype=torch.float32))
-            fields["prompt"].append(torch.full((n,), offset + j, dtype=torch.long))
-            fields["response"].append(torch.full((n,), i, dtype=torch.long))
-            fields["step"].append(steps.cpu())
-            fields["length"].append(torch.full((n,), len(ids[j][i]), dtype=torch.long))
-    return ValueData(**{name: torch.cat(x) if x else _empty(name, lm) for name, x in fields.items()})
 
 
 def _empty(name: str, lm: FrozenLM) -> torch.Tensor:
