@@ -32,6 +32,50 @@ class EpisodeStatsCallback(BaseCallback):
         return True
 
 
+class CriticWarmupCallback(BaseCallback):
+    """The first ``updates`` updates of an on-policy actor-critic train its value head only: the actor is frozen.
+
+    A policy loaded by ``--init-from`` (a tilt fit) comes with an untrained critic; its advantages are noise until
+    the critic fits the returns, and PPO would move the actor by that noise. The actor's parameters (its head, and
+    the features extractor when the critic shares it) stop taking gradients until then, or until training ends;
+    Adam skips parameters without one. ``train/critic_warmup`` logs 1 while frozen.
+    """
+
+    def __init__(self, updates: int) -> None:
+        super().__init__()
+        self.updates = updates
+        self.rollouts = 0
+
+    def _actor(self) -> list[Any]:
+        policy: Any = self.model.policy
+        critic = [*policy.value_net.parameters(), *policy.mlp_extractor.value_net.parameters()]
+        if not getattr(policy, "share_features_extractor", True):
+            critic += list(policy.vf_features_extractor.parameters())
+        if hasattr(policy, "lstm_critic") and policy.lstm_critic is not None:
+            critic += list(policy.lstm_critic.parameters())
+        mine = {id(p) for p in critic}
+        return [p for p in policy.parameters() if id(p) not in mine]
+
+    def _on_training_start(self) -> None:
+        for param in self._actor():
+            param.requires_grad_(False)
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts += 1  # the update that follows is update number ``rollouts``
+        frozen = self.rollouts <= self.updates
+        if self.rollouts == self.updates + 1:
+            for param in self._actor():
+                param.requires_grad_(True)
+        self.logger.record("train/critic_warmup", float(frozen))
+
+    def _on_training_end(self) -> None:  # a run shorter than the warm-up hands back a trainable agent
+        for param in self._actor():
+            param.requires_grad_(True)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class EvalResult(NamedTuple):
     """Means over evaluation episodes."""
 

@@ -25,7 +25,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import proxy_env
 from agents.algos import get_algo
-from agents.callbacks import CheckpointCallback, EpisodeStatsCallback, EvalCallback, TimeLimitCallback, TqdmCallback
+from agents.callbacks import (
+    CheckpointCallback,
+    CriticWarmupCallback,
+    EpisodeStatsCallback,
+    EvalCallback,
+    TimeLimitCallback,
+    TqdmCallback,
+)
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
 from agents.policies import init_accept_bias, param_report, proxy_policy_kwargs
@@ -78,6 +85,20 @@ class SB3Config(RLConfig):
     eval_freq: int = field(default=0, metadata=help_text("evaluate on eval_prompts every this many steps (0: never)"))
     eval_episodes: int = field(default=16, metadata=help_text("episodes per evaluation"))
     resume: str | None = field(default=None, metadata=help_text("continue training from this checkpoint folder"))
+    init_from: str | None = field(
+        default=None,
+        metadata=help_text(
+            "start the policy from this checkpoint folder's weights (a tilt fit, say) with this run's "
+            "hyper-parameters and a fresh optimiser; --resume instead continues that checkpoint's own run"
+        ),
+    )
+    critic_warmup: int = field(
+        default=0,
+        metadata=help_text(
+            "on-policy algorithms: the first this many updates train the value head only, the actor frozen "
+            "(a critic for a policy loaded by --init-from before it moves)"
+        ),
+    )
     trust_checkpoint: bool = field(
         default=False,
         metadata=help_text(
@@ -101,10 +122,31 @@ class SB3Config(RLConfig):
                 f"resume={self.resume!r} is not a checkpoint folder; pass a folder written by --save-dir."
             )
         check_number("reject_cost", self.reject_cost, lambda v: v >= 0, ">= 0 (0: no cost)")
+        self._check_init()
         for key, (ok, what) in _ALGO_RANGES.items():
             if key in self.algo_kwargs and not (_is_number(self.algo_kwargs[key]) and ok(self.algo_kwargs[key])):
                 raise ConfigError(f"algo_kwargs[{key!r}]={self.algo_kwargs[key]!r} must be {what}.")
         _check_resume(self)
+
+    def _check_init(self) -> None:
+        check_int("critic_warmup", self.critic_warmup, minimum=0, hint="0: the actor learns from the first update")
+        if self.critic_warmup and not get_algo(self.algo).on_policy:
+            raise ConfigError(
+                f"critic_warmup={self.critic_warmup} needs an on-policy actor-critic (ppo, a2c, trpo, recurrentppo); "
+                f"algo={self.algo!r} has no separate value head to warm up: pass --critic-warmup 0."
+            )
+        if self.init_from is None:
+            return
+        if self.resume is not None:
+            raise ConfigError(
+                f"init_from={self.init_from!r} and resume={self.resume!r} both given: --resume continues a run "
+                "(its hyper-parameters, optimiser and step count), --init-from starts a new one from its weights; pass one."
+            )
+        if not Path(self.init_from).expanduser().is_dir():
+            raise ConfigError(
+                f"init_from={self.init_from!r} is not a checkpoint folder; pass a folder written by --save-dir."
+            )
+        read_meta(self.init_from)  # a folder without a readable proxy_config.json is named now, before loading
 
 
 def _is_number(value: Any) -> bool:
@@ -184,9 +226,25 @@ def build_agent(cfg: SB3Config, env: SB3VecEnv) -> Any:
         )
     except (AssertionError, ValueError, TypeError) as exc:  # SB3 checks its hyper-parameters with asserts
         raise ConfigError(f"{cls.__name__} (algo={cfg.algo!r}) refused its hyper-parameters {extra}: {exc}") from exc
-    if cfg.init_accept_prob is not None:
+    if cfg.init_from is not None:
+        _load_weights(agent, cfg)
+    elif cfg.init_accept_prob is not None:
         init_accept_bias(agent, cfg.init_accept_prob)
     return agent
+
+
+def _load_weights(agent: Any, cfg: SB3Config) -> None:
+    """Copy ``cfg.init_from``'s policy weights into the fresh ``agent`` (same architecture, else a named error)."""
+    source = load_checkpoint(str(cfg.init_from), device=cfg.policy_device, trust=cfg.trust_checkpoint).model
+    try:
+        agent.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as exc:  # missing keys or other shapes: another algorithm, observation or width
+        meta = read_meta(str(cfg.init_from))
+        raise ConfigError(
+            f"init_from={cfg.init_from!r} holds a {meta.algo!r} policy that does not fit this run's {cfg.algo!r} "
+            f"one ({str(exc).splitlines()[0]}); pass the checkpoint's own --observation, --features-dim and --hidden "
+            "and an algorithm with the same policy (ppo, a2c and trpo share theirs)."
+        ) from exc
 
 
 def _check_algo_kwargs(cls: Any, algo: str, kwargs: dict[str, Any]) -> None:
@@ -281,13 +339,16 @@ def _train(
         else None
     )
     try:
-        if cfg.resume is not None:
-            check_lm(read_meta(cfg.resume), lm, cfg.resume)
+        for source in (cfg.resume, cfg.init_from):
+            if source is not None:
+                check_lm(read_meta(source), lm, source)
         _check_rollout_memory(cfg, env)
         agent = build_agent(cfg, env)
         extra: list[BaseCallback] = [EpisodeStatsCallback(), StopOnSignalCallback(stop)]
         if kl_callback is not None:
             extra.append(kl_callback)
+        if cfg.critic_warmup:
+            extra.append(CriticWarmupCallback(cfg.critic_warmup))
         if cfg.eval_freq > 0 and cfg.eval_prompts:
             eval_env = make_sb3_env({**kwargs, "prompts": cfg.eval_prompts}, cfg.num_envs, reject_cost=cfg.reject_cost)
             evaluator = EvalCallback(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed)

@@ -102,6 +102,51 @@ def test_resume_continues_training(saved, tmp_path):
         train(_tiny_cfg(algo="a2c", resume=str(saved)), reward=_zero)
 
 
+def _weights(policy) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+def test_init_from_starts_a_new_run_from_the_weights_and_the_warmup_moves_only_the_critic(saved, tmp_path):
+    from agents.saving.checkpoint import load_checkpoint
+    from tests.conftest import length_reward
+
+    start = _weights(load_checkpoint(saved).model.policy)
+    critic = ("value_net.", "mlp_extractor.value_net.")
+    warm = train(_cfg(init_from=str(saved), critic_warmup=2, total_timesteps=128), reward=length_reward)
+    assert warm.model.num_timesteps == 128  # a new run: no step count carried over
+    after = _weights(warm.model.policy)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and all(k.startswith(critic) for k in moved), moved  # two updates, both critic-only
+    assert all(p.requires_grad for p in warm.model.policy.parameters())
+    # without a warm-up the same run moves the actor from the loaded weights at once
+    cold = train(_cfg(init_from=str(saved), total_timesteps=64), reward=length_reward)
+    moved = {k for k in start if not torch.equal(start[k], _weights(cold.model.policy)[k])}
+    assert any(not k.startswith(critic) for k in moved), moved
+    # the fresh agent's own init is replaced, not blended: before any update the policy is the checkpoint's
+    copy = train(_cfg(init_from=str(saved), critic_warmup=1, total_timesteps=64, learning_rate=1e-12), reward=_zero)
+    for k, v in _weights(copy.model.policy).items():
+        torch.testing.assert_close(v, start[k], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"resume": "SAVED"}, "init_from=.* and resume=.* both given"),
+        ({"init_from": "NOWHERE"}, "init_from='.*nowhere' is not a checkpoint folder"),
+        ({"features_dim": 16}, "holds a 'ppo' policy that does not fit this run's 'ppo' one.*--features-dim"),
+        ({"algo": "dqn", "critic_warmup": 1, "n_steps": None}, "critic_warmup=1 needs an on-policy actor-critic"),
+    ],
+    ids=["with-resume", "missing", "other-width", "off-policy-warmup"],
+)
+def test_init_from_refuses_what_cannot_start_from_those_weights(saved, tmp_path, kwargs, match):
+    fixed = {
+        k: str(saved) if v == "SAVED" else str(tmp_path / "nowhere") if v == "NOWHERE" else v for k, v in kwargs.items()
+    }
+    base = {"init_from": str(saved)} if "init_from" not in fixed and "critic_warmup" not in fixed else {}
+    with pytest.raises(ConfigError, match=match):
+        train(_cfg(**{**base, **fixed}), reward=_zero)
+
+
 # ---------------------------------------------------------------------------------- config, logs
 def test_unknown_algo_suggests_closest():
     with pytest.raises(ConfigError, match=r"algo='ppo2' is not a known algorithm.*Did you mean 'ppo'\?"):
