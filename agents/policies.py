@@ -165,3 +165,19 @@ def fresh_ppo_proxy(observation_space: Any, cfg: Any, *, learning_rate: float, n
     if cfg.init_accept_prob is not None:
         init_accept_bias(model, cfg.init_accept_prob)
     return model
+
+
+def copy_policy(agent: Any, source: Any, *, where: str, source_algo: str, algo: str) -> None:
+    """Copy ``source``'s policy weights into the fresh ``agent`` (``train --init-from``; ``where`` names the folder).
+
+    Raises :class:`ConfigError` naming what to pass when the architectures differ (another algorithm's policy, another
+    observation or width).
+    """
+    try:
+        agent.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as exc:  # missing keys or other shapes
+        raise ConfigError(
+            f"{where} holds a {source_algo!r} policy that does not fit this run's {algo!r} one "
+            f"({str(exc).splitlines()[0]}); pass the checkpoint's own --observation, --features-dim and --hidden "
+            "and an algorithm with the same policy (ppo, a2c and trpo share theirs)."
+        ) from exc

@@ -35,7 +35,7 @@ from agents.callbacks import (
 )
 from agents.interrupt import GracefulStop, StopOnSignalCallback
 from agents.kl_control import KLController, KLPenaltyCallback
-from agents.policies import init_accept_bias, param_report, proxy_policy_kwargs
+from agents.policies import copy_policy, init_accept_bias, param_report, proxy_policy_kwargs
 from agents.saving.checkpoint import check_lm, load_checkpoint, periodic_save, plain, read_meta, save_or_rescue
 from agents.training import (
     RLConfig,
@@ -227,24 +227,13 @@ def build_agent(cfg: SB3Config, env: SB3VecEnv) -> Any:
     except (AssertionError, ValueError, TypeError) as exc:  # SB3 checks its hyper-parameters with asserts
         raise ConfigError(f"{cls.__name__} (algo={cfg.algo!r}) refused its hyper-parameters {extra}: {exc}") from exc
     if cfg.init_from is not None:
-        _load_weights(agent, cfg)
+        source = load_checkpoint(cfg.init_from, device=cfg.policy_device, trust=cfg.trust_checkpoint)
+        copy_policy(
+            agent, source.model, where=f"init_from={cfg.init_from!r}", source_algo=source.meta.algo, algo=cfg.algo
+        )
     elif cfg.init_accept_prob is not None:
         init_accept_bias(agent, cfg.init_accept_prob)
     return agent
-
-
-def _load_weights(agent: Any, cfg: SB3Config) -> None:
-    """Copy ``cfg.init_from``'s policy weights into the fresh ``agent`` (same architecture, else a named error)."""
-    source = load_checkpoint(str(cfg.init_from), device=cfg.policy_device, trust=cfg.trust_checkpoint).model
-    try:
-        agent.policy.load_state_dict(source.policy.state_dict())
-    except RuntimeError as exc:  # missing keys or other shapes: another algorithm, observation or width
-        meta = read_meta(str(cfg.init_from))
-        raise ConfigError(
-            f"init_from={cfg.init_from!r} holds a {meta.algo!r} policy that does not fit this run's {cfg.algo!r} "
-            f"one ({str(exc).splitlines()[0]}); pass the checkpoint's own --observation, --features-dim and --hidden "
-            "and an algorithm with the same policy (ppo, a2c and trpo share theirs)."
-        ) from exc
 
 
 def _check_algo_kwargs(cls: Any, algo: str, kwargs: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 #   bash benchmarks/frontier_value.sh "2 4 8 16"       # the N of each proxy (default below), then bench
 # 1. `proxy-rlhf value`: $SAMPLES responses per training prompt (default 64: 637 x 64 = 40,768 responses), their
 #    mid-rank quantiles u, $POSITIONS labelled positions each, and the distributional value head (resumable:
-#    rerun the same command after a stop).
+#    rerun the same command after a stop). Q♯'s second round is benchmarks/frontier_rollin.sh, after this one.
 # 2. Per N: `train --backend tilt --tilt-value` fits the proxy to q·E[u^(N-1) | s+y] over the tilt recipe's collected
 #    positions ($TILT_DATA: frontier_tilt.sh's 32,768-decision cache is reused when its settings match). β (--kl-coef)
 #    cancels out of the target (Δ = β log W), so it is 1.
@@ -17,7 +17,8 @@ POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
 FRONTIER=${FRONTIER:-benchmarks/results/frontier32/results.csv}
 EPOCHS=${EPOCHS:-12}
-OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
+# a finished head is kept (its report.json): a rerun after a stop goes on with the proxies and the bench
+[ -f "$OUT/head/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
   --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$OUT/head" --seed "${SEED:-0}"
 dirs=()
 for n in $NS; do

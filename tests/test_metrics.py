@@ -101,3 +101,25 @@ def test_sample_statistics_equal_the_separate_passes(kind, request, monkeypatch)
     assert (
         sample(lm, prompts, 4, max_new_tokens=10, seed=0, batch_size=2, **POOL).ids == drawn.ids
     )  # same seed, same samples
+
+
+def test_sample_continues_a_begun_response_and_shows_each_draws_state(tiny):
+    """``prefixes``: rows start after their begun response; ``on_step`` sees the state each token was drawn from."""
+    import torch
+
+    from agents.eval.metrics import sample
+
+    seen = []
+    begun = [[5, 6, 7], []]
+    drawn = sample(tiny, ["Hello!", "How are you today?"], 2, max_new_tokens=3, top_k=50, top_p=0.95,
+                   temperature=1.0, seed=0, batch_size=2, prefixes=begun,
+                   on_step=lambda start, t, hidden, pool, col: seen.append((t, hidden.clone(), pool.tokens.gather(1, col))))  # fmt: skip
+    assert [t for t, *_ in seen] == list(range(len(seen))) and seen[0][1].shape == (4, tiny.hidden_size)
+    with torch.no_grad():
+        for row in range(4):
+            prompt, ids = ["Hello!", "How are you today?"][row // 2], drawn.ids[row // 2][row % 2]
+            for t, hidden, token in seen[: len(ids)]:
+                assert int(token[row]) == ids[t]
+                seq = torch.tensor([tiny.encode_prompt(prompt) + begun[row // 2] + ids[:t]])
+                out = tiny.model(input_ids=seq, output_hidden_states=True)
+                torch.testing.assert_close(hidden[row], out.hidden_states[-1][0, -1], atol=1e-4, rtol=1e-4)

@@ -110,6 +110,7 @@ def sample(
     batch_size: int,
     on_step: Callable[..., None] | None = None,
     hidden_layer: int = -1,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> Samples:
     """``n`` responses per prompt from the environment's sampler: the tempered LLM truncated to its pool.
 
@@ -125,6 +126,7 @@ def sample(
     the call, ``t`` the step, ``hidden`` (R, H) the state each row drew from (layer ``hidden_layer`` of the cached
     forward that gave the logits: what the env's ``prefix`` observation holds), ``pool`` the truncated pool, ``col``
     (R, 1) the column drawn (rows are prompt-major; a row past its EOS keeps drawing and is cut afterwards).
+    ``prefixes`` (one token list per prompt) continue responses already begun: each prompt's rows start after it.
     """
     from transformers import DynamicCache
 
@@ -139,7 +141,8 @@ def sample(
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
-            ids, mask = lm.left_pad([lm.encode_prompt(p) for p in chunk])  # (b, W)
+            begun = prefixes[start : start + batch_size] if prefixes is not None else [()] * len(chunk)
+            ids, mask = lm.left_pad([lm.encode_prompt(p) + list(b) for p, b in zip(chunk, begun)])  # (b, W)
             cache = DynamicCache()
             kwargs = lm.cache_kwargs(cache)
             out = lm.model(

@@ -121,10 +121,10 @@ def collect_value_data(
     """
     done = load_value_data(path, key) if path is not None else None
     parts: list[ValueData] = [done] if done is not None else []
-    start = _prompts_done(path) if done is not None else 0
+    start = prompts_done(path) if done is not None else 0
     for s in range(start, len(prompts), batch_prompts):
         chunk = prompts[s : s + batch_prompts]
-        steps = _Steps(lm)
+        steps = StepRecorder(lm)
         drawn = sample(
             lm,
             chunk,
@@ -150,16 +150,16 @@ def collect_value_data(
                 picks += [(j, i, int(t), len(ids)) for t in sorted(rng.permutation(len(ids))[: key.positions])]
         parts.append(steps.positions(picks, key.samples, rewards, u, s))
         if path is not None:
-            save_value_data(path, key, _join(parts), prompts_done=min(s + batch_prompts, len(prompts)))
+            save_value_data(path, key, join_value_data(parts), prompts_done=min(s + batch_prompts, len(prompts)))
         if progress is not None:
             progress(min(s + batch_prompts, len(prompts)), len(prompts))
-    return _join(parts)
+    return join_value_data(parts)
 
 
-class _Steps:
-    """What the proxy observes at every draw of one sampling call, kept (on the CPU, float16) until positions are picked.
+class StepRecorder:
+    """``sample(on_step=)``: what the proxy observes at every draw of one sampling call (CPU, float16).
 
-    The sampler's own cached forward gives the hidden state and its own pool the candidate's log-probabilities, as in
+    Kept until the positions are picked after the call. The sampler's own cached forward gives the hidden state and its own pool the candidate's log-probabilities, as in
     the env: no second forward, and the taken token is in its pool by construction.
     """
 
@@ -183,13 +183,11 @@ class _Steps:
     ) -> ValueData:
         """The labelled positions ``picks`` ((prompt j, sample i, step t, length); rows prompt-major) of this call."""
         if not picks:
-            return ValueData(**{name: _empty(name, self.lm) for name in ValueData._fields})
+            return empty_value_data(self.lm)
         j, i, t, length = (torch.tensor(x, dtype=torch.long) for x in zip(*picks))
-        row = j * samples + i
-        kept = ("hidden", "pool_mean", "token", "logprob", "logq")
-        at = {name: torch.stack(getattr(self, name))[t, row] for name in kept}
-        return ValueData(
-            **at,
+        return self.take(
+            j * samples + i,
+            t,
             u=torch.as_tensor(u, dtype=torch.float32)[j, i],
             reward=torch.as_tensor(rewards, dtype=torch.float32)[j, i],
             prompt=offset + j,
@@ -197,6 +195,16 @@ class _Steps:
             step=t,
             length=length,
         )
+
+    def take(self, rows: torch.Tensor, steps: torch.Tensor, **labels: torch.Tensor) -> ValueData:
+        """Positions at (row, step of this call) with the labels given (u, reward, prompt, response, step, length)."""
+        kept = ("hidden", "pool_mean", "token", "logprob", "logq")
+        return ValueData(**{name: torch.stack(getattr(self, name))[steps, rows] for name in kept}, **labels)
+
+
+def empty_value_data(lm: FrozenLM) -> ValueData:
+    """No positions (the fields' dtypes and widths kept, so it joins with others)."""
+    return ValueData(**{name: _empty(name, lm) for name in ValueData._fields})
 
 
 def _empty(name: str, lm: FrozenLM) -> torch.Tensor:
@@ -207,12 +215,16 @@ def _empty(name: str, lm: FrozenLM) -> torch.Tensor:
     )
 
 
-def _join(parts: list[ValueData]) -> ValueData:
+def join_value_data(parts: list[ValueData]) -> ValueData:
+    """The positions of every part, in order."""
     return ValueData(*(torch.cat(xs) for xs in zip(*parts)))
 
 
-def save_value_data(path: str | os.PathLike, key: ValueDataKey, data: ValueData, *, prompts_done: int) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written file."""
+def save_value_data(path: str | os.PathLike, key: Any, data: ValueData, *, prompts_done: int) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it): never a half-written file.
+
+    ``key``: the dataclass of the settings the data depend on (:class:`ValueDataKey`, or a roll-in round's key).
+    """
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -220,11 +232,11 @@ def save_value_data(path: str | os.PathLike, key: ValueDataKey, data: ValueData,
     os.replace(tmp, target)
 
 
-def _prompts_done(path: Any) -> int:
+def prompts_done(path: Any) -> int:
     return int(torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)["prompts_done"])
 
 
-def load_value_data(path: str | os.PathLike | None, key: ValueDataKey | None = None) -> ValueData | None:
+def load_value_data(path: str | os.PathLike | None, key: Any = None) -> ValueData | None:
     """The data at ``path`` (None if there is no file); with ``key``, refused if collected under other settings."""
     if path is None or not Path(path).expanduser().exists():
         return None

@@ -36,6 +36,19 @@ class ValueConfig:
     epochs: int = field(default=8, metadata=help_text("passes over the training positions"))
     learning_rate: float = field(default=1e-3, metadata=help_text("AdamW learning rate"))
     collect_only: bool = field(default=False, metadata=help_text("collect the data, fit nothing"))
+    roll_in: str | None = field(
+        default=None,
+        metadata=help_text(
+            "Q♯'s second round: a value head folder whose guide rolls in (agents/value/rollin.py); the head is then "
+            "fitted on both rounds"
+        ),
+    )
+    roll_in_n: int = field(default=4, metadata=help_text("the N of the rolling-in guide"))
+    roll_in_rule: str = field(default="distribution", metadata=help_text("the rolling-in guide's rule"))
+    roll_ins: int = field(default=8, metadata=help_text("guided roll-ins per training prompt"))
+    roll_in_data: str = field(
+        default="runs/value/rollin.pt", metadata=help_text("the roll-in round's data file (resumed when it exists)")
+    )
     curve: tuple[float, ...] = field(
         default=(),
         metadata=help_text(
@@ -56,8 +69,27 @@ class ValueConfig:
             raise ConfigError(
                 f"curve={self.curve!r}: each share of the training prompts must be in (0, 1] (--curve 0.25 0.5)."
             )
-        if Path(self.data).expanduser().is_dir():
-            raise ConfigError(f"data={self.data!r} is a folder; pass the path of a file to collect into.")
+        for name in ("data", "roll_in_data"):
+            if Path(getattr(self, name)).expanduser().is_dir():
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} is a folder; pass the path of a file to collect into."
+                )
+        if self.roll_in is not None:
+            from agents.value import VALUE_RULES
+
+            if not (Path(self.roll_in).expanduser() / "value_head.json").is_file():
+                raise ConfigError(
+                    f"roll_in={self.roll_in!r} is not a value head folder; pass the --out of a `proxy-rlhf value` run."
+                )
+            check_int("roll_in_n", self.roll_in_n, minimum=1)
+            check_int("roll_ins", self.roll_ins, minimum=1)
+            if self.roll_in_rule not in VALUE_RULES:
+                raise ConfigError(f"roll_in_rule={self.roll_in_rule!r} must be one of {list(VALUE_RULES)}.")
+            if Path(self.roll_in).expanduser().resolve() == Path(self.out).expanduser().resolve():
+                raise ConfigError(
+                    f"out={self.out!r} is the rolling-in head's folder: the second round's head would overwrite the "
+                    "guide it was collected with; pass another --out."
+                )
 
 
 def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
@@ -107,6 +139,8 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
         "data": {"positions": len(data), "responses": len(prompts) * cfg.samples, "prompts": len(prompts)},
         "collect_s": time.perf_counter() - start,
     }
+    if cfg.roll_in is not None:
+        data = _roll_in(cfg, lm, prompts, key, data, report, log)
     if cfg.collect_only:
         return report
     head = ValueHead(
@@ -134,3 +168,45 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
         f"(marginal {trained['marginal_ce']:.4f}); wrote {out}"
     )
     return report
+
+
+def _roll_in(
+    cfg: ValueConfig, lm: Any, prompts: list[str], key: Any, first: Any, report: dict[str, Any], log: Any
+) -> Any:
+    """Collect (or resume) the roll-in round on top of ``first``; both rounds, joined, are what the head fits."""
+    from agents.eval.cache import folder_fingerprint
+    from agents.value.data import join_value_data
+    from agents.value.guide import value_guide
+    from agents.value.head import load_value_head
+    from agents.value.rollin import collect_rollin_data, rollin_key
+    from proxy_env.rewards import resolve_reward
+
+    guide_head = load_value_head(str(cfg.roll_in), lm, hidden_layer=cfg.hidden_layer)
+    pool = {"top_k": cfg.top_k, "top_p": cfg.top_p, "temperature": cfg.temperature}
+    guide = value_guide(guide_head, lm, cfg.roll_in_n, seed=cfg.seed, rule=cfg.roll_in_rule, **pool)
+    rkey = rollin_key(
+        key, folder_fingerprint(str(cfg.roll_in)), cfg.roll_in_n, cfg.roll_in_rule, cfg.roll_ins, cfg.positions
+    )
+    start = time.perf_counter()
+    second = collect_rollin_data(
+        lm,
+        prompts,
+        resolve_reward(cfg.reward, device=lm.device, lm=lm),
+        rkey,
+        first,
+        guide,
+        path=cfg.roll_in_data,
+        batch_prompts=cfg.batch_prompts,
+        progress=lambda done, total: log(f"roll-in data: {done}/{total} prompts, {time.perf_counter() - start:.0f} s"),
+    )
+    report["roll_in"] = {
+        "head": cfg.roll_in,
+        "n": cfg.roll_in_n,
+        "rule": cfg.roll_in_rule,
+        "roll_ins": len(prompts) * cfg.roll_ins,
+        "positions": len(second),
+        "collect_s": time.perf_counter() - start,
+    }
+    both = join_value_data([first, second])
+    report["data"]["positions"] = len(both)
+    return both
