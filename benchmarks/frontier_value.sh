@@ -7,15 +7,15 @@
 # 2. Per N: `train --backend tilt --tilt-value` fits the proxy to q·E[u^(N-1) | s+y] over the tilt recipe's collected
 #    positions ($TILT_DATA: frontier_tilt.sh's 32,768-decision cache is reused when its settings match). β (--kl-coef)
 #    cancels out of the target (Δ = β log W), so it is 1.
-# 3. One bench against best-of-N 1…32 ($FRONTIER: same prompts, seed and settings, checked on always-accept), with the
-#    head also as a decoding-time guide at each N (`--value-head`: nothing fitted, the accept rule solved per pool).
+# 3. One bench with its own best-of-N 1…32 (4 reference samples per prompt for its KL; per-prompt results, so φ gets a
+#    bootstrap CI), with the head also as a decoding-time guide at each N (`--value-head`: nothing fitted, the accept
+#    rule solved per pool). benchmarks/rephi.py puts the rows on frontier32's curve as well.
 set -euo pipefail
 OUT=${OUT:-runs/value}
 NS=${1:-"2 4 8 16"}
 SAMPLES=${SAMPLES:-64}
 POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
-FRONTIER=${FRONTIER:-benchmarks/results/frontier32/results.csv}
 EPOCHS=${EPOCHS:-12}
 # a finished head is kept (its report.json): a rerun after a stop goes on with the proxies and the bench
 [ -f "$OUT/head/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
@@ -31,5 +31,5 @@ for n in $NS; do
     --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
 done
 OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$OUT/head" --value-n $NS --value-rules distribution mean \
-  --prompts default-eval --n --frontier-from "$FRONTIER" --max-new-tokens 32 --sample --batch-size 32 \
+  --prompts default-eval --n 2 4 8 16 32 --bon-reference 4 --max-new-tokens 32 --sample --batch-size 32 \
   --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench"

@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from agents.eval.board import _order, _trained_name, phi_ci
+from agents.eval.board import _order, _trained_name
+from agents.eval.report import phi_ci
 
 
 def test_phi_interval_brackets_an_agent_on_the_frontier_and_is_undefined_beyond_it():

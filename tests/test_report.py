@@ -92,3 +92,31 @@ def test_a_results_csv_cut_mid_row_names_the_line(tmp_path):
     path.write_text("agent,kind,reward\nalways-accept,baseline,0.3\nbest-of-2,best-of-n\n")  # the last row is cut
     with pytest.raises(ConfigError, match=r"frontier_from='.*results.csv', line 3: 2 fields where the header has 3"):
         read_rows(path, "frontier_from")
+
+
+def test_the_bench_gives_phi_an_interval_from_its_own_best_of_n_only():
+    from agents.eval.report import summarize
+    from agents.eval.results import AgentEval
+
+    rng = np.random.default_rng(0)
+    n = 200
+    base = rng.normal(0.0, 0.3, n)
+
+    def agent(name, kind, rewards, kl):
+        ids = [[1, 2, 3]] * n
+        zeros = np.zeros(n)
+        return AgentEval(name, kind, rewards, ids, zeros, zeros + 3.0, np.full(n, kl), zeros, zeros + 3, 1.0)
+
+    agents = [
+        agent("always-accept", "baseline", base, 0.0),
+        agent("best-of-2", "best-of-n", base + 0.2, 0.3),
+        agent("best-of-4", "best-of-n", base + 0.4, 0.8),
+        agent("proxy (half)", "proxy", base + 0.1 + rng.normal(0, 0.05, n), 0.3),
+    ]
+    rows = {r["agent"]: r for r in summarize(agents)}
+    half = rows["proxy (half)"]
+    assert half["phi_lo"] < half["phi"] < half["phi_hi"] and half["phi_lo"] < 0.5 < half["phi_hi"]
+    assert half["phi_hi"] - half["phi_lo"] < 0.3
+    assert np.isnan(rows["best-of-2"]["phi_lo"]) and np.isnan(rows["always-accept"]["phi_lo"])
+    alone = {r["agent"]: r for r in summarize([agents[0], agents[3]])}  # no curve here: no φ, no interval
+    assert np.isnan(alone["proxy (half)"]["phi_lo"])

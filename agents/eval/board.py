@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.eval.compare import paired_gain
-from agents.eval.report import read_rows, result_rows
+from agents.eval.report import phi_ci, read_rows, result_rows
 from agents.eval.results import BenchResult
 from proxy_env.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from agents.eval.leaderboard import LeaderboardConfig
 
-BOOTSTRAP = 1000
 SECTION = "board.md"
 PER_PROMPT = "per_prompt.json"
 TRAINED = "trained.json"
@@ -83,30 +82,6 @@ def load_round(folder: Path) -> Round:
         return Round(rows, [], "", {})
     data = json.loads(path.read_text(encoding="utf-8"))
     return Round(rows, data["prompts"], data["machine"], data["agents"])
-
-
-def phi_ci(
-    rewards: np.ndarray, kl: np.ndarray, base: np.ndarray, bon: list[tuple[np.ndarray, np.ndarray]], seed: int = 0
-) -> tuple[float, float]:
-    """A bootstrap 95% CI of φ over prompts (resampled together for the agent, always-accept and best-of-N's (rewards, kl))."""
-    if not bon:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    n = len(rewards)
-    draws = []
-    for _ in range(BOOTSTRAP):
-        idx = rng.integers(0, n, n)
-        curve_kl = np.maximum.accumulate(np.array([0.0] + [max(float(k[idx].mean()), 0.0) for _, k in bon]))
-        curve_r = np.array([base[idx].mean()] + [r[idx].mean() for r, _ in bon])
-        row_kl = max(float(kl[idx].mean()), 0.0)
-        frontier = float(np.interp(row_kl, curve_kl, curve_r))
-        ok = row_kl <= curve_kl[-1] and frontier > curve_r[0]
-        draws.append((rewards[idx].mean() - curve_r[0]) / (frontier - curve_r[0]) if ok else math.nan)
-    values = np.array(draws)
-    if np.isnan(values).mean() > 0.05:  # undefined in more than 5% of resamples: no interval
-        return math.nan, math.nan
-    lo, hi = np.nanpercentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def _trained_name(agent_name: str) -> str | None:

@@ -50,6 +50,8 @@ COLUMNS = [
     "trainable_params",
     "train_wall_s",
     "phi",
+    "phi_lo",
+    "phi_hi",
     "collapsed",
     "curve",
     "point",
@@ -59,6 +61,7 @@ COLUMNS = [
 # distinct-2 floor of 0.75 marked the LLM itself on 32-token responses: its own is 0.71 on default-eval.)
 MAX_DISTINCT_2_DROP = 0.10
 MAX_PERPLEXITY_OVER_BON16 = 1.0
+BOOTSTRAP = 1000  # resamples of the prompts behind φ's interval
 TIMING_COLUMNS = ("wall_s_per_response", "train_wall_s")  # the only columns that differ between seeded runs
 PREFERRED_TAGS = (
     "rollout/ep_rew_mean",
@@ -113,6 +116,12 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
         row.update(curve=a.curve or "", point=a.point or "")
         rows.append(row)
     frontier_scores(rows)
+    bon = sorted((a for a in agents if a.kind == "best-of-n"), key=lambda a: int(a.name.rsplit("-", 1)[1]))
+    for a, row in zip(agents, rows):  # φ's interval needs the curve's per-prompt results: this run's best-of-N
+        ok = base is not None and bon and a.kind not in ("best-of-n", "finetune") and not math.isnan(row["phi"])
+        row["phi_lo"], row["phi_hi"] = (
+            phi_ci(a.rewards, a.kl, base.rewards, [(b.rewards, b.kl) for b in bon]) if ok and base else (math.nan,) * 2
+        )
     return rows
 
 
@@ -140,6 +149,30 @@ def phi(row: dict[str, Any], kl: np.ndarray, reward: np.ndarray) -> float:
         return math.nan
     frontier = float(np.interp(max(row["kl"], 0.0), kl, reward))
     return (row["reward"] - reward[0]) / (frontier - reward[0]) if frontier > reward[0] else math.nan
+
+
+def phi_ci(
+    rewards: np.ndarray, kl: np.ndarray, base: np.ndarray, bon: list[tuple[np.ndarray, np.ndarray]], seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap 95% CI of φ over prompts (resampled together for the agent, always-accept and best-of-N's (rewards, kl))."""
+    if not bon:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    n = len(rewards)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, n, n)
+        curve_kl = np.maximum.accumulate(np.array([0.0] + [max(float(k[idx].mean()), 0.0) for _, k in bon]))
+        curve_r = np.array([base[idx].mean()] + [r[idx].mean() for r, _ in bon])
+        row_kl = max(float(kl[idx].mean()), 0.0)
+        frontier = float(np.interp(row_kl, curve_kl, curve_r))
+        ok = row_kl <= curve_kl[-1] and frontier > curve_r[0]
+        draws.append((rewards[idx].mean() - curve_r[0]) / (frontier - curve_r[0]) if ok else math.nan)
+    values = np.array(draws)
+    if np.isnan(values).mean() > 0.05:  # undefined in more than 5% of resamples: no interval
+        return math.nan, math.nan
+    lo, hi = np.nanpercentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def frontier_scores(rows: list[dict[str, Any]]) -> None:
@@ -200,7 +233,9 @@ def markdown(result: BenchResult, rows: list[dict[str, Any]], command: str) -> s
         "Forwards: tokens fed through the LLM per response (offered candidates; all N samples for best-of-N); "
         "the KL pass is not counted. φ = (R − R_base)/(R_BoN(KL) − R_base): the share of best-of-N's reward gain "
         "reached at the same KL (best-of-N interpolated linearly between its points, always-accept at KL 0; — beyond "
-        f"its range). Aligned: no where the text collapsed (distinct-2 more than {MAX_DISTINCT_2_DROP:.0%} below "
+        f"its range); its 95% CI: {BOOTSTRAP} bootstrap resamples of the prompts, the agent's, always-accept's and "
+        "best-of-N's results resampled together (none when the curve is another run's). "
+        f"Aligned: no where the text collapsed (distinct-2 more than {MAX_DISTINCT_2_DROP:.0%} below "
         f"always-accept's, or perplexity > best-of-16's + {MAX_PERPLEXITY_OVER_BON16:g}), whatever the reward.",
         "",
         "¹ Fine-tuned model: KL of its sampler (own top-k/top-p pool) from the frozen LLM's *untruncated* "
@@ -453,6 +488,8 @@ def result_rows(result: BenchResult) -> list[dict[str, Any]]:
         names = {r["agent"] for r in rows}
         rows[2:2] = [r for r in read_frontier(result.config.frontier_from, rows) if r["agent"] not in names]
         frontier_scores(rows)
+        for row in rows:  # another run's curve, whose per-prompt results are not here: φ without an interval
+            row["phi_lo"] = row["phi_hi"] = math.nan
     return rows
 
 
