@@ -51,8 +51,9 @@ class CriticWarmupCallback(BaseCallback):
         critic = [*policy.value_net.parameters(), *policy.mlp_extractor.value_net.parameters()]
         if not getattr(policy, "share_features_extractor", True):
             critic += list(policy.vf_features_extractor.parameters())
-        if hasattr(policy, "lstm_critic") and policy.lstm_critic is not None:
-            critic += list(policy.lstm_critic.parameters())
+        for name in ("lstm_critic", "critic"):  # sb3_contrib's recurrent policies: the critic's own LSTM or layer
+            if getattr(policy, name, None) is not None:
+                critic += list(getattr(policy, name).parameters())
         mine = {id(p) for p in critic}
         return [p for p in policy.parameters() if id(p) not in mine]
 

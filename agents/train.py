@@ -89,7 +89,8 @@ class SB3Config(RLConfig):
         default=None,
         metadata=help_text(
             "start the policy from this checkpoint folder's weights (a tilt fit, say) with this run's "
-            "hyper-parameters and a fresh optimiser; --resume instead continues that checkpoint's own run"
+            "hyper-parameters and a fresh optimiser (--init-accept-prob is not applied); --resume instead continues "
+            "that checkpoint's own run"
         ),
     )
     critic_warmup: int = field(
@@ -130,10 +131,11 @@ class SB3Config(RLConfig):
 
     def _check_init(self) -> None:
         check_int("critic_warmup", self.critic_warmup, minimum=0, hint="0: the actor learns from the first update")
-        if self.critic_warmup and not get_algo(self.algo).on_policy:
+        if self.critic_warmup and (not get_algo(self.algo).on_policy or self.algo.lower() == "trpo"):
             raise ConfigError(
-                f"critic_warmup={self.critic_warmup} needs an on-policy actor-critic (ppo, a2c, trpo, recurrentppo); "
-                f"algo={self.algo!r} has no separate value head to warm up: pass --critic-warmup 0."
+                f"critic_warmup={self.critic_warmup} needs an on-policy actor-critic trained by one optimiser (ppo, "
+                f"a2c, recurrentppo); algo={self.algo!r} has no value head to warm up alone (TRPO moves its actor by "
+                "its own natural-gradient step): pass --critic-warmup 0."
             )
         if self.init_from is None:
             return
@@ -146,7 +148,7 @@ class SB3Config(RLConfig):
             raise ConfigError(
                 f"init_from={self.init_from!r} is not a checkpoint folder; pass a folder written by --save-dir."
             )
-        read_meta(self.init_from)  # a folder without a readable proxy_config.json is named now, before loading
+        warn_settings(f"init_from={self.init_from!r}", read_meta(self.init_from).env_kwargs, self)
 
 
 def _is_number(value: Any) -> bool:
@@ -277,14 +279,19 @@ def _check_resume(cfg: SB3Config) -> None:
         )
     if meta.format_version == 1 and not cfg.trust_checkpoint:
         load_checkpoint(cfg.resume, trust=False)  # raises the error that explains the risk and the flag
-    saved, now = meta.env_kwargs, plain(env_kwargs(cfg))
+    warn_settings(f"resume={cfg.resume!r}", meta.env_kwargs, cfg)
+
+
+def warn_settings(where: str, saved: dict[str, Any], cfg: SB3Config) -> None:
+    """Warn, naming them, where this run's env settings differ from a checkpoint's (``--resume``, ``--init-from``)."""
+    now = plain(env_kwargs(cfg))
     differ = sorted(k for k in set(saved) | set(now) if k not in ("model", "reward") and saved.get(k) != now.get(k))
     if differ:  # allowed (a curriculum changes the budget, say), but never silently
         warnings.warn(
-            f"resume={cfg.resume!r}: the env settings differ from the checkpoint's ("
+            f"{where}: the env settings differ from the checkpoint's ("
             + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
             + "); training continues with the new ones, and the checkpoint it saves records them.",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

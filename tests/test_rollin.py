@@ -39,10 +39,10 @@ def test_reference_rewards_keep_one_reward_per_first_round_response(first):
 
 
 def test_roll_ins_are_labelled_by_the_reference_cdf_and_stay_in_the_budget(tiny, first):
-    key = rollin_key(KEY, "guide", 4, "distribution", roll_ins=3, positions=2)
-    data = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, RandomReject(0.3, seed=0), batch_prompts=2)
+    key = rollin_key(KEY, "guide", 4, "distribution", roll_ins=3, positions=2, batch_prompts=2)
+    data = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, lambda seed: RandomReject(0.3, seed=seed))
     assert len(data) > 0 and set(data.prompt.tolist()) == {0, 1, 2, 3}
-    assert set(data.response.tolist()) <= {0, 1, 2}
+    assert set(data.response.tolist()) <= {6, 7, 8}  # after the first round's 6 responses of each prompt
     assert (data.step < data.length).all() and (data.length <= KEY.max_new_tokens).all()
     cdf = reference_rewards(first)
     for m in range(len(data)):
@@ -54,8 +54,12 @@ def test_roll_ins_are_labelled_by_the_reference_cdf_and_stay_in_the_budget(tiny,
 
 
 def test_the_roll_in_round_resumes_where_it_stopped_and_refuses_other_settings(tiny, first, tmp_path):
-    key = rollin_key(KEY, "guide", 4, "distribution", roll_ins=2, positions=2)
-    whole = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, AlwaysAccept(), batch_prompts=2)
+    key = rollin_key(KEY, "guide", 4, "distribution", roll_ins=2, positions=2, batch_prompts=2)
+
+    def guide(seed):  # draws its actions: a resumed run must draw what a whole run would
+        return RandomReject(0.5, seed=seed)
+
+    whole = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, guide)
 
     def stop_after_first(done, total):
         if done == 2:
@@ -63,26 +67,18 @@ def test_the_roll_in_round_resumes_where_it_stopped_and_refuses_other_settings(t
 
     path = tmp_path / "rollin.pt"
     with pytest.raises(KeyboardInterrupt):
-        collect_rollin_data(
-            tiny,
-            PROMPTS,
-            length_reward,
-            key,
-            first,
-            AlwaysAccept(),
-            path=path,
-            batch_prompts=2,
-            progress=stop_after_first,
-        )
+        collect_rollin_data(tiny, PROMPTS, length_reward, key, first, guide, path=path, progress=stop_after_first)
     assert set(load_value_data(path, key).prompt.tolist()) == {0, 1}
-    resumed = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, AlwaysAccept(), path=path, batch_prompts=2)
+    resumed = collect_rollin_data(tiny, PROMPTS, length_reward, key, first, guide, path=path)
     for a, b in zip(whole, resumed):
         torch.testing.assert_close(a, b)
-    other = rollin_key(KEY, "guide", 8, "distribution", roll_ins=2, positions=2)
+    other = rollin_key(KEY, "guide", 8, "distribution", roll_ins=2, positions=2, batch_prompts=2)
     with pytest.raises(ConfigError, match="n: file 4 vs now 8"):
-        collect_rollin_data(tiny, PROMPTS, length_reward, other, first, AlwaysAccept(), path=path, batch_prompts=2)
+        collect_rollin_data(tiny, PROMPTS, length_reward, other, first, guide, path=path)
     with pytest.raises(ConfigError, match="no responses for 1 of the 4 prompts"):
-        collect_rollin_data(tiny, PROMPTS, length_reward, key, first.take(first.prompt < 3), AlwaysAccept())
+        collect_rollin_data(
+            tiny, PROMPTS, length_reward, key, first.take(first.prompt < 3), lambda seed: AlwaysAccept()
+        )
 
 
 def test_the_command_rolls_in_with_a_fitted_head_and_fits_on_both_rounds(tmp_path, capsys):
@@ -103,3 +99,11 @@ def test_the_command_rolls_in_with_a_fitted_head_and_fits_on_both_rounds(tmp_pat
     assert "is not a value head folder" in capsys.readouterr().err
     assert main([*args, "--roll-in", str(tmp_path / "head"), "--out", str(tmp_path / "head")]) == 2
     assert "would overwrite the guide" in capsys.readouterr().err
+
+
+def test_a_roll_in_on_another_hidden_layer_is_refused_before_anything_loads(tmp_path):
+    from agents.value.run import ValueConfig
+
+    (tmp_path / "value_head.json").write_text("{}")
+    with pytest.raises(ConfigError, match="hidden_layer=-2 with roll_in.*--hidden-layer -1"):
+        ValueConfig(roll_in=str(tmp_path), hidden_layer=-2, out=str(tmp_path / "h2")).validate()

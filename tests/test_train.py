@@ -135,8 +135,9 @@ def test_init_from_starts_a_new_run_from_the_weights_and_the_warmup_moves_only_t
         ({"init_from": "NOWHERE"}, "init_from='.*nowhere' is not a checkpoint folder"),
         ({"features_dim": 16}, "holds a 'ppo' policy that does not fit this run's 'ppo' one.*--features-dim"),
         ({"algo": "dqn", "critic_warmup": 1, "n_steps": None}, "critic_warmup=1 needs an on-policy actor-critic"),
+        ({"algo": "trpo", "critic_warmup": 1}, "TRPO moves its actor by its own natural-gradient step"),
     ],
-    ids=["with-resume", "missing", "other-width", "off-policy-warmup"],
+    ids=["with-resume", "missing", "other-width", "off-policy-warmup", "trpo-warmup"],
 )
 def test_init_from_refuses_what_cannot_start_from_those_weights(saved, tmp_path, kwargs, match):
     fixed = {

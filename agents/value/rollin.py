@@ -18,6 +18,7 @@ round's, under a key that adds the guide (its head's fingerprint, N and rule) to
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ class RollInKey:
     roll_ins: int
     positions: int
     seed: int
+    batch_prompts: int  # each batch's seeds derive from its first prompt's index
 
 
 def reference_rewards(data: ValueData) -> dict[int, np.ndarray]:
@@ -79,17 +81,18 @@ def collect_rollin_data(
     reward_fn: Any,
     key: RollInKey,
     reference: ValueData,
-    guide: Any,
+    guide: Callable[[int], Any],
     *,
     path: str | os.PathLike | None = None,
-    batch_prompts: int = 4,
     progress: Any = None,
 ) -> ValueData:
     """``key.roll_ins`` guided roll-ins per prompt, each switched to the LLM's sampler at a uniform step.
 
     ``reference``: the first round's data on the same ``prompts`` (its rewards are each prompt's CDF); ``guide``:
-    the proxy that rolls in (:func:`agents.value.guide.value_guide`, or any agent with ``predict``). Resumes from
-    ``path`` like :func:`agents.value.data.collect_value_data`.
+    ``seed -> agent``, the proxy that rolls in (a :class:`agents.value.guide.ValueGuide` in a ``PowerProxy``, or any
+    agent with ``predict``), built again for each batch with the batch's seed so that a resumed run draws what a
+    whole run would. Resumes from ``path`` like :func:`agents.value.data.collect_value_data`. The roll-ins are
+    responses ``samples + r`` of their prompt (``r < roll_ins``), after the first round's ``samples``.
     """
     from agents.generate import ProxyGenerator
 
@@ -105,24 +108,26 @@ def collect_rollin_data(
     parts: list[ValueData] = [done] if done is not None else []
     start = prompts_done(path) if done is not None else 0
     pool = {"top_k": base.top_k, "top_p": base.top_p, "temperature": base.temperature}
+    batch_prompts = key.batch_prompts
     for s in range(start, len(prompts), batch_prompts):
         chunk = prompts[s : s + batch_prompts]
+        roll_seed, sample_seed = (int(x) for x in np.random.SeedSequence([key.seed, s]).generate_state(2))
         rows = [(j, r) for j in range(len(chunk)) for r in range(key.roll_ins)]
         gen = ProxyGenerator(
             lm,
-            guide,
+            guide(roll_seed),
             batch_size=len(rows),
             deterministic=False,
-            seed=key.seed + s,
+            seed=roll_seed,
             max_new_tokens=base.max_new_tokens,
             observation="prefix",
             hidden_layer=base.hidden_layer,
             **pool,
         )
         with torch.random.fork_rng():
-            torch.manual_seed(key.seed + s)
+            torch.manual_seed(roll_seed)
             rolled = [g.token_ids for g in gen.generate([chunk[j] for j, _ in rows])]
-        parts.append(_continue(lm, chunk, rows, rolled, reward_fn, key, base, cdf, s, pool))
+        parts.append(_continue(lm, chunk, rows, rolled, reward_fn, key, base, cdf, s, pool, sample_seed))
         if path is not None:
             save_value_data(path, key, join_value_data(parts), prompts_done=min(s + batch_prompts, len(prompts)))
         if progress is not None:
@@ -141,6 +146,7 @@ def _continue(
     cdf: dict[int, np.ndarray],
     offset: int,
     pool: dict[str, Any],
+    seed: int,
 ) -> ValueData:
     """Switch each roll-in to the LLM's sampler at a uniform step; label positions of the continuations."""
     switch = [
@@ -154,7 +160,7 @@ def _continue(
         [chunk[j] for j, _ in rows],
         1,
         max_new_tokens=left,
-        seed=key.seed + offset + 1,
+        seed=seed,
         batch_size=len(rows),
         on_step=steps,
         hidden_layer=base.hidden_layer,
@@ -180,12 +186,16 @@ def _continue(
         u=torch.as_tensor(u, dtype=torch.float32)[row],
         reward=torch.as_tensor(rewards, dtype=torch.float32)[row],
         prompt=offset + torch.tensor([j for j, _ in rows], dtype=torch.long)[row],
-        response=torch.tensor([r for _, r in rows], dtype=torch.long)[row],
+        response=base.samples + torch.tensor([r for _, r in rows], dtype=torch.long)[row],
         step=at + tau,
         length=at + torch.tensor([len(t) for t in tails], dtype=torch.long)[row],
     )
 
 
-def rollin_key(reference: ValueDataKey, head: str, n: int, rule: str, roll_ins: int, positions: int) -> RollInKey:
+def rollin_key(
+    reference: ValueDataKey, head: str, n: int, rule: str, roll_ins: int, positions: int, batch_prompts: int
+) -> RollInKey:
     """The key of a roll-in round on top of the first round ``reference``."""
-    return RollInKey(ROLLIN_VERSION, asdict(reference), head, n, rule, roll_ins, positions, reference.seed)
+    return RollInKey(
+        ROLLIN_VERSION, asdict(reference), head, n, rule, roll_ins, positions, reference.seed, batch_prompts
+    )

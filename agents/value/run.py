@@ -83,6 +83,11 @@ class ValueConfig:
                 )
             check_int("roll_in_n", self.roll_in_n, minimum=1)
             check_int("roll_ins", self.roll_ins, minimum=1)
+            if self.hidden_layer != -1:
+                raise ConfigError(
+                    f"hidden_layer={self.hidden_layer} with roll_in: the guide reads the last layer's state (its "
+                    "pool is rebuilt through the output head); pass --hidden-layer -1."
+                )
             if self.roll_in_rule not in VALUE_RULES:
                 raise ConfigError(f"roll_in_rule={self.roll_in_rule!r} must be one of {list(VALUE_RULES)}.")
             if Path(self.roll_in).expanduser().resolve() == Path(self.out).expanduser().resolve():
@@ -174,18 +179,32 @@ def _roll_in(
     cfg: ValueConfig, lm: Any, prompts: list[str], key: Any, first: Any, report: dict[str, Any], log: Any
 ) -> Any:
     """Collect (or resume) the roll-in round on top of ``first``; both rounds, joined, are what the head fits."""
+    from agents.baselines import PowerProxy
     from agents.eval.cache import folder_fingerprint
     from agents.value.data import join_value_data
-    from agents.value.guide import value_guide
+    from agents.value.guide import ValueGuide
     from agents.value.head import load_value_head
     from agents.value.rollin import collect_rollin_data, rollin_key
     from proxy_env.rewards import resolve_reward
 
     guide_head = load_value_head(str(cfg.roll_in), lm, hidden_layer=cfg.hidden_layer)
-    pool = {"top_k": cfg.top_k, "top_p": cfg.top_p, "temperature": cfg.temperature}
-    guide = value_guide(guide_head, lm, cfg.roll_in_n, seed=cfg.seed, rule=cfg.roll_in_rule, **pool)
+    rule = ValueGuide(
+        guide_head,
+        lm,
+        cfg.roll_in_n,
+        rule=cfg.roll_in_rule,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        temperature=cfg.temperature,
+    )
     rkey = rollin_key(
-        key, folder_fingerprint(str(cfg.roll_in)), cfg.roll_in_n, cfg.roll_in_rule, cfg.roll_ins, cfg.positions
+        key,
+        folder_fingerprint(str(cfg.roll_in)),
+        cfg.roll_in_n,
+        cfg.roll_in_rule,
+        cfg.roll_ins,
+        cfg.positions,
+        cfg.batch_prompts,
     )
     start = time.perf_counter()
     second = collect_rollin_data(
@@ -194,9 +213,8 @@ def _roll_in(
         resolve_reward(cfg.reward, device=lm.device, lm=lm),
         rkey,
         first,
-        guide,
+        lambda seed: PowerProxy(rule, 1.0, seed=seed),
         path=cfg.roll_in_data,
-        batch_prompts=cfg.batch_prompts,
         progress=lambda done, total: log(f"roll-in data: {done}/{total} prompts, {time.perf_counter() - start:.0f} s"),
     )
     report["roll_in"] = {
