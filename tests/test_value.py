@@ -212,6 +212,11 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "head" / "report.json").read_text())
     assert [(p["share"], p["prompts"]) for p in report["curve"]] == [(0.5, 3), (1.0, 6)]  # 2 of 8 held out
+    text = (tmp_path / "head" / "report.md").read_text()
+    assert "## Learning curve" in text and "## Held-out calibration" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len({line.count("|") for line in table[-12:]}) == 1  # the calibration table's rows all have its columns
+    assert f"| 0.5 | 3 | {report['curve'][0]['responses']:,} |" in text
     assert (
         report["data"]["prompts"] == 8
         and report["data"]["positions"] > 0

@@ -168,6 +168,7 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     head.config = replace(head.config, trained=summary)
     out = save_value_head(head, cfg.out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     log(
         f"value head: {head.num_parameters:,} parameters, held-out cross-entropy {trained['held_out_ce'][-1]:.4f} "
         f"(marginal {trained['marginal_ce']:.4f}); wrote {out}"
@@ -228,3 +229,57 @@ def _roll_in(
     both = join_value_data([first, second])
     report["data"]["positions"] = len(both)
     return both
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """``report.json`` as read by a person: data, fit, learning curve and held-out calibration by decile."""
+    cfg, data, trained = report["config"], report["data"], report["trained"]
+    lines = [
+        f"# proxy-rlhf value: {data['prompts']} prompts ({cfg['prompts']}) x {cfg['samples']} responses, "
+        f"model {cfg['model']!r}, reward {cfg['reward']!r}, seed {cfg['seed']}",
+        "",
+        f"- Data: {data['positions']:,} labelled positions ({cfg['positions']} per response) from {data['responses']:,} "
+        f"responses; collected in {report['collect_s']:.0f} s (a resumed run counts this invocation only).",
+        f"- Head: {report['parameters']:,} parameters, a histogram of u over {cfg['bins']} bins; fitted in "
+        f"{report['fit_s']:.0f} s ({cfg['epochs']} epochs on {trained['positions']['train']:,} positions of "
+        f"{trained['prompts']['train']} prompts; {trained['prompts']['held_out']} prompts held out).",
+        f"- Held-out cross-entropy per epoch: {', '.join(f'{x:.4f}' for x in trained['held_out_ce'])} "
+        f"(the prefix-blind marginal: {trained['marginal_ce']:.4f}).",
+    ]
+    if "roll_in" in report:
+        r = report["roll_in"]
+        lines.append(
+            f"- Roll-in round: {r['roll_ins']:,} roll-ins by {r['head']} (N {r['n']}, rule {r['rule']}), "
+            f"{r['positions']:,} positions, collected in {r['collect_s']:.0f} s; the head fits both rounds."
+        )
+    if report.get("curve"):
+        lines += [
+            "",
+            "## Learning curve (same held-out prompts)",
+            "",
+            "| share of training prompts | prompts | responses | positions | held-out cross-entropy | marginal | "
+            "corr E[u^3] | corr E[u^7] | corr E[u^15] |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['share']:g} | {c['prompts']} | {c['responses']:,} | {c['positions']:,} | {c['held_out_ce']:.4f} | "
+            f"{c['marginal_ce']:.4f} | {c['corr E[u^3]']:.3f} | {c['corr E[u^7]']:.3f} | {c['corr E[u^15]']:.3f} |"
+            for c in report["curve"]
+        ]
+    cal = trained["calibration"]
+    names = list(cal)
+    lines += [
+        "",
+        "## Held-out calibration: mean predicted vs realised, by decile of the prediction",
+        "",
+        "| decile | " + " | ".join(f"{n} predicted | {n} realised" for n in names) + " |",
+        "|---|" + "---|---|" * len(names),
+    ]
+    for i in range(max(len(cal[n]["deciles"]) for n in names)):
+        cells = [
+            f"{cal[n]['deciles'][i][0]:.3f} | {cal[n]['deciles'][i][1]:.3f}" if i < len(cal[n]["deciles"]) else "— | —"
+            for n in names
+        ]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines.append("| correlation | " + " | ".join(f"{cal[n]['corr']:.3f} | —" for n in names) + " |")
+    return "\n".join(lines) + "\n"
