@@ -130,10 +130,11 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
         cfg.seed,
     )
     start = time.perf_counter()
+    reward = resolve_reward(cfg.reward, device=lm.device, lm=lm)
     data = collect_value_data(
         lm,
         prompts,
-        resolve_reward(cfg.reward, device=lm.device, lm=lm),
+        reward,
         key,
         path=cfg.data,
         batch_prompts=cfg.batch_prompts,
@@ -145,7 +146,7 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
         "collect_s": time.perf_counter() - start,
     }
     if cfg.roll_in is not None:
-        data = _roll_in(cfg, lm, prompts, key, data, report, log)
+        data = _roll_in(cfg, lm, prompts, reward, key, data, report, log)
     if cfg.collect_only:
         return report
     head = ValueHead(
@@ -177,7 +178,14 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
 
 
 def _roll_in(
-    cfg: ValueConfig, lm: Any, prompts: list[str], key: Any, first: Any, report: dict[str, Any], log: Any
+    cfg: ValueConfig,
+    lm: Any,
+    prompts: list[str],
+    reward: Any,
+    key: Any,
+    first: Any,
+    report: dict[str, Any],
+    log: Any,
 ) -> Any:
     """Collect (or resume) the roll-in round on top of ``first``; both rounds, joined, are what the head fits."""
     from agents.baselines import PowerProxy
@@ -186,7 +194,6 @@ def _roll_in(
     from agents.value.guide import ValueGuide
     from agents.value.head import load_value_head
     from agents.value.rollin import collect_rollin_data, rollin_key
-    from proxy_env.rewards import resolve_reward
 
     guide_head = load_value_head(str(cfg.roll_in), lm, hidden_layer=cfg.hidden_layer)
     rule = ValueGuide(
@@ -211,7 +218,7 @@ def _roll_in(
     second = collect_rollin_data(
         lm,
         prompts,
-        resolve_reward(cfg.reward, device=lm.device, lm=lm),
+        reward,
         rkey,
         first,
         lambda seed: PowerProxy(rule, 1.0, seed=seed),
