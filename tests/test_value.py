@@ -172,7 +172,8 @@ def test_the_learning_curve_holds_out_the_same_prompts_and_counts_its_rollouts(t
     config = ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=10, width=64)
     small, full = learning_curve(config, tiny, data, (1.0, 0.25), epochs=6, lr=3e-3, batch_size=128)
     assert (small["share"], small["prompts"], small["responses"]) == (0.25, 4, 240)  # 4 of the 16 not held out
-    assert (full["prompts"], full["responses"], full["positions"]) == (16, 960, 960)
+    # the whole share keeps 2 of its 16 prompts (10%) to choose the epoch by; a quarter's 4 round that to none
+    assert (full["prompts"], full["responses"], full["positions"]) == (14, 840, 840)
     assert small["marginal_ce"] > 0 and full["held_out_ce"] < full["marginal_ce"] - 0.3
     with pytest.raises(ConfigError, match="curve=.*in \\(0, 1\\]"):
         ValueConfig(curve=(0.0, 0.5)).validate()
@@ -211,7 +212,8 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
     args += ["--data", str(tmp_path / "v.pt"), "--out", str(tmp_path / "head"), "--curve", "0.5"]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "head" / "report.json").read_text())
-    assert [(p["share"], p["prompts"]) for p in report["curve"]] == [(0.5, 3), (1.0, 6)]  # 2 of 8 held out
+    # 2 of 8 held out; of the whole share's 6, one validates the epochs
+    assert [(p["share"], p["prompts"]) for p in report["curve"]] == [(0.5, 3), (1.0, 5)]
     text = (tmp_path / "head" / "report.md").read_text()
     assert "## Learning curve" in text and "## Held-out calibration" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
@@ -240,3 +242,25 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
         TiltConfig(env=env, tilt_value=str(tmp_path)).validate()
     with pytest.raises(ConfigError, match="drop --tilt-future"):
         TiltConfig(env=env, tilt_value=str(tmp_path / "head"), tilt_future=True).validate()
+
+
+def test_hl_gauss_targets_spread_u_over_its_neighbours_and_keep_one_hot_at_zero_width():
+    from agents.value.head import hl_gauss
+
+    u = torch.tensor([0.05, 0.55, 0.97])
+    soft = hl_gauss(u, 10, 0.75)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(3))
+    assert soft.argmax(-1).tolist() == [0, 5, 9] and soft[1].max() < 0.6  # the bin of u, not all of it
+    assert (soft.max(-1).values < 0.8).all()  # at the edges too (the mass outside [0, 1] comes back, renormalised)
+    assert soft[1, 4] > 0.1 and soft[1, 6] > 0.1 and soft[1, 0] < 1e-4  # neighbours share; far bins do not
+    assert torch.equal(hl_gauss(u, 10, 0.0), torch.nn.functional.one_hot(torch.tensor([0, 5, 9]), 10).float())
+
+
+def test_the_fit_keeps_the_epoch_best_on_validation_prompts_not_the_last(tiny):
+    torch.manual_seed(0)
+    data = _synthetic(tiny)
+    data = ValueData(**{**data._asdict(), "u": torch.rand(len(data))})  # pure noise: fitting only memorises
+    head = ValueHead(ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=10, width=256, dropout=0.0))
+    report = fit_value_head(head, tiny, data, epochs=8, lr=3e-2, batch_size=64, weight_decay=0.0)
+    assert report["kept_epoch"] < 8 and report["kept_ce"] < report["held_out_ce"][-1]
+    assert report["kept_ce"] == pytest.approx(report["held_out_ce"][report["kept_epoch"] - 1], abs=1e-6)

@@ -33,8 +33,10 @@ class ValueConfig:
     data: str = field(default="runs/value/data.pt", metadata=help_text("the data file (resumed when it exists)"))
     out: str = field(default="runs/value/head", metadata=help_text("folder of the fitted head and its report"))
     bins: int = field(default=24, metadata=help_text("histogram bins of u"))
-    epochs: int = field(default=8, metadata=help_text("passes over the training positions"))
-    learning_rate: float = field(default=1e-3, metadata=help_text("AdamW learning rate"))
+    epochs: int = field(
+        default=4, metadata=help_text("passes over the training positions (the best on validation prompts is kept)")
+    )
+    learning_rate: float = field(default=1e-4, metadata=help_text("AdamW learning rate"))
     collect_only: bool = field(default=False, metadata=help_text("collect the data, fit nothing"))
     roll_in: str | None = field(
         default=None,
@@ -165,13 +167,13 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
                 f"value curve: {point['responses']:,} responses ({point['share']:g} of the training prompts): "
                 f"held-out cross-entropy {point['held_out_ce']:.4f}, corr E[u^7] {point['corr E[u^7]']:.3f}"
             )
-    summary = {"data": report["data"], "held_out_ce": trained["held_out_ce"][-1], "marginal_ce": trained["marginal_ce"]}
+    summary = {"data": report["data"], "held_out_ce": trained["kept_ce"], "marginal_ce": trained["marginal_ce"]}
     head.config = replace(head.config, trained=summary)
     out = save_value_head(head, cfg.out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     log(
-        f"value head: {head.num_parameters:,} parameters, held-out cross-entropy {trained['held_out_ce'][-1]:.4f} "
+        f"value head: {head.num_parameters:,} parameters, held-out cross-entropy {trained['kept_ce']:.4f} "
         f"(marginal {trained['marginal_ce']:.4f}); wrote {out}"
     )
     return report
@@ -250,8 +252,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- Head: {report['parameters']:,} parameters, a histogram of u over {cfg['bins']} bins; fitted in "
         f"{report['fit_s']:.0f} s ({cfg['epochs']} epochs on {trained['positions']['train']:,} positions of "
         f"{trained['prompts']['train']} prompts; {trained['prompts']['held_out']} prompts held out).",
-        f"- Held-out cross-entropy per epoch: {', '.join(f'{x:.4f}' for x in trained['held_out_ce'])} "
-        f"(the prefix-blind marginal: {trained['marginal_ce']:.4f}).",
+        f"- Held-out cross-entropy per epoch: {', '.join(f'{x:.4f}' for x in trained['held_out_ce'])}; kept: epoch "
+        f"{trained['kept_epoch']} (lowest on the validation prompts), {trained['kept_ce']:.4f} (the prefix-blind "
+        f"marginal: {trained['marginal_ce']:.4f}).",
     ]
     if "roll_in" in report:
         r = report["roll_in"]
