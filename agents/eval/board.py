@@ -84,15 +84,19 @@ def load_round(folder: Path) -> Round:
     return Round(rows, data["prompts"], data["machine"], data["agents"])
 
 
+# ``ppo proxy (ppo-kl-s0)``: the folder the leaderboard saved a trained agent in, ``<name>-s<seed>``
+TRAINED_FOLDER = re.compile(r"\(([^()]+)-s(\d+)\)")
+
+
 def _trained_name(agent_name: str) -> str | None:
-    """``ppo proxy (ppo-kl-s0)`` -> ``ppo-kl`` (the folder the leaderboard saved it in: ``<name>-s<seed>``)."""
-    found = re.search(r"\(([^()]+)-s\d+\)", agent_name)
+    """``ppo proxy (ppo-kl-s0)`` -> ``ppo-kl``; None for an agent the leaderboard did not train."""
+    found = TRAINED_FOLDER.search(agent_name)
     return found.group(1) if found else None
 
 
 def _seed(agent_name: str) -> str:
     """``ppo proxy (ppo-kl-s1)`` -> ``1`` ('—' for an agent the leaderboard did not train)."""
-    found = re.search(r"\(([^()]+)-s(\d+)\)", agent_name)
+    found = TRAINED_FOLDER.search(agent_name)
     return found.group(2) if found else "—"
 
 
@@ -163,10 +167,10 @@ def section(
         if own is not None and base is not None and row["kind"] == "proxy" and not math.isnan(float(row["phi"])):
             lo, hi = phi_ci(np.asarray(own["rewards"]), np.asarray(own["kl"]), base, bon)
             phi += f" [{_cell(lo, 2)}, {_cell(hi, 2)}]"
-        folder = re.search(r"\(([^()]+-s\d+)\)", row["agent"])
+        folder = TRAINED_FOLDER.search(row["agent"])
         is_mine = row["kind"] == "proxy" and folder is not None
         rank += is_mine
-        train_s = wall.get(folder.group(1), row["train_wall_s"]) if folder else math.nan
+        train_s = wall.get(f"{folder.group(1)}-s{folder.group(2)}", row["train_wall_s"]) if folder else math.nan
         lines.append(
             f"| {rank if is_mine else ''} | {_trained_name(row['agent']) or row['agent']} | "
             f"{_seed(row['agent'])} | {_cell(row['reward'], sign=True)} | {gain} | "
@@ -268,7 +272,7 @@ def rebuild(
     if not trained:
         for rnd in rounds:
             for row in rnd.rows:
-                found = re.search(r"\(([^()]+)-s(\d+)\)", row["agent"])
+                found = TRAINED_FOLDER.search(row["agent"])
                 if row["kind"] == "proxy" and found:
                     folder = out / "agents" / f"{found.group(1)}-s{found.group(2)}"
                     trained.append(TrainedAgent(found.group(1), int(found.group(2)), str(folder), row["train_wall_s"]))

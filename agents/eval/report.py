@@ -117,10 +117,12 @@ def summarize(agents: list[AgentEval], reference: str = "always-accept") -> list
         rows.append(row)
     frontier_scores(rows)
     bon = sorted((a for a in agents if a.kind == "best-of-n"), key=lambda a: int(a.name.rsplit("-", 1)[1]))
+    curve = [(b.rewards, b.kl) for b in bon]
     for a, row in zip(agents, rows):  # φ's interval needs the curve's per-prompt results: this run's best-of-N
-        ok = base is not None and bon and a.kind not in ("best-of-n", "finetune") and not math.isnan(row["phi"])
         row["phi_lo"], row["phi_hi"] = (
-            phi_ci(a.rewards, a.kl, base.rewards, [(b.rewards, b.kl) for b in bon]) if ok and base else (math.nan,) * 2
+            phi_ci(a.rewards, a.kl, base.rewards, curve)
+            if base is not None and a.kind not in ("best-of-n", "finetune") and not math.isnan(row["phi"])
+            else (math.nan, math.nan)
         )
     return rows
 

@@ -11,14 +11,15 @@ draws ``samples`` responses at once (:func:`agents.eval.metrics.sample`). They s
   the pool's mean embedding) and the response's final ``u`` and ``R``: the value model learns the distribution of
   ``u`` given the prefix and the candidate (:mod:`agents.value.head`).
 
-Collection is batched (``batch_prompts`` prompts per sampling call; the hidden states and pools are the sampler's
-own, as the env computes them, so no second forward) and resumable: each batch of prompts is appended to the file at ``path`` atomically, under a key
-of the settings; a stopped run continues where it stopped, and a file of other settings is refused.
+Collection is batched (``batch_prompts`` prompts per sampling call; the hidden states and pools are the
+sampler's own, as the env computes them, so no second forward) and resumable: each batch of prompts is appended
+to the file at ``path`` atomically, under a key of the settings; a stopped run continues where it stopped, and a file of other settings is refused.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -116,14 +117,10 @@ def collect_value_data(
 ) -> ValueData:
     """Sample ``key.samples`` responses per prompt, score them, label ``key.positions`` positions of each.
 
-    With ``path`` the data are appended there after every ``batch_prompts`` prompts (atomic writes) and a run
-    resumes from what the file holds; ``progress(done, total)`` is called after each batch.
+    Resumable through ``path`` (:func:`collect_resumable`).
     """
-    done = load_value_data(path, key) if path is not None else None
-    parts: list[ValueData] = [done] if done is not None else []
-    start = prompts_done(path) if done is not None else 0
-    for s in range(start, len(prompts), batch_prompts):
-        chunk = prompts[s : s + batch_prompts]
+
+    def batch(s: int, chunk: list[str]) -> ValueData:
         steps = StepRecorder(lm)
         drawn = sample(
             lm,
@@ -148,19 +145,45 @@ def collect_value_data(
                 # seeded by (seed, prompt, sample): a resumed run picks what a whole run would
                 rng = np.random.default_rng([key.seed, s + j, i])
                 picks += [(j, i, int(t), len(ids)) for t in sorted(rng.permutation(len(ids))[: key.positions])]
-        parts.append(steps.positions(picks, key.samples, rewards, u, s))
+        return steps.positions(picks, key.samples, rewards, u, s)
+
+    return collect_resumable(lm, prompts, key, batch, path=path, batch_prompts=batch_prompts, progress=progress)
+
+
+def collect_resumable(
+    lm: FrozenLM,
+    prompts: list[str],
+    key: Any,
+    batch: Callable[[int, list[str]], ValueData],
+    *,
+    path: str | os.PathLike | None,
+    batch_prompts: int,
+    progress: Any,
+) -> ValueData:
+    """``batch(s, prompts[s : s + batch_prompts])`` for each batch of prompts, joined; resumable through ``path``.
+
+    With ``path`` the data so far are written there after every batch (atomic writes, under ``key``) and a run
+    resumes after the last batch the file holds; ``progress(done, total)`` is called after each batch.
+    """
+    done = load_value_data(path, key) if path is not None else None
+    parts: list[ValueData] = [done] if done is not None else []
+    start = _prompts_done(path) if done is not None else 0
+    for s in range(start, len(prompts), batch_prompts):
+        end = min(s + batch_prompts, len(prompts))
+        parts.append(batch(s, prompts[s:end]))
         if path is not None:
-            save_value_data(path, key, join_value_data(parts), prompts_done=min(s + batch_prompts, len(prompts)))
+            save_value_data(path, key, join_value_data(parts), prompts_done=end)
         if progress is not None:
-            progress(min(s + batch_prompts, len(prompts)), len(prompts))
-    return join_value_data(parts)
+            progress(end, len(prompts))
+    return join_value_data(parts) if parts else empty_value_data(lm)
 
 
 class StepRecorder:
     """``sample(on_step=)``: what the proxy observes at every draw of one sampling call (CPU, float16).
 
-    Kept until the positions are picked after the call. The sampler's own cached forward gives the hidden state and its own pool the candidate's log-probabilities, as in
-    the env: no second forward, and the taken token is in its pool by construction.
+    Kept until the positions are picked after the call. The sampler's own cached forward gives the hidden state
+    and its own pool the candidate's log-probabilities, as in the env: no second forward, and the taken token is in
+    its pool by construction.
     """
 
     def __init__(self, lm: FrozenLM) -> None:
@@ -232,7 +255,7 @@ def save_value_data(path: str | os.PathLike, key: Any, data: ValueData, *, promp
     os.replace(tmp, target)
 
 
-def prompts_done(path: Any) -> int:
+def _prompts_done(path: Any) -> int:
     return int(torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)["prompts_done"])
 
 

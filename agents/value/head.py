@@ -190,10 +190,9 @@ def fit_value_head(
         head.load_state_dict(state)
     with torch.no_grad():
         probs = head.probs(x_test)
-        final = float(nn.functional.cross_entropy(head(x_test), y_test))
     return {
         "kept_epoch": kept_epoch,
-        "kept_ce": final,
+        "kept_ce": curve[kept_epoch - 1],
         "positions": {"train": len(train), "held_out": len(test)},
         "responses": {"train": _responses(train), "held_out": _responses(test)},
         "prompts": {"train": int(train.prompt.unique().numel()), "held_out": len(held)},

@@ -26,16 +26,7 @@ import numpy as np
 import torch
 
 from agents.eval.metrics import sample
-from agents.value.data import (
-    StepRecorder,
-    ValueData,
-    ValueDataKey,
-    empty_value_data,
-    join_value_data,
-    load_value_data,
-    prompts_done,
-    save_value_data,
-)
+from agents.value.data import StepRecorder, ValueData, ValueDataKey, collect_resumable, empty_value_data
 from proxy_env.engine.lm import FrozenLM
 from proxy_env.errors import ConfigError
 from proxy_env.rewards import score
@@ -91,7 +82,7 @@ def collect_rollin_data(
     ``reference``: the first round's data on the same ``prompts`` (its rewards are each prompt's CDF); ``guide``:
     ``seed -> agent``, the proxy that rolls in (a :class:`agents.value.guide.ValueGuide` in a ``PowerProxy``, or any
     agent with ``predict``), built again for each batch with the batch's seed so that a resumed run draws what a
-    whole run would. Resumes from ``path`` like :func:`agents.value.data.collect_value_data`. The roll-ins are
+    whole run would. Resumable through ``path`` (:func:`agents.value.data.collect_resumable`). The roll-ins are
     responses ``samples + r`` of their prompt (``r < roll_ins``), after the first round's ``samples``.
     """
     from agents.generate import ProxyGenerator
@@ -104,13 +95,9 @@ def collect_rollin_data(
             f"the first round's value data hold no responses for {len(missing)} of the {len(prompts)} prompts "
             f"(first: index {missing[0]}); collect the first round on the same prompts before rolling in."
         )
-    done = load_value_data(path, key) if path is not None else None
-    parts: list[ValueData] = [done] if done is not None else []
-    start = prompts_done(path) if done is not None else 0
     pool = {"top_k": base.top_k, "top_p": base.top_p, "temperature": base.temperature}
-    batch_prompts = key.batch_prompts
-    for s in range(start, len(prompts), batch_prompts):
-        chunk = prompts[s : s + batch_prompts]
+
+    def batch(s: int, chunk: list[str]) -> ValueData:
         roll_seed, sample_seed = (int(x) for x in np.random.SeedSequence([key.seed, s]).generate_state(2))
         rows = [(j, r) for j in range(len(chunk)) for r in range(key.roll_ins)]
         gen = ProxyGenerator(
@@ -127,12 +114,9 @@ def collect_rollin_data(
         with torch.random.fork_rng():
             torch.manual_seed(roll_seed)
             rolled = [g.token_ids for g in gen.generate([chunk[j] for j, _ in rows])]
-        parts.append(_continue(lm, chunk, rows, rolled, reward_fn, key, base, cdf, s, pool, sample_seed))
-        if path is not None:
-            save_value_data(path, key, join_value_data(parts), prompts_done=min(s + batch_prompts, len(prompts)))
-        if progress is not None:
-            progress(min(s + batch_prompts, len(prompts)), len(prompts))
-    return join_value_data(parts) if parts else empty_value_data(lm)
+        return _continue(lm, chunk, rows, rolled, reward_fn, key, base, cdf, s, pool, sample_seed)
+
+    return collect_resumable(lm, prompts, key, batch, path=path, batch_prompts=key.batch_prompts, progress=progress)
 
 
 def _continue(

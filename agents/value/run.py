@@ -78,8 +78,9 @@ class ValueConfig:
                 )
         if self.roll_in is not None:
             from agents.value import VALUE_RULES
+            from agents.value.head import CONFIG_FILE
 
-            if not (Path(self.roll_in).expanduser() / "value_head.json").is_file():
+            if not (Path(self.roll_in).expanduser() / CONFIG_FILE).is_file():
                 raise ConfigError(
                     f"roll_in={self.roll_in!r} is not a value head folder; pass the --out of a `proxy-rlhf value` run."
                 )
