@@ -264,3 +264,47 @@ def test_the_fit_keeps_the_epoch_best_on_validation_prompts_not_the_last(tiny):
     report = fit_value_head(head, tiny, data, epochs=8, lr=3e-2, batch_size=64, weight_decay=0.0)
     assert report["kept_epoch"] < 8 and report["kept_ce"] < report["held_out_ce"][-1]
     assert report["kept_ce"] == pytest.approx(report["held_out_ce"][report["kept_epoch"] - 1], abs=1e-6)
+
+
+def test_block_norm_lets_the_candidate_through_a_prefix_ten_times_larger(tiny):
+    """Each block is normalised alone: scaling the prefix's hidden state leaves the candidate's features as they were."""
+    size = tiny.hidden_size
+    torch.manual_seed(0)
+    obs = torch.randn(5, 3 * size + 2)
+    obs[:, size : 2 * size] *= 0.05  # the candidate's embedding, small beside h (as SmolLM2's are)
+    loud = obs.clone()
+    loud[:, :size] *= 10.0
+    blocks = ValueHead(ValueHeadConfig(obs_dim=3 * size + 2)).norm
+    torch.testing.assert_close(blocks(loud), blocks(obs), rtol=1e-4, atol=1e-4)
+    normed = blocks(obs)[:, size : 2 * size]
+    torch.testing.assert_close(normed.std(-1, unbiased=False), torch.ones(5), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(blocks(obs)[:, -2:], obs[:, -2:])  # log p and log q pass as they are
+    joint = ValueHead(ValueHeadConfig(obs_dim=3 * size + 2, norm="joint")).norm
+    assert float(joint(obs)[:, size : 2 * size].std()) < 0.1  # one LayerNorm keeps the candidate ~20x smaller
+    with pytest.raises(ConfigError, match="norm='joint'"):
+        ValueHead(ValueHeadConfig(obs_dim=3 * size + 3))
+
+
+def test_a_head_saved_before_the_block_norm_loads_as_one_layernorm(tiny, tmp_path):
+    """Heads written when the LayerNorm was ``net.0`` (no "norm" in their JSON) load with the same outputs."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from agents.value.head import CONFIG_FILE, WEIGHTS_FILE
+
+    torch.manual_seed(0)
+    head = ValueHead(ValueHeadConfig(obs_dim=3 * tiny.hidden_size + 2, bins=6, width=16, norm="joint")).eval()
+    old = {"net.0." + k: v for k, v in head.norm.state_dict().items()}
+    old |= {f"net.{int(k.split('.')[0]) + 1}.{k.split('.', 1)[1]}": v for k, v in head.net.state_dict().items()}
+    folder = tmp_path / "old"
+    folder.mkdir()
+    save_file(old, str(folder / WEIGHTS_FILE))
+    config = asdict(head.config)
+    del config["norm"]
+    (folder / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+    again = load_value_head(folder, tiny)
+    assert again.config.norm == "joint"
+    obs = torch.randn(4, 3 * tiny.hidden_size + 2)
+    with torch.no_grad():
+        torch.testing.assert_close(again.probs(obs), head.probs(obs))

@@ -24,9 +24,10 @@ from agents.training import (
     resolve_lm,
     run_training,
 )
-from proxy_env.errors import ConfigError
+from proxy_env.errors import ConfigError, check_choice
 from proxy_env.folders import check_not_a_file
 
+FUTURE_FORMS = ("mean", "soft")  # what --tilt-future adds: the ridge mean, or the learned soft value
 ACTORS = ("ppo", "a2c", "trpo")  # SB3 algorithms whose actor gives P(accept): what the fit trains and saves
 
 
@@ -59,6 +60,14 @@ class TiltConfig(TrainConfig):
         metadata=help_text(
             "add to each candidate's reward change a ridge estimate of the change still to come after it, "
             "E_q[R - Phi(s+y)], fitted on the collected responses"
+        ),
+    )
+    tilt_future_form: str = field(
+        default="mean",
+        metadata=help_text(
+            "what --tilt-future adds: 'mean', the ridge estimate of E_q[R - Phi(s+y)]; 'soft', the soft value "
+            "beta*log E_q[exp((R - Phi(s+y))/beta)] from a learned histogram of the change still to come (the exact "
+            "KL-optimal tilt's missing part; agents/tilt/soft_future.py)"
         ),
     )
     tilt_value: str | None = field(
@@ -94,6 +103,11 @@ class TiltConfig(TrainConfig):
             check_not_a_file(data.parent, arg="--tilt-data's folder")
         check_int("tilt_epochs", self.tilt_epochs, minimum=1)
         check_int("tilt_value_n", self.tilt_value_n, minimum=2, hint="best-of-N with N >= 2")
+        check_choice("tilt_future_form", self.tilt_future_form, FUTURE_FORMS)
+        if self.tilt_future_form != "mean" and not self.tilt_future:
+            raise ConfigError(
+                f"--tilt-future-form={self.tilt_future_form!r} says what --tilt-future adds; pass --tilt-future too."
+            )
         if self.tilt_value is not None and self.tilt_future:
             raise ConfigError(
                 "--tilt-value replaces the reward change by the value of the prefix, which already counts the reward "
@@ -150,9 +164,14 @@ def _run(cfg: TiltConfig, model: Any, reward: Any, stop: GracefulStop) -> TrainR
             agent.num_timesteps = 0
             return TrainResult(agent, None, param_report(agent, lm.num_parameters), [], [], stop.received)
         if cfg.tilt_future:
-            from agents.tilt.future import future_values
+            if cfg.tilt_future_form == "soft":
+                from agents.tilt.soft_future import soft_future_values
 
-            future, report = future_values(lm, data, seed=cfg.seed)
+                future, report = soft_future_values(lm, data, cfg.env.kl_coef, seed=cfg.seed, log=print)
+            else:
+                from agents.tilt.future import future_values
+
+                future, report = future_values(lm, data, seed=cfg.seed)
             data = data.replace(delta=data.delta + future)
             print("tilt future: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()), flush=True)
             if logger is not None:

@@ -3,7 +3,10 @@
 :class:`ValueHead` reads the proxy's own observation of a candidate (``observation="prefix"``: the prefix's hidden
 state, the candidate's embedding, the pool's mean embedding, its log-probabilities) and predicts a histogram of
 ``u = F_x(R)`` over ``bins`` equal bins of [0, 1]: a small MLP on the frozen LLM's features (~0.5 M parameters on
-SmolLM2-135M, under 1% of the LLM), so one call scores every candidate of a pool. It is learned by cross-entropy
+SmolLM2-135M, under 1% of the LLM), so one call scores every candidate of a pool. Each block of the observation is
+normalised on its own (:class:`BlockNorm`): under one LayerNorm the candidate's embedding, the only feature that
+differs within a pool, arrived ~12× weaker than the prefix's hidden state, and the first head fitted that way
+barely separated the candidates of a pool (BENCHMARKS.md, issue 31). It is learned by cross-entropy
 on the bin of each labelled position's ``u`` (:mod:`agents.value.data`): a distribution, not a mean-squared fit,
 because best-of-N's weight ``u^{N−1}`` is a functional of the whole distribution and single-rollout targets of it
 are very noisy (coefficient of variation 1.1 / 1.8 / 2.7 at N = 4 / 8 / 16).
@@ -27,7 +30,7 @@ from torch import nn
 
 from agents.value.data import ValueData
 from proxy_env.engine.lm import FrozenLM
-from proxy_env.errors import ConfigError
+from proxy_env.errors import ConfigError, check_choice
 
 CONFIG_FILE, WEIGHTS_FILE = "value_head.json", "value_head.safetensors"
 
@@ -43,6 +46,9 @@ class ValueHeadConfig:
     model: str = ""  # the frozen LLM whose features it reads
     hidden_layer: int = -1
     trained: dict[str, Any] = field(default_factory=dict)  # data, epochs, held-out scores
+    # "blocks": a LayerNorm per block of the observation (h, e, ē; log p and log q as they are); "joint": one
+    # LayerNorm over all of it (heads saved before the blocks; there h, ~12× larger than e, drowned the candidate)
+    norm: str = "blocks"
 
 
 class ValueHead(nn.Module):
@@ -50,9 +56,15 @@ class ValueHead(nn.Module):
 
     def __init__(self, config: ValueHeadConfig) -> None:
         super().__init__()
+        check_choice("norm", config.norm, ("blocks", "joint"))
+        if config.norm == "blocks" and (config.obs_dim - 2) % 3:
+            raise ConfigError(
+                f"obs_dim={config.obs_dim}: norm='blocks' reads the prefix observation [h, e, ē, log p, log q] "
+                "(3 × hidden size + 2 features); pass that observation or norm='joint'."
+            )
         self.config = config
+        self.norm = BlockNorm((config.obs_dim - 2) // 3) if config.norm == "blocks" else nn.LayerNorm(config.obs_dim)
         self.net = nn.Sequential(
-            nn.LayerNorm(config.obs_dim),
             nn.Linear(config.obs_dim, config.width),
             nn.GELU(),
             nn.Dropout(config.dropout),
@@ -63,7 +75,7 @@ class ValueHead(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.float())
+        return self.net(self.norm(obs.float()))
 
     def probs(self, obs: torch.Tensor) -> torch.Tensor:
         """(…, bins) the predicted distribution of ``u``."""
@@ -72,6 +84,26 @@ class ValueHead(nn.Module):
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class BlockNorm(nn.Module):
+    """A LayerNorm on each of the three ``size``-wide blocks of ``[h, e, ē, log p, log q]``; the two scalars pass.
+
+    One LayerNorm over the whole observation leaves each block's scale as it was relative to the others, and the
+    LLM's hidden state is an order of magnitude larger than the embeddings (SmolLM2: mean |h| 1.1, mean |e| 0.09),
+    so the candidate, the only part that differs within a pool, reached the network ~12× weaker than the prefix
+    (the same finding as the tilt proxy's :func:`agents.tilt.fit.balance_norm`).
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.blocks = nn.ModuleList(nn.LayerNorm(size) for _ in range(3))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        h = self.size
+        parts = [norm(obs[..., i * h : (i + 1) * h]) for i, norm in enumerate(self.blocks)]
+        return torch.cat([*parts, obs[..., 3 * h :]], -1)
 
 
 def bin_edges(bins: int) -> torch.Tensor:
@@ -155,39 +187,22 @@ def fit_value_head(
             f"value data of {len(prompts)} prompts cannot be split {1 - holdout:.0%}/{holdout:.0%} by prompt; "
             "collect more prompts."
         )
-    bins = head.config.bins
     x_train, x_test = _observations(lm, train), _observations(lm, test)
     x_valid = _observations(lm, valid) if len(valid) else x_test[:0]
-    y_train, y_test, y_valid = bin_of(train.u, bins), bin_of(test.u, bins), bin_of(valid.u, bins)
-    soft = hl_gauss(train.u, bins, sigma)
-    marginal = torch.bincount(y_train, minlength=bins).double() + 1.0
-    marginal_ce = float(-(marginal / marginal.sum()).log()[y_test].mean())
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    curve, best, kept_epoch, state = [], math.inf, 0, None
-    for epoch in range(epochs):
-        head.train()
-        perm = torch.randperm(len(train), generator=gen)
-        for s in range(0, len(train), batch_size):
-            idx = perm[s : s + batch_size]
-            loss = nn.functional.cross_entropy(head(x_train[idx]), soft[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        head.eval()
-        with torch.no_grad():
-            ce = float(nn.functional.cross_entropy(head(x_test), y_test))
-            score = float(nn.functional.cross_entropy(head(x_valid), y_valid)) if len(valid) else ce
-        curve.append(ce)
-        if score < best or not len(valid):  # without a validation share: the last epoch
-            best, kept_epoch = score, epoch + 1
-            state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        if log is not None:
-            log(
-                f"value head epoch {epoch + 1}/{epochs}: held-out cross-entropy {ce:.4f} (marginal {marginal_ce:.4f})"
-                + (f", validation {score:.4f}" if len(valid) else "")
-            )
-    if state is not None:
-        head.load_state_dict(state)
+    fitted = fit_histogram(
+        head,
+        (x_train, train.u),
+        (x_valid, valid.u),
+        (x_test, test.u),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        sigma=sigma,
+        generator=gen,
+        log=log,
+    )
+    curve, kept_epoch, marginal_ce = fitted["held_out_ce"], fitted["kept_epoch"], fitted["marginal_ce"]
     with torch.no_grad():
         probs = head.probs(x_test)
     return {
@@ -200,6 +215,63 @@ def fit_value_head(
         "marginal_ce": marginal_ce,
         "calibration": calibration(probs, test.u),
     }
+
+
+def fit_histogram(
+    head: ValueHead,
+    train: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    sigma: float,
+    generator: torch.Generator,
+    log: Any = None,
+    name: str = "value head",
+) -> dict[str, Any]:
+    """AdamW on the HL-Gauss histogram loss of targets in [0, 1]: the loop both distributional heads share.
+
+    Each split is (features (M, d), targets (M,) in [0, 1]). The weights kept are those of the epoch with the
+    lowest cross-entropy on ``valid`` (the last epoch when ``valid`` is empty); ``test`` only scores. Returns the
+    held-out cross-entropy per epoch, the epoch kept and the held-out cross-entropy of the training targets'
+    marginal histogram (the baseline a feature-blind head scores).
+    """
+    bins = head.config.bins
+    (x_train, t_train), (x_valid, t_valid), (x_test, t_test) = train, valid, test
+    y_test, y_valid = bin_of(t_test, bins), bin_of(t_valid, bins)
+    soft = hl_gauss(t_train, bins, sigma)
+    marginal = torch.bincount(bin_of(t_train, bins), minlength=bins).double() + 1.0
+    marginal_ce = float(-(marginal / marginal.sum()).log()[y_test].mean())
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    curve, best, kept_epoch, state = [], math.inf, 0, None
+    for epoch in range(epochs):
+        head.train()
+        perm = torch.randperm(len(x_train), generator=generator)
+        for s in range(0, len(x_train), batch_size):
+            idx = perm[s : s + batch_size]
+            loss = nn.functional.cross_entropy(head(x_train[idx]), soft[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        head.eval()
+        with torch.no_grad():
+            ce = float(nn.functional.cross_entropy(head(x_test), y_test))
+            score = float(nn.functional.cross_entropy(head(x_valid), y_valid)) if len(x_valid) else ce
+        curve.append(ce)
+        if score < best or not len(x_valid):  # without a validation share: the last epoch
+            best, kept_epoch = score, epoch + 1
+            state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        if log is not None:
+            log(
+                f"{name} epoch {epoch + 1}/{epochs}: held-out cross-entropy {ce:.4f} (marginal {marginal_ce:.4f})"
+                + (f", validation {score:.4f}" if len(x_valid) else "")
+            )
+    if state is not None:
+        head.load_state_dict(state)
+    return {"held_out_ce": curve, "kept_epoch": kept_epoch, "marginal_ce": marginal_ce}
 
 
 def learning_curve(
@@ -290,7 +362,8 @@ def load_value_head(
     path = Path(folder).expanduser()
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"value head {str(folder)!r} holds no {CONFIG_FILE}; pass a folder written by `value fit`.")
-    config = ValueHeadConfig(**json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+    saved = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = ValueHeadConfig(**{"norm": "joint", **saved})  # saved without "norm": a head of one LayerNorm
     if lm is not None and (config.obs_dim != 3 * lm.hidden_size + 2 or (config.model and config.model != lm.name)):
         raise ConfigError(
             f"value head {str(folder)!r} reads the features of model {config.model!r} ({config.obs_dim}-dimensional "
@@ -302,5 +375,14 @@ def load_value_head(
             f"hidden_layer={hidden_layer}; pass a head trained on that layer or the same --hidden-layer."
         )
     head = ValueHead(config)
-    head.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    if "norm" not in saved:  # the LayerNorm was the first layer of `net`
+        tensors = {_renumbered(k): v for k, v in tensors.items()}
+    head.load_state_dict(tensors)
     return head.eval()
+
+
+def _renumbered(key: str) -> str:
+    """A tensor's name in a head saved when the LayerNorm was ``net.0``: ``net.0.*`` → ``norm.*``, ``net.i`` → ``net.i-1``."""
+    _, index, rest = key.split(".", 2)
+    return f"norm.{rest}" if index == "0" else f"net.{int(index) - 1}.{rest}"
