@@ -57,6 +57,7 @@ def test_the_future_head_learns_which_candidates_have_a_wide_future(tiny):
     head, report = fit_future_head(tiny, data, **settings)
     assert report["held_out_ce"] < report["marginal_ce"]  # it learned something the marginal does not know
     assert report["lo"] < -1.0 < 1.0 < report["hi"]
+    assert head.config.trained["lo"] == report["lo"]  # the head carries the range its bins cover
     values, report = soft_future_values(tiny, data, 0.2, seed=0, **settings)
     q = data.q()
     assert torch.allclose((q * values.double()).sum(-1), torch.zeros(len(data), dtype=torch.float64), atol=1e-6)

@@ -128,6 +128,7 @@ def fit_future_head(
         "kept_epoch": float(fitted["kept_epoch"]),
         "held_out_ce": fitted["held_out_ce"][fitted["kept_epoch"] - 1],
         "marginal_ce": fitted["marginal_ce"],
+        "smoothed_marginal_ce": fitted["smoothed_marginal_ce"],
     }
     head.config.trained.update(report)
     return head, report

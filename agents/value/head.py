@@ -213,6 +213,7 @@ def fit_value_head(
         "prompts": {"train": int(train.prompt.unique().numel()), "held_out": len(held)},
         "held_out_ce": curve,
         "marginal_ce": marginal_ce,
+        "smoothed_marginal_ce": fitted["smoothed_marginal_ce"],
         "calibration": calibration(probs, test.u),
     }
 
@@ -237,7 +238,9 @@ def fit_histogram(
     Each split is (features (M, d), targets (M,) in [0, 1]). The weights kept are those of the epoch with the
     lowest cross-entropy on ``valid`` (the last epoch when ``valid`` is empty); ``test`` only scores. Returns the
     held-out cross-entropy per epoch, the epoch kept and the held-out cross-entropy of the training targets'
-    marginal histogram (the baseline a feature-blind head scores).
+    marginal histogram (the baseline a feature-blind head scores) and of the mean smoothed target (what a
+    feature-blind head fitted with this loss scores: the HL-Gauss smoothing costs cross-entropy against the hard bin,
+    most where the targets are peaked).
     """
     bins = head.config.bins
     (x_train, t_train), (x_valid, t_valid), (x_test, t_test) = train, valid, test
@@ -245,6 +248,8 @@ def fit_histogram(
     soft = hl_gauss(t_train, bins, sigma)
     marginal = torch.bincount(bin_of(t_train, bins), minlength=bins).double() + 1.0
     marginal_ce = float(-(marginal / marginal.sum()).log()[y_test].mean())
+    # what a feature-blind head fitted on the same smoothed targets scores: the smoothing alone costs this much
+    smoothed_ce = float(-soft.double().mean(0).clamp_min(1e-12).log()[y_test].mean())
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     curve, best, kept_epoch, state = [], math.inf, 0, None
     for epoch in range(epochs):
@@ -271,7 +276,12 @@ def fit_histogram(
             )
     if state is not None:
         head.load_state_dict(state)
-    return {"held_out_ce": curve, "kept_epoch": kept_epoch, "marginal_ce": marginal_ce}
+    return {
+        "held_out_ce": curve,
+        "kept_epoch": kept_epoch,
+        "marginal_ce": marginal_ce,
+        "smoothed_marginal_ce": smoothed_ce,
+    }
 
 
 def learning_curve(
