@@ -2,6 +2,13 @@
 
     python benchmarks/rephi.py --frontier benchmarks/results/frontier32/results.csv \
         benchmarks/results/tilt_frontier/results*.csv
+    python benchmarks/rephi.py --frontier benchmarks/results/leaderboard/sentiment/seed0 --evals runs/value/bench/evals/*.json
+
+With ``--evals`` (a bench's ``--cache-dir`` files, which keep each agent's per-prompt rewards and KLs) and a
+frontier *folder* holding ``per_prompt.json`` (a leaderboard round, or any bench written with its own best-of-N),
+each agent also gets φ's bootstrap 95% CI over prompts (``agents.eval.report.phi_ci``: the agent, always-accept and
+best-of-N resampled together) and its paired gain over always-accept; the always-accept rewards of both must be
+equal prompt by prompt (same prompts, seed and pool), else it fails.
 
 φ is ``agents.eval.report.phi``, what ``proxy-rlhf bench`` reports (best-of-N interpolated linearly
 between its points, always-accept at KL 0). Each results file's always-accept row must agree with
@@ -13,18 +20,24 @@ against each.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.eval.report import bon_frontier, phi, read_frontier, read_rows
+import numpy as np
+
+from agents.eval.cache import from_json
+from agents.eval.compare import paired_gain
+from agents.eval.report import bon_frontier, phi, phi_ci, read_frontier, read_rows
 from proxy_env.errors import ConfigError
 
 
 @dataclass
 class Args:
-    frontier: str = ""  # results.csv whose best-of-N rows are the curve
+    frontier: str = ""  # results.csv whose best-of-N rows are the curve (with --evals: its folder)
     results: list[str] = field(default_factory=list)  # results.csv files whose rows get φ
+    evals: list[str] = field(default_factory=list)  # bench cache files (per-prompt results) whose agents get φ [CI]
 
 
 def _fmt(value: float) -> str:
@@ -34,8 +47,12 @@ def _fmt(value: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frontier", required=True, help="results.csv whose best-of-N rows are the curve")
-    parser.add_argument("results", nargs="+", help="results.csv files whose rows get φ")
+    parser.add_argument("results", nargs="*", help="results.csv files whose rows get φ")
+    parser.add_argument("--evals", nargs="+", default=[], help="bench cache files: φ with its CI (see above)")
     args = Args(**vars(parser.parse_args()))
+    if args.evals:
+        print_with_ci(args.frontier, args.evals)
+        return
     print(f"| file | agent | reward | KL | φ (own curve) | φ ({args.frontier}) |\n|---|---|---|---|---|---|")
     for path in args.results:
         rows = read_rows(path)
@@ -51,6 +68,44 @@ def main() -> None:
                 print(
                     f"| {name} | {row['agent']} | {row['reward']:.3f} | {row['kl']:.3f} | {_fmt(row['phi'])} | {_fmt(phi(row, kl, reward))} |"
                 )
+
+
+def print_with_ci(folder: str, evals: list[str]) -> None:
+    """φ [95% CI] and the paired gain [95% CI] of every agent in ``evals`` against ``folder``'s per-prompt best-of-N."""
+    path = Path(folder) / "per_prompt.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"--frontier={folder!r} holds no per_prompt.json; with --evals pass a leaderboard round or bench folder "
+            "written with its own best-of-N."
+        )
+    agents = json.loads(path.read_text(encoding="utf-8"))["agents"]
+    base = np.asarray(agents["always-accept"]["rewards"])
+    bon = sorted(
+        (int(name.rsplit("-", 1)[1]), np.asarray(a["rewards"]), np.asarray(a["kl"]))
+        for name, a in agents.items()
+        if name.startswith("best-of-")
+    )
+    curve = [(r, k) for _, r, k in bon]
+    kl_curve = np.maximum.accumulate(np.array([0.0] + [max(float(k.mean()), 0.0) for _, k in curve]))
+    r_curve = np.array([base.mean()] + [r.mean() for r, _ in curve])
+    print("| agent | reward | KL | gain vs always-accept [95% CI] | φ [95% CI] |\n|---|---|---|---|---|")
+    for file in evals:
+        for e in (from_json(x) for x in json.loads(Path(file).read_text(encoding="utf-8"))["evals"]):
+            if e.name == "always-accept":
+                if not np.array_equal(e.rewards, base):
+                    raise ConfigError(
+                        f"{file!r}: always-accept's rewards differ from {str(path)!r}'s; not the same prompts or seed."
+                    )
+                continue
+            kl = max(float(e.kl.mean()), 0.0)
+            frontier = float(np.interp(kl, kl_curve, r_curve))
+            value = (e.rewards.mean() - r_curve[0]) / (frontier - r_curve[0]) if kl <= kl_curve[-1] else math.nan
+            lo, hi = phi_ci(e.rewards, e.kl, base, curve)
+            d, glo, ghi, _ = paired_gain(e.rewards, base)
+            print(
+                f"| {e.name} | {e.rewards.mean():.3f} | {kl:.3f} | {d:+.3f} [{glo:+.3f}, {ghi:+.3f}] | "
+                f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}] |"
+            )
 
 
 if __name__ == "__main__":

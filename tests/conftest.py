@@ -32,6 +32,26 @@ def train_config(cls=None, **kwargs):
     return (cls or SB3Config)(env=env, **{k: v for k, v in kwargs.items() if k not in names})
 
 
+def tilt_config(**kwargs):
+    """A ``TiltConfig`` on the tiny model: 64 decisions of 4 envs, 6-token responses, pools of 6, β 0.5."""
+    from agents.tilt.backend import TiltConfig
+
+    base = dict(
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=6,
+        num_envs=4,
+        total_timesteps=64,
+        seed=0,
+        policy_device="cpu",
+        observation="prefix",
+        top_k=6,
+        top_p=1.0,
+        kl_coef=0.5,
+    )
+    return train_config(TiltConfig, **{**base, **kwargs})
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models run fastest on one thread; slow tests that load the real model set their own."""

@@ -30,6 +30,7 @@ UNNAMED_TEST_FILES: dict[str, str] = {
     "test_clients": "third-party RL libraries run on the env through their own entry points (the README's table)",
     "test_examples": "the scripts in examples/, outside the packages",
     "test_bench_feedback": "benchmarks/bench_feedback.py, a script outside the packages",
+    "test_rephi": "benchmarks/rephi.py, a script outside the packages",
     "test_cli": "agents/cli/app.py, named after what users type: the proxy-rlhf command line",
     "test_decoders": "proxy_env/vector/decoder.py and its subclasses in candidate.py and prefix.py, side by side",
     "test_tasks": "proxy_env/tasks/__init__.py, the task registry: every registered id made and stepped",

@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
-from agents.tilt.backend import TiltConfig
 from agents.tilt.data import Positions
 from agents.tilt.soft_future import fit_future_head, soft_future_values, soft_moment
 from proxy_env.errors import ConfigError
-from tests.conftest import PROMPTS, train_config
+from tests.conftest import tilt_config
 
 
 def test_soft_moment_runs_from_the_mean_at_large_beta_to_the_top_at_small_beta():
@@ -78,12 +77,11 @@ def test_too_few_finished_positions_are_refused_with_the_fix(tiny):
 
 
 def test_the_form_flag_is_checked():
-    base = dict(model="tiny", prompts=PROMPTS, observation="prefix", kl_coef=0.5)
     with pytest.raises(ConfigError, match="pass --tilt-future too"):
-        train_config(TiltConfig, **base, tilt_future_form="soft").validate()
+        tilt_config(tilt_future_form="soft").validate()
     with pytest.raises(ConfigError, match="tilt_future_form='sof' is not a valid choice.*Did you mean 'soft'"):
-        train_config(TiltConfig, **base, tilt_future=True, tilt_future_form="sof").validate()
-    train_config(TiltConfig, **base, tilt_future=True, tilt_future_form="soft").validate()
+        tilt_config(tilt_future=True, tilt_future_form="sof").validate()
+    tilt_config(tilt_future=True, tilt_future_form="soft").validate()
 
 
 def test_the_backend_fits_delta_plus_the_soft_future(tiny, tmp_path, monkeypatch):
@@ -94,29 +92,15 @@ def test_the_backend_fits_delta_plus_the_soft_future(tiny, tmp_path, monkeypatch
     def length_reward(prompts, responses):
         return [float(len(r)) / 20 for r in responses]
 
-    base = dict(
-        model="tiny",
-        prompts=PROMPTS,
-        max_new_tokens=6,
-        num_envs=4,
-        total_timesteps=256,
-        seed=0,
-        policy_device="cpu",
-        observation="prefix",
-        top_k=6,
-        top_p=1.0,
-        kl_coef=0.5,
-        tilt_epochs=1,
-        tilt_data=str(tmp_path / "d.pt"),
-    )
+    base = dict(total_timesteps=256, tilt_epochs=1, tilt_data=str(tmp_path / "d.pt"))
     fitted = []
     real_fit = agents.tilt.backend.fit
     monkeypatch.setattr(
         agents.tilt.backend, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw)
     )
-    train_tilt(train_config(TiltConfig, **base), model=tiny, reward=length_reward)
+    train_tilt(tilt_config(**base), model=tiny, reward=length_reward)
     saved = train_tilt(
-        train_config(TiltConfig, **base, tilt_future=True, tilt_future_form="soft", save_dir=str(tmp_path / "p")),
+        tilt_config(**base, tilt_future=True, tilt_future_form="soft", save_dir=str(tmp_path / "p")),
         model=tiny,
         reward=length_reward,
     )

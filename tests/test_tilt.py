@@ -9,7 +9,7 @@ import torch
 from agents.accept import accept_model
 from agents.cli.app import main
 from agents.saving.checkpoint import load_checkpoint
-from agents.tilt.backend import TiltConfig, train_tilt
+from agents.tilt.backend import train_tilt
 from agents.tilt.collect import collect
 from agents.tilt.data import Positions, load_positions, save_positions
 from agents.tilt.fit import balance_norm, fit, tilt_loss
@@ -17,24 +17,7 @@ from agents.train import build_agent, make_sb3_env
 from proxy_env.engine.steering import kl_divergence, prefix_observation, steered_probs
 from proxy_env.errors import ConfigError
 from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
-from tests.conftest import PROMPTS, train_config
-
-
-def _cfg(**kwargs) -> TiltConfig:
-    base = dict(
-        model="tiny",
-        prompts=PROMPTS,
-        max_new_tokens=6,
-        num_envs=4,
-        total_timesteps=64,
-        seed=0,
-        policy_device="cpu",
-        observation="prefix",
-        top_k=6,
-        top_p=1.0,
-        kl_coef=0.5,
-    )
-    return train_config(TiltConfig, **{**base, **kwargs})
+from tests.conftest import PROMPTS, tilt_config
 
 
 def _length_reward(prompts, responses):
@@ -91,7 +74,7 @@ def _agent_and_positions(tiny):
         },
         2,
     )
-    return build_agent(_cfg().actor_config(), env), collect(env.unwrapped, 32, seed=1)
+    return build_agent(tilt_config().actor_config(), env), collect(env.unwrapped, 32, seed=1)
 
 
 def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
@@ -126,7 +109,7 @@ def _two_token_positions(tiny, n: int, delta: tuple[float, float]) -> Positions:
 def test_fit_reaches_the_tilt_q_exp_delta_over_beta(tiny, beta):
     # Δ chosen so that the tilt q·exp(Δ/β) is uniform over two candidates whatever β: reached by accepting each
     # with the same probability, which the proxy can learn from its bias alone (tiny models give weak token features)
-    cfg = _cfg(kl_coef=beta, top_k=2)
+    cfg = tilt_config(kl_coef=beta, top_k=2)
     env = make_sb3_env(
         {"model": tiny, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix", "top_k": 2, "top_p": 1.0}, 1
     )
@@ -168,7 +151,9 @@ def test_fit_kl_is_the_bench_exact_kl_of_the_same_accept_probabilities(tiny):
 
 def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_path, monkeypatch):
     data = str(tmp_path / "data.pt")
-    cfg = _cfg(save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"), tilt_epochs=2, tilt_data=data)
+    cfg = tilt_config(
+        save_dir=str(tmp_path / "ck"), tensorboard_log=str(tmp_path / "tb"), tilt_epochs=2, tilt_data=data
+    )
     result = train_tilt(cfg, model=tiny, reward=_length_reward)
     assert result.model.num_timesteps == 64 and len(result.kl_history) == 2 and result.interrupted is None
     loaded = load_checkpoint(result.checkpoint)
@@ -191,17 +176,17 @@ def test_train_tilt_saves_a_checkpoint_that_loads_and_acts_the_same(tiny, tmp_pa
     monkeypatch.setattr(
         agents.tilt.backend, "fit", lambda agent, lm, data, **kw: fitted.append(data) or real_fit(agent, lm, data, **kw)
     )
-    again = train_tilt(_cfg(tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
+    again = train_tilt(tilt_config(tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
     assert len(again.kl_history) == 1
     # --tilt-future fits the same positions with Δ + the estimated reward to come
-    train_tilt(_cfg(tilt_epochs=1, tilt_data=data, tilt_future=True), model=tiny, reward=_length_reward)
+    train_tilt(tilt_config(tilt_epochs=1, tilt_data=data, tilt_future=True), model=tiny, reward=_length_reward)
     base, future = fitted
     assert torch.equal(
         future.tokens, base.tokens
     )  # (on this tiny data the position-only model may win: a zero correction)
     assert torch.allclose(future.delta, base.delta + agents.tilt.future.future_values(tiny, base)[0])
     with pytest.raises(ConfigError, match="collected under other settings.*seed: file 0 vs now 1"):
-        train_tilt(_cfg(seed=1, tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
+        train_tilt(tilt_config(seed=1, tilt_epochs=1, tilt_data=data), model=tiny, reward=_length_reward)
 
 
 def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
@@ -237,9 +222,9 @@ def test_data_cache_refuses_other_settings_and_unreadable_files(tmp_path):
 )
 def test_settings_the_backend_cannot_honour_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
-        _cfg(**change).validate()
+        tilt_config(**change).validate()
     with pytest.raises(TypeError, match="kl_target"):  # an SB3 setting: not a field of TiltConfig at all
-        _cfg(kl_target=1.0)
+        tilt_config(kl_target=1.0)
 
 
 def test_cli_refuses_tilt_flags_on_another_backend(capsys):
@@ -336,7 +321,7 @@ def test_future_values_recovers_a_linear_reward_to_come_and_centres_it(tiny):
 @pytest.mark.gpu
 def test_train_tilt_on_cuda_changes_the_actor(cuda_lm):
     lm = cuda_lm("float32")
-    cfg = _cfg(policy_device="cuda", num_envs=8, total_timesteps=128, tilt_epochs=2)
+    cfg = tilt_config(policy_device="cuda", num_envs=8, total_timesteps=128, tilt_epochs=2)
     env = make_sb3_env({"model": lm, "prompts": PROMPTS, "max_new_tokens": 6, "observation": "prefix"}, 1)
     initial = build_agent(cfg.actor_config(), env).policy.action_net.weight.detach().clone()  # same seed, same init
     env.close()
@@ -361,7 +346,7 @@ def test_a_stop_during_collection_saves_nothing_and_claims_no_decisions(tiny, tm
 
     monkeypatch.setattr(agents.tilt.backend, "collect", interrupted_collect)
     save_dir = tmp_path / "ck"
-    result = train_tilt(_cfg(save_dir=str(save_dir), total_timesteps=10_000), model=tiny, reward=_length_reward)
+    result = train_tilt(tilt_config(save_dir=str(save_dir), total_timesteps=10_000), model=tiny, reward=_length_reward)
     assert result.interrupted == "SIGINT" and result.checkpoint is None and result.model.num_timesteps == 0
     assert not (save_dir / "proxy_config.json").exists() and result.kl_history == []
 
@@ -380,7 +365,7 @@ def test_a_stop_during_the_fit_saves_what_was_fitted_and_says_so(tiny, tmp_path,
         return history
 
     monkeypatch.setattr(agents.tilt.backend, "fit", fit_then_stop)
-    result = train_tilt(_cfg(save_dir=str(tmp_path / "ck"), tilt_epochs=5), model=tiny, reward=_length_reward)
+    result = train_tilt(tilt_config(save_dir=str(tmp_path / "ck"), tilt_epochs=5), model=tiny, reward=_length_reward)
     meta = load_checkpoint(result.checkpoint).meta
     assert result.interrupted == "SIGINT" and meta.config["tilt_fitted_epochs"] == 1 and meta.config["tilt_epochs"] == 5
 
@@ -400,9 +385,9 @@ def test_a_bad_tilt_data_path_is_refused_before_collecting(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
     with pytest.raises(ConfigError, match=r"--tilt-data's folder='.*afile' is a file"):
-        _cfg(tilt_data=str(afile / "data.pt")).validate()
+        tilt_config(tilt_data=str(afile / "data.pt")).validate()
     with pytest.raises(ConfigError, match=r"--tilt-data='.*' is a folder"):
-        _cfg(tilt_data=str(tmp_path)).validate()
+        tilt_config(tilt_data=str(tmp_path)).validate()
 
 
 def test_a_data_file_of_the_right_key_and_inconsistent_shapes_is_refused(tmp_path):

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from proxy_env.engine.steering import prefix_observation
+from proxy_env.engine.steering import pool_embedding, prefix_observation
 from proxy_env.errors import ConfigError
 
 DATA_VERSION = 2  # 2: Positions.togo
@@ -58,6 +58,22 @@ class Positions(NamedTuple):
     def observations(self, lm: Any) -> torch.Tensor:
         """(N, K, 3H + 2) the ``prefix`` observation of every candidate, as the env builds it."""
         return prefix_observation(lm, self.hidden.float(), self.tokens, self.logprob, self.logq)
+
+    @torch.no_grad()
+    def taken_observations(self, lm: Any, chunk: int = 2048) -> torch.Tensor:
+        """(N, 3H + 2) the ``prefix`` observation of the token the sampler took (offer index 0), on the CPU.
+
+        The pool's mean embedding is the whole pool's, as in :meth:`observations`; ``chunk`` positions at a time.
+        """
+        parts = []
+        for s in range(0, len(self), chunk):
+            b = self.take(slice(s, s + chunk))
+            pool_mean = pool_embedding(lm, b.tokens, b.logq)
+            obs = prefix_observation(
+                lm, b.hidden.float(), b.tokens[:, :1], b.logprob[:, :1], b.logq[:, :1], pool_mean=pool_mean
+            )
+            parts.append(obs[:, 0].cpu())
+        return torch.cat(parts)
 
 
 def save_positions(path: str | os.PathLike, key: dict[str, Any], data: Positions) -> None:

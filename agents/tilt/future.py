@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from proxy_env.engine.steering import pool_embedding, prefix_observation
 from proxy_env.errors import ConfigError
 
 RIDGE_GRID = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # ridge strengths tried (on standardised features) by future_values
@@ -41,19 +40,7 @@ def future_values(
             f"--tilt-future: only {len(rows)} collected positions belong to responses that ended; raise --total-timesteps."
         )
     part = data.take(rows)
-    obs = torch.cat(
-        [
-            prefix_observation(
-                lm,
-                b.hidden.float(),
-                b.tokens[:, :1],
-                b.logprob[:, :1],
-                b.logq[:, :1],
-                pool_mean=pool_embedding(lm, b.tokens, b.logq),
-            )[:, 0]
-            for b in (part.take(slice(s, s + chunk)) for s in range(0, len(part), chunk))
-        ]
-    ).double()
+    obs = part.taken_observations(lm, chunk).double()
     d = part.delta[:, :1].double()
     x = torch.cat([obs, d, d * part.hidden.double()], dim=1)  # (M, 3H + 2 | 1 | H)
     y = part.togo.double()

@@ -26,7 +26,6 @@ import torch
 
 from agents.tilt.data import Positions
 from agents.value.head import ValueHead, ValueHeadConfig, fit_histogram
-from proxy_env.engine.steering import pool_embedding, prefix_observation
 from proxy_env.errors import ConfigError
 
 
@@ -44,23 +43,6 @@ def soft_moment(probs: torch.Tensor, lo: float, hi: float, beta: float) -> torch
     log_bin = edges[1:] / beta + math.log(beta * -math.expm1(-width / beta) / width)
     log_p = probs.double().clamp_min(1e-300).log()
     return beta * torch.logsumexp(log_p + log_bin.to(probs.device), -1)
-
-
-def _taken_observations(lm: Any, data: Positions, chunk: int = 2048) -> torch.Tensor:
-    """(N, 3H + 2) the ``prefix`` observation of the token the sampler took (offer index 0), its pool's mean kept."""
-    return torch.cat(
-        [
-            prefix_observation(
-                lm,
-                b.hidden.float(),
-                b.tokens[:, :1],
-                b.logprob[:, :1],
-                b.logq[:, :1],
-                pool_mean=pool_embedding(lm, b.tokens, b.logq),
-            )[:, 0].cpu()
-            for b in (data.take(slice(s, s + chunk)) for s in range(0, len(data), chunk))
-        ]
-    )
 
 
 def fit_future_head(
@@ -98,7 +80,7 @@ def fit_future_head(
             f"--tilt-future-form soft: only {n} collected positions belong to responses that ended; raise --total-timesteps."
         )
     part = data.take(rows)
-    x, togo = _taken_observations(lm, part), part.togo.double()
+    x, togo = part.taken_observations(lm), part.togo.double()
     cut_valid, cut_test = n - n_test - n_valid, n - n_test
     lo, hi = float(togo[:cut_valid].min()), float(togo[:cut_valid].max())
     pad = 1e-6 + 1e-3 * (hi - lo)

@@ -1,0 +1,78 @@
+"""benchmarks/rephi.py --evals: φ with its bootstrap CI against another run's per-prompt best-of-N."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.eval.cache import to_json
+from agents.eval.results import AgentEval
+from proxy_env.errors import ConfigError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rephi.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("rephi", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rephi"] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _eval(name: str, rewards: np.ndarray, kl: np.ndarray) -> AgentEval:
+    n = len(rewards)
+    zeros = np.zeros(n)
+    return AgentEval(name, "proxy", rewards, [[1]] * n, zeros, zeros, kl, kl, zeros + 30, 1.0)
+
+
+def test_an_agent_on_the_frontier_gets_phi_one_and_an_interval_around_it(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.normal(0.3, 0.3, n)
+    bon2, bon4 = base + rng.normal(0.2, 0.1, n), base + rng.normal(0.35, 0.1, n)
+    kl2, kl4 = np.full(n, 0.2), np.full(n, 0.6)
+    agents = {
+        "always-accept": {"rewards": base.tolist(), "kl": [0.0] * n},
+        "best-of-2": {"rewards": bon2.tolist(), "kl": kl2.tolist()},
+        "best-of-4": {"rewards": bon4.tolist(), "kl": kl4.tolist()},
+    }
+    (tmp_path / "round").mkdir()
+    (tmp_path / "round" / "per_prompt.json").write_text(json.dumps({"prompts": [], "agents": agents}))
+    # halfway between best-of-2 and best-of-4 in KL, and in reward: on the frontier (φ 1); half its gain: φ 0.5
+    noise = rng.normal(0, 0.05, n)
+    noise -= noise.mean()
+    on = base + (bon2.mean() + bon4.mean()) / 2 - base.mean() + noise
+    half = base + ((bon2.mean() + bon4.mean()) / 2 - base.mean()) / 2 + noise
+    evals = [
+        _eval("always-accept", base, np.zeros(n)),
+        _eval("on", on, np.full(n, 0.4)),
+        _eval("half", half, np.full(n, 0.4)),
+    ]
+    (tmp_path / "evals.json").write_text(json.dumps({"evals": [to_json(e) for e in evals]}))
+    _script().print_with_ci(str(tmp_path / "round"), [str(tmp_path / "evals.json")])
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"on", "half"}
+
+    def phi_and_ci(line: str) -> tuple[float, float, float]:
+        cell = line.rstrip(" |").rsplit(" | ", 1)[1]  # "0.99 [0.93, 1.05]"
+        value, interval = cell.split(" [")
+        lo, hi = interval.rstrip("]").split(", ")
+        return float(value), float(lo), float(hi)
+
+    value, lo, hi = phi_and_ci(rows["on"])
+    assert value == pytest.approx(1.0, abs=0.01) and lo < value < hi and hi - lo < 0.3
+    value, lo, hi = phi_and_ci(rows["half"])
+    assert value == pytest.approx(0.5, abs=0.01) and lo < 0.5 < hi
+    # another run's always-accept (other prompts or seed) is refused
+    evals[0] = _eval("always-accept", base + 0.01, np.zeros(n))
+    (tmp_path / "evals.json").write_text(json.dumps({"evals": [to_json(e) for e in evals]}))
+    with pytest.raises(ConfigError, match="always-accept's rewards differ"):
+        _script().print_with_ci(str(tmp_path / "round"), [str(tmp_path / "evals.json")])
+    with pytest.raises(ConfigError, match="holds no per_prompt.json"):
+        _script().print_with_ci(str(tmp_path), [str(tmp_path / "evals.json")])
