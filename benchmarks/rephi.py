@@ -80,32 +80,43 @@ def print_with_ci(folder: str, evals: list[str]) -> None:
         )
     agents = json.loads(path.read_text(encoding="utf-8"))["agents"]
     base = np.asarray(agents["always-accept"]["rewards"])
-    bon = sorted(
+    bon = sorted(  # by N, as the bench orders its curve
         (int(name.rsplit("-", 1)[1]), np.asarray(a["rewards"]), np.asarray(a["kl"]))
         for name, a in agents.items()
-        if name.startswith("best-of-")
+        if a.get("kind") == "best-of-n"
     )
+    if not bon:
+        raise ConfigError(f"{str(path)!r} holds no best-of-N results; pass the round that ran best-of-N (seed 0's).")
     curve = [(r, k) for _, r, k in bon]
     kl_curve = np.maximum.accumulate(np.array([0.0] + [max(float(k.mean()), 0.0) for _, k in curve]))
     r_curve = np.array([base.mean()] + [r.mean() for r, _ in curve])
-    print("| agent | reward | KL | gain vs always-accept [95% CI] | φ [95% CI] |\n|---|---|---|---|---|")
-    for file in evals:
-        for e in (from_json(x) for x in json.loads(Path(file).read_text(encoding="utf-8"))["evals"]):
-            if e.name == "always-accept":
-                if not np.array_equal(e.rewards, base):
-                    raise ConfigError(
-                        f"{file!r}: always-accept's rewards differ from {str(path)!r}'s; not the same prompts or seed."
-                    )
-                continue
-            kl = max(float(e.kl.mean()), 0.0)
-            frontier = float(np.interp(kl, kl_curve, r_curve))
-            value = (e.rewards.mean() - r_curve[0]) / (frontier - r_curve[0]) if kl <= kl_curve[-1] else math.nan
-            lo, hi = phi_ci(e.rewards, e.kl, base, curve)
-            d, glo, ghi, _ = paired_gain(e.rewards, base)
-            print(
-                f"| {e.name} | {e.rewards.mean():.3f} | {kl:.3f} | {d:+.3f} [{glo:+.3f}, {ghi:+.3f}] | "
-                f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}] |"
+    loaded = [
+        (file, from_json(x)) for file in evals for x in json.loads(Path(file).read_text(encoding="utf-8"))["evals"]
+    ]
+    mine = [e for _, e in loaded if e.name == "always-accept"]
+    if not mine:
+        raise ConfigError("--evals holds no always-accept evaluation; pass its cache file too (it checks the prompts).")
+    for file, e in loaded:
+        if e.name == "always-accept" and not (
+            len(e.rewards) == len(base) and np.allclose(e.rewards, base, rtol=1e-6, atol=1e-9)
+        ):
+            raise ConfigError(
+                f"{file!r}: always-accept's rewards differ from {str(path)!r}'s; not the same prompts or seed."
             )
+    print("| agent | reward | KL | gain vs always-accept [95% CI] | φ [95% CI] |\n|---|---|---|---|---|")
+    for _, e in loaded:
+        if e.name == "always-accept" or e.kind in ("best-of-n", "finetune"):
+            continue
+        kl = max(float(e.kl.mean()), 0.0)
+        frontier = float(np.interp(kl, kl_curve, r_curve))
+        defined = kl <= kl_curve[-1] and frontier > r_curve[0]  # as agents.eval.report.phi
+        value = (e.rewards.mean() - r_curve[0]) / (frontier - r_curve[0]) if defined else math.nan
+        lo, hi = phi_ci(e.rewards, e.kl, base, curve)
+        d, glo, ghi, _ = paired_gain(e.rewards, base)
+        print(
+            f"| {e.name} | {e.rewards.mean():.3f} | {kl:.3f} | {d:+.3f} [{glo:+.3f}, {ghi:+.3f}] | "
+            f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}] |"
+        )
 
 
 if __name__ == "__main__":

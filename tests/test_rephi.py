@@ -37,10 +37,12 @@ def test_an_agent_on_the_frontier_gets_phi_one_and_an_interval_around_it(tmp_pat
     base = rng.normal(0.3, 0.3, n)
     bon2, bon4 = base + rng.normal(0.2, 0.1, n), base + rng.normal(0.35, 0.1, n)
     kl2, kl4 = np.full(n, 0.2), np.full(n, 0.6)
+    bon16 = base + 0.4  # listed first; its KL estimate below best-of-4's: the running max keeps the curve rising
     agents = {
-        "always-accept": {"rewards": base.tolist(), "kl": [0.0] * n},
-        "best-of-2": {"rewards": bon2.tolist(), "kl": kl2.tolist()},
-        "best-of-4": {"rewards": bon4.tolist(), "kl": kl4.tolist()},
+        "best-of-16": {"kind": "best-of-n", "rewards": bon16.tolist(), "kl": np.full(n, 0.5).tolist()},
+        "always-accept": {"kind": "baseline", "rewards": base.tolist(), "kl": [0.0] * n},
+        "best-of-2": {"kind": "best-of-n", "rewards": bon2.tolist(), "kl": kl2.tolist()},
+        "best-of-4": {"kind": "best-of-n", "rewards": bon4.tolist(), "kl": kl4.tolist()},
     }
     (tmp_path / "round").mkdir()
     (tmp_path / "round" / "per_prompt.json").write_text(json.dumps({"prompts": [], "agents": agents}))
@@ -69,6 +71,19 @@ def test_an_agent_on_the_frontier_gets_phi_one_and_an_interval_around_it(tmp_pat
     assert value == pytest.approx(1.0, abs=0.01) and lo < value < hi and hi - lo < 0.3
     value, lo, hi = phi_and_ci(rows["half"])
     assert value == pytest.approx(0.5, abs=0.01) and lo < 0.5 < hi
+    # an agent beyond the curve's last KL, and a frontier no better than always-accept: no φ (as the bench says)
+    flat = {**agents, "best-of-2": {**agents["best-of-2"], "rewards": (base - 0.1).tolist()}}
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "per_prompt.json").write_text(json.dumps({"prompts": [], "agents": flat}))
+    low = [evals[0], _eval("low", base + 0.01, np.full(n, 0.1)), _eval("far", base + 0.5, np.full(n, 2.0))]
+    (tmp_path / "low.json").write_text(json.dumps({"evals": [to_json(e) for e in low]}))
+    _script().print_with_ci(str(tmp_path / "flat"), [str(tmp_path / "low.json")])
+    out = capsys.readouterr().out
+    assert "| low |" in out and "| far |" in out and out.count("— [—, —]") == 2
+    # without always-accept's own evaluation nothing checks the prompts: refused
+    (tmp_path / "alone.json").write_text(json.dumps({"evals": [to_json(low[1])]}))
+    with pytest.raises(ConfigError, match="no always-accept evaluation"):
+        _script().print_with_ci(str(tmp_path / "round"), [str(tmp_path / "alone.json")])
     # another run's always-accept (other prompts or seed) is refused
     evals[0] = _eval("always-accept", base + 0.01, np.zeros(n))
     (tmp_path / "evals.json").write_text(json.dumps({"evals": [to_json(e) for e in evals]}))

@@ -14,18 +14,18 @@ from tests.conftest import tilt_config
 def test_soft_moment_runs_from_the_mean_at_large_beta_to_the_top_at_small_beta():
     probs = torch.tensor([0.5, 0.0, 0.0, 0.5])  # T uniform on [-1, -0.5] ∪ [0.5, 1] (half each)
     mean = 0.0
-    assert float(soft_moment(probs, -1.0, 1.0, 1e3)) == pytest.approx(mean, abs=1e-3)
+    assert float(soft_moment(probs.log(), -1.0, 1.0, 1e3)) == pytest.approx(mean, abs=1e-3)
     # β → 0: the top of the support plus β·log P(top bin) + β·log(β / width): approaches 1 from below
-    assert 0.9 < float(soft_moment(probs, -1.0, 1.0, 0.01)) < 1.0
+    assert 0.9 < float(soft_moment(probs.log(), -1.0, 1.0, 0.01)) < 1.0
     # against a numerical integral at β 0.3
     t = torch.linspace(-1, 1, 400_001, dtype=torch.float64)
     density = torch.where(t.abs() >= 0.5, 1.0, 0.0)
     density = density / torch.trapezoid(density, t)
     exact = 0.3 * math.log(float(torch.trapezoid(density * torch.exp(t / 0.3), t)))
-    assert float(soft_moment(probs, -1.0, 1.0, 0.3)) == pytest.approx(exact, rel=1e-4)
+    assert float(soft_moment(probs.log(), -1.0, 1.0, 0.3)) == pytest.approx(exact, rel=1e-4)
     # a wider spread at the same mean is worth more (the variance term the mean drops)
     narrow = torch.tensor([0.0, 0.5, 0.5, 0.0])
-    assert float(soft_moment(probs, -1.0, 1.0, 0.3)) > float(soft_moment(narrow, -1.0, 1.0, 0.3))
+    assert float(soft_moment(probs.log(), -1.0, 1.0, 0.3)) > float(soft_moment(narrow.log(), -1.0, 1.0, 0.3))
 
 
 def _positions(tiny, n: int = 1200, k: int = 4, seed: int = 0) -> Positions:

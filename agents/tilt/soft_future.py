@@ -29,20 +29,19 @@ from agents.value.head import ValueHead, ValueHeadConfig, fit_histogram
 from proxy_env.errors import ConfigError
 
 
-def soft_moment(probs: torch.Tensor, lo: float, hi: float, beta: float) -> torch.Tensor:
-    """``β·log E[exp(T/β)]`` (…,) under a histogram (…, bins) of ``T`` on [lo, hi], uniform inside each bin.
+def soft_moment(log_probs: torch.Tensor, lo: float, hi: float, beta: float) -> torch.Tensor:
+    """``β·log E[exp(T/β)]`` (…,) under a histogram of ``T`` on [lo, hi] (log-probabilities (…, bins)), uniform in each bin.
 
-    >>> p = torch.tensor([1.0, 0.0])  # T uniform on [0, 1]: β·log(β(e^{1/β} − 1))
+    >>> p = torch.tensor([1.0, 0.0]).log()  # T uniform on [0, 1]: β·log(β(e^{1/β} − 1))
     >>> round(float(soft_moment(p, 0.0, 2.0, 1.0)), 4), round(math.log(math.e - 1), 4)
     (0.5413, 0.5413)
     """
-    bins = probs.shape[-1]
+    bins = log_probs.shape[-1]
     edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
     width = (hi - lo) / bins
     # log E[exp(T/β) | bin] = c/β + log(β (1 − e^{−w/β}) / w)
     log_bin = edges[1:] / beta + math.log(beta * -math.expm1(-width / beta) / width)
-    log_p = probs.double().clamp_min(1e-300).log()
-    return beta * torch.logsumexp(log_p + log_bin.to(probs.device), -1)
+    return beta * torch.logsumexp(log_probs.double() + log_bin.to(log_probs.device), -1)
 
 
 def fit_future_head(
@@ -86,22 +85,23 @@ def fit_future_head(
     pad = 1e-6 + 1e-3 * (hi - lo)
     lo, hi = lo - pad, hi + pad
     t = ((togo - lo) / (hi - lo)).clamp(0.0, 1.0)
-    torch.manual_seed(seed)
-    head = ValueHead(ValueHeadConfig(obs_dim=x.shape[1], bins=bins, model=lm.name))
-    fitted = fit_histogram(
-        head,
-        (x[:cut_valid], t[:cut_valid]),
-        (x[cut_valid:cut_test], t[cut_valid:cut_test]),
-        (x[cut_test:], t[cut_test:]),
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        sigma=sigma,
-        generator=torch.Generator().manual_seed(seed),
-        log=log,
-        name="future head",
-    )
+    with torch.random.fork_rng():  # seeded init and dropout, the caller's global generator left as it was
+        torch.manual_seed(seed)
+        head = ValueHead(ValueHeadConfig(obs_dim=x.shape[1], bins=bins, model=lm.name))
+        fitted = fit_histogram(
+            head,
+            (x[:cut_valid], t[:cut_valid]),
+            (x[cut_valid:cut_test], t[cut_valid:cut_test]),
+            (x[cut_test:], t[cut_test:]),
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            sigma=sigma,
+            generator=torch.Generator().manual_seed(seed),
+            log=log,
+            name="future head",
+        )
     head.eval()
     report = {
         "positions": float(n),
@@ -133,7 +133,7 @@ def soft_future_values(
     out = []
     for s in range(0, len(data), chunk):
         part = data.take(slice(s, s + chunk))
-        v = soft_moment(head.probs(part.observations(lm).cpu()), lo, hi, beta)  # (p, K)
+        v = soft_moment(torch.log_softmax(head(part.observations(lm).cpu()), -1), lo, hi, beta)  # (p, K)
         q = part.q()
         v = v.masked_fill(q == 0, 0.0)
         out.append(((v - (q * v).sum(-1, keepdim=True)) * (q > 0)).float())
