@@ -71,7 +71,8 @@ def fit_future_head(
         raise ConfigError(
             "--tilt-future needs tilt data collected with the reward still to come (data version 2); pass a new --tilt-data path."
         )
-    rows = torch.isfinite(data.togo).nonzero().squeeze(1)
+    togo_all = data.togo
+    rows = torch.isfinite(togo_all).nonzero().squeeze(1)
     n = len(rows)
     n_test, n_valid = int(n * holdout), int(n * validation)
     if n - n_test - n_valid < 10 or n_test < 1:
@@ -79,7 +80,7 @@ def fit_future_head(
             f"--tilt-future-form soft: only {n} collected positions belong to responses that ended; raise --total-timesteps."
         )
     part = data.take(rows)
-    x, togo = part.taken_observations(lm), part.togo.double()
+    x, togo = part.taken_observations(lm), togo_all[rows].double()
     cut_valid, cut_test = n - n_test - n_valid, n - n_test
     lo, hi = float(togo[:cut_valid].min()), float(togo[:cut_valid].max())
     pad = 1e-6 + 1e-3 * (hi - lo)
