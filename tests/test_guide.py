@@ -19,7 +19,7 @@ def _head(lm, seed: int = 0, bins: int = 12) -> ValueHead:
     torch.manual_seed(seed)
     head = ValueHead(ValueHeadConfig(obs_dim=3 * lm.hidden_size + 2, bins=bins, width=32, model=lm.name))
     with torch.no_grad():
-        head.net[0].weight[lm.hidden_size : 2 * lm.hidden_size] *= 100.0  # the candidate's embedding counts
+        head.net[0].weight[:, lm.hidden_size : 2 * lm.hidden_size] *= 10.0  # the candidate's embedding counts most
         head.net[-1].weight.mul_(8.0)  # sharper histograms: candidates' W differ by factors, not percents
     return head.eval()
 
