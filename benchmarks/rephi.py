@@ -108,9 +108,7 @@ def print_with_ci(folder: str, evals: list[str]) -> None:
         if e.name == "always-accept" or e.kind in ("best-of-n", "finetune"):
             continue
         kl = max(float(e.kl.mean()), 0.0)
-        frontier = float(np.interp(kl, kl_curve, r_curve))
-        defined = kl <= kl_curve[-1] and frontier > r_curve[0]  # as agents.eval.report.phi
-        value = (e.rewards.mean() - r_curve[0]) / (frontier - r_curve[0]) if defined else math.nan
+        value = phi({"kind": e.kind, "kl": kl, "reward": float(e.rewards.mean())}, kl_curve, r_curve)
         lo, hi = phi_ci(e.rewards, e.kl, base, curve)
         d, glo, ghi, _ = paired_gain(e.rewards, base)
         print(
