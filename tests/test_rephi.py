@@ -91,3 +91,62 @@ def test_an_agent_on_the_frontier_gets_phi_one_and_an_interval_around_it(tmp_pat
         _script().print_with_ci(str(tmp_path / "round"), [str(tmp_path / "evals.json")])
     with pytest.raises(ConfigError, match="holds no per_prompt.json"):
         _script().print_with_ci(str(tmp_path), [str(tmp_path / "evals.json")])
+
+
+def _row(agent: str, kind: str, kl: float, reward: float) -> dict:
+    return {
+        "agent": agent,
+        "kind": kind,
+        "kl": kl,
+        "kl_lo": kl - 0.01,
+        "kl_hi": kl + 0.01,
+        "reward": reward,
+        "reward_lo": reward - 0.05,
+        "reward_hi": reward + 0.05,
+    }
+
+
+def test_the_figure_draws_one_line_per_label_and_a_row_in_two_files_once(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rephi = _script()
+    bon = [_row("best-of-4", "best-of-n", 0.6, 0.6), _row("best-of-2", "best-of-n", 0.2, 0.5)]
+    guide = [
+        _row("value guide (head) [N=8]", "proxy", 0.19, 0.39),
+        _row("value guide (head) [N=16]", "proxy", 0.28, 0.43),
+    ]
+    large = [
+        _row("value guide (head) [N=16]", "proxy", 0.28, 0.43),
+        _row("value guide (head) [N=32]", "proxy", 0.34, 0.40),
+    ]
+    tilt = [_row("tilt proxy (w0.3)", "proxy", 0.79, 0.49)]
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its lines back
+    path = tmp_path / "reward_kl.png"
+    rephi.plot_curves(
+        bon, _row("always-accept", "baseline", 0.0, 0.3), [("guide", guide), ("guide", large), ("tilt", tilt)], path
+    )
+    assert path.stat().st_size > 0
+    ax = figures[0].axes[0]
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # each errorbar's data line
+    assert list(lines) == ["best-of-N (empirical KL)", "always-accept (the LLM)", "guide", "tilt"]
+    assert list(lines["best-of-N (empirical KL)"].get_xdata()) == [0.2, 0.6]  # KL increasing
+    assert list(lines["guide"].get_xdata()) == [0.19, 0.28, 0.34]  # N=16 (in both files) once
+    assert [t.get_text() for t in ax.texts] == [
+        "N=2",
+        "N=4",
+        "N=8",
+        "N=16",
+        "N=32",
+        "w0.3",
+    ]  # best-of-N's, then each curve's
+
+
+def test_a_figure_without_results_files_is_refused(monkeypatch):
+    rephi = _script()
+    monkeypatch.setattr(sys, "argv", ["rephi.py", "--frontier", "x.csv", "--figure", "out.png"])
+    with pytest.raises(ConfigError, match="--figure='out.png' draws results files"):
+        rephi.main()

@@ -53,7 +53,7 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from agents.eval.report import _curves
+    from agents.eval.report import draw_curves
 
     def row(curve, point, kl, reward):
         return {
@@ -76,7 +76,7 @@ def test_fine_tuned_rows_are_drawn_as_one_line_per_curve():
         row("grpo", "β=2", 6.0, 0.3),
     ]
     fig, ax = plt.subplots()
-    _curves(ax, rows)
+    draw_curves(ax, rows)
     assert ax.get_legend_handles_labels()[1] == ["grpo", "dpo (ppl ≤ q0.75)"]
     grpo_line = ax.get_lines()[0]
     assert list(grpo_line.get_xdata()) == [6.0, 8.0, 20.0] and list(grpo_line.get_ydata()) == [0.3, 0.5, 0.8]

@@ -293,7 +293,7 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
     ax = axes[0][0]
     bon = sorted((r for r in rows if r["kind"] == "best-of-n"), key=lambda r: r["kl_bound"])
     if bon:
-        _bon_line(ax, bon, "kl", "best-of-N frontier (empirical KL)")
+        draw_bon_line(ax, bon, "kl", "best-of-N frontier (empirical KL)")
         ax.plot(
             [r["kl_bound"] for r in bon],
             [r["reward"] for r in bon],
@@ -308,10 +308,10 @@ def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:
     if finetuned:  # fine-tuned KL is measured against the untruncated LLM: compare like with like
         right = axes[0][1]
         if bon and not any(math.isnan(r["kl_untruncated"]) for r in bon):
-            _bon_line(right, bon, "kl_untruncated", "best-of-N (empirical KL + truncation)")
+            draw_bon_line(right, bon, "kl_untruncated", "best-of-N (empirical KL + truncation)")
         on_curve = [r for r in rows if r["kind"] == "finetune" and r.get("curve")]
         _points(right, [r for r in rows if r["kind"] != "best-of-n" and r not in on_curve], "kl_untruncated")
-        _curves(right, on_curve)
+        draw_curves(right, on_curve)
         right.set_xlabel("KL from the untruncated LLM, nats / response")
         right.set_title("reward vs KL from the untruncated LLM (fine-tuned models)")
     for a in axes[0]:
@@ -344,7 +344,7 @@ def _points(ax: Any, rows: list[dict[str, Any]], key: str) -> None:
         )
 
 
-def _bon_line(ax: Any, bon: list[dict[str, Any]], key: str, label: str) -> None:
+def draw_bon_line(ax: Any, bon: list[dict[str, Any]], key: str, label: str) -> None:
     ax.errorbar(
         [r[key] for r in bon],
         [r["reward"] for r in bon],
@@ -364,7 +364,7 @@ def _bon_line(ax: Any, bon: list[dict[str, Any]], key: str, label: str) -> None:
         )
 
 
-def _curves(ax: Any, rows: list[dict[str, Any]]) -> None:
+def draw_curves(ax: Any, rows: list[dict[str, Any]]) -> None:
     """Fine-tuned rows as one line per ``curve`` (e.g. a method's β sweep), KL increasing, each point labelled."""
     for curve in dict.fromkeys(r["curve"] for r in rows):
         points = sorted((r for r in rows if r["curve"] == curve and not math.isnan(r["kl"])), key=lambda r: r["kl"])
