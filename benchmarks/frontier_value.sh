@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Value-guided proxies (issue 31) on the reward–KL frontier, all 266 default-eval prompts.
 #   bash benchmarks/frontier_value.sh "2 4 8 16"       # the N of each proxy (default below), then bench
+#   HEAD=runs/value/head-blocks bash benchmarks/frontier_value.sh "4 8 16"   # proxies fitted to another head
 # 1. `proxy-rlhf value`: $SAMPLES responses per training prompt (default 64: 637 x 64 = 40,768 responses), their
 #    mid-rank quantiles u, $POSITIONS labelled positions each, and the distributional value head (resumable:
 #    rerun the same command after a stop). Q♯'s second round is benchmarks/frontier_rollin.sh, after this one.
@@ -17,19 +18,20 @@ SAMPLES=${SAMPLES:-64}
 POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
 EPOCHS=${EPOCHS:-12}
+HEAD=${HEAD:-$OUT/head}  # the value head the proxies are fitted to and the guides use (runs/value/head-blocks: per-block norm)
 # a finished head is kept (its report.json): a rerun after a stop goes on with the proxies and the bench
-[ -f "$OUT/head/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
-  --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$OUT/head" --seed "${SEED:-0}"
+[ -f "$HEAD/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
+  --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$HEAD" --seed "${SEED:-0}"
 dirs=()
 for n in $NS; do
-  dir="$OUT/n$n"
+  dir="$OUT/$(basename "$HEAD")-n$n"
   dirs+=("$dir")
   [ -f "$dir/proxy_config.json" ] && continue
   OMP_NUM_THREADS=2 proxy-rlhf train --backend tilt --observation prefix --kl-coef 1.0 \
-    --tilt-value "$OUT/head" --tilt-value-n "$n" \
+    --tilt-value "$HEAD" --tilt-value-n "$n" \
     --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
     --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
 done
-OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$OUT/head" --value-n $NS --value-rules distribution mean \
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$HEAD" --value-n $NS --value-rules distribution mean \
   --prompts default-eval --n 2 4 8 16 32 --bon-reference 4 --max-new-tokens 32 --sample --batch-size 32 \
-  --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench"
+  --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench-$(basename "$HEAD")"
