@@ -408,6 +408,42 @@ def tilt_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], 
     return {"seconds": seconds, "kl": kl, "num_envs": num_envs}, [line]
 
 
+def value_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Issue 31's value data at a GPU batch (``collect_value_data``: the LLM's own sampler, every response scored by
+    VADER, labelled positions): responses per second, the first batch (warm-up) left out of the rate."""
+    from agents.value.data import DATA_VERSION, ValueDataKey, collect_value_data
+    from proxy_env.config import EnvConfig
+    from proxy_env.prompts import load_prompts
+    from proxy_env.rewards import resolve_reward
+
+    samples, batch_prompts, batches = (8, 2, 2) if args.smoke else (64, 16, 4)
+    prompts = load_prompts("default")[: batch_prompts * batches]
+    max_new_tokens = min(32, args.max_new_tokens)
+    key = ValueDataKey(
+        DATA_VERSION, getattr(lm, "name", args.model), "default", "default", samples, 4, max_new_tokens,
+        EnvConfig.top_k, EnvConfig.top_p, EnvConfig.temperature, -1, 0,
+    )  # fmt: skip
+    stamps = [time.perf_counter()]
+    data = collect_value_data(
+        lm,
+        prompts,
+        resolve_reward("default"),
+        key,
+        batch_prompts=batch_prompts,
+        progress=lambda done, total: stamps.append(time.perf_counter()),
+    )
+    rows = batch_prompts * samples
+    rate = rows * (batches - 1) / (stamps[-1] - stamps[1])
+    line = (
+        f"value data, {rows:,} responses at once ({batch_prompts} prompts x {samples} samples, {max_new_tokens} "
+        f"tokens): {rate:,.0f} responses/s after the first batch ({stamps[1] - stamps[0]:.1f} s); "
+        f"{len(data):,} labelled positions; the 40,768 responses the CPU-fitted head learned from would take {40768 / rate:,.0f} s"
+    )
+    return {"responses_per_s": rate, "rows": rows, "first_batch_s": stamps[1] - stamps[0], "positions": len(data)}, [
+        line
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model, tiny sizes: checks the script runs (CI, any CPU)")
@@ -427,7 +463,19 @@ def main() -> None:
         nargs="+",
         # the issue's table first: a run cut short by the device's minutes keeps what matters most (results are
         # written after every stage)
-        default=["env", "host_reads", "pools", "torch_ppo", "sb3", "reward", "large", "tilt", "memory", "compiled"],
+        default=[
+            "env",
+            "host_reads",
+            "pools",
+            "torch_ppo",
+            "sb3",
+            "reward",
+            "large",
+            "tilt",
+            "value",
+            "memory",
+            "compiled",
+        ],
     )
     p.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="folder for results.md and results.json")
     args = p.parse_args()
@@ -465,6 +513,7 @@ def main() -> None:
         "sb3": sb3_stage,
         "torch_ppo": torch_ppo_stage,
         "tilt": tilt_stage,
+        "value": value_stage,
         "compiled": compiled_stage,
         "large": large_stage,
         "memory": memory_stage,
