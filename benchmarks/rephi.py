@@ -116,8 +116,11 @@ def plot_curves(
         capsize=3,
         label="always-accept (the LLM)",
     )
-    points = {(label, r["agent"]): r for label, rows in reversed(curves) for r in rows}  # a row twice: drawn once
-    draw_curves(ax, [{**r, "curve": label, "point": _point(r["agent"])} for (label, _), r in reversed(points.items())])
+    points: dict[tuple[str, str], dict[str, Any]] = {}
+    for label, rows in curves:
+        for r in rows:
+            points.setdefault((label, r["agent"]), r)  # a row in two files of one label: drawn once
+    draw_curves(ax, [{**r, "curve": label, "point": _point(r["agent"])} for (label, _), r in points.items()])
     ax.set_xscale("symlog", linthresh=0.05, linscale=0.5)
     ax.set_xlabel("exact KL from the LLM's sampler, nats / response (log scale above 0.05)")
     ax.set_ylabel("mean reward (95% CI)")

@@ -6,11 +6,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.training import check_int, check_number, help_text
 from proxy_env.config import EnvConfig, check_pool
 from proxy_env.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agents.value.data import ValueDataKey
 
 
 @dataclass
@@ -99,10 +102,29 @@ class ValueConfig:
                     "guide it was collected with; pass another --out."
                 )
 
+    def data_key(self, model_name: str) -> ValueDataKey:
+        """The :class:`agents.value.data.ValueDataKey` of the data these settings collect with the model ``model_name``."""
+        from agents.value.data import DATA_VERSION, ValueDataKey
+
+        return ValueDataKey(
+            DATA_VERSION,
+            model_name,
+            self.reward,
+            self.prompts if self.num_prompts is None else f"{self.prompts}[:{self.num_prompts}]",
+            self.samples,
+            self.positions,
+            self.max_new_tokens,
+            self.top_k,
+            self.top_p,
+            self.temperature,
+            self.hidden_layer,
+            self.seed,
+        )
+
 
 def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     """Collect (or resume) the data, then fit and save the head; returns the report (also ``<out>/report.json``)."""
-    from agents.value.data import DATA_VERSION, ValueDataKey, collect_value_data
+    from agents.value.data import collect_value_data
     from agents.value.head import (
         ValueHead,
         ValueHeadConfig,
@@ -118,20 +140,7 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
     cfg.validate()
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
     lm = as_frozen_lm(cfg.model)
-    key = ValueDataKey(
-        DATA_VERSION,
-        getattr(lm, "name", cfg.model),
-        cfg.reward,
-        cfg.prompts if cfg.num_prompts is None else f"{cfg.prompts}[:{cfg.num_prompts}]",
-        cfg.samples,
-        cfg.positions,
-        cfg.max_new_tokens,
-        cfg.top_k,
-        cfg.top_p,
-        cfg.temperature,
-        cfg.hidden_layer,
-        cfg.seed,
-    )
+    key = cfg.data_key(getattr(lm, "name", cfg.model))
     start = time.perf_counter()
     reward = resolve_reward(cfg.reward, device=lm.device, lm=lm)
     data = collect_value_data(

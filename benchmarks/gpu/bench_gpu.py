@@ -411,23 +411,21 @@ def tilt_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], 
 def value_stage(lm: FrozenLM, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """Issue 31's value data at a GPU batch (``collect_value_data``: the LLM's own sampler, every response scored by
     VADER, labelled positions): responses per second, the first batch (warm-up) left out of the rate."""
-    from agents.value.data import DATA_VERSION, ValueDataKey, collect_value_data
-    from proxy_env.config import EnvConfig
+    from agents.value.data import collect_value_data
+    from agents.value.run import ValueConfig
     from proxy_env.prompts import load_prompts
     from proxy_env.rewards import resolve_reward
 
     samples, batch_prompts, batches = (8, 2, 2) if args.smoke else (64, 16, 4)
-    prompts = load_prompts("default")[: batch_prompts * batches]
-    max_new_tokens = min(32, args.max_new_tokens)
-    key = ValueDataKey(
-        DATA_VERSION, getattr(lm, "name", args.model), "default", "default", samples, 4, max_new_tokens,
-        EnvConfig.top_k, EnvConfig.top_p, EnvConfig.temperature, -1, 0,
-    )  # fmt: skip
+    cfg = ValueConfig(samples=samples, max_new_tokens=min(32, args.max_new_tokens), num_prompts=batch_prompts * batches)
+    prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
+    max_new_tokens = cfg.max_new_tokens
+    key = cfg.data_key(getattr(lm, "name", args.model))
     stamps = [time.perf_counter()]
     data = collect_value_data(
         lm,
         prompts,
-        resolve_reward("default"),
+        resolve_reward(cfg.reward),
         key,
         batch_prompts=batch_prompts,
         progress=lambda done, total: stamps.append(time.perf_counter()),
