@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
 from agents.cli import main
+from agents.eval.board import TrainedAgent
 from agents.eval.leaderboard import AGENTS, AgentSpec, LeaderboardConfig, run_leaderboard
 from agents.saving.checkpoint import load_checkpoint
 from proxy_env.errors import ConfigError
@@ -89,6 +91,22 @@ def test_the_smoke_run_trains_benchmarks_reseeds_and_writes_the_board(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
     assert [r["outcome"] for r in json.loads((task_dir / "runs.json").read_text())][-2:] == ["finished", "interrupted"]
+    # resumed on a fresh clone of the board (agents/ is not in git): the benchmarked round's agents are read from
+    # trained.json, not trained again; only the seed-1 agent, whose round has not run, needs training
+    shutil.rmtree(task_dir / "agents")
+    trained_again.clear()
+
+    def record_training(cfg, name, spec, extra, seed, lm):
+        trained_again.append((name, seed))
+        return TrainedAgent(name, seed, None, 0.0, "stopped by the test")
+
+    monkeypatch.setattr("agents.eval.leaderboard.train_agent", record_training)
+    cloned = run_leaderboard(dataclasses.replace(cfg, resume=True), log=lines.append)
+    assert trained_again == [(again[0].name, 1)]
+    assert [(t.name, t.seed, t.checkpoint, t.error) for t in cloned.trained if t.seed == 0] == [
+        (t.name, t.seed, t.checkpoint, t.error) for t in first
+    ]
+    assert not cloned.benches and (task_dir / "seed0" / "per_prompt.json").read_bytes() == first_round
     with pytest.raises(ConfigError, match="decisions=256 there, 512 here"):
         run_leaderboard(dataclasses.replace(cfg, resume=True, decisions=512))
     with pytest.raises(ConfigError, match="no run to continue"):

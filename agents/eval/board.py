@@ -88,6 +88,29 @@ def load_round(folder: Path) -> Round:
 TRAINED_FOLDER = re.compile(r"\(([^()]+)-s(\d+)\)")
 
 
+def benched_agent(out: Path, digest: str, name: str, seed: int) -> TrainedAgent | None:
+    """The agent ``name``/``seed`` as ``out/trained.json`` lists it, when the round of its seed was benchmarked under
+    the settings ``digest`` with it (or it failed to train); else None.
+
+    A resumed run on a fresh clone of a committed board (whose ``agents/`` folder is not in git) reads its
+    benchmarked rounds back without training their agents again; only a round still to run needs checkpoints.
+    """
+    from agents.eval.resume import ROUND_SETTINGS
+
+    folder, listing = out / f"seed{seed}", out / TRAINED
+    settings = folder / ROUND_SETTINGS
+    if not (listing.is_file() and settings.is_file() and (folder / PER_PROMPT).is_file()):
+        return None
+    if settings.read_text(encoding="utf-8").strip() != digest:
+        return None
+    saved = json.loads(listing.read_text(encoding="utf-8")).get("trained", [])
+    agent = next((TrainedAgent(**t) for t in saved if t["name"] == name and t["seed"] == seed), None)
+    if agent is None or agent.error:
+        return agent
+    named = {found.groups() for r in read_rows(folder / "results.csv") if (found := TRAINED_FOLDER.search(r["agent"]))}
+    return agent if (name, str(seed)) in named else None
+
+
 def _trained_name(agent_name: str) -> str | None:
     """``ppo proxy (ppo-kl-s0)`` -> ``ppo-kl``; None for an agent the leaderboard did not train."""
     found = TRAINED_FOLDER.search(agent_name)

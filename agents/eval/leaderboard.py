@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.eval.board import PER_PROMPT, Round, TrainedAgent
+from agents.eval.board import PER_PROMPT, Round, TrainedAgent, benched_agent
 from agents.eval.results import BenchConfig, BenchResult, Progress
 from agents.eval.resume import EVALS, ROUND_SETTINGS, RunLedger, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
@@ -206,7 +206,8 @@ def trained_or_train(
     """With ``resume``, the agent's saved record (``agents/<name>-s<seed>.json``) when its run finished; else train it.
 
     The record is written after each training (failures included, so a resumed run does not retry them); it is
-    written last, so a run stopped during training leaves none and the agent is trained again.
+    written last, so a run stopped during training leaves none and the agent is trained again, unless the round
+    of its seed was benchmarked with it (:func:`~agents.eval.board.benched_agent`: a fresh clone of the board).
     """
     record = record_path(cfg, name, seed)
     if cfg.resume and record.is_file():
@@ -215,6 +216,8 @@ def trained_or_train(
         fresh = saved.get("settings") == settings_digest(cfg)  # not an agent of an earlier run with other settings
         if fresh and (done.checkpoint is None or Path(done.checkpoint).is_dir()):
             return done
+    elif cfg.resume and (benched := benched_agent(record.parent.parent, settings_digest(cfg), name, seed)):
+        return benched  # no record (a fresh clone of the board): the agent of a round benchmarked before
     result = train_agent(cfg, name, spec, env_extra, seed, lm)
     saved = {**dataclasses.asdict(result), "settings": settings_digest(cfg)}
     atomic_write_text(record, json.dumps(saved, indent=1) + "\n")
