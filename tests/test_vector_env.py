@@ -536,3 +536,11 @@ def test_reset_masks_and_closed_envs_get_clear_errors(make_venv):
         venv.step(np.ones(2, dtype=np.int64))
     with pytest.raises(StateError, match=r"reset\(\) after close\(\)"):
         venv.reset()
+
+
+def test_a_constructor_that_raised_before_its_config_still_closes_quietly():
+    # __del__ closes a half-built env: closing must not raise on the attributes the constructor never set
+    from proxy_env.vector.vector_env import ProxyRLHFVectorEnv
+
+    half_built = ProxyRLHFVectorEnv.__new__(ProxyRLHFVectorEnv)
+    half_built.close_extras()

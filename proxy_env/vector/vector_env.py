@@ -405,7 +405,8 @@ class ProxyRLHFVectorEnv(VectorEnv):
         if "decoder" in vars(self):  # a constructor that raised before building it still gets closed by __del__
             self.decoder.cache.release()
         close = getattr(vars(self).get("reward_fn"), "close", None)
-        if self.config.reward_workers and close is not None:  # the worker processes it started
+        config = vars(self).get("config")
+        if close is not None and config is not None and config.reward_workers:  # the worker processes it started
             close()
 
     # ------------------------------------------------------------------ for steering and analysis
