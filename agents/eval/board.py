@@ -88,6 +88,19 @@ def load_round(folder: Path) -> Round:
 TRAINED_FOLDER = re.compile(r"\(([^()]+)-s(\d+)\)")
 
 
+def round_saved(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` holds a round benchmarked to its end under the settings ``digest`` (its digest file is
+    written last)."""
+    from agents.eval.resume import ROUND_SETTINGS
+
+    settings = folder / ROUND_SETTINGS
+    return (
+        (folder / PER_PROMPT).is_file()
+        and settings.is_file()
+        and settings.read_text(encoding="utf-8").strip() == digest
+    )
+
+
 def benched_agent(out: Path, digest: str, name: str, seed: int) -> TrainedAgent | None:
     """The agent ``name``/``seed`` as ``out/trained.json`` lists it, when the round of its seed was benchmarked under
     the settings ``digest`` with it (or it failed to train); else None.
@@ -95,13 +108,8 @@ def benched_agent(out: Path, digest: str, name: str, seed: int) -> TrainedAgent 
     A resumed run on a fresh clone of a committed board (whose ``agents/`` folder is not in git) reads its
     benchmarked rounds back without training their agents again; only a round still to run needs checkpoints.
     """
-    from agents.eval.resume import ROUND_SETTINGS
-
     folder, listing = out / f"seed{seed}", out / TRAINED
-    settings = folder / ROUND_SETTINGS
-    if not (listing.is_file() and settings.is_file() and (folder / PER_PROMPT).is_file()):
-        return None
-    if settings.read_text(encoding="utf-8").strip() != digest:
+    if not (listing.is_file() and round_saved(folder, digest)):
         return None
     saved = json.loads(listing.read_text(encoding="utf-8")).get("trained", [])
     agent = next((TrainedAgent(**t) for t in saved if t["name"] == name and t["seed"] == seed), None)

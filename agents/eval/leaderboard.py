@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.eval.board import PER_PROMPT, Round, TrainedAgent, benched_agent
+from agents.eval.board import Round, TrainedAgent, benched_agent
 from agents.eval.results import BenchConfig, BenchResult, Progress
 from agents.eval.resume import EVALS, ROUND_SETTINGS, RunLedger, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
@@ -312,15 +312,13 @@ def _round(
 
     A saved round is reused only if it benchmarked every one of these checkpoints (a row names each folder).
     """
-    from agents.eval.board import load_round, save_round
+    from agents.eval.board import load_round, round_saved, save_round
     from agents.eval.report import write_outputs
 
-    digest = folder / ROUND_SETTINGS
-    if cfg.resume and (folder / PER_PROMPT).is_file() and digest.is_file():
+    if cfg.resume and round_saved(folder, settings_digest(cfg)):
         saved = load_round(folder)
         names = " ".join(str(r["agent"]) for r in saved.rows)
-        same = digest.read_text(encoding="utf-8").strip() == settings_digest(cfg)
-        if same and all(f"({Path(c).name})" in names for c in checkpoints):
+        if all(f"({Path(c).name})" in names for c in checkpoints):
             log(f"[{get_task(cfg.task).name}] {folder.name}: benchmarked before, read from {folder}")
             return saved
     log(
@@ -331,7 +329,9 @@ def _round(
     benches.append(run_bench(_bench_config(cfg, checkpoints, frontier, folder), lm=lm, progress=progress))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
     saved_round = save_round(benches[-1], folder)
-    digest.write_text(settings_digest(cfg) + "\n", encoding="utf-8")  # last: a round is resumable once all is written
+    (folder / ROUND_SETTINGS).write_text(
+        settings_digest(cfg) + "\n", encoding="utf-8"
+    )  # last: resumable once all is written
     return saved_round
 
 
