@@ -59,14 +59,18 @@ class Round:
     per_prompt: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent -> kind, rewards, kl, texts
 
 
-def save_round(bench: BenchResult, folder: Path) -> Round:
-    """The round of ``bench``, its per-prompt results written to ``folder/per_prompt.json`` (after results.csv)."""
+def save_round(bench: BenchResult, folder: Path, digest: str) -> Round:
+    """The round of ``bench``, its per-prompt results written to ``folder/per_prompt.json`` (after results.csv) and
+    then the settings ``digest``: last, so that :func:`round_saved` finds a round only once all of it is written."""
+    from agents.eval.resume import ROUND_SETTINGS
+
     per_prompt = {
         a.name: {"kind": a.kind, "rewards": a.rewards.tolist(), "kl": a.kl.tolist(), "texts": list(a.texts)}
         for a in bench.agents
     }
     data = {"prompts": list(bench.prompts), "machine": bench.machine, "agents": per_prompt}
     (folder / PER_PROMPT).write_text(json.dumps(data), encoding="utf-8")
+    (folder / ROUND_SETTINGS).write_text(digest + "\n", encoding="utf-8")
     return Round(result_rows(bench), list(bench.prompts), bench.machine, per_prompt)
 
 
@@ -89,8 +93,8 @@ TRAINED_FOLDER = re.compile(r"\(([^()]+)-s(\d+)\)")
 
 
 def round_saved(folder: Path, digest: str) -> bool:
-    """Whether ``folder`` holds a round benchmarked to its end under the settings ``digest`` (its digest file is
-    written last)."""
+    """Whether ``folder`` holds a round benchmarked to its end under the settings ``digest`` (:func:`save_round`
+    writes the digest last)."""
     from agents.eval.resume import ROUND_SETTINGS
 
     settings = folder / ROUND_SETTINGS

@@ -30,7 +30,7 @@ from typing import Any
 
 from agents.eval.board import Round, TrainedAgent, benched_agent
 from agents.eval.results import BenchConfig, BenchResult, Progress
-from agents.eval.resume import EVALS, ROUND_SETTINGS, RunLedger, check_resumable, record_path, settings_digest
+from agents.eval.resume import EVALS, RunLedger, check_resumable, record_path, settings_digest
 from agents.training import check_int, check_number, help_text
 from proxy_env.assets import atomic_write_text
 from proxy_env.config import EnvConfig
@@ -315,7 +315,8 @@ def _round(
     from agents.eval.board import load_round, round_saved, save_round
     from agents.eval.report import write_outputs
 
-    if cfg.resume and round_saved(folder, settings_digest(cfg)):
+    digest = settings_digest(cfg)
+    if cfg.resume and round_saved(folder, digest):
         saved = load_round(folder)
         names = " ".join(str(r["agent"]) for r in saved.rows)
         if all(f"({Path(c).name})" in names for c in checkpoints):
@@ -328,11 +329,7 @@ def _round(
 
     benches.append(run_bench(_bench_config(cfg, checkpoints, frontier, folder), lm=lm, progress=progress))
     write_outputs(benches[-1], folder, command=command or "proxy-rlhf leaderboard")
-    saved_round = save_round(benches[-1], folder)
-    (folder / ROUND_SETTINGS).write_text(
-        settings_digest(cfg) + "\n", encoding="utf-8"
-    )  # last: resumable once all is written
-    return saved_round
+    return save_round(benches[-1], folder, digest)
 
 
 def run_leaderboard(cfg: LeaderboardConfig, *, log: Any = print, progress: Progress | None = None) -> TaskBoard:
