@@ -203,6 +203,7 @@ def test_value_deltas_tilt_toward_the_candidate_that_ends_higher(tiny):
 
 def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, capsys):
     from agents.tilt.backend import TiltConfig, train_tilt
+    from agents.value.run import ValueConfig
     from proxy_env.config import EnvConfig
 
     prompts = tmp_path / "prompts.txt"
@@ -224,6 +225,17 @@ def test_the_command_collects_fits_and_the_tilt_reads_the_head(tmp_path, tiny, c
         and report["data"]["positions"] > 0
         and len(report["trained"]["held_out_ce"]) == 2
     )
+    # a learning-curve point saved as a head of its own, from the same data file (resumed: nothing collected)
+    half = args[: args.index("--out")] + ["--out", str(tmp_path / "half"), "--train-share", "0.5"]
+    half += ["--curve", "0.5", "1"]
+    assert main(half) == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "half" / "report.json").read_text())
+    assert again["data"] == report["data"] and again["trained"]["prompts"]["train"] == 3
+    assert [(p["share"], p["prompts"]) for p in again["curve"]] == [(0.5, 3), (1.0, 5)]
+    saved_head = json.loads((tmp_path / "half" / "value_head.json").read_text())
+    assert saved_head["trained"]["train_share"] == 0.5
+    with pytest.raises(ConfigError, match=r"train_share=0 must be .*--train-share 0.25"):
+        ValueConfig(train_share=0).validate()
     env = EnvConfig(model="tiny", prompts=PROMPTS, max_new_tokens=4, observation="prefix", kl_coef=0.5)
     cfg = TiltConfig(
         env=env,

@@ -54,6 +54,13 @@ class ValueConfig:
     roll_in_data: str = field(
         default="runs/value/rollin.pt", metadata=help_text("the roll-in round's data file (resumed when it exists)")
     )
+    train_share: float = field(
+        default=1.0,
+        metadata=help_text(
+            "fit the head on this share of the training prompts only (same held-out prompts): a point of the "
+            "learning curve saved as a head that `bench --value-head` can steer with"
+        ),
+    )
     curve: tuple[float, ...] = field(
         default=(),
         metadata=help_text(
@@ -70,6 +77,7 @@ class ValueConfig:
         check_pool(self.top_k, self.top_p, self.temperature, min_top_k=2)
         if self.num_prompts is not None:
             check_int("num_prompts", self.num_prompts, minimum=2)
+        check_number("train_share", self.train_share, lambda v: 0 < v <= 1, "in (0, 1] (--train-share 0.25)")
         if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 < x <= 1 for x in self.curve):
             raise ConfigError(
                 f"curve={self.curve!r}: each share of the training prompts must be in (0, 1] (--curve 0.25 0.5)."
@@ -165,19 +173,27 @@ def run_value(cfg: ValueConfig, *, log: Any = print) -> dict[str, Any]:
         ValueHeadConfig(obs_dim=3 * lm.hidden_size + 2, bins=cfg.bins, model=lm.name, hidden_layer=cfg.hidden_layer)
     )
     fit_start = time.perf_counter()
-    trained = fit_value_head(head, lm, data, epochs=cfg.epochs, lr=cfg.learning_rate, seed=cfg.seed, log=log)
+    trained = fit_value_head(
+        head, lm, data, epochs=cfg.epochs, lr=cfg.learning_rate, seed=cfg.seed, train_share=cfg.train_share, log=log
+    )
     report.update(trained=trained, fit_s=time.perf_counter() - fit_start, parameters=head.num_parameters)
     if cfg.curve:
         fit = {"epochs": cfg.epochs, "lr": cfg.learning_rate}
-        smaller = tuple(share for share in cfg.curve if share < 1)  # the whole share is the fit above
-        report["curve"] = learning_curve(head.config, lm, data, smaller, seed=cfg.seed, **fit)
-        report["curve"].append(curve_point(1.0, trained))
+        others = tuple(share for share in cfg.curve if share != cfg.train_share)  # the head's own share: fitted above
+        report["curve"] = learning_curve(head.config, lm, data, others, seed=cfg.seed, **fit)
+        report["curve"].append(curve_point(cfg.train_share, trained))
+        report["curve"].sort(key=lambda point: point["share"])
         for point in report["curve"]:
             log(
                 f"value curve: {point['responses']:,} responses ({point['share']:g} of the training prompts): "
                 f"held-out cross-entropy {point['held_out_ce']:.4f}, corr E[u^7] {point['corr E[u^7]']:.3f}"
             )
-    summary = {"data": report["data"], "held_out_ce": trained["kept_ce"], "marginal_ce": trained["marginal_ce"]}
+    summary = {
+        "data": report["data"],
+        "train_share": cfg.train_share,
+        "held_out_ce": trained["kept_ce"],
+        "marginal_ce": trained["marginal_ce"],
+    }
     head.config = replace(head.config, trained=summary)
     out = save_value_head(head, cfg.out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
