@@ -7,8 +7,8 @@
 # 1. `proxy-rlhf value --roll-in`: the first round's head ($HEAD) guides $ROLL_INS roll-ins per training prompt at
 #    N = $ROLL_IN_N (default 8 x 637 = 5,096), each switched to the LLM's sampler at a uniform step and labelled in the
 #    prompt's first-round CDF (agents/value/rollin.py, resumable); the head is fitted again on both rounds ($HEAD-rollin).
-# 2. One bench of both heads as decoding-time guides at each N, with best-of-N 1…32; evaluations frontier_value.sh
-#    already made under the same settings (best-of-N included) are read from its cache.
+# 2. One bench of both heads as decoding-time guides at each N, with best-of-N 1…32 (or $FRONTIER's); evaluations
+#    frontier_value.sh already made under the same settings (best-of-N included) are read from its cache.
 set -euo pipefail
 OUT=${OUT:-runs/value}
 NS=${1:-"2 4 8 16"}
@@ -20,8 +20,8 @@ BATCH_PROMPTS=${BATCH_PROMPTS:-8}  # prompts rolled in at once (x ROLL_INS rows)
 HEAD=${HEAD:-$OUT/head}  # the first round's head (runs/value/head-blocks: per-block norm); round two goes to $HEAD-rollin
 [ -f "$HEAD-rollin/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" \
   --max-new-tokens 32 --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --seed "${SEED:-0}" \
-  --roll-in "$HEAD" --roll-in-n "$ROLL_IN_N" --roll-ins "$ROLL_INS" --roll-in-data "$OUT/rollin_$(basename "$HEAD")_n${ROLL_IN_N}.pt" --batch-prompts "$BATCH_PROMPTS" \
-  --out "$HEAD-rollin"
+  --roll-in "$HEAD" --roll-in-n "$ROLL_IN_N" --roll-ins "$ROLL_INS" --roll-in-data "$OUT/rollin_$(basename "$HEAD")_n${ROLL_IN_N}.pt" \
+  --batch-prompts "$BATCH_PROMPTS" --out "$HEAD-rollin"
 # best-of-N: sampled here (1…32, 4 reference samples for its KL), or read from a results file ($FRONTIER, e.g.
 # benchmarks/results/frontier32/results.csv: same prompts, seed and settings, checked on always-accept)
 if [ -n "${FRONTIER:-}" ]; then bon=(--n --frontier-from "$FRONTIER"); else bon=(--n 2 4 8 16 32 --bon-reference 4); fi
