@@ -7,7 +7,8 @@
 # then per β: 1 warm-start epoch + $EPOCHS (default 4) epochs of the exact objective. The bench reuses best-of-N 2…16 from
 # benchmarks/frontier.sh's run ($FRONTIER: same prompts, seed and settings, checked on always-accept), and
 # traces the first proxy along accept powers λ ($LAMBDAS, default "1.5 2 3"; empty skips it). $EXTRA: more
-# `proxy-rlhf train` flags; $TAG: a suffix of each proxy's folder and of the bench's, so variants share the data.
+# `proxy-rlhf train` flags; $TAG: a suffix of each proxy's folder and of the bench's, so variants share the data. The
+# bench keeps per-prompt results in $CACHE (default $OUT/bench/evals), so benchmarks/rephi.py can give φ its bootstrap CI.
 set -euo pipefail
 OUT=${OUT:-runs/tilt}
 BETAS=${1:-"0.5 0.3 0.2"}
@@ -26,7 +27,7 @@ for beta in $BETAS; do
     --tilt-data "$OUT/data_32k.pt" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}" $EXTRA
 done
 OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --prompts default-eval --n --frontier-from "$FRONTIER" \
-  --max-new-tokens 32 --sample --batch-size 32 --out "$OUT/bench$TAG"
+  --max-new-tokens 32 --sample --batch-size 32 --cache-dir "${CACHE:-$OUT/bench/evals}" --resume --out "$OUT/bench$TAG"
 [ -z "$LAMBDAS" ] && exit 0
 OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[0]}" --prompts default-eval --n --frontier-from "$FRONTIER" \
   --max-new-tokens 32 --sample --accept-powers $LAMBDAS --batch-size 32 --out "$OUT/bench_lambda$TAG"

@@ -19,6 +19,7 @@ POSITIONS=${POSITIONS:-4}
 TILT_DATA=${TILT_DATA:-runs/tilt/data_32k.pt}
 EPOCHS=${EPOCHS:-12}
 HEAD=${HEAD:-$OUT/head}  # the value head the proxies are fitted to and the guides use (runs/value/head-blocks: per-block norm)
+RULES=${RULES:-"distribution mean"}  # the guides' readings of the head (--value-rules)
 # a finished head is kept (its report.json): a rerun after a stop goes on with the proxies and the bench
 [ -f "$HEAD/report.json" ] || OMP_NUM_THREADS=2 proxy-rlhf value --samples "$SAMPLES" --positions "$POSITIONS" --max-new-tokens 32 --curve 0.125 0.25 0.5 \
   --data "$OUT/data_${SAMPLES}x${POSITIONS}.pt" --out "$HEAD" --seed "${SEED:-0}"
@@ -32,6 +33,9 @@ for n in $NS; do
     --total-timesteps 32768 --num-envs 32 --max-new-tokens 32 --tilt-epochs "$EPOCHS" --tilt-warmup-epochs 1 --learning-rate 3e-3 \
     --tilt-data "$TILT_DATA" --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
 done
-OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$HEAD" --value-n $NS --value-rules distribution mean \
-  --prompts default-eval --n 2 4 8 16 32 --bon-reference 4 --max-new-tokens 32 --sample --batch-size 32 \
+# best-of-N: sampled here (1…32, 4 reference samples for its KL), or read from a results file ($FRONTIER, e.g.
+# benchmarks/results/frontier32/results.csv: same prompts, seed and settings, checked on always-accept)
+if [ -n "${FRONTIER:-}" ]; then bon=(--n --frontier-from "$FRONTIER"); else bon=(--n 2 4 8 16 32 --bon-reference 4); fi
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "${dirs[@]}" --value-head "$HEAD" --value-n $NS --value-rules $RULES \
+  --prompts default-eval "${bon[@]}" --max-new-tokens 32 --sample --batch-size 32 \
   --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench-$(basename "$HEAD")"

@@ -20,5 +20,7 @@ dir="$src-ppo-b$BETA"
   --total-timesteps "$STEPS" --num-envs 16 --n-steps 64 --batch-size 256 --learning-rate 3e-4 \
   --algo-kwargs '{"n_epochs": 4, "gae_lambda": 0.0, "ent_coef": 0.0}' --max-new-tokens 32 \
   --save-dir "$dir" --tensorboard-log "$dir-tb" --seed "${SEED:-0}"
-OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "$src" "$dir" --prompts default-eval --n 2 4 8 16 32 --bon-reference 4 \
+# best-of-N: sampled here, or read from a results file ($FRONTIER, as in frontier_value.sh)
+if [ -n "${FRONTIER:-}" ]; then bon=(--n --frontier-from "$FRONTIER"); else bon=(--n 2 4 8 16 32 --bon-reference 4); fi
+OMP_NUM_THREADS=2 proxy-rlhf bench --checkpoints "$src" "$dir" --prompts default-eval "${bon[@]}" \
   --max-new-tokens 32 --sample --batch-size 32 --cache-dir "$OUT/bench/evals" --resume --out "$OUT/bench_rl_n${N}_b$BETA"

@@ -141,12 +141,25 @@ def eval_proxy(
 
 
 def _tb_wall(tensorboard: str | None) -> float:
-    if tensorboard is None:
-        return float("nan")
-    from agents.eval.report import read_scalars
+    return float("nan") if tensorboard is None else train_wall(tensorboard)
 
-    times = [t for series in read_scalars(tensorboard).values() for t, _, _ in series]
-    return max(times) - min(times) if times else float("nan")
+
+def train_wall(logdir: str | Path) -> float:
+    """Seconds of training a TensorBoard folder logged: each event file's span (one process's), summed.
+
+    One span over every file would also count the hours between a stopped attempt and the run that saved the
+    checkpoint (both write into the same folder). NaN when nothing was logged.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spans = []
+    for file in sorted(Path(logdir).expanduser().rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(file))
+        acc.Reload()
+        times = [e.wall_time for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+        if times:
+            spans.append(max(times) - min(times))
+    return float(sum(spans)) if spans else float("nan")
 
 
 def eval_best_of_n(

@@ -41,6 +41,9 @@ def collect(
     togo: list[float] = []  # filled when the position's response ends
     open_rows: list[list[int]] = [[] for _ in range(venv.num_envs)]  # recorded positions of each env's running response
     done, start = 0, time.perf_counter()
+    if logger is not None:  # a first point: the bench's "training s" (the log's span) then counts the collection
+        logger.record("collect/decisions", 0)
+        logger.dump(0)
     bar = progress_bar(decisions, "decision", "collect", progress)
     while done < decisions and not (stop is not None and stop.received):
         view = venv.pool_observations()
@@ -80,6 +83,7 @@ def collect(
         bar.update(venv.num_envs)
     bar.close()
     if logger is not None:
+        logger.record("collect/decisions", done)
         logger.record("collect/decisions_per_s", done / max(time.perf_counter() - start, 1e-9))
         logger.dump(done)
     if not parts["tokens"]:
