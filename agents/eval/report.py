@@ -267,17 +267,21 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[float, int, float]]]:
     """Every scalar series (wall_time, step, value) under a TensorBoard folder, keyed by ``run/tag``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     out: dict[str, list[tuple[float, int, float]]] = {}
     runs = sorted({p.parent for p in Path(logdir).expanduser().rglob("events.out.tfevents.*")})
     for run in runs:
-        acc = EventAccumulator(str(run))
-        acc.Reload()
         prefix = "" if len(runs) == 1 else f"{run.name}:"
-        for tag in acc.Tags().get("scalars", []):
-            out[prefix + tag] = [(e.wall_time, e.step, e.value) for e in acc.Scalars(tag)]
+        out.update({prefix + tag: series for tag, series in scalar_series(run).items()})
     return out
+
+
+def scalar_series(path: str | Path) -> dict[str, list[tuple[float, int, float]]]:
+    """The scalar series (wall_time, step, value) of one TensorBoard run folder or one event file, keyed by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path))
+    acc.Reload()
+    return {tag: [(e.wall_time, e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags().get("scalars", [])}
 
 
 def plot_reward_kl(rows: list[dict[str, Any]], path: Path) -> None:

@@ -150,13 +150,11 @@ def train_wall(logdir: str | Path) -> float:
     One span over every file would also count the hours between a stopped attempt and the run that saved the
     checkpoint (both write into the same folder). NaN when nothing was logged.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from agents.eval.report import scalar_series
 
     spans = []
     for file in sorted(Path(logdir).expanduser().rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(file))
-        acc.Reload()
-        times = [e.wall_time for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+        times = [t for series in scalar_series(file).values() for t, _, _ in series]
         if times:
             spans.append(max(times) - min(times))
     return float(sum(spans)) if spans else float("nan")
